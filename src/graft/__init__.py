@@ -1,0 +1,34 @@
+"""graft: transfer learning for image classification.
+
+    import graft
+    run = graft.train("photos/", strategy="finetune")      # a folder of class folders
+    model = graft.load(run.run_dir)
+    model.predict(["cat.jpg"])                              # [Prediction(path, [(class, p), ...])]
+    model.evaluate("photos_test/")                          # accuracy, per-class metrics, confusion
+
+`train` and `load` are imported on first use, so `import graft` and `graft --help` stay fast.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import BadImageError, DataError, GraftError, ModelFileError, WeightsError  # noqa: E402
+
+_LAZY = {
+    "train": ("graft.training.pipeline", "train"),
+    "load": ("graft.classifier", "load"),
+    "Classifier": ("graft.classifier", "Classifier"),
+    "predict_imagenet": ("graft.backbones.imagenet", "predict_imagenet"),
+    "list_backbones": ("graft.backbones.registry", "list_backbones"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'graft' has no attribute {name!r}")
+
+
+__all__ = ["BadImageError", "DataError", "GraftError", "ModelFileError", "WeightsError", *_LAZY]

@@ -1,0 +1,1 @@
+"""The command line: `graft train`, `predict`, `evaluate`, `summary`, `backbones`, `demo`, `cache`."""

@@ -1,0 +1,56 @@
+"""Rich tables for the terminal: results, per-class metrics, confusion matrices, listings."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ..evaluation import Evaluation
+
+console = Console(highlight=False)
+
+
+def evaluation_tables(evaluation: Evaluation, title: str) -> list[Table]:
+    per_class = Table(title=f"{title}: accuracy {evaluation.accuracy:.1%} on {evaluation.count} images")
+    for column in ("class", "precision", "recall", "F1", "images"):
+        per_class.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in evaluation.per_class.items():
+        per_class.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    per_class.add_row("[bold]macro avg[/]", "", "", f"[bold]{evaluation.macro_f1:.3f}[/]", str(evaluation.count))
+
+    confusion = Table(title="Confusion matrix (rows: true class, columns: predicted)")
+    confusion.add_column("true \\ pred")
+    short = [name[:6] for name in evaluation.classes]
+    for name in short:
+        confusion.add_column(name, justify="right")
+    for name, row in zip(evaluation.classes, evaluation.confusion):
+        confusion.add_row(name, *[f"[bold]{v}[/]" if i == j else (str(v) if v else "·")
+                                  for j, v in enumerate(row) for i in [evaluation.classes.index(name)]])
+    return [per_class, confusion]
+
+
+def history_table(history: list[dict]) -> Table:
+    table = Table(title="Training history")
+    for column in ("phase", "epoch", "train loss", "train acc", "val loss", "val acc", "lr", "time (s)"):
+        table.add_column(column, justify="right")
+    fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
+    for row in history:
+        table.add_row(row["phase"], str(row["epoch"]), fmt(row["train_loss"], ".3f"), fmt(row["train_acc"], ".1%"),
+                      fmt(row["val_loss"], ".3f"), fmt(row["val_acc"], ".1%"), fmt(row["lr"], ".1e"),
+                      fmt(row["epoch_time_s"], ".2f"))
+    return table
+
+
+def results_table(metrics: dict, strategy: str, backbone: str) -> Table:
+    table = Table(title="Results")
+    for column in ("backbone", "strategy", "val accuracy", "test accuracy", "trained params", "features (s)", "training (s)", "total (s)"):
+        table.add_column(column, justify="right")
+    timings = metrics["timings"]
+    training = timings.get("head_s", 0.0) + timings.get("images_s", 0.0)
+    table.add_row(
+        backbone, strategy, f"{metrics['val_accuracy']:.1%}",
+        f"{metrics['test_accuracy']:.1%}" if "test_accuracy" in metrics else "-",
+        f"{metrics['params']['trainable_in_training']:,}",
+        f"{timings.get('features_s', 0.0):.1f}", f"{training:.1f}", f"{timings['total_s']:.1f}",
+    )
+    return table

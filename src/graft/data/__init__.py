@@ -1,0 +1,1 @@
+"""Finding, checking and loading the user's images: folders, splits, CSVs, transforms."""

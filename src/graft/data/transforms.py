@@ -1,0 +1,57 @@
+"""Image -> tensor, exactly as the backbone was trained to see images, plus optional augmentation.
+
+Everything comes from the backbone's pretrained config (size, mean/std, interpolation, crop), so a
+ResNet gets ImageNet statistics and EfficientNet-Lite gets mean 0.5/std 0.5 without the user knowing.
+Small images (CIFAR's 32 px) are resized up to the backbone's input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from timm.data import create_transform
+
+from ..backbones.backbone import DataConfig
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation: a random resized crop and a horizontal flip by default."""
+
+    scale: tuple[float, float] = (0.35, 1.0)
+    hflip: float = 0.5
+    color_jitter: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def eval_transform(config: DataConfig):
+    """Resize, centre-crop, normalise: what evaluation, prediction and linear probes see."""
+    return create_transform(
+        input_size=config.input_size,
+        is_training=False,
+        interpolation=config.interpolation,
+        mean=config.mean,
+        std=config.std,
+        crop_pct=config.crop_pct,
+        crop_mode=config.crop_mode,
+    )
+
+
+def train_transform(config: DataConfig, augment: Augment | None):
+    """The eval transform when `augment` is None, else a random resized crop + flip (+ colour jitter)."""
+    if augment is None:
+        return eval_transform(config)
+    return create_transform(
+        input_size=config.input_size,
+        is_training=True,
+        interpolation=config.interpolation,
+        mean=config.mean,
+        std=config.std,
+        scale=augment.scale,
+        hflip=augment.hflip,
+        color_jitter=augment.color_jitter or None,
+        auto_augment=None,
+        re_prob=0.0,
+    )

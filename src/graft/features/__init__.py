@@ -1,0 +1,6 @@
+"""Bottleneck features: a frozen backbone run once per image and view, cached on disk."""
+
+from .cache import FeatureCache, FeatureSet, default_cache_dir
+from .extract import backbone_features, extract_into
+
+__all__ = ["FeatureCache", "FeatureSet", "backbone_features", "default_cache_dir", "extract_into"]

@@ -1,0 +1,154 @@
+"""An on-disk cache of backbone features, so a frozen backbone runs once per image and view.
+
+Each entry is a folder named by a hash of everything that changes the features: the backbone,
+its weights, the preprocessing, the cut stage, the augmentation and view index, and the file list
+with sizes and modification times. Features are float16 in a memory-mapped .npy, written in
+batches as they are computed, so a set larger than RAM streams through.
+
+An entry is built in a temporary folder and renamed into place only when complete, so an
+interrupted extraction is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FEATURES_FILE = "features.npy"
+LABELS_FILE = "labels.npy"
+META_FILE = "meta.json"
+
+
+def default_cache_dir() -> Path:
+    """$GRAFT_CACHE, else $XDG_CACHE_HOME/graft, else ~/.cache/graft; features live in features/."""
+    root = os.environ.get("GRAFT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "graft"
+    )
+    return Path(root) / "features"
+
+
+def cache_key(parts: dict) -> str:
+    """A short, stable hash of a JSON-able description of the features."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def files_fingerprint(paths, labels) -> str:
+    """Hash of the files' paths, sizes, mtimes and labels: any edit, addition or relabel changes it."""
+    digest = hashlib.sha256()
+    for path, label in zip(paths, labels):
+        stat = os.stat(path)
+        digest.update(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class FeatureSet:
+    """Features (N x D float16, memory-mapped) and labels (N) of one split and view."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    meta: dict
+    path: Path
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    key: str
+    path: Path
+    size_bytes: int
+    count: int
+    dim: int
+    description: str
+    created: float
+
+
+class FeatureCache:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def get(self, key: str) -> FeatureSet | None:
+        folder = self.root / key
+        if not (folder / META_FILE).exists():  # meta.json is written last: no meta, not complete
+            return None
+        meta = json.loads((folder / META_FILE).read_text())
+        features = np.load(folder / FEATURES_FILE, mmap_mode="r")
+        labels = np.load(folder / LABELS_FILE)
+        return FeatureSet(features=features, labels=labels, meta=meta, path=folder)
+
+    def build(
+        self,
+        key: str,
+        *,
+        count: int,
+        dim: int,
+        labels: np.ndarray,
+        describe: dict,
+        fill: Callable[[np.ndarray], None],
+    ) -> FeatureSet:
+        """Create an entry: `fill` writes rows into a float16 memmap of shape (count, dim)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        partial = self.root / f".partial-{key}-{uuid.uuid4().hex[:8]}"
+        partial.mkdir()
+        try:
+            features = np.lib.format.open_memmap(partial / FEATURES_FILE, mode="w+", dtype=np.float16, shape=(count, dim))
+            fill(features)
+            features.flush()
+            del features
+            np.save(partial / LABELS_FILE, np.asarray(labels, dtype=np.int64))
+            meta = {"key": key, "count": count, "dim": dim, "created": time.time(), **describe}
+            (partial / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
+            target = self.root / key
+            if target.exists():  # another process finished the same entry first: keep theirs
+                shutil.rmtree(partial)
+            else:
+                os.replace(partial, target)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return self.get(key)
+
+    def entries(self) -> list[CacheEntry]:
+        if not self.root.exists():
+            return []
+        rows = []
+        for folder in sorted(self.root.iterdir()):
+            meta_path = folder / META_FILE
+            if folder.name.startswith(".") or not meta_path.exists():
+                continue
+            meta = json.loads(meta_path.read_text())
+            rows.append(
+                CacheEntry(
+                    key=folder.name,
+                    path=folder,
+                    size_bytes=sum(f.stat().st_size for f in folder.iterdir()),
+                    count=meta.get("count", 0),
+                    dim=meta.get("dim", 0),
+                    description=f"{meta.get('backbone', '?')} {meta.get('split', '?')} view {meta.get('view', '?')}",
+                    created=meta.get("created", 0.0),
+                )
+            )
+        return rows
+
+    def remove(self, keys: list[str] | None = None) -> int:
+        """Delete the given entries (all, including leftovers of interrupted runs, when None)."""
+        if not self.root.exists():
+            return 0
+        removed = 0
+        for folder in list(self.root.iterdir()):
+            if keys is None or folder.name in keys:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed

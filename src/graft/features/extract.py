@@ -1,0 +1,151 @@
+"""Running a frozen backbone over images once, into the feature cache.
+
+Frozen-backbone training spends nearly all its time computing the same features every epoch
+(Keras, fastai and Lightning all do). Here each image, and each augmented view of it, goes through
+the backbone exactly once; the head then trains on the stored features in milliseconds per epoch.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ..backbones import Backbone
+from ..data.discover import Sample
+from ..data.images import load_image
+from ..data.transforms import Augment, eval_transform, train_transform
+from ..runtime import accelerator_device, default_workers, resolve_precision
+from .cache import FeatureCache, FeatureSet, cache_key, files_fingerprint
+
+
+class ViewDataset(Dataset):
+    """Images through a transform; with `seed`, image i always gets the same random view.
+
+    Seeding per (view, image) makes an augmented view a pure function of its inputs, so it can be
+    cached and a second run reuses it instead of drawing different crops.
+    """
+
+    def __init__(self, paths: Sequence, transform, *, seed: int | None = None, draft_size: int | None = None):
+        self.paths = list(paths)
+        self.transform = transform
+        self.seed = seed
+        self.draft_size = (draft_size, draft_size) if draft_size else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = load_image(self.paths[index], draft_size=self.draft_size)
+        if self.seed is not None:
+            item_seed = (self.seed * 1_000_003 + index) % 2**31
+            random.seed(item_seed)  # timm's random crop draws from `random`
+            torch.manual_seed(item_seed)  # torchvision's flip draws from torch
+        return self.transform(image)
+
+
+def autocast_context(precision: str, device: torch.device):
+    if resolve_precision(precision) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.inference_mode()
+def extract_into(
+    backbone: Backbone,
+    dataset: Dataset,
+    out: np.ndarray,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    precision: str = "auto",
+    description: str = "features",
+    progress: bool = True,
+) -> None:
+    """Write backbone(dataset[i]) into out[i], batch by batch (never the whole set in memory)."""
+    device = accelerator_device()
+    workers = default_workers() if workers is None else workers
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
+    was_training = backbone.training
+    backbone.eval().to(device=device, memory_format=torch.channels_last)
+    row = 0
+    with tqdm(total=len(dataset), desc=description, unit="img", disable=not progress, leave=False) as bar:
+        for batch in loader:
+            batch = batch.to(device=device, memory_format=torch.channels_last, non_blocking=True)
+            with autocast_context(precision, device):
+                features = backbone(batch)
+            out[row : row + len(batch)] = features.float().cpu().numpy()
+            row += len(batch)
+            bar.update(len(batch))
+    backbone.train(was_training)
+
+
+def draft_size_for(image_size: int, augmented: bool) -> int:
+    """How small a big JPEG may be decoded: enough pixels for the crop the transform will take."""
+    return int(image_size * (1.75 if augmented else 1.15))
+
+
+def backbone_features(
+    backbone: Backbone,
+    samples: Sequence[Sample],
+    *,
+    split: str,
+    view: int | None = None,
+    augment: Augment | None = None,
+    seed: int = 0,
+    cache: FeatureCache | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    precision: str = "auto",
+    progress: bool = True,
+) -> FeatureSet:
+    """Features of `samples` (one plain view, or augmented view number `view`), from the cache if there.
+
+    The key holds everything that changes the numbers; the split name and the precision are
+    recorded but only the precision is part of the key (the same files are the same features).
+    """
+    cache = cache or FeatureCache()
+    augmented = view is not None and augment is not None
+    paths = [s.path for s in samples]
+    labels = np.array([s.label for s in samples], dtype=np.int64)
+    describe = {
+        "backbone": backbone.name,
+        # Random weights differ run to run unless seeded; never reuse their features.
+        "weights": backbone.weights_id if backbone.weights_id != "none" else f"random-{uuid.uuid4()}",
+        "data_config": backbone.data_config.to_dict(),
+        "cut": backbone.cut,
+        "view": view if augmented else "plain",
+        "augment": augment.to_dict() if augmented else None,
+        "seed": seed if augmented else None,
+        "precision": resolve_precision(precision),
+        "files": files_fingerprint(paths, labels),
+    }
+    key = cache_key(describe)
+    found = cache.get(key)
+    if found is not None:
+        return found
+    transform = train_transform(backbone.data_config, augment) if augmented else eval_transform(backbone.data_config)
+    dataset = ViewDataset(
+        paths,
+        transform,
+        seed=(seed * 7919 + view) if augmented else None,
+        draft_size=draft_size_for(backbone.data_config.image_size, augmented),
+    )
+    label = f"{split} features" + (f" (view {view + 1})" if augmented else "")
+    return cache.build(
+        key,
+        count=len(samples),
+        dim=backbone.num_features,
+        labels=labels,
+        describe={**describe, "split": split},
+        fill=lambda out: extract_into(
+            backbone, dataset, out, batch_size=batch_size, workers=workers, precision=precision,
+            description=label, progress=progress,
+        ),
+    )

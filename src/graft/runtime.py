@@ -1,0 +1,50 @@
+"""Choosing how to run on this machine: precision, memory format, threads, data-loading workers."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import torch
+
+PRECISIONS = ("auto", "32", "bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX).
+
+    Without those instructions bf16 is emulated and runs several times slower than fp32 (measured on
+    an AVX2-only EPYC: 4 img/s in bf16 against 30 img/s in fp32 for EfficientNet-Lite0).
+    """
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return any(flag in flags for flag in (" amx_bf16", " avx512_bf16"))
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' -> 'bf16' where the hardware makes it fast, else '32'. Returns '32' or 'bf16'."""
+    if precision not in PRECISIONS:
+        from .errors import GraftError
+
+        raise GraftError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "32"
+    return "bf16" if cpu_has_fast_bf16() else "32"
+
+
+def lightning_precision(precision: str) -> str:
+    return "bf16-mixed" if resolve_precision(precision) == "bf16" else "32-true"
+
+
+def default_workers() -> int:
+    """DataLoader workers: leave one core to the model's own threads."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def accelerator_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")

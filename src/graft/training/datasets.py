@@ -1,0 +1,52 @@
+"""Datasets and loaders for the two phases: cached features (head phase) and images (image phase)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from ..features import FeatureSet
+
+
+class FeatureViews(Dataset):
+    """Cached features of one or more views of the same images; epoch e reads view e mod N.
+
+    Indexed by a whole batch of positions at once: one fancy-index read of the memory map per batch
+    instead of one per image keeps a head epoch in the milliseconds.
+    """
+
+    def __init__(self, views: list[FeatureSet]):
+        if not views:
+            raise ValueError("FeatureViews needs at least one view")
+        self.views = views
+        self.labels = torch.from_numpy(np.asarray(views[0].labels, dtype=np.int64))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, positions):
+        positions = np.sort(np.asarray(positions))
+        features = self.views[self.epoch % len(self.views)].features[positions]
+        return torch.from_numpy(np.asarray(features, dtype=np.float32)), self.labels[positions]
+
+
+def feature_loader(dataset: FeatureViews, *, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size=batch_size, drop_last=False), batch_size=None)
+
+
+def image_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: int, seed: int = 0) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=shuffle and len(dataset) > batch_size,  # a 1-image batch breaks BatchNorm
+    )

@@ -1,0 +1,90 @@
+"""Fit a network with Lightning: the single place where graft builds a Trainer."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..runtime import lightning_precision
+from .callbacks import BestWeights, History
+from .module import ClassifierModule
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    best_val_acc: float | None = None
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+
+def quiet_lightning() -> None:
+    """Lightning's banner lines (GPU available, TPU ...) are noise for graft's users."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def fit(
+    net: nn.Module,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    *,
+    param_groups: list[dict],
+    phase: str,
+    run_dir: Path,
+    epochs: int,
+    patience: int = 5,
+    precision: str = "auto",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    progress: bool = True,
+    weight_decay: float = 1e-4,
+    label_smoothing: float = 0.1,
+    plateau_patience: int = 2,
+    extra_callbacks: list[L.Callback] | None = None,
+) -> FitResult:
+    """Train `net` for up to `epochs` with early stopping; leave it holding its best epoch's weights."""
+    quiet_lightning()
+    module = ClassifierModule(
+        net,
+        param_groups,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        plateau_patience=plateau_patience,
+    )
+    best = BestWeights(run_dir / "checkpoints" / f"{phase}-best.safetensors", monitor="val_acc", mode="max")
+    history = History(phase)
+    early = EarlyStopping(monitor="val_acc", mode="max", patience=patience)
+    logs = run_dir / "logs"
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="auto",
+        devices=devices,
+        num_nodes=num_nodes,
+        precision=lightning_precision(precision),
+        callbacks=[best, history, early, LearningRateMonitor("epoch"), *(extra_callbacks or [])],
+        logger=[CSVLogger(logs, name=phase, version=""), TensorBoardLogger(logs, name=phase, version="")],
+        enable_checkpointing=False,  # BestWeights keeps the best epoch, as safetensors
+        enable_progress_bar=progress,
+        enable_model_summary=False,  # graft prints its own parameter summary
+        num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(50, len(train_loader))),
+    )
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    best.restore(module)
+    return FitResult(
+        history=history.rows,
+        best_val_acc=best.best,
+        best_epoch=None if best.best_epoch is None else best.best_epoch + 1,
+        stopped_early=early.stopped_epoch > 0,
+    )

@@ -1,0 +1,64 @@
+"""The one training loop, as a LightningModule: cross-entropy, AdamW, reduce-LR-on-plateau.
+
+It trains whatever `net` it is given: the bare head on cached features in the head phase, or the
+whole grafted model on images in the image phase. Which parameters train, and at which learning
+rate, arrives as explicit parameter groups, so this file knows nothing about strategies.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ClassifierModule(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        param_groups: list[dict],
+        *,
+        weight_decay: float = 1e-4,
+        label_smoothing: float = 0.1,
+        plateau_patience: int = 2,
+        plateau_factor: float = 0.2,
+    ):
+        super().__init__()
+        self.net = net
+        self.param_groups = param_groups
+        self.weight_decay = weight_decay
+        self.label_smoothing = label_smoothing
+        self.plateau_patience = plateau_patience
+        self.plateau_factor = plateau_factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:  # images: channels_last is faster for convolutions on CPU and GPU
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def on_fit_start(self) -> None:
+        self.net.to(memory_format=torch.channels_last)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        # Label smoothing only while training; validation loss stays the plain, comparable one.
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
+        accuracy = (logits.argmax(dim=-1) == y).float().mean()
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+        self.log(f"{stage}_acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.param_groups, weight_decay=self.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=self.plateau_factor, patience=self.plateau_patience
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}

@@ -1,0 +1,303 @@
+"""graft.train: from a folder of labelled images to a trained, evaluated, saved classifier.
+
+Read top to bottom, this is the whole procedure:
+1. find and check the data; build the backbone the strategy asks for, and a new head;
+2. head phase (frozen backbone): features once per image and view, from the cache when possible,
+   then the head trains on them (logistic regression, or AdamW over augmented views);
+3. image phase (strategies that train the base): the chosen stages train on images, at a fraction
+   of the head's learning rate, starting from the head the head phase produced;
+4. evaluate on val (and test), save model.safetensors + graft.json + metrics.json in the run folder.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from ..backbones import DEFAULT_BACKBONE, create_backbone
+from ..classifier import Classifier, predict_logits
+from ..data.dataset import ImageDataset
+from ..data.discover import DataSplits, find_data, write_skipped_report
+from ..data.transforms import Augment, train_transform, eval_transform
+from ..errors import GraftError
+from ..evaluation import Evaluation, evaluate_predictions
+from ..export import save_model, write_json_atomic
+from ..features import FeatureCache, FeatureSet, backbone_features
+from ..heads import HeadConfig, create_head, final_linear
+from ..model import GraftModel
+from ..runtime import default_workers, resolve_precision
+from ..strategies import Strategy, StrategyOptions, get_strategy
+from .datasets import FeatureViews, feature_loader, image_loader
+from .callbacks import EpochSetter
+from .fit import fit
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    classifier: Classifier
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def val(self) -> Evaluation:
+        return self.metrics["val_evaluation"]
+
+
+def train(
+    data: str | Path,
+    *,
+    backbone: str = DEFAULT_BACKBONE,
+    weights: str = "imagenet",
+    strategy: str = "finetune",
+    epochs: int = 5,
+    head_epochs: int = 15,
+    lr: float = 1e-3,
+    backbone_lr_ratio: float = 0.1,
+    batch_size: int = 32,
+    img_size: int | None = None,
+    unfreeze: int = 2,
+    cut: int = -2,
+    views: int = 3,
+    augment: Augment | None = Augment(),
+    hidden: int | None = None,
+    dropout: float = 0.0,
+    logreg_c: float = 1.0,
+    label_smoothing: float = 0.1,
+    weight_decay: float = 1e-4,
+    patience: int = 5,
+    val_split: float = 0.2,
+    seed: int = 0,
+    precision: str = "auto",
+    workers: int | None = None,
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    out: str | Path = "runs",
+    name: str | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> RunResult:
+    """Train a classifier on `data` by transfer learning; see `graft train --help` for each option.
+
+    `epochs` counts image-phase epochs (finetune, partial, scratch); `head_epochs` counts epochs of
+    the head on cached features (every strategy but scratch). `backbone_lr_ratio` scales `lr` for
+    the pretrained layers, so they change slowly while the new head learns fast.
+    """
+    say = log or (lambda message: None)
+    _check_numbers(epochs=epochs, head_epochs=head_epochs, lr=lr, backbone_lr_ratio=backbone_lr_ratio,
+                   batch_size=batch_size, views=views, patience=patience, logreg_c=logreg_c)
+    started = time.perf_counter()
+    plan = get_strategy(strategy)
+    options = StrategyOptions(unfreeze=unfreeze, cut=cut)
+    head_config = HeadConfig(hidden=hidden, dropout=dropout)
+    if plan.head_phase == "logreg" and not head_config.is_linear:
+        raise GraftError("linear-probe fits a logistic regression, a linear head: leave out --hidden.")
+    precision = resolve_precision(precision)
+    workers = default_workers() if workers is None else workers
+    L.seed_everything(seed, workers=True, verbose=False)
+
+    # 1. Data, backbone, head.
+    splits = find_data(data, val_split=val_split, seed=seed)
+    say(splits.describe())
+    net = create_backbone(
+        backbone,
+        weights=weights if plan.pretrained else "none",
+        cut=plan.cut(options),
+        img_size=img_size,
+    )
+    model = GraftModel(net, create_head(net.num_features, len(splits.classes), head_config))
+    run_dir = _new_run_dir(out, name or f"{strategy}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if splits.skipped:
+        write_skipped_report(splits.skipped, run_dir / "skipped.json")
+        say(f"Skipped {len(splits.skipped)} unreadable or non-image files: see {run_dir / 'skipped.json'}")
+    say(f"Backbone {backbone} ({net.weights_source}), input {net.data_config.image_size} px, "
+        f"strategy {strategy}: {plan.summary}")
+
+    history: list[dict] = []
+    timings: dict[str, float] = {}
+    cache = FeatureCache(Path(cache_dir) / "features" if cache_dir else None)
+    common = dict(precision=precision, progress=progress, devices=devices, num_nodes=num_nodes,
+                  weight_decay=weight_decay, label_smoothing=label_smoothing)
+
+    # 2. Head phase: the backbone is frozen, so it runs once per image (and view), into the cache.
+    val_features = None
+    if plan.head_phase is not None:
+        model.freeze_backbone()
+        say(_param_summary(model, "head phase"))
+        tick = time.perf_counter()
+        extract = dict(cache=cache, batch_size=max(batch_size, 64), workers=workers, precision=precision, progress=progress)
+        train_views = [backbone_features(net, splits.train, split="train", **extract)] if plan.head_phase == "logreg" or not augment \
+            else [backbone_features(net, splits.train, split="train", view=v, augment=augment, seed=seed, **extract) for v in range(views)]
+        val_features = backbone_features(net, splits.val, split="val", **extract)
+        timings["features_s"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        if plan.head_phase == "logreg":
+            _fit_logistic_regression(model.head, train_views[0], C=logreg_c, seed=seed)
+        else:
+            train_set = FeatureViews(train_views)
+            result = fit(
+                model.head,
+                feature_loader(train_set, batch_size=batch_size, shuffle=True, seed=seed),
+                feature_loader(FeatureViews([val_features]), batch_size=256, shuffle=False),
+                param_groups=[{"params": list(model.head.parameters()), "lr": lr}],
+                phase="head", run_dir=run_dir, epochs=head_epochs, patience=patience,
+                extra_callbacks=[EpochSetter(train_set)], **common,
+            )
+            history += result.history
+        timings["head_s"] = time.perf_counter() - tick
+
+    # 3. Image phase: train the stages the strategy names (and the head) on images.
+    trainable = plan.trainable(net, options)
+    if trainable is not None:
+        model.freeze_backbone(trainable)
+        say(_param_summary(model, "image phase"))
+        trainable_set = set(trainable)
+        backbone_params = [p for n, p in net.named_parameters() if n in trainable_set]
+        ratio = backbone_lr_ratio if plan.pretrained else 1.0  # random weights need the full rate
+        groups = [{"params": list(model.head.parameters()), "lr": lr}]
+        if backbone_params:
+            groups.append({"params": backbone_params, "lr": lr * ratio})
+        tick = time.perf_counter()
+        train_images = ImageDataset(splits.train, train_transform(net.data_config, augment if plan.augment else None))
+        val_images = ImageDataset(splits.val, eval_transform(net.data_config))
+        result = fit(
+            model,
+            image_loader(train_images, batch_size=batch_size, shuffle=True, workers=workers, seed=seed),
+            image_loader(val_images, batch_size=batch_size * 2, shuffle=False, workers=workers),
+            param_groups=groups, phase="images", run_dir=run_dir, epochs=epochs, patience=patience, **common,
+        )
+        history += result.history
+        timings["images_s"] = time.perf_counter() - tick
+        val_features = None  # the backbone changed: its cached features no longer apply
+    model.eval()
+
+    # 4. Evaluate and save.
+    evaluations = {"val": _evaluate(model, splits, "val", val_features, cache=cache, batch_size=batch_size,
+                                    workers=workers, precision=precision, progress=progress)}
+    if splits.test:
+        evaluations["test"] = _evaluate(model, splits, "test", None if trainable is not None else "cache",
+                                        cache=cache, batch_size=batch_size, workers=workers,
+                                        precision=precision, progress=progress)
+    timings["total_s"] = time.perf_counter() - started
+    hyper = dict(epochs=epochs, head_epochs=head_epochs, lr=lr, backbone_lr_ratio=backbone_lr_ratio,
+                 batch_size=batch_size, img_size=net.data_config.image_size, unfreeze=unfreeze, cut=cut,
+                 views=views, augment=augment.to_dict() if augment else None, logreg_c=logreg_c,
+                 label_smoothing=label_smoothing, weight_decay=weight_decay, patience=patience,
+                 val_split=val_split, seed=seed, precision=precision)
+    metrics = {
+        **{f"{split}_accuracy": e.accuracy for split, e in evaluations.items()},
+        **{split: e.to_dict() for split, e in evaluations.items()},
+        "timings": timings,
+        "history": history,
+        "params": model.param_counts().__dict__ | {"trainable_in_training": _trained_params(model, plan, trainable)},
+    }
+    meta = {
+        "backbone": backbone,
+        "weights": net.weights_source,
+        "cut": net.cut,
+        "data_config": net.data_config.to_dict(),
+        "head": head_config.to_dict(),
+        "classes": splits.classes,
+        "strategy": strategy,
+        "hyperparameters": hyper,
+        "metrics": {k: v for k, v in metrics.items() if k.endswith("_accuracy")},
+        "data": {"source": splits.source, "counts": {s: len(getattr(splits, s)) for s in ("train", "val", "test")}},
+        "versions": _versions(),
+    }
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    save_model(model, meta, run_dir)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the best epoch is now model.safetensors
+    classifier = Classifier(model, splits.classes, meta)
+    return RunResult(run_dir=run_dir, classifier=classifier, metrics={**metrics, "val_evaluation": evaluations["val"]}, history=history)
+
+
+def _evaluate(model, splits: DataSplits, split: str, features, *, cache, batch_size, workers, precision, progress) -> Evaluation:
+    """Evaluate on a split; with a frozen backbone the cached plain-view features give the same logits."""
+    samples = getattr(splits, split)
+    labels = [s.label for s in samples]
+    if features == "cache":
+        features = backbone_features(model.backbone, samples, split=split, cache=cache, batch_size=max(batch_size, 64),
+                                     workers=workers, precision=precision, progress=progress)
+    if isinstance(features, FeatureSet):
+        with torch.inference_mode():
+            logits = model.head(torch.from_numpy(np.asarray(features.features, dtype=np.float32))).numpy()
+    else:
+        logits = predict_logits(model, samples, model.backbone.data_config, batch_size=batch_size * 2,
+                                workers=workers, precision=precision)
+    return evaluate_predictions(labels, logits.argmax(axis=1), splits.classes)
+
+
+def _fit_logistic_regression(head: torch.nn.Module, features: FeatureSet, *, C: float, seed: int) -> None:
+    """The course's "bottleneck features + linear classifier", folded into the Linear head.
+
+    Features are standardised for a well-conditioned fit; the scaling is then folded into the
+    weights (w / sigma, b - w.mu / sigma), so the saved head takes raw features like any other.
+    """
+    x = np.asarray(features.features, dtype=np.float32)
+    scaler = StandardScaler().fit(x)
+    regression = LogisticRegression(C=C, max_iter=1000, random_state=seed)
+    regression.fit(scaler.transform(x), features.labels)
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    weight = regression.coef_ / scale
+    bias = regression.intercept_ - weight @ scaler.mean_
+    if weight.shape[0] == 1:  # scikit-learn gives one row for two classes: logits (-z/2, z/2)
+        weight, bias = np.vstack([-weight / 2, weight / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+    linear = final_linear(head)
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(weight.astype(np.float32)))
+        linear.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
+
+
+def _param_summary(model: GraftModel, phase: str) -> str:
+    counts = model.param_counts()
+    backbone, head = model.param_counts(model.backbone), model.param_counts(model.head)
+    return (
+        f"Parameters ({phase}): total {counts.total:,} | trainable {counts.trainable:,} | "
+        f"non-trainable {counts.frozen:,}  [backbone {backbone.trainable:,}/{backbone.total:,} trainable, "
+        f"head {head.trainable:,}]"
+    )
+
+
+def _trained_params(model: GraftModel, plan: Strategy, trainable: list[str] | None) -> int:
+    head = model.param_counts(model.head).total
+    if trainable is None:
+        return head
+    params = dict(model.backbone.named_parameters())
+    return head + sum(params[n].numel() for n in trainable)
+
+
+def _new_run_dir(out: str | Path, name: str) -> Path:
+    base = Path(out) / name
+    run_dir, index = base, 2
+    while run_dir.exists() and any(run_dir.iterdir()):
+        run_dir, index = base.with_name(f"{base.name}-{index}"), index + 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _check_numbers(**values) -> None:
+    for key, value in values.items():
+        if value is None or value <= 0:
+            raise GraftError(f"--{key.replace('_', '-')} {value}: must be greater than 0.")
+
+
+def _versions() -> dict:
+    packages = {}
+    for package in ("graft", "torch", "torchvision", "timm", "lightning", "scikit-learn", "safetensors"):
+        try:
+            packages[package] = version(package)
+        except Exception:  # noqa: BLE001 - a missing distribution just isn't recorded
+            continue
+    return packages | {"python": platform.python_version()}
