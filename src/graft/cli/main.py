@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from ..errors import GraftError
-from .render import console, evaluation_tables, history_table, results_table
+from .render import console, error_console, evaluation_tables, history_table, results_table
 
 app = typer.Typer(
     help="Transfer learning for image classification: a folder of labelled photos in, a trained classifier out.",
@@ -31,10 +31,10 @@ def main() -> None:
     try:
         app()
     except GraftError as error:
-        console.print(f"[bold red]error:[/] {error}")
+        error_console.print(f"[bold red]error:[/] {error}", markup=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: no partial model was saved.")
+        error_console.print("[yellow]interrupted[/]: no partial model was saved.")
         sys.exit(130)
 
 

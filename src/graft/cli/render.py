@@ -8,6 +8,7 @@ from rich.table import Table
 from ..evaluation import Evaluation
 
 console = Console(highlight=False)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True)  # messages stay whole for grep
 
 
 def evaluation_tables(evaluation: Evaluation, title: str) -> list[Table]:

@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny synthetic image folders (made here, so the suite needs no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (30, 40, 200)}
+
+
+def make_image(path: Path, size=(40, 40), color=(255, 0, 0), mode="RGB", noise=True, seed=0) -> Path:
+    """A colour-dominated image with noise and a bright square, so no two are copies."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    pixels = np.empty((height, width, 3), dtype=np.float32)
+    pixels[:] = color
+    if noise:
+        pixels += rng.normal(0, 25, pixels.shape)
+        side = max(2, min(width, height) // 4)
+        x, y = rng.integers(0, width - side), rng.integers(0, height - side)
+        pixels[y : y + side, x : x + side] = 235
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    if mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def _build(root: Path, per_split: dict[str, int]) -> Path:
+    seed = 0
+    for split, count in per_split.items():
+        for name, colour in COLOURS.items():
+            for i in range(count):
+                seed += 1
+                target = root / split / name / f"{i:03d}.png" if split else root / name / f"{i:03d}.png"
+                make_image(target, color=colour, seed=seed)
+    return root
+
+
+@pytest.fixture(name="make_image")
+def make_image_fixture():
+    return make_image
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """train/ and val/ with 3 colour classes: 12 train and 4 val images each, 40x40 px."""
+    return _build(tmp_path_factory.mktemp("tiny"), {"train": 12, "val": 4})
+
+
+@pytest.fixture(scope="session")
+def tiny_flat_dataset(tmp_path_factory) -> Path:
+    """One folder of 3 class folders, 10 images each, to be split."""
+    return _build(tmp_path_factory.mktemp("flat"), {"": 10})
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Feature caches go to a temporary folder, never the user's ~/.cache."""
+    monkeypatch.setenv("GRAFT_CACHE", str(tmp_path_factory.getbasetemp() / "graft-cache"))

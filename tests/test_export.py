@@ -1,0 +1,67 @@
+"""Model files: safetensors + JSON, a checksum between them, and no half-written model after a crash."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import graft
+from graft.backbones import create_backbone
+from graft.classifier import Classifier
+from graft.errors import ModelFileError
+from graft.export import META_FILE, WEIGHTS_FILE, read_model_files, save_model
+from graft.heads import HeadConfig, create_head
+from graft.model import GraftModel
+
+
+def _classifier(hidden=None):
+    backbone = create_backbone("test_efficientnet", weights="none", img_size=32)
+    model = GraftModel(backbone, create_head(backbone.num_features, 3, HeadConfig(hidden=hidden, dropout=0.1)))
+    meta = {"backbone": "test_efficientnet", "cut": None, "data_config": backbone.data_config.to_dict(),
+            "head": {"hidden": hidden, "dropout": 0.1}, "strategy": "scratch", "weights": "random initialisation"}
+    return Classifier(model.eval(), ["a", "b", "c"], meta)
+
+
+@pytest.mark.parametrize("hidden", [None, 16])
+def test_round_trip_gives_identical_outputs(tmp_path, hidden):
+    original = _classifier(hidden)
+    original.save(tmp_path / "m")
+    loaded = graft.load(tmp_path / "m")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(original.model(x), loaded.model(x))
+    assert loaded.classes == ["a", "b", "c"]
+    assert json.loads((tmp_path / "m" / META_FILE).read_text())["weights_sha256"]
+    assert (tmp_path / "m" / WEIGHTS_FILE).read_bytes()[:8] != b"\x80\x02\x8a\x0a" * 2  # not a pickle
+
+
+def test_replaced_weights_are_refused(tmp_path):
+    _classifier().save(tmp_path / "a")
+    _classifier().save(tmp_path / "b")  # different random init
+    (tmp_path / "a" / WEIGHTS_FILE).write_bytes((tmp_path / "b" / WEIGHTS_FILE).read_bytes())
+    with pytest.raises(ModelFileError, match="checksum"):
+        read_model_files(tmp_path / "a")
+
+
+def test_a_crash_while_saving_leaves_no_model_that_looks_complete(tmp_path, monkeypatch):
+    import graft.export as export
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export, "write_json_atomic", crash)
+    with pytest.raises(RuntimeError):
+        save_model(_classifier().model, {}, tmp_path / "m")
+    with pytest.raises(ModelFileError, match="not a complete graft model"):
+        graft.load(tmp_path / "m")
+
+
+def test_damaged_json_and_missing_folders_are_explained(tmp_path):
+    with pytest.raises(ModelFileError, match="no such run"):
+        graft.load(tmp_path / "nothing")
+    _classifier().save(tmp_path / "m")
+    (tmp_path / "m" / META_FILE).write_text("{not json")
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        graft.load(tmp_path / "m" / META_FILE)
