@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import GraftError
@@ -31,7 +32,7 @@ def main() -> None:
     try:
         app()
     except GraftError as error:
-        error_console.print(f"[bold red]error:[/] {error}", markup=True)
+        error_console.print(f"[bold red]error:[/] {escape(str(error))}")
         sys.exit(2)
     except KeyboardInterrupt:
         error_console.print("[yellow]interrupted[/]: no partial model was saved.")

@@ -167,39 +167,31 @@ def find_data(
     skipped: list[SkippedFile] = []
     children = {p.name.lower(): p for p in source.iterdir() if p.is_dir() and not _is_hidden(p)}
     val_dir = next((children[n] for n in VAL_NAMES if n in children), None)
-    if "train" in children and val_dir is not None:
-        folders = {"train": children["train"], "val": val_dir}
-        if "test" in children:
-            folders["test"] = children["test"]
-        scanned = {split: _scan_split(folder, skipped) for split, folder in folders.items()}
-        classes = sorted(scanned["train"])
-        _require_classes(classes, str(folders["train"]))
-        for split, by_class in scanned.items():
-            if split != "train" and sorted(by_class) != classes:
-                missing, extra = sorted(set(classes) - set(by_class)), sorted(set(by_class) - set(classes))
-                detail = "; ".join(filter(None, [
-                    f"missing in {split}/: {', '.join(missing)}" if missing else "",
-                    f"only in {split}/: {', '.join(extra)}" if extra else "",
-                ]))
-                raise DataError(f"{source}: train/ and {folders[split].name}/ have different classes ({detail}). Use the same class folders in each.")
-        splits = {split: _to_samples(by_class, classes) for split, by_class in scanned.items()}
-        if check_images:
-            splits = {split: _check_images(samples, skipped, workers) for split, samples in splits.items()}
-        for split, samples in splits.items():
-            _require_every_class(samples, classes, str(folders[split]))
-        return DataSplits(classes, splits["train"], splits["val"], splits.get("test", []), skipped, str(source))
-
-    if set(children) == {"train"}:
-        source = children["train"]  # only train/: split it
-    by_class = _scan_split(source, skipped)
-    classes = sorted(by_class)
-    _require_classes(classes, str(source))
-    samples = _to_samples(by_class, classes)
+    # train/ (+ val/ or a split of train/) (+ test/), or else the folder itself holds the classes.
+    folders = {"train": children.get("train", source)}
+    if val_dir is not None and "train" in children:
+        folders["val"] = val_dir
+    if "test" in children and "train" in children:
+        folders["test"] = children["test"]
+    scanned = {split: _scan_split(folder, skipped) for split, folder in folders.items()}
+    classes = sorted(scanned["train"])
+    _require_classes(classes, str(folders["train"]))
+    for split, by_class in scanned.items():
+        if split != "train" and sorted(by_class) != classes:
+            missing, extra = sorted(set(classes) - set(by_class)), sorted(set(by_class) - set(classes))
+            detail = "; ".join(filter(None, [
+                f"missing in {folders[split].name}/: {', '.join(missing)}" if missing else "",
+                f"only in {folders[split].name}/: {', '.join(extra)}" if extra else "",
+            ]))
+            raise DataError(f"{source}: train/ and {folders[split].name}/ have different classes ({detail}). Use the same class folders in each.")
+    splits = {split: _to_samples(by_class, classes) for split, by_class in scanned.items()}
     if check_images:
-        samples = _check_images(samples, skipped, workers)
-    _require_every_class(samples, classes, str(source))
-    train, val = _stratified_split(samples, classes, val_split, seed)
-    return DataSplits(classes, train, val, [], skipped, str(source))
+        splits = {split: _check_images(samples, skipped, workers) for split, samples in splits.items()}
+    for split, samples in splits.items():
+        _require_every_class(samples, classes, str(folders[split]))
+    if "val" not in splits:
+        splits["train"], splits["val"] = _stratified_split(splits["train"], classes, val_split, seed)
+    return DataSplits(classes, splits["train"], splits["val"], splits.get("test", []), skipped, str(source))
 
 
 def _read_csv(path: Path, skipped: list[SkippedFile]) -> list[tuple[Path, str, str | None]]:
