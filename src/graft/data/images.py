@@ -48,18 +48,17 @@ def load_image(path: str | Path, *, draft_size: tuple[int, int] | None = None) -
     """
     path = Path(path)
     image = _open(path)
-    try:
-        _refuse_bomb(path, image.size)
-        if draft_size is not None:
-            _apply_draft(image, draft_size)
-        image.load()  # decodes everything now, so truncated files fail here, not mid-training
-    except Image.DecompressionBombError:
-        raise BadImageError(path, _too_large_reason(None)) from None
-    except _DECODE_ERRORS as error:
-        raise BadImageError(path, f"truncated or corrupt image data ({error}); "
-                                  "re-export or re-download the file, or delete it") from None
-    finally:
-        image.fp = None if image.fp is None else _close(image)
+    with image:  # closes the file once decoded; the pixels stay in memory
+        try:
+            _refuse_bomb(path, image.size)
+            if draft_size is not None:
+                _apply_draft(image, draft_size)
+            image.load()  # decode everything now: truncated files fail here, not mid-training
+        except Image.DecompressionBombError:
+            raise BadImageError(path, _too_large_reason(None)) from None
+        except _DECODE_ERRORS as error:
+            raise BadImageError(path, f"truncated or corrupt image data ({error}); "
+                                      "re-export or re-download the file, or delete it") from None
     _apply_exif_orientation(image)
     return _to_rgb(path, image)
 
@@ -86,11 +85,6 @@ def _open(path: Path) -> Image.Image:
     except _DECODE_ERRORS as error:
         raise BadImageError(path, f"cannot read the image header ({error}); the file may be "
                                   "corrupt: re-export or re-download it") from None
-
-
-def _close(image: Image.Image) -> None:
-    """Release the file handle: the decoded pixels no longer need it (and Windows locks open files)."""
-    image.fp.close()
 
 
 def _refuse_bomb(path: Path, size: tuple[int, int]) -> None:
