@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny synthetic image folders (made here, so the suite needs no downloads)."""
+"""Shared fixtures: tiny synthetic image folders, made here so the suite needs no downloads.
+
+The session-scoped datasets are shared by every test: copy them (shutil.copytree) before changing
+anything in them.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,20 @@ from PIL import Image
 COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (30, 40, 200)}
 
 
-def make_image(path: Path, size=(40, 40), color=(255, 0, 0), mode="RGB", noise=True, seed=0) -> Path:
-    """A colour-dominated image with noise and a bright square, so no two are copies."""
+def make_image(
+    path: Path,
+    size: tuple[int, int] = (40, 40),
+    color: tuple[int, int, int] = (255, 0, 0),
+    mode: str = "RGB",
+    noise: bool = True,
+    seed: int = 0,
+) -> Path:
+    """Save an image of `size` (width, height) dominated by `color` and return its path.
+
+    With `noise`, Gaussian noise and a bright square at a random place make every seed a different
+    image (so models cannot memorise one picture), while the colour still decides the class. The
+    format follows the suffix; `mode` converts the RGB image first (e.g. "L", "P", "CMYK").
+    """
     rng = np.random.default_rng(seed)
     width, height = size
     pixels = np.empty((height, width, 3), dtype=np.float32)
@@ -22,39 +38,41 @@ def make_image(path: Path, size=(40, 40), color=(255, 0, 0), mode="RGB", noise=T
         side = max(2, min(width, height) // 4)
         x, y = rng.integers(0, width - side), rng.integers(0, height - side)
         pixels[y : y + side, x : x + side] = 235
-    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     if mode != "RGB":
         image = image.convert(mode)
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
 
 
 def _build(root: Path, per_split: dict[str, int]) -> Path:
+    """`root/<split>/<colour>/NNN.png` (`root/<colour>/NNN.png` for split ""), each image unique."""
     seed = 0
     for split, count in per_split.items():
         for name, colour in COLOURS.items():
-            for i in range(count):
+            for index in range(count):
                 seed += 1
-                target = root / split / name / f"{i:03d}.png" if split else root / name / f"{i:03d}.png"
-                make_image(target, color=colour, seed=seed)
+                make_image(root / split / name / f"{index:03d}.png", color=colour, seed=seed)
     return root
 
 
 @pytest.fixture(name="make_image")
 def make_image_fixture():
+    """The `make_image(path, size, color, mode, noise, seed)` helper, for tests that build files."""
     return make_image
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
-    """train/ and val/ with 3 colour classes: 12 train and 4 val images each, 40x40 px."""
+    """train/ and val/ with 3 colour classes (red, green, blue): 12 train and 4 val images each, 40x40 px."""
     return _build(tmp_path_factory.mktemp("tiny"), {"train": 12, "val": 4})
 
 
 @pytest.fixture(scope="session")
 def tiny_flat_dataset(tmp_path_factory) -> Path:
-    """One folder of 3 class folders, 10 images each, to be split."""
+    """One folder of 3 class folders (red, green, blue), 10 images each, for graft to split."""
     return _build(tmp_path_factory.mktemp("flat"), {"": 10})
 
 

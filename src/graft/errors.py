@@ -22,6 +22,9 @@ class BadImageError(DataError):
         self.reason = reason
         super().__init__(f"{path}: {reason}")
 
+    def __reduce__(self):  # rebuildable after crossing a DataLoader worker process
+        return (type(self), (self.path, self.reason))
+
 
 class WeightsError(GraftError):
     """Pretrained weights cannot be found, downloaded or loaded."""

@@ -42,7 +42,8 @@ def main() -> None:
 def _train_and_report(data, *, json_out: bool = False, **options) -> None:
     from ..training.pipeline import train
 
-    result = train(data, log=None if json_out else console.print, **options)
+    log = None if json_out else (lambda text: console.print(escape(text)))  # names may hold [brackets]
+    result = train(data, log=log, **options)
     if json_out:
         print(json.dumps({k: v for k, v in result.metrics.items() if k != "val_evaluation"}, indent=2, default=str))
         return

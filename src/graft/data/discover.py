@@ -1,19 +1,28 @@
-"""Finding the user's images and classes, and saying clearly what is wrong when they can't be used.
+"""Finding the user's labelled images, and saying exactly what is wrong when they cannot be used.
 
-Three layouts are accepted:
-- a folder with train/ and val/ (or valid/, validation/) and optional test/, each of class folders;
-- one folder of class folders, split into train/val stratified by class and seeded;
-- a CSV with columns path,label (and optionally split), paths relative to the CSV's folder.
-Hidden and junk entries (.git, .ipynb_checkpoints, __MACOSX, .DS_Store, Thumbs.db) are ignored;
-non-image and unreadable files are skipped and reported, never fatal, and never modified.
+Accepted layouts (see `find_data`):
+
+- a folder with `train/` and `val/` (or `valid/`, `validation/`) and optional `test/`, each
+  holding one folder per class; with `train/` but no `val/`, `train/` is split like a flat folder;
+- one folder of class folders, split into train/val per class (stratified) with a seed;
+- a CSV file with columns `path,label` and optionally `split` (train/val/test).
+
+Hidden and junk entries (`.git`, `.ipynb_checkpoints`, `__MACOSX`, `.DS_Store`, `Thumbs.db`) are
+ignored. Non-image and unreadable files are skipped and reported, never fatal and never modified:
+a stray `notes.txt` or one broken download should not stop a run, but the user should hear of it.
+Everything else that makes the data unusable raises a `DataError` naming the path and the fix.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
+import numbers
 import os
+import uuid
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,130 +30,135 @@ from pathlib import Path
 from ..errors import BadImageError, DataError
 from .images import IMAGE_EXTENSIONS, load_image
 
-VAL_NAMES = ("val", "valid", "validation")
-JUNK_FILES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+SPLITS = ("train", "val", "test")
+SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+CHECK_DRAFT_SIZE = (256, 256)  # checking only needs a decode, not full resolution
+_SHOWN = 5  # how many offending rows or files an error message lists
+
+_LAYOUTS = ("give a folder of class folders (data/cats/1.jpg, data/dogs/2.jpg), a folder with "
+            "train/ and val/ folders of class folders, or a CSV file with columns path,label")
+
+# A folder of class folders, or of split folders, or a CSV: the nested mapping every layout becomes.
+ImagesByClass = dict[str, list[Path]]
+ImagesBySplit = dict[str, ImagesByClass]
 
 
 @dataclass(frozen=True)
 class Sample:
+    """One labelled image: `label` indexes the class list (-1 when unknown, as in prediction)."""
+
     path: Path
     label: int
 
 
 @dataclass(frozen=True)
 class SkippedFile:
+    """A file graft did not use, and why, so the user can fix or delete it."""
+
     path: Path
     reason: str
 
 
 @dataclass
 class DataSplits:
+    """The classes and the labelled samples of each split, plus what was skipped.
+
+    `layout` says in words how the data was read and split, for summaries and run metadata.
+    """
+
     classes: list[str]
     train: list[Sample]
     val: list[Sample]
     test: list[Sample] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     source: str = ""
+    layout: str = ""
 
     def counts(self, split: str) -> dict[str, int]:
-        counter = Counter(s.label for s in getattr(self, split))
-        return {name: counter.get(i, 0) for i, name in enumerate(self.classes)}
+        """Images per class (every class, zeros included, in class order) in `split`."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+        per_label = Counter(sample.label for sample in getattr(self, split))
+        return {name: per_label[label] for label, name in enumerate(self.classes)}
 
-    def describe(self) -> str:
-        parts = [f"{len(getattr(self, s))} {s}" for s in ("train", "val", "test") if getattr(self, s)]
-        per_class = self.counts("train")
-        low, high = min(per_class.values()), max(per_class.values())
-        text = f"Data {self.source}: {len(self.classes)} classes, {', '.join(parts)} images ({low}-{high} train images per class)"
-        if self.skipped:
-            text += f"; {len(self.skipped)} files skipped"
-        return text
-
-
-def _is_hidden(path: Path) -> bool:
-    return path.name.startswith((".", "_")) or path.name.lower() in JUNK_FILES
-
-
-def _class_folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p))
-
-
-def _files_of(folder: Path, skipped: list[SkippedFile]) -> list[Path]:
-    """Image files under a class folder (recursively); other files are reported as skipped."""
-    images = []
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not _is_hidden(Path(d)))
-        for name in sorted(names):
-            path = Path(root) / name
-            if _is_hidden(path):
-                continue
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
-                images.append(path)
-            else:
-                skipped.append(SkippedFile(path, f"not an image (extension {path.suffix or 'none'})"))
-    return images
+    def describe(self, max_classes: int = 20) -> str:
+        """A few lines for the terminal: source, images per split and per class, skipped files."""
+        splits = [split for split in SPLITS if getattr(self, split)]
+        totals = ", ".join(f"{len(getattr(self, split))} {split}" for split in splits)
+        skipped = f"; {_count(len(self.skipped), 'file')} skipped" if self.skipped else ""
+        lines = [f"Data: {self.source}" + (f" ({self.layout})" if self.layout else ""),
+                 f"{len(self.classes)} classes, images: {totals}{skipped}"]
+        counts = {split: self.counts(split) for split in splits}
+        shown = self.classes[:max_classes]
+        width = max(map(len, shown), default=0)
+        for name in shown:
+            lines.append(f"  {name:<{width}}  " + "  ".join(f"{counts[s][name]:>5} {s}" for s in splits))
+        if len(self.classes) > len(shown):
+            lines.append(f"  ... and {len(self.classes) - len(shown)} more classes")
+        return "\n".join(lines)
 
 
-def _scan_split(folder: Path, skipped: list[SkippedFile]) -> dict[str, list[Path]]:
-    classes = _class_folders(folder)
-    if not classes:
-        raise DataError(
-            f"{folder}: no class folders found. Put each class's images in its own subfolder, e.g. "
-            f"{folder}/cats/1.jpg and {folder}/dogs/2.jpg."
-        )
-    return {c.name: _files_of(c, skipped) for c in classes}
+@dataclass(frozen=True)
+class _Row:
+    """One CSV row: `file` is resolved against the CSV's folder, `text` is the path as written."""
+
+    line: int
+    file: Path
+    text: str
+    label: str
+    split: str
 
 
-def _check_images(samples: list[Sample], skipped: list[SkippedFile], workers: int | None) -> list[Sample]:
-    """Decode every image once (in threads: Pillow releases the GIL); drop and report unreadable ones."""
+@dataclass
+class _Source:
+    """Where the data is and which splits it holds, before any class folder is read.
 
-    def readable(sample: Sample) -> str | None:
-        try:
-            load_image(sample.path, draft_size=(256, 256))
-        except BadImageError as error:
-            return error.reason
-        return None
+    `splits` maps each split to its folder (for a CSV: to the CSV). `presplit` is true when the
+    user chose the splits (split folders or a split column), false when graft has to split.
+    """
 
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        reasons = list(pool.map(readable, samples))
-    skipped.extend(SkippedFile(s.path, r) for s, r in zip(samples, reasons) if r is not None)
-    return [s for s, r in zip(samples, reasons) if r is None]
+    path: Path
+    splits: dict[str, Path]
+    presplit: bool
+    rows: list[_Row] | None = None
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+    @property
+    def is_csv(self) -> bool:
+        return self.rows is not None
+
+    @property
+    def layout(self) -> str:
+        if self.is_csv:
+            return "CSV file with a split column" if self.presplit else "CSV file"
+        if self.presplit:
+            return ", ".join(f"{folder.name}/" for folder in self.splits.values()) + " folders"
+        return "class folders"
+
+    def where(self, split: str, name: str | None = None) -> str:
+        """Where a split (or one class of it) lives, in words for error messages."""
+        if not self.is_csv:
+            folder = self.splits[split]
+            return str(folder / name if name else folder)
+        rows = f"the {split} rows of {self.path}" if self.presplit else f"the rows of {self.path}"
+        return f"{rows} labelled {name!r}" if name else rows
+
+    def collect(self, splits: Iterable[str]) -> ImagesBySplit:
+        """Image files by split and class name; other files are added to `skipped`."""
+        if self.is_csv:
+            return {split: self._rows_by_label(split) for split in splits}
+        return {split: _scan_class_folders(self.splits[split], self.skipped) for split in splits}
+
+    def _rows_by_label(self, split: str) -> ImagesByClass:
+        by_label: ImagesByClass = {}
+        for row in self.rows or []:
+            if row.split == split and _is_image(row.file, self.skipped):
+                by_label.setdefault(row.label, []).append(row.file)
+        return by_label
 
 
-def _require_classes(classes: list[str], where: str) -> None:
-    if len(classes) < 2:
-        found = f"only {classes[0]!r}" if classes else "none"
-        raise DataError(f"{where}: need at least two classes to train a classifier, found {found}. Add a folder per class.")
-
-
-def _require_every_class(samples: list[Sample], classes: list[str], where: str) -> None:
-    present = Counter(s.label for s in samples)
-    for label, name in enumerate(classes):
-        if not present.get(label):
-            raise DataError(f"{where}/{name}: class {name!r} has no readable images. Add images or remove the folder.")
-
-
-def _stratified_split(samples: list[Sample], classes: list[str], val_split: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    from sklearn.model_selection import train_test_split
-
-    if not 0.0 < val_split < 1.0:
-        raise DataError(f"--val-split {val_split}: use a fraction between 0 and 1, e.g. 0.2.")
-    for label, count in sorted(Counter(s.label for s in samples).items()):
-        if count < 2:
-            raise DataError(
-                f"class {classes[label]!r} has {count} image; at least 2 are needed to put one in "
-                "train and one in val. Add images or give a val/ folder."
-            )
-    labels = [s.label for s in samples]
-    n_val = max(len(classes), round(len(samples) * val_split))
-    if len(samples) - n_val < len(classes):
-        raise DataError(f"{len(samples)} images are too few to split with --val-split {val_split}; add images or give a val/ folder.")
-    train, val = train_test_split(samples, test_size=n_val, stratify=labels, random_state=seed)
-    return sorted(train, key=lambda s: str(s.path)), sorted(val, key=lambda s: str(s.path))
-
-
-def _to_samples(by_class: dict[str, list[Path]], classes: list[str]) -> list[Sample]:
-    index = {name: i for i, name in enumerate(classes)}
-    return sorted((Sample(p, index[name]) for name, paths in by_class.items() for p in paths), key=lambda s: str(s.path))
+# -- Public API --------------------------------------------------------------------------------
 
 
 def find_data(
@@ -155,125 +169,378 @@ def find_data(
     check_images: bool = True,
     workers: int | None = None,
 ) -> DataSplits:
-    """Discover the classes and train/val/test samples in `source` (see the module docstring)."""
-    source = Path(source)
-    if not source.exists():
-        raise DataError(f"{source}: no such file or folder. Give a folder of class folders, a folder with train/ and val/, or a CSV.")
-    if source.is_file():
-        if source.suffix.lower() != ".csv":
-            raise DataError(f"{source}: is a file but not a .csv. Give a folder of class folders, or a CSV with columns path,label.")
-        return _from_csv(source, val_split=val_split, seed=seed, check_images=check_images, workers=workers)
+    """Find the classes and the train/val(/test) samples in `source` (a folder or a CSV).
 
-    skipped: list[SkippedFile] = []
-    children = {p.name.lower(): p for p in source.iterdir() if p.is_dir() and not _is_hidden(p)}
-    val_dir = next((children[n] for n in VAL_NAMES if n in children), None)
-    # train/ (+ val/ or a split of train/) (+ test/), or else the folder itself holds the classes.
-    folders = {"train": children.get("train", source)}
-    if val_dir is not None and "train" in children:
-        folders["val"] = val_dir
-    if "test" in children and "train" in children:
-        folders["test"] = children["test"]
-    scanned = {split: _scan_split(folder, skipped) for split, folder in folders.items()}
-    classes = sorted(scanned["train"])
-    _require_classes(classes, str(folders["train"]))
-    for split, by_class in scanned.items():
-        if split != "train" and sorted(by_class) != classes:
-            missing, extra = sorted(set(classes) - set(by_class)), sorted(set(by_class) - set(classes))
-            detail = "; ".join(filter(None, [
-                f"missing in {folders[split].name}/: {', '.join(missing)}" if missing else "",
-                f"only in {folders[split].name}/: {', '.join(extra)}" if extra else "",
-            ]))
-            raise DataError(f"{source}: train/ and {folders[split].name}/ have different classes ({detail}). Use the same class folders in each.")
-    splits = {split: _to_samples(by_class, classes) for split, by_class in scanned.items()}
+    Classes are the sorted class-folder names (or CSV labels); a sample's label indexes them.
+    Without a val split, each class is split on its own (stratified) with `val_split` and `seed`,
+    so every class lands in both splits. With `check_images`, every image is decoded once, in
+    `workers` threads, and unreadable ones are skipped: better now than an hour into training.
+    """
+    _check_split_options(val_split, seed)
+    data = _open_source(source)
+    if "train" not in data.splits:
+        raise DataError(f"{data.path} has {_listing(data)} but no training data; add a train/ folder "
+                        "(or train rows) with the same classes.")
+    images = data.collect(data.splits)
+    classes = _check_classes(data, images)
     if check_images:
-        splits = {split: _check_images(samples, skipped, workers) for split, samples in splits.items()}
-    for split, samples in splits.items():
-        _require_every_class(samples, classes, str(folders[split]))
-    if "val" not in splits:
-        splits["train"], splits["val"] = _stratified_split(splits["train"], classes, val_split, seed)
-    return DataSplits(classes, splits["train"], splits["val"], splits.get("test", []), skipped, str(source))
+        dropped = _drop_unreadable(images, data.skipped, workers)
+        _check_no_empty_class(data, images, dropped)
+    layout = data.layout
+    if "val" not in images:
+        images["train"], images["val"] = _split_train(data, images["train"], val_split, seed)
+        layout += f"; val is {val_split:.0%} of each class, seed {seed}"
+    samples = {split: _samples(by_class, classes) for split, by_class in images.items()}
+    return DataSplits(classes, samples["train"], samples["val"], samples.get("test", []),
+                      data.skipped, str(data.path), layout)
 
 
-def _read_csv(path: Path, skipped: list[SkippedFile]) -> list[tuple[Path, str, str | None]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-            if "path" not in columns or "label" not in columns:
-                raise DataError(f"{path}: needs a header with columns path,label (and optionally split); found {', '.join(columns) or 'no header'}.")
-            rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a UTF-8 text CSV ({exc}).") from None
-    entries, missing = [], []
-    for line, row in enumerate(rows, start=2):
-        if not row.get("path") or not row.get("label"):
-            raise DataError(f"{path}, line {line}: empty path or label. Every row needs both.")
-        file = Path(row["path"]) if Path(row["path"]).is_absolute() else path.parent / row["path"]
-        if not file.exists():
-            missing.append(f"line {line}: {row['path']}")
-            continue
-        if file.suffix.lower() not in IMAGE_EXTENSIONS:
-            skipped.append(SkippedFile(file, f"not an image (extension {file.suffix or 'none'})"))
-            continue
-        split = row.get("split") or None
-        if split is not None and split.lower() not in ("train", *VAL_NAMES, "test"):
-            raise DataError(f"{path}, line {line}: split {split!r} must be train, val or test.")
-        entries.append((file, row["label"], None if split is None else ("val" if split.lower() in VAL_NAMES else split.lower())))
-    if missing:
-        raise DataError(f"{path}: {len(missing)} listed files do not exist ({'; '.join(missing[:3])}). Paths are relative to the CSV's folder.")
-    if not entries:
-        raise DataError(f"{path}: lists no images.")
-    return entries
+def find_eval_data(
+    source: str | Path, classes: list[str], *, check_images: bool = True
+) -> tuple[list[Sample], list[SkippedFile]]:
+    """Labelled images to evaluate a model trained on `classes`, and the files skipped.
 
-
-def _from_csv(path: Path, *, val_split: float, seed: int, check_images: bool, workers: int | None) -> DataSplits:
-    skipped: list[SkippedFile] = []
-    entries = _read_csv(path, skipped)
-    classes = sorted({label for _, label, _ in entries})
-    _require_classes(classes, str(path))
-    index = {name: i for i, name in enumerate(classes)}
-    samples = [Sample(file, index[label]) for file, label, _ in entries]
-    split_of = {file: split for file, _, split in entries}
-    if check_images:
-        samples = _check_images(samples, skipped, workers)
-    _require_every_class(samples, classes, str(path))
-    if any(split is not None for split in split_of.values()):
-        by_split = {s: [x for x in samples if split_of[x.path] == s] for s in ("train", "val", "test")}
-        if not by_split["train"] or not by_split["val"]:
-            raise DataError(f"{path}: the split column needs rows for both train and val.")
-        return DataSplits(classes, by_split["train"], by_split["val"], by_split["test"], skipped, str(path))
-    train, val = _stratified_split(samples, classes, val_split, seed)
-    return DataSplits(classes, train, val, [], skipped, str(path))
-
-
-def find_eval_data(source: str | Path, classes: list[str], *, check_images: bool = True) -> tuple[list[Sample], list[SkippedFile]]:
-    """Labelled images for evaluating a model with `classes`: class folders, a split folder, or a CSV."""
-    source = Path(source)
-    if not source.exists():
-        raise DataError(f"{source}: no such file or folder to evaluate on.")
-    skipped: list[SkippedFile] = []
-    if source.is_file():
-        if source.suffix.lower() != ".csv":
-            raise DataError(f"{source}: is a file but not a .csv; give a folder of class folders or a CSV.")
-        entries = [(f, label) for f, label, _ in _read_csv(source, skipped)]
-    else:
-        children = {p.name.lower(): p for p in source.iterdir() if p.is_dir() and not _is_hidden(p)}
-        folder = children.get("test") or next((children[n] for n in VAL_NAMES if n in children), source)
-        entries = [(p, name) for name, paths in _scan_split(folder, skipped).items() for p in paths]
-    unknown = sorted({label for _, label in entries} - set(classes))
+    `source` is a folder of class folders, a CSV, or a split folder (its test/ if present, else
+    its val/: never train/, which the model has seen). Its classes must be among `classes`, but
+    need not be all of them; labels index `classes`, the model's order.
+    """
+    data = _open_source(source)
+    split = _evaluation_split(data)
+    images = data.collect([split])
+    by_class = images[split]
+    unknown = sorted(set(by_class) - set(classes))
     if unknown:
-        raise DataError(f"{source}: classes {', '.join(unknown)} are not among the model's classes ({', '.join(classes)}).")
-    index = {name: i for i, name in enumerate(classes)}
-    samples = sorted((Sample(p, index[label]) for p, label in entries), key=lambda s: str(s.path))
+        kind = "labels" if data.is_csv else "class folders"
+        raise DataError(f"{data.where(split)} has {kind} the model does not know: {', '.join(unknown)}. "
+                        f"The model's classes are: {', '.join(classes)}. Remove or rename them, "
+                        "or evaluate a model trained on these classes.")
     if check_images:
-        samples = _check_images(samples, skipped, None)
+        _drop_unreadable(images, data.skipped, None)
+    samples = _samples(by_class, classes)
     if not samples:
-        raise DataError(f"{source}: no readable images to evaluate on.")
-    return samples, skipped
+        raise DataError(f"No readable images to evaluate in {data.where(split)}; "
+                        f"graft reads {_extensions()}.")
+    return samples, data.skipped
 
 
-def write_skipped_report(skipped: list[SkippedFile], path: str | Path) -> None:
+def write_skipped_report(skipped: Iterable[SkippedFile], path: str | Path) -> Path:
+    """Write `[{"path": ..., "reason": ...}, ...]` as JSON, atomically: never a half-written file.
+
+    The temporary file is created with `open(..., "x")`, so it gets the user's usual permissions.
+    """
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps([{"path": str(s.path), "reason": s.reason} for s in skipped], indent=1))
-    os.replace(temporary, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = [{"path": str(item.path), "reason": item.reason} for item in skipped]
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with temporary.open("x", encoding="utf-8") as handle:
+            json.dump(entries, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# -- Finding the source and its splits ---------------------------------------------------------
+
+
+def _check_split_options(val_split: float, seed: int) -> None:
+    """Reject values that would only fail later, deep inside scikit-learn."""
+    if isinstance(val_split, bool) or not isinstance(val_split, numbers.Real) or not 0 < val_split < 1:
+        raise DataError(f"val_split {val_split!r} (--val-split) must be a fraction between 0 and 1, "
+                        "e.g. 0.2 to keep 20% of each class for validation.")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise DataError(f"seed {seed!r} (--seed) must be a whole number from 0 to {2**32 - 1}.")
+
+
+def _open_source(source: str | Path) -> _Source:
+    path = Path(source).expanduser().absolute()
+    if not path.exists():
+        raise DataError(f"{path} does not exist. Check the path: {_LAYOUTS}.")
+    if path.is_dir():
+        return _folder_source(path)
+    if path.suffix.lower() == ".csv":
+        rows, has_split_column = _read_csv(path)
+        splits = {split: path for split in SPLITS if any(row.split == split for row in rows)}
+        return _Source(path, splits or {"train": path}, has_split_column, rows)
+    hint = (" To classify one image, use graft predict; to train, give the folder that holds the class "
+            "folders." if path.suffix.lower() in IMAGE_EXTENSIONS else "")
+    raise DataError(f"{path} is a file but not a .csv file: {_LAYOUTS}.{hint}")
+
+
+def _folder_source(root: Path) -> _Source:
+    """Split folders (train/, val/, test/) when any of them holds folders, else class folders.
+
+    Requiring subfolders keeps a flat dataset with a class called "train" (the vehicle) working.
+    """
+    folders = _visible_folders(root)
+    named = {folder: SPLIT_FOLDER_NAMES.get(folder.name.lower()) for folder in folders}
+    if not any(split and _visible_folders(folder) for folder, split in named.items()):
+        return _Source(root, {"train": root}, presplit=False)
+    splits: dict[str, Path] = {}
+    skipped: list[SkippedFile] = []
+    for folder, split in named.items():
+        if split is None:
+            skipped.append(SkippedFile(folder, "folder ignored: not a train/, val/ or test/ folder"))
+        elif split in splits:
+            raise DataError(f"{root} has both {splits[split].name}/ and {folder.name}/: keep one "
+                            "validation folder (val/, valid/ or validation/).")
+        else:
+            splits[split] = folder
+    return _Source(root, dict(sorted(splits.items(), key=lambda item: SPLITS.index(item[0]))),
+                   presplit=True, skipped=skipped)
+
+
+def _evaluation_split(data: _Source) -> str:
+    for split in ("test", "val"):
+        if split in data.splits:
+            return split
+    if data.presplit:
+        raise DataError(f"{data.path} has {_listing(data)} but no val or test split to evaluate on; "
+                        "a model is not measured on its training images. Add a test/ or val/ folder "
+                        "(or test rows), or give a folder of class folders.")
+    return "train"
+
+
+def _listing(data: _Source) -> str:
+    if data.is_csv:
+        return "only " + ", ".join(data.splits) + " rows"
+    return "only " + ", ".join(f"{folder.name}/" for folder in data.splits.values())
+
+
+# -- Folders -----------------------------------------------------------------------------------
+
+
+def _is_ignored(name: str) -> bool:
+    """Hidden, private and OS junk entries: .git, .ipynb_checkpoints, __MACOSX, Thumbs.db, ..."""
+    return name.startswith((".", "_")) or name.lower() in JUNK_NAMES
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return sorted(entry for entry in folder.iterdir() if not _is_ignored(entry.name))
+    except OSError as error:
+        raise DataError(f"Cannot read the folder {folder} ({error.strerror}); check that it exists "
+                        "and that you may read it.") from None
+
+
+def _visible_folders(folder: Path) -> list[Path]:
+    return [entry for entry in _entries(folder) if entry.is_dir()]
+
+
+def _scan_class_folders(folder: Path, skipped: list[SkippedFile]) -> ImagesByClass:
+    """Each visible subfolder is a class; its images (at any depth) are the class's images.
+
+    Images lying loose next to the class folders have no label: they are reported, not used.
+    """
+    entries = _entries(folder)
+    loose = [entry for entry in entries if entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS]
+    skipped.extend(SkippedFile(image, "not inside a class folder, so it has no label") for image in loose)
+    classes = [entry for entry in entries if entry.is_dir()]
+    if not classes:
+        found = f" ({_count(len(loose), 'image')} directly in it)" if loose else ""
+        raise DataError(f"No class folders in {folder}{found}. Put each class's images in its own "
+                        f"folder, e.g. {folder / 'cats' / '1.jpg'} and {folder / 'dogs' / '2.jpg'}.")
+    return {class_folder.name: [file for file in _files_under(class_folder) if _is_image(file, skipped)]
+            for class_folder in classes}
+
+
+def _files_under(folder: Path) -> Iterator[Path]:
+    """All visible files below `folder`, in sorted order, skipping ignored folders entirely."""
+    for root, folders, files in os.walk(folder):
+        folders[:] = sorted(name for name in folders if not _is_ignored(name))
+        for name in sorted(files):
+            if not _is_ignored(name):
+                yield Path(root, name)
+
+
+def _is_image(path: Path, skipped: list[SkippedFile]) -> bool:
+    """True for image extensions; anything else is recorded in `skipped` with its extension."""
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    extension = f"extension {path.suffix}" if path.suffix else "no file extension"
+    skipped.append(SkippedFile(path, f"not an image ({extension})"))
+    return False
+
+
+# -- CSV ---------------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path) -> tuple[list[_Row], bool]:
+    """The rows of a `path,label[,split]` CSV, and whether it has a split column."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's UTF-8 BOM
+            reader = csv.reader(handle)
+            header = next(reader, None) or []
+            records = [(reader.line_num, record) for record in reader if any(v.strip() for v in record)]
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; save it as a UTF-8 CSV file.") from None
+    except csv.Error as error:
+        raise DataError(f"{path} line {reader.line_num} is not valid CSV ({error}).") from None
+    except OSError as error:
+        raise DataError(f"Cannot read {path} ({error.strerror}); check that you may read it.") from None
+    columns = {name.strip().lower(): index for index, name in reversed(list(enumerate(header)))}
+    if "path" not in columns or "label" not in columns:
+        found = ", ".join(name.strip() for name in header) or "none"
+        raise DataError(f"{path} needs a header row with columns path,label (and optionally split); "
+                        f"its columns are: {found}.")
+    rows = _parse_rows(path, records, columns)
+    _check_rows(path, rows)
+    return rows, "split" in columns
+
+
+def _parse_rows(path: Path, records: list[tuple[int, list[str]]], columns: dict[str, int]) -> list[_Row]:
+    def cell(record: list[str], column: str) -> str:
+        index = columns.get(column)
+        return record[index].strip() if index is not None and index < len(record) else ""
+
+    rows, problems = [], []
+    for line, record in records:
+        text, label, split = cell(record, "path"), cell(record, "label"), cell(record, "split")
+        role = SPLIT_FOLDER_NAMES.get(split.lower()) if "split" in columns else "train"
+        if not text or not label:
+            problems.append(f"line {line}: empty {'path' if not text else 'label'}")
+        elif role is None:
+            problems.append(f"line {line}: split {split!r} is not train, val or test")
+        else:
+            file = Path(text).expanduser()
+            rows.append(_Row(line, file if file.is_absolute() else path.parent / file, text, label, role))
+    if problems:
+        raise DataError(f"{path} has rows graft cannot use: {_first(problems)}. Every row needs a path "
+                        "and a label, and split (if present) must be train, val or test.")
+    return rows
+
+
+def _check_rows(path: Path, rows: list[_Row]) -> None:
+    """Every listed file exists, and none is listed twice (a leak between splits, or two labels)."""
+    missing = [f"line {row.line}: {row.text}" for row in rows if not row.file.is_file()]
+    if missing:
+        raise DataError(f"{path} lists {_count(len(missing), 'file')} that do not exist: {_first(missing)}. "
+                        f"Relative paths are read from the CSV's folder, {path.parent}; fix the paths "
+                        "or move the CSV.")
+    lines_of: dict[Path, list[int]] = {}
+    for row in rows:
+        lines_of.setdefault(row.file.resolve(), []).append(row.line)
+    repeated = [f"{file} (lines {', '.join(map(str, lines))})" for file, lines in lines_of.items() if len(lines) > 1]
+    if repeated:
+        raise DataError(f"{path} lists the same file more than once: {_first(repeated)}. List each "
+                        "image once, with one label and one split.")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _first(items: list[str]) -> str:
+    more = f"; and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+    return "; ".join(items[:_SHOWN]) + more
+
+
+# -- Checks ------------------------------------------------------------------------------------
+
+
+def _check_classes(data: _Source, images: ImagesBySplit) -> list[str]:
+    """The sorted class names, once there are images, the same classes in every split, at least
+    two classes, and no empty class."""
+    if not any(paths for by_class in images.values() for paths in by_class.values()):
+        skipped = f" ({_count(len(data.skipped), 'other file')} skipped)" if data.skipped else ""
+        raise DataError(f"No images found in {data.path}{skipped}; graft reads {_extensions()}.")
+    classes = sorted(images["train"])
+    _check_same_classes(data, images, classes)
+    if len(classes) < 2:
+        raise DataError(f"Only one class ({classes[0]!r}) in {data.where('train')}: need at least two "
+                        "classes to train a classifier. Add a folder (or label) per class.")
+    _check_no_empty_class(data, images, Counter())
+    return classes
+
+
+def _check_same_classes(data: _Source, images: ImagesBySplit, classes: list[str]) -> None:
+    problems = []
+    for split, by_class in images.items():
+        missing, extra = sorted(set(classes) - set(by_class)), sorted(set(by_class) - set(classes))
+        if missing:
+            problems.append(f"missing in {data.where(split)}: {', '.join(missing)}")
+        if extra:
+            problems.append(f"not in {data.where('train')} but in {data.where(split)}: {', '.join(extra)}")
+    if problems:
+        kind = "labels" if data.is_csv else "class folders"
+        raise DataError(f"The splits of {data.path} have different classes ({'; '.join(problems)}). "
+                        f"Every split needs the same {kind}.")
+
+
+def _check_no_empty_class(data: _Source, images: ImagesBySplit, dropped: Counter) -> None:
+    for split, by_class in images.items():
+        for name, paths in by_class.items():
+            if not paths:
+                unreadable = dropped[split, name]
+                detail = f" (its {_count(unreadable, 'image')} unreadable: see the skipped files)" if unreadable else ""
+                raise DataError(f"Class {name!r} has no images in {data.where(split, name)}{detail}. "
+                                "Add images to it, or remove it.")
+
+
+def _drop_unreadable(images: ImagesBySplit, skipped: list[SkippedFile], workers: int | None) -> Counter:
+    """Decode every image once; move unreadable ones to `skipped`. Returns counts per (split, class)."""
+    paths = [path for by_class in images.values() for paths in by_class.values() for path in paths]
+    reasons = _unreadable(paths, workers)
+    dropped: Counter = Counter()
+    if not reasons:
+        return dropped
+    skipped.extend(SkippedFile(path, reason) for path, reason in reasons.items())
+    for split, by_class in images.items():
+        for name, paths in by_class.items():
+            by_class[name] = [path for path in paths if path not in reasons]
+            dropped[split, name] = len(paths) - len(by_class[name])
+    return dropped
+
+
+def _unreadable(paths: list[Path], workers: int | None) -> dict[Path, str]:
+    """Why each unreadable image cannot be read, decoding in threads (Pillow releases the GIL)."""
+    workers = min(8, os.cpu_count() or 1) if workers is None else max(1, workers)
+    if workers == 1:
+        reasons = list(map(_read_problem, paths))
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="graft-check") as pool:
+            reasons = list(pool.map(_read_problem, paths))
+    return {path: reason for path, reason in zip(paths, reasons) if reason is not None}
+
+
+def _read_problem(path: Path) -> str | None:
+    try:
+        load_image(path, draft_size=CHECK_DRAFT_SIZE)
+    except BadImageError as error:
+        return error.reason
+    return None
+
+
+def _extensions() -> str:
+    return " ".join(sorted(IMAGE_EXTENSIONS))
+
+
+# -- Splitting and labelling -------------------------------------------------------------------
+
+
+def _split_train(data: _Source, by_class: ImagesByClass, val_split: float, seed: int) -> tuple[ImagesByClass, ImagesByClass]:
+    """Split each class on its own, so every class is in both splits in the right proportion.
+
+    One stratified split over all images can leave a small class out of val entirely.
+    """
+    from sklearn.model_selection import train_test_split  # deferred: importing sklearn takes a second
+
+    train: ImagesByClass = {}
+    val: ImagesByClass = {}
+    for name, paths in by_class.items():
+        if len(paths) < 2:
+            raise DataError(f"Class {name!r} has only {len(paths)} image ({data.where('train', name)}): "
+                            "too few to put at least one in train and one in val. Add images to it, "
+                            "or give your own val/ folder.")
+        val_count = min(max(math.floor(val_split * len(paths) + 0.5), 1), len(paths) - 1)
+        train[name], val[name] = train_test_split(paths, test_size=val_count, random_state=seed)
+    return train, val
+
+
+def _samples(by_class: ImagesByClass, classes: list[str]) -> list[Sample]:
+    label = {name: index for index, name in enumerate(classes)}
+    return sorted((Sample(path, label[name]) for name, paths in by_class.items() for path in paths),
+                  key=lambda sample: sample.path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from timm.data import create_transform
+from torchvision import transforms as T
 
 from ..backbones.backbone import DataConfig
 
@@ -26,17 +27,42 @@ class Augment:
         return asdict(self)
 
 
-def eval_transform(config: DataConfig):
-    """Resize, centre-crop, normalise: what evaluation, prediction and linear probes see."""
-    return create_transform(
-        input_size=config.input_size,
-        is_training=False,
-        interpolation=config.interpolation,
-        mean=config.mean,
-        std=config.std,
-        crop_pct=config.crop_pct,
-        crop_mode=config.crop_mode,
-    )
+class EvalTransform:
+    """Resize, centre-crop, normalise, as the backbone's config says; small images are not cropped.
+
+    The centre crop (crop_pct 0.875) is ImageNet's convention for photos larger than the input.
+    An image smaller than the input (CIFAR's 32 px) has no margin to spare: it is resized whole
+    to the input size instead of losing an eighth of its border.
+    """
+
+    def __init__(self, config: DataConfig):
+        size = config.input_size[1:]
+        self.size = min(size)
+        self.photo = create_transform(
+            input_size=config.input_size,
+            is_training=False,
+            interpolation=config.interpolation,
+            mean=config.mean,
+            std=config.std,
+            crop_pct=config.crop_pct,
+            crop_mode=config.crop_mode,
+        )
+        self.small = T.Compose([
+            T.Resize(size, interpolation=T.InterpolationMode(config.interpolation), antialias=True),
+            T.ToTensor(),
+            T.Normalize(config.mean, config.std),
+        ])
+
+    def __call__(self, image):
+        return self.small(image) if min(image.size) < self.size else self.photo(image)
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(small images: {self.small}, photos: {self.photo})"
+
+
+def eval_transform(config: DataConfig) -> EvalTransform:
+    """What evaluation, prediction and linear probes see."""
+    return EvalTransform(config)
 
 
 def train_transform(config: DataConfig, augment: Augment | None):

@@ -126,11 +126,12 @@ def backbone_features(
         "precision": resolve_precision(precision),
         "files": files_fingerprint(paths, labels),
     }
+    transform = train_transform(backbone.data_config, augment) if augmented else eval_transform(backbone.data_config)
+    describe["transform"] = repr(transform)  # any change to preprocessing code changes the key
     key = cache_key(describe)
     found = cache.get(key)
     if found is not None:
         return found
-    transform = train_transform(backbone.data_config, augment) if augmented else eval_transform(backbone.data_config)
     dataset = ViewDataset(
         paths,
         transform,
