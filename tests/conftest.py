@@ -76,7 +76,12 @@ def tiny_flat_dataset(tmp_path_factory) -> Path:
     return _build(tmp_path_factory.mktemp("flat"), {"": 10})
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory, monkeypatch):
-    """Feature caches go to a temporary folder, never the user's ~/.cache."""
-    monkeypatch.setenv("GRAFT_CACHE", str(tmp_path_factory.getbasetemp() / "graft-cache"))
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory):
+    """Feature caches go to a temporary folder, never the user's ~/.cache.
+
+    Session-scoped so that it is in place before module-scoped fixtures that train models.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRAFT_CACHE", str(tmp_path_factory.getbasetemp() / "graft-cache"))
+        yield

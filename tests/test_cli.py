@@ -106,6 +106,10 @@ def test_backbones_and_strategies_list(tmp_path):
         (["train", "{data}", "--strategy", "linear-probe", "--hidden", "64"], "leave out --hidden"),
         (["predict", "/no/such/run", "{image}"], "/no/such/run"),
         (["predict", "{data}", "{image}"], "not a complete graft model"),
+        (["predict", "--imagenet", "/no/such/photo.jpg"], "/no/such/photo.jpg"),
+        (["train", "{data}", "--crop-scale", "0"], "--crop-scale 0"),
+        (["train", "{data}", "--hflip", "2"], "--hflip 2"),
+        (["train", "{data}", "--weights", "/no/weights.safetensors"], "/no/weights.safetensors"),
         (["evaluate", "/no/such/run", "{data}"], "/no/such/run"),
     ],
 )
@@ -116,3 +120,31 @@ def test_bad_input_is_one_clear_message(args, expected, tiny_dataset, tmp_path, 
     code, output = run_main(args, capsys, monkeypatch)
     assert code == 2
     assert expected in output and "Traceback" not in output
+
+
+def test_summary_of_a_saved_run(trained):
+    run_dir, _ = trained
+    result = run("summary", run_dir)
+    assert result.exit_code == 0 and "feature-extract" in result.output
+    assert "Trainable params: 3,843" in result.output  # the head: 1280 x 3 + 3
+
+
+def test_cache_ls_and_rm(trained):
+    from graft.features import FeatureCache
+
+    keys = [entry.key for entry in FeatureCache().entries()]
+    listing = run("cache", "ls")
+    assert len(keys) == 2 and "2 entries" in listing.output  # train (one view) and val features
+    assert all(key in listing.output for key in keys)
+    removed = run("cache", "rm")
+    assert "Removed" in removed.output and "0 entries" in run("cache", "ls").output
+
+
+def test_demo_trains_on_the_embedded_cifar_sample(tmp_path):
+    """The README's main job, at 32 px so that it runs in seconds here."""
+    result = run("demo", "--img-size", "32", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "demo-linear-probe" / "graft.json").read_text())
+    assert meta["classes"][:3] == ["airplane", "automobile", "bird"] and meta["data"]["counts"]["train"] == 2000
+    assert meta["metrics"]["val_accuracy"] > 0.3  # ten classes: chance is 0.1
+    assert "Results" in result.output

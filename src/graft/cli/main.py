@@ -81,7 +81,10 @@ def train(
     unfreeze: Annotated[int, typer.Option(help="partial: how many of the last stages to train.")] = 2,
     cut: Annotated[int, typer.Option(help="truncate: keep stages 0..K (negative counts from the end).")] = -2,
     views: Annotated[int, typer.Option(help="Augmented views per image cached for the head phase.")] = 3,
-    augment: Annotated[bool, typer.Option(help="Random resized crop + flip while training.")] = True,
+    augment: Annotated[bool, typer.Option(help="Augment training images (random resized crop, flip, jitter).")] = True,
+    crop_scale: Annotated[float, typer.Option(help="Smallest area fraction the random crop keeps.")] = 0.35,
+    hflip: Annotated[float, typer.Option(help="Probability of a horizontal flip.")] = 0.5,
+    color_jitter: Annotated[float, typer.Option(help="Brightness/contrast/saturation jitter (0: none).")] = 0.0,
     hidden: Annotated[Optional[int], typer.Option(help="Units of a hidden layer in the head (default: linear head).")] = None,
     dropout: Annotated[float, typer.Option(help="Dropout in the head.")] = 0.0,
     patience: Annotated[int, typer.Option(help="Early stopping: epochs without improvement.")] = 5,
@@ -101,7 +104,8 @@ def train(
     _train_and_report(
         data, json_out=json_out, strategy=strategy, backbone=backbone, weights=weights, epochs=epochs,
         head_epochs=head_epochs, lr=lr, backbone_lr_ratio=backbone_lr_ratio, batch_size=batch_size,
-        img_size=img_size, unfreeze=unfreeze, cut=cut, views=views, augment=Augment() if augment else None,
+        img_size=img_size, unfreeze=unfreeze, cut=cut, views=views,
+        augment=Augment(scale=(crop_scale, 1.0), hflip=hflip, color_jitter=color_jitter) if augment else None,
         hidden=hidden, dropout=dropout, patience=patience, val_split=val_split, seed=seed,
         precision=precision, workers=workers, devices=int(devices) if devices.isdigit() else devices,
         num_nodes=num_nodes, out=out, name=name, progress=not json_out,
@@ -111,13 +115,15 @@ def train(
 @app.command()
 def demo(
     strategy: Strategy = "linear-probe",
+    img_size: Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the backbone's 224).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("runs"),
 ) -> None:
     """Train on the embedded CIFAR-10 sample (10 classes, 2,500 images), offline, in a few minutes."""
     data = Path(str(files("graft").joinpath(DEMO_DATA)))
-    console.print(f"[bold]graft demo[/]: {strategy} on a CIFAR-10 sample ({data}), backbone tf_efficientnet_lite0, offline.")
+    console.print(f"[bold]graft demo[/]: {strategy} on a CIFAR-10 sample ({data}; credit: CIFAR-10, Krizhevsky 2009), "
+                  "backbone tf_efficientnet_lite0 with ImageNet weights, offline.")
     _train_and_report(data, strategy=strategy, backbone="tf_efficientnet_lite0", out=out, name=f"demo-{strategy}",
-                      epochs=1, head_epochs=10, views=2)
+                      img_size=img_size, epochs=1, head_epochs=10, views=1)
 
 
 @app.command()

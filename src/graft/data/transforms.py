@@ -23,6 +23,16 @@ class Augment:
     hflip: float = 0.5
     color_jitter: float = 0.0
 
+    def __post_init__(self):
+        from ..errors import GraftError
+
+        if not 0.0 < self.scale[0] <= self.scale[1] <= 1.0:
+            raise GraftError(f"--crop-scale {self.scale[0]}: the crop keeps a fraction of the image; use a value in (0, 1].")
+        if not 0.0 <= self.hflip <= 1.0:
+            raise GraftError(f"--hflip {self.hflip}: a probability, from 0 to 1.")
+        if self.color_jitter < 0.0:
+            raise GraftError(f"--color-jitter {self.color_jitter}: use 0 (none) or a positive strength such as 0.2.")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
