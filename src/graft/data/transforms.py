@@ -37,6 +37,11 @@ class Augment:
         return asdict(self)
 
 
+def _backbone_preprocessing(config: DataConfig) -> dict:
+    """The timm arguments every transform shares: size, interpolation and normalisation."""
+    return dict(input_size=config.input_size, interpolation=config.interpolation, mean=config.mean, std=config.std)
+
+
 class EvalTransform:
     """Resize, centre-crop, normalise, as the backbone's config says; small images are not cropped.
 
@@ -49,13 +54,7 @@ class EvalTransform:
         size = config.input_size[1:]
         self.size = min(size)
         self.photo = create_transform(
-            input_size=config.input_size,
-            is_training=False,
-            interpolation=config.interpolation,
-            mean=config.mean,
-            std=config.std,
-            crop_pct=config.crop_pct,
-            crop_mode=config.crop_mode,
+            **_backbone_preprocessing(config), is_training=False, crop_pct=config.crop_pct, crop_mode=config.crop_mode
         )
         self.small = T.Compose([
             T.Resize(size, interpolation=T.InterpolationMode(config.interpolation), antialias=True),
@@ -80,11 +79,8 @@ def train_transform(config: DataConfig, augment: Augment | None):
     if augment is None:
         return eval_transform(config)
     return create_transform(
-        input_size=config.input_size,
+        **_backbone_preprocessing(config),
         is_training=True,
-        interpolation=config.interpolation,
-        mean=config.mean,
-        std=config.std,
         scale=augment.scale,
         hflip=augment.hflip,
         color_jitter=augment.color_jitter or None,
