@@ -121,3 +121,23 @@ def test_saved_model_predicts_like_the_trained_one(runs, tiny_dataset):
         assert [p for _, p in a] == pytest.approx([p for _, p in b], abs=1e-4)
     evaluation = loaded.evaluate(tiny_dataset)
     assert evaluation.accuracy == pytest.approx(result.metrics["val_accuracy"])
+
+
+def test_bf16_is_checked_against_fp32(tiny_dataset, tmp_path):
+    """Forced bf16 (emulated where the CPU lacks it): the run measures top-1 agreement with fp32."""
+    result = graft.train(tiny_dataset, strategy="linear-probe", precision="bf16", out=tmp_path, cache_dir=tmp_path,
+                         **{**FAST, "img_size": 32})
+    agreement = result.metrics["bf16_agreement"]
+    assert 0.0 <= agreement <= 1.0
+    expected = "auto" if agreement >= pipeline.BF16_MIN_AGREEMENT else "32"
+    assert result.classifier.meta["inference_precision"] == expected
+    assert result.classifier.meta["hyperparameters"]["precision"] == "bf16"
+
+
+def test_bf16_disagreement_falls_back_to_fp32(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "_bf16_agreement", lambda *args, **kwargs: 0.9)
+    result = graft.train(tiny_dataset, strategy="linear-probe", precision="bf16", out=tmp_path, cache_dir=tmp_path,
+                         **{**FAST, "img_size": 32})
+    assert result.metrics["bf16_agreement"] == 0.9 and result.classifier.meta["inference_precision"] == "32"
+    assert result.classifier.meta["hyperparameters"]["precision"] == "bf16"  # how it was trained
+    assert graft.load(result.run_dir).precision == "32"

@@ -72,10 +72,15 @@ class Classifier:
     def data_config(self) -> DataConfig:
         return self.model.backbone.data_config
 
+    @property
+    def precision(self) -> str:
+        """fp32 where training found bf16 changes answers; else the fastest this machine has."""
+        return self.meta.get("inference_precision", "auto")
+
     def predict(self, images: Sequence[str | Path], *, top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
         """Top-k classes with probabilities for each image file."""
         samples = [Sample(Path(p), -1) for p in images]
-        logits = predict_logits(self.model, samples, self.data_config, batch_size=batch_size)
+        logits = predict_logits(self.model, samples, self.data_config, batch_size=batch_size, precision=self.precision)
         probabilities = torch.from_numpy(logits).softmax(dim=-1)
         k = max(1, min(top_k, len(self.classes)))
         top = probabilities.topk(k, dim=-1)
@@ -87,7 +92,7 @@ class Classifier:
     def evaluate(self, data: str | Path, *, batch_size: int = 64) -> Evaluation:
         """Accuracy, per-class metrics and confusion matrix on a folder or CSV of labelled images."""
         samples, _skipped = find_eval_data(data, self.classes)
-        logits = predict_logits(self.model, samples, self.data_config, batch_size=batch_size)
+        logits = predict_logits(self.model, samples, self.data_config, batch_size=batch_size, precision=self.precision)
         return evaluate_predictions([s.label for s in samples], logits.argmax(axis=1), self.classes)
 
     def save(self, folder: str | Path) -> Path:

@@ -183,13 +183,22 @@ def train(
         val_features = None  # the backbone changed: its cached features no longer apply
     model.eval()
 
+    # bf16 speeds inference up only on some hardware, and must not change the answers: keep it only
+    # where the model's top-1 on val agrees with fp32 at least 99% of the time.
+    agreement, inference = None, precision
+    if precision == "bf16":
+        agreement = _bf16_agreement(model, splits.val, batch_size=batch_size, workers=workers)
+        if agreement < BF16_MIN_AGREEMENT:
+            say(f"bf16 agrees with fp32 on only {agreement:.1%} of val predictions: evaluating and predicting in fp32.")
+            inference = "32"
+
     # 4. Evaluate and save.
     evaluations = {"val": _evaluate(model, splits, "val", val_features, cache=cache, batch_size=batch_size,
-                                    workers=workers, precision=precision, progress=progress)}
+                                    workers=workers, precision=inference, progress=progress)}
     if splits.test:
         evaluations["test"] = _evaluate(model, splits, "test", None if trainable is not None else "cache",
                                         cache=cache, batch_size=batch_size, workers=workers,
-                                        precision=precision, progress=progress)
+                                        precision=inference, progress=progress)
     timings["total_s"] = time.perf_counter() - started
     hyper = dict(epochs=epochs, head_epochs=head_epochs, lr=lr, backbone_lr_ratio=backbone_lr_ratio,
                  batch_size=batch_size, img_size=net.data_config.image_size, unfreeze=unfreeze, cut=cut,
@@ -202,6 +211,7 @@ def train(
         "timings": timings,
         "history": history,
         "params": model.param_counts().__dict__ | {"trainable_in_training": _trained_params(model, plan, trainable)},
+        "bf16_agreement": agreement,
     }
     meta = {
         "backbone": backbone,
@@ -211,6 +221,7 @@ def train(
         "head": head_config.to_dict(),
         "classes": splits.classes,
         "strategy": strategy,
+        "inference_precision": "auto" if inference == "bf16" else "32",
         "hyperparameters": hyper,
         "metrics": {k: v for k, v in metrics.items() if k.endswith("_accuracy")},
         "data": {"source": splits.source, "counts": {s: len(getattr(splits, s)) for s in ("train", "val", "test")}},
@@ -221,6 +232,17 @@ def train(
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the best epoch is now model.safetensors
     classifier = Classifier(model, splits.classes, meta)
     return RunResult(run_dir=run_dir, classifier=classifier, metrics={**metrics, "val_evaluation": evaluations["val"]}, history=history)
+
+
+BF16_MIN_AGREEMENT = 0.99
+
+
+def _bf16_agreement(model: GraftModel, samples, *, batch_size: int, workers: int) -> float:
+    """Fraction of samples whose top-1 class is the same in bf16 autocast as in fp32."""
+    config = model.backbone.data_config
+    fp32 = predict_logits(model, samples, config, batch_size=batch_size * 2, workers=workers, precision="32")
+    bf16 = predict_logits(model, samples, config, batch_size=batch_size * 2, workers=workers, precision="bf16")
+    return float((fp32.argmax(axis=1) == bf16.argmax(axis=1)).mean())
 
 
 def _evaluate(model, splits: DataSplits, split: str, features, *, cache, batch_size, workers, precision, progress) -> Evaluation:
