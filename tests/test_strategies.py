@@ -6,6 +6,8 @@ import pytest
 import torch
 
 import graft
+import graft.classifier
+import graft.model
 from graft.backbones import create_backbone
 from graft.strategies import STRATEGIES
 from graft.training import pipeline
@@ -33,7 +35,8 @@ def runs(tiny_dataset, tmp_path_factory):
     pipeline.fit = spy
     try:
         results = {
-            name: graft.train(tiny_dataset, strategy=name, out=out, name=name, cache_dir=cache, unfreeze=1, **FAST)
+            # A cache of its own per strategy: every run extracts, then trains (no shortcut via another's cache).
+            name: graft.train(tiny_dataset, strategy=name, out=out, name=name, cache_dir=cache / name, unfreeze=1, **FAST)
             for name in STRATEGIES
         }
     finally:
@@ -81,19 +84,26 @@ def test_feature_extract_trains_the_head_on_cached_views(runs):
     assert 1 <= len(result.history) <= FAST["head_epochs"]
 
 
-def test_finetune_trains_head_then_whole_base_at_a_smaller_rate(runs, pretrained_state):
+def _trained_backbone_names(result, call):
+    """Names of the backbone parameters the image phase was given to train."""
+    ids = {id(p) for group in call["param_groups"][1:] for p in group["params"]}
+    return {n for n, p in result.classifier.model.backbone.body.named_parameters() if id(p) in ids}
+
+
+def test_finetune_trains_head_then_whole_base_at_a_smaller_rate(runs):
     result, calls = runs[0]["finetune"], runs[1]["finetune"]
     assert [call["phase"] for call in calls] == ["head", "images"]
     head_lr, base_lr = (group["lr"] for group in calls[1]["param_groups"])
     assert base_lr == pytest.approx(head_lr * 0.1)
-    changed = _changed(result.classifier.model.state_dict(), pretrained_state)
-    assert any(k.startswith("conv_stem") for k in changed) and any(k.startswith("blocks.6") for k in changed)
+    assert _trained_backbone_names(result, calls[1]) == {n for n, _ in result.classifier.model.backbone.body.named_parameters()}
+    assert calls[1]["initial_score"] == pytest.approx(1.0)  # the head phase's val accuracy is the bar to beat
 
 
-def test_partial_trains_only_the_last_stage(runs, pretrained_state):
-    result = runs[0]["partial"]  # --unfreeze 1
-    changed = _changed(result.classifier.model.state_dict(), pretrained_state)
-    assert changed and all(k.startswith(("blocks.5", "blocks.6", "conv_head", "bn2")) for k in changed), sorted(changed)[:5]
+def test_partial_trains_only_the_last_stage(runs):
+    result, calls = runs[0]["partial"], runs[1]["partial"]  # --unfreeze 1
+    trained = _trained_backbone_names(result, calls[1])
+    assert trained and all(k.startswith(("blocks.5", "blocks.6", "conv_head", "bn2")) for k in trained), sorted(trained)[:5]
+    assert any(k.startswith("blocks.6") for k in trained) and any(k.startswith("conv_head") for k in trained)
 
 
 def test_truncate_cuts_the_backbone(runs):
@@ -141,3 +151,27 @@ def test_bf16_disagreement_falls_back_to_fp32(tiny_dataset, tmp_path, monkeypatc
     assert result.metrics["bf16_agreement"] == 0.9 and result.classifier.meta["inference_precision"] == "32"
     assert result.classifier.meta["hyperparameters"]["precision"] == "bf16"  # how it was trained
     assert graft.load(result.run_dir).precision == "32"
+
+
+def test_a_model_trains_again_after_extraction_and_prediction(tiny_dataset, tmp_path):
+    """Inference must not leave parameters unusable for training (inference tensors)."""
+    from graft.features import FeatureCache, backbone_features
+    from graft.data.discover import find_data
+
+    backbone = create_backbone("tf_efficientnet_lite0", img_size=32)
+    splits = find_data(tiny_dataset)
+    backbone_features(backbone, splits.val, split="val", cache=FeatureCache(tmp_path), workers=0, progress=False)
+    model = graft.model.GraftModel(backbone, torch.nn.Linear(backbone.num_features, 3))
+    graft.classifier.predict_logits(model, splits.val[:2], backbone.data_config, workers=0)
+    model.unfreeze()
+    loss = model(torch.randn(2, 3, 32, 32)).sum()
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_image_phase_that_only_hurts_is_not_kept(tiny_dataset, tmp_path):
+    """With a learning rate that wrecks the model, the head-phase model is what gets saved."""
+    run = graft.train(tiny_dataset, strategy="finetune", lr=50.0, backbone_lr_ratio=1.0, out=tmp_path,
+                      cache_dir=tmp_path, **{**FAST, "epochs": 1})
+    images = [row for row in run.history if row["phase"] == "images"]
+    assert images and images[0]["val_acc"] < run.metrics["val_accuracy"]

@@ -35,7 +35,6 @@ class Prediction:
         return {"path": self.path, "label": self.label, "top": [{"class": c, "probability": p} for c, p in self.top]}
 
 
-@torch.inference_mode()
 def predict_logits(
     model: GraftModel,
     samples: Sequence[Sample],
@@ -50,12 +49,14 @@ def predict_logits(
     dataset = ImageDataset(samples, eval_transform(config))
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=default_workers() if workers is None else workers)
     was_training = model.training
+    # Convert outside inference mode: parameters re-created inside it could never train again.
     model.eval().to(device=device, memory_format=torch.channels_last)
     outputs = []
-    for images, _ in loader:
-        images = images.to(device=device, memory_format=torch.channels_last)
-        with autocast_context(precision, device):
-            outputs.append(model(images).float().cpu())
+    with torch.inference_mode():
+        for images, _ in loader:
+            images = images.to(device=device, memory_format=torch.channels_last)
+            with autocast_context(precision, device):
+                outputs.append(model(images).float().cpu())
     model.train(was_training)
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, len(model.head.state_dict())))
 

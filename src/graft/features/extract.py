@@ -43,11 +43,18 @@ class ViewDataset(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         image = load_image(self.paths[index], draft_size=self.draft_size)
-        if self.seed is not None:
-            item_seed = (self.seed * 1_000_003 + index) % 2**31
-            random.seed(item_seed)  # timm's random crop draws from `random`
-            torch.manual_seed(item_seed)  # torchvision's flip draws from torch
-        return self.transform(image)
+        if self.seed is None:
+            return self.transform(image)
+        # Seed private copies of the generators: the caller's random streams stay untouched.
+        item_seed = (self.seed * 1_000_003 + index) % 2**31
+        state = random.getstate()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                random.seed(item_seed)  # timm's random crop draws from `random`
+                torch.manual_seed(item_seed)  # torchvision's flip draws from torch
+                return self.transform(image)
+        finally:
+            random.setstate(state)
 
 
 def autocast_context(precision: str, device: torch.device):
@@ -56,7 +63,6 @@ def autocast_context(precision: str, device: torch.device):
     return nullcontext()
 
 
-@torch.inference_mode()
 def extract_into(
     backbone: Backbone,
     dataset: Dataset,
@@ -73,9 +79,10 @@ def extract_into(
     workers = default_workers() if workers is None else workers
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
     was_training = backbone.training
+    # Convert outside inference mode: parameters re-created inside it could never train again.
     backbone.eval().to(device=device, memory_format=torch.channels_last)
     row = 0
-    with tqdm(total=len(dataset), desc=description, unit="img", disable=not progress, leave=False) as bar:
+    with torch.inference_mode(), tqdm(total=len(dataset), desc=description, unit="img", disable=not progress, leave=False) as bar:
         for batch in loader:
             batch = batch.to(device=device, memory_format=torch.channels_last, non_blocking=True)
             with autocast_context(precision, device):

@@ -18,12 +18,16 @@ class BestWeights(L.Callback):
     the best checkpoint is one too, written to a temporary name and renamed.
     """
 
-    def __init__(self, path: str | Path, monitor: str = "val_acc", mode: str = "max"):
+    def __init__(self, path: str | Path, monitor: str = "val_acc", mode: str = "max", initial_score: float | None = None):
         self.path = Path(path)
         self.monitor = monitor
         self.mode = mode
-        self.best: float | None = None
+        self.best: float | None = initial_score  # the score of the weights the fit starts from, if known
         self.best_epoch: int | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.best is not None:  # an epoch must beat the starting point to replace it
+            self._save(trainer, pl_module)
 
     def _improved(self, value: float) -> bool:
         if self.best is None:
@@ -37,6 +41,9 @@ class BestWeights(L.Callback):
         if math.isnan(value) or not self._improved(value):
             return
         self.best, self.best_epoch = value, trainer.current_epoch
+        self._save(trainer, pl_module)
+
+    def _save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             state = {k: v.detach().cpu().contiguous() for k, v in pl_module.net.state_dict().items()}

@@ -52,8 +52,13 @@ def fit(
     label_smoothing: float = 0.1,
     plateau_patience: int = 2,
     extra_callbacks: list[L.Callback] | None = None,
+    initial_score: float | None = None,
 ) -> FitResult:
-    """Train `net` for up to `epochs` with early stopping; leave it holding its best epoch's weights."""
+    """Train `net` for up to `epochs` with early stopping; leave it holding its best epoch's weights.
+
+    With `initial_score` (the val accuracy `net` has now), an epoch must beat it to be kept: a fit
+    that only makes things worse returns `net` as it came.
+    """
     quiet_lightning()
     module = ClassifierModule(
         net,
@@ -62,7 +67,8 @@ def fit(
         label_smoothing=label_smoothing,
         plateau_patience=plateau_patience,
     )
-    best = BestWeights(run_dir / "checkpoints" / f"{phase}-best.safetensors", monitor="val_acc", mode="max")
+    best = BestWeights(run_dir / "checkpoints" / f"{phase}-best.safetensors", monitor="val_acc", mode="max",
+                       initial_score=initial_score)
     history = History(phase)
     early = EarlyStopping(monitor="val_acc", mode="max", patience=patience)
     logs = run_dir / "logs"

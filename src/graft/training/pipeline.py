@@ -132,7 +132,7 @@ def train(
                   weight_decay=weight_decay, label_smoothing=label_smoothing)
 
     # 2. Head phase: the backbone is frozen, so it runs once per image (and view), into the cache.
-    val_features = None
+    val_features, head_score = None, None
     if plan.head_phase is not None:
         model.freeze_backbone()
         say(_param_summary(model, "head phase"))
@@ -157,6 +157,8 @@ def train(
             )
             history += result.history
         timings["head_s"] = time.perf_counter() - tick
+        head_score = _evaluate(model, splits, "val", val_features, cache=cache, batch_size=batch_size, workers=workers,
+                               precision=precision, progress=progress).accuracy
 
     # 3. Image phase: train the stages the strategy names (and the head) on images.
     trainable = plan.trainable(net, options)
@@ -176,7 +178,8 @@ def train(
             model,
             image_loader(train_images, batch_size=batch_size, shuffle=True, workers=workers, seed=seed),
             image_loader(val_images, batch_size=batch_size * 2, shuffle=False, workers=workers),
-            param_groups=groups, phase="images", run_dir=run_dir, epochs=epochs, patience=patience, **common,
+            param_groups=groups, phase="images", run_dir=run_dir, epochs=epochs, patience=patience,
+            initial_score=head_score, **common,  # image epochs must beat the head phase to be kept
         )
         history += result.history
         timings["images_s"] = time.perf_counter() - tick

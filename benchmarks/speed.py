@@ -1,0 +1,259 @@
+"""Speed benchmarks for issue 3, each a ratio measured within one run (the machine is shared and noisy).
+
+    python benchmarks/speed.py --data ../shared/datasets/cifar10-dev --report docs/benchmarks.md
+
+1. frozen training, 10 epochs: graft (features cached once) vs a Keras-style loop (fp32, NCHW, the
+   frozen base run over every augmented image in every epoch, validation through the full model);
+2. extraction: JPEG files to features on disk, over the bare backbone on pre-decoded tensors, for
+   the small CIFAR images and for large 1000x750 JPEGs;
+3. fine-tuning: graft's Lightning image phase over a bare training step on pre-decoded tensors;
+4. peak RSS while extracting features of 50,000 images (the set repeated), in a fresh process;
+5. cache reuse: a second identical linear-probe run over the first.
+Sizes are flags; the defaults fit in about 15 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+import graft
+from graft.backbones import create_backbone
+from graft.data.discover import Sample, find_data
+from graft.data.transforms import Augment, eval_transform, train_transform
+from graft.features import FeatureCache, backbone_features
+from graft.features.extract import ViewDataset
+from graft.heads import create_head
+from graft.model import GraftModel
+from graft.runtime import default_workers, resolve_precision
+from graft.training.datasets import image_loader
+from graft.training.fit import fit
+
+BACKBONE = "tf_efficientnet_lite0"
+
+
+def subset(source: Path, target: Path, train_per_class: int, val_per_class: int) -> Path:
+    """A train/val folder of symlinks: the first images of each class of source/train and source/test."""
+    for split, origin, count in (("train", "train", train_per_class), ("val", "test", val_per_class)):
+        for class_dir in sorted((source / origin).iterdir()):
+            (target / split / class_dir.name).mkdir(parents=True, exist_ok=True)
+            for image in sorted(class_dir.iterdir())[:count]:
+                (target / split / class_dir.name / image.name).symlink_to(image.resolve())
+    return target
+
+
+def large_jpegs(source: Path, target: Path, count: int) -> list[Sample]:
+    """count 1000x750 JPEGs (CIFAR images upscaled), the size of phone photos after a resize."""
+    target.mkdir(parents=True, exist_ok=True)
+    images = sorted((source / "train").rglob("*.jpg"))[:count]
+    for index, path in enumerate(images):
+        Image.open(path).convert("RGB").resize((1000, 750), Image.BICUBIC).save(target / f"{index:05d}.jpg", quality=90)
+    return [Sample(p, 0) for p in sorted(target.iterdir())]
+
+
+def timed(function):
+    start = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - start
+
+
+@torch.inference_mode()
+def bare_backbone_rate(backbone, size: int, batch: int = 64, repeats: int = 4) -> float:
+    """Images/s of the backbone alone on pre-decoded tensors (channels_last, as graft runs it)."""
+    backbone.eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    backbone(x)
+    _, seconds = timed(lambda: [backbone(x) for _ in range(repeats)])
+    return batch * repeats / seconds
+
+
+def bench_frozen_training(data: Path, epochs: int, views: int, workers: int) -> dict:
+    splits = find_data(data)
+    # graft: features once per image and view, then the head trains on them.
+    run, graft_s = timed(lambda: graft.train(
+        data, strategy="feature-extract", head_epochs=epochs, views=views, patience=epochs, out=data.parent / "runs",
+        cache_dir=data.parent / "cache", workers=workers, progress=False, log=None))
+    # Keras-style: the frozen base runs in every epoch, fp32, NCHW, over augmented images.
+    backbone = create_backbone(BACKBONE).eval()
+    head = create_head(backbone.num_features, len(splits.classes))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-4)
+    train_loader = image_loader(ViewDatasetWithLabels(splits.train, train_transform(backbone.data_config, Augment())),
+                                batch_size=32, shuffle=True, workers=workers)
+    val_loader = image_loader(ViewDatasetWithLabels(splits.val, eval_transform(backbone.data_config)),
+                              batch_size=64, shuffle=False, workers=workers)
+
+    def keras_style():
+        accuracy = 0.0
+        for _ in range(epochs):
+            head.train()
+            for x, y in train_loader:
+                with torch.no_grad():
+                    features = backbone(x)
+                loss = F.cross_entropy(head(features), y, label_smoothing=0.1)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            head.eval()
+            correct = 0
+            with torch.no_grad():
+                for x, y in val_loader:
+                    correct += int((head(backbone(x)).argmax(1) == y).sum())
+            accuracy = correct / len(splits.val)
+        return accuracy
+
+    baseline_accuracy, baseline_s = timed(keras_style)
+    return {"images": len(splits.train), "val_images": len(splits.val), "epochs": epochs, "views": views,
+            "graft_s": graft_s, "graft_val_acc": run.metrics["val_accuracy"],
+            "baseline_s": baseline_s, "baseline_val_acc": baseline_accuracy, "speedup": baseline_s / graft_s}
+
+
+class ViewDatasetWithLabels(torch.utils.data.Dataset):
+    def __init__(self, samples, transform):
+        self.views = ViewDataset([s.path for s in samples], transform)
+        self.labels = [s.label for s in samples]
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.views[index], self.labels[index]
+
+
+def bench_extraction(samples: list[Sample], cache_root: Path, workers: int) -> dict:
+    backbone = create_backbone(BACKBONE)
+    size = backbone.data_config.image_size
+    _, seconds = timed(lambda: backbone_features(backbone, samples, split="bench", cache=FeatureCache(cache_root),
+                                                 workers=workers, progress=False))
+    end_to_end = len(samples) / seconds
+    bare = bare_backbone_rate(backbone, size)
+    return {"images": len(samples), "end_to_end_img_s": end_to_end, "bare_img_s": bare, "ratio": end_to_end / bare}
+
+
+def bench_finetune(data: Path, batches: int, workers: int) -> dict:
+    splits = find_data(data)
+    backbone = create_backbone(BACKBONE)
+    model = GraftModel(backbone, create_head(backbone.num_features, len(splits.classes)))
+    samples = splits.train[: batches * 32]
+    groups = [{"params": list(model.head.parameters()), "lr": 1e-3}, {"params": list(backbone.parameters()), "lr": 1e-4}]
+    loader = image_loader(ViewDatasetWithLabels(samples, train_transform(backbone.data_config, Augment())),
+                          batch_size=32, shuffle=True, workers=workers)
+    val = image_loader(ViewDatasetWithLabels(splits.val[:32], eval_transform(backbone.data_config)), batch_size=32,
+                       shuffle=False, workers=workers)
+    # End to end: one epoch of graft's Lightning image phase (minus the tiny validation pass).
+    result, seconds = timed(lambda: fit(model, loader, val, param_groups=groups, phase="bench", run_dir=data.parent / "ft",
+                                        epochs=1, progress=False))
+    end_to_end = len(samples) / seconds
+    # Bare: the same model, forward/backward/step on pre-decoded channels_last tensors.
+    model.train().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(groups)
+    x = torch.randn(32, 3, backbone.data_config.image_size, backbone.data_config.image_size).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, len(splits.classes), (32,))
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step()
+    _, bare_s = timed(lambda: [step() for _ in range(batches)])
+    bare = batches * 32 / bare_s
+    return {"images": len(samples), "end_to_end_img_s": end_to_end, "bare_img_s": bare, "ratio": end_to_end / bare,
+            "includes": "Lightning trainer start-up, data loading, augmentation, one 32-image validation pass"}
+
+
+def bench_memory(data: Path, total: int, img_size: int, cache_root: Path, workers: int) -> dict:
+    """Peak RSS of a fresh process extracting `total` images (the set repeated)."""
+    code = f"""
+import resource, sys
+from graft.backbones import create_backbone
+from graft.data.discover import find_data
+from graft.features import FeatureCache, backbone_features
+splits = find_data({str(data)!r}, check_images=False)
+samples = (splits.train * ({total} // len(splits.train) + 1))[:{total}]
+backbone = create_backbone({BACKBONE!r}, img_size={img_size})
+features = backbone_features(backbone, samples, split="memory", cache=FeatureCache({str(cache_root)!r}), workers={workers}, progress=False)
+print(features.features.shape[0], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    count, own_kb, workers_kb = int(out[-3]), int(out[-2]), int(out[-1])
+    return {"images": count, "img_size": img_size, "peak_rss_mb": own_kb / 1024, "worker_peak_rss_mb": workers_kb / 1024,
+            "seconds": time.perf_counter() - start}
+
+
+def bench_cache_reuse(data: Path, workers: int) -> dict:
+    run = lambda name: graft.train(data, strategy="linear-probe", out=data.parent / "reuse", name=name,  # noqa: E731
+                                   cache_dir=data.parent / "reuse-cache", workers=workers, progress=False, log=None)
+    first, first_s = timed(lambda: run("first"))
+    second, second_s = timed(lambda: run("second"))
+    return {"first_s": first_s, "second_s": second_s, "speedup": first_s / second_s,
+            "same_accuracy": first.metrics["val_accuracy"] == second.metrics["val_accuracy"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/cifar10-dev"))
+    parser.add_argument("--train-per-class", type=int, default=50)
+    parser.add_argument("--val-per-class", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--views", type=int, default=1)
+    parser.add_argument("--extract-images", type=int, default=1000)
+    parser.add_argument("--large-images", type=int, default=200)
+    parser.add_argument("--finetune-batches", type=int, default=10)
+    parser.add_argument("--memory-images", type=int, default=50_000)
+    parser.add_argument("--memory-img-size", type=int, default=64)
+    parser.add_argument("--only", default="1,2,3,4,5", help="which benchmarks, e.g. 1,5")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results.json"))
+    args = parser.parse_args()
+    workers = default_workers()
+    chosen = set(args.only.split(","))
+    results = {"machine": machine(), "precision": resolve_precision("auto"), "workers": workers, "args": {k: str(v) for k, v in vars(args).items()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = subset(args.data, tmp / "data", args.train_per_class, args.val_per_class)
+        if "1" in chosen:
+            results["1_frozen_training"] = report("1", bench_frozen_training(data, args.epochs, args.views, workers))
+        if "2" in chosen:
+            small = find_data(args.data, check_images=False).train[: args.extract_images]
+            results["2_extraction_small"] = report("2 small", bench_extraction(small, tmp / "c-small", workers))
+            large = large_jpegs(args.data, tmp / "large", args.large_images)
+            results["2_extraction_large"] = report("2 large", bench_extraction(large, tmp / "c-large", workers))
+        if "3" in chosen:
+            results["3_finetune"] = report("3", bench_finetune(data, args.finetune_batches, workers))
+        if "4" in chosen:
+            results["4_memory"] = report("4", bench_memory(args.data, args.memory_images, args.memory_img_size, tmp / "c-mem", workers))
+        if "5" in chosen:
+            results["5_cache_reuse"] = report("5", bench_cache_reuse(data, workers))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f"written {args.json}")
+
+
+def report(name: str, values: dict) -> dict:
+    print(name, json.dumps(values), flush=True)
+    return values
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
+    return {"cpu": cpu, "cores": os.cpu_count(), "avx512": "avx512f" in flags, "amx": "amx_tile" in flags,
+            "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads()}
+
+
+if __name__ == "__main__":
+    main()
