@@ -73,8 +73,16 @@ def extract_into(
     precision: str = "auto",
     description: str = "features",
     progress: bool = True,
+    processes: int = 1,
 ) -> None:
-    """Write backbone(dataset[i]) into out[i], batch by batch (never the whole set in memory)."""
+    """Write backbone(dataset[i]) into out[i], batch by batch (never the whole set in memory).
+
+    With `processes` > 1 (and `out` a memory-mapped .npy), each of that many spawned processes
+    computes every processes-th row, on its own GPU where there are several.
+    """
+    if processes > 1:
+        return _extract_sharded(backbone, dataset, out, processes=processes, batch_size=batch_size,
+                                workers=workers, precision=precision)
     device = accelerator_device()
     workers = default_workers() if workers is None else workers
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
@@ -91,6 +99,34 @@ def extract_into(
             row += len(batch)
             bar.update(len(batch))
     backbone.train(was_training)
+
+
+def _extract_sharded(backbone, dataset, out: np.memmap, *, processes: int, batch_size, workers, precision) -> None:
+    import torch.multiprocessing as mp
+
+    if getattr(out, "filename", None) is None:
+        raise ValueError("sharded extraction writes into a memory-mapped .npy file")
+    out.flush()
+    mp.start_processes(
+        _extract_shard,
+        args=(processes, backbone, dataset, str(out.filename), batch_size, workers, precision),
+        nprocs=processes,
+        start_method="spawn",
+    )
+
+
+def _extract_shard(rank, processes, backbone, dataset, filename, batch_size, workers, precision) -> None:
+    """One process's share: rows rank, rank + processes, ... written straight into the shared file."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    else:  # share the cores instead of every process claiming all of them
+        torch.set_num_threads(max(1, (torch.get_num_threads() or 1) // processes))
+    out = np.load(filename, mmap_mode="r+")
+    rows = range(rank, len(dataset), processes)
+    extract_into(backbone, torch.utils.data.Subset(dataset, rows), out[rank::processes],  # a strided view: no copy
+                 batch_size=batch_size, workers=0 if workers is None else min(workers, 1), precision=precision,
+                 progress=False)
+    out.flush()
 
 
 def draft_size_for(image_size: int, augmented: bool) -> int:
@@ -111,6 +147,7 @@ def backbone_features(
     workers: int | None = None,
     precision: str = "auto",
     progress: bool = True,
+    processes: int = 1,
 ) -> FeatureSet:
     """Features of `samples` (one plain view, or augmented view number `view`), from the cache if there.
 
@@ -154,6 +191,6 @@ def backbone_features(
         describe={**describe, "split": split},
         fill=lambda out: extract_into(
             backbone, dataset, out, batch_size=batch_size, workers=workers, precision=precision,
-            description=label, progress=progress,
+            description=label, progress=progress, processes=processes,
         ),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -50,20 +51,37 @@ class BestWeights(L.Callback):
             temporary = self.path.with_name(self.path.name + ".tmp")
             save_file(state, str(temporary))
             os.replace(temporary, self.path)
+            # The score goes to disk too: under ddp_spawn this object lives in a worker process.
+            _write_json(self.path.with_suffix(".json"), {"best": self.best, "best_epoch": self.best_epoch})
 
-    def restore(self, pl_module: L.LightningModule) -> None:
-        """Load the best epoch's weights back into the module's net."""
-        if self.path.exists():
-            pl_module.net.load_state_dict(load_file(str(self.path)), strict=True)
+    def restore(self, net) -> tuple[float | None, int | None]:
+        """Load the best epoch's weights into `net`; return (best score, best epoch index)."""
+        if not self.path.exists():
+            return None, None
+        net.load_state_dict(load_file(str(self.path)), strict=True)
+        saved = json.loads(self.path.with_suffix(".json").read_text())
+        return saved["best"], saved["best_epoch"]
+
+
+def _write_json(path: Path, data) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data))
+    os.replace(temporary, path)
 
 
 class History(L.Callback):
-    """One row per epoch: losses, accuracies, learning rate and wall-clock time."""
+    """One row per epoch: losses, accuracies, learning rate and wall-clock time, also kept in `path`."""
 
-    def __init__(self, phase: str):
+    def __init__(self, phase: str, path: str | Path):
         self.phase = phase
+        self.path = Path(path)
         self.rows: list[dict] = []
         self._start = 0.0
+
+    @staticmethod
+    def load(path: str | Path) -> list[dict]:
+        path = Path(path)
+        return json.loads(path.read_text()) if path.exists() else []
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()
@@ -83,6 +101,9 @@ class History(L.Callback):
                 "epoch_time_s": time.perf_counter() - self._start,
             }
         )
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _write_json(self.path, self.rows)
 
 
 class EpochSetter(L.Callback):

@@ -40,13 +40,14 @@ def feature_loader(dataset: FeatureViews, *, batch_size: int, shuffle: bool, see
     return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size=batch_size, drop_last=False), batch_size=None)
 
 
-def image_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: int, seed: int = 0) -> DataLoader:
+def image_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: int) -> DataLoader:
+    """Shuffling draws from the global generator, seeded by the run (no torch.Generator here: one
+    cannot be sent to the processes DDP spawns, and DistributedSampler seeds itself)."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=workers,
         persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(seed),
         drop_last=shuffle and len(dataset) > batch_size,  # a 1-image batch breaks BatchNorm
     )

@@ -69,7 +69,7 @@ def fit(
     )
     best = BestWeights(run_dir / "checkpoints" / f"{phase}-best.safetensors", monitor="val_acc", mode="max",
                        initial_score=initial_score)
-    history = History(phase)
+    history = History(phase, run_dir / "checkpoints" / f"{phase}-history.json")
     early = EarlyStopping(monitor="val_acc", mode="max", patience=patience)
     logs = run_dir / "logs"
     trainer = L.Trainer(
@@ -77,6 +77,7 @@ def fit(
         accelerator="auto",
         devices=devices,
         num_nodes=num_nodes,
+        strategy=_strategy(devices, num_nodes),
         precision=lightning_precision(precision),
         callbacks=[best, history, early, LearningRateMonitor("epoch"), *(extra_callbacks or [])],
         logger=[CSVLogger(logs, name=phase, version=""), TensorBoardLogger(logs, name=phase, version="")],
@@ -87,10 +88,26 @@ def fit(
         log_every_n_steps=max(1, min(50, len(train_loader))),
     )
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
-    best.restore(module)
+    # Read results back from disk: with several processes the callbacks ran in the workers.
+    best_score, best_epoch = best.restore(net)
+    rows = History.load(history.path)
     return FitResult(
-        history=history.rows,
-        best_val_acc=best.best,
-        best_epoch=None if best.best_epoch is None else best.best_epoch + 1,
-        stopped_early=early.stopped_epoch > 0,
+        history=rows,
+        best_val_acc=best_score,
+        best_epoch=None if best_epoch is None else best_epoch + 1,
+        stopped_early=len(rows) < epochs,
     )
+
+
+def _strategy(devices: int | str, num_nodes: int) -> str:
+    """One process: Lightning's default. Several on one machine: DDP in spawned processes.
+
+    Spawning keeps everything around `fit` (data checks, feature extraction, saving) in this one
+    process; the workers only train, and hand the best weights back through BestWeights' file.
+    Across machines, each node starts its own graft (torchrun, SLURM), so plain DDP is used.
+    """
+    if num_nodes > 1:
+        return "ddp"
+    if isinstance(devices, int) and devices > 1:
+        return "ddp_spawn"
+    return "auto"

@@ -128,8 +128,7 @@ def train(
     history: list[dict] = []
     timings: dict[str, float] = {}
     cache = FeatureCache(Path(cache_dir) / "features" if cache_dir else None)
-    common = dict(precision=precision, progress=progress, devices=devices, num_nodes=num_nodes,
-                  weight_decay=weight_decay, label_smoothing=label_smoothing)
+    common = dict(precision=precision, progress=progress, weight_decay=weight_decay, label_smoothing=label_smoothing)
 
     # 2. Head phase: the backbone is frozen, so it runs once per image (and view), into the cache.
     val_features, head_score = None, None
@@ -137,7 +136,9 @@ def train(
         model.freeze_backbone()
         say(_param_summary(model, "head phase"))
         tick = time.perf_counter()
-        extract = dict(cache=cache, batch_size=max(batch_size, 64), workers=workers, precision=precision, progress=progress)
+        processes = devices if isinstance(devices, int) and num_nodes == 1 else 1  # extraction sharded like training
+        extract = dict(cache=cache, batch_size=max(batch_size, 64), workers=workers, precision=precision,
+                       progress=progress, processes=processes)
         train_views = [backbone_features(net, splits.train, split="train", **extract)] if plan.head_phase == "logreg" or not augment \
             else [backbone_features(net, splits.train, split="train", view=v, augment=augment, seed=seed, **extract) for v in range(views)]
         val_features = backbone_features(net, splits.val, split="val", **extract)
@@ -153,7 +154,7 @@ def train(
                 feature_loader(FeatureViews([val_features]), batch_size=256, shuffle=False),
                 param_groups=[{"params": list(model.head.parameters()), "lr": lr}],
                 phase="head", run_dir=run_dir, epochs=head_epochs, patience=patience,
-                extra_callbacks=[EpochSetter(train_set)], **common,
+                extra_callbacks=[EpochSetter(train_set)], **common,  # milliseconds an epoch: one process
             )
             history += result.history
         timings["head_s"] = time.perf_counter() - tick
@@ -176,10 +177,11 @@ def train(
         val_images = ImageDataset(splits.val, eval_transform(net.data_config))
         result = fit(
             model,
-            image_loader(train_images, batch_size=batch_size, shuffle=True, workers=workers, seed=seed),
+            image_loader(train_images, batch_size=batch_size, shuffle=True, workers=workers),
             image_loader(val_images, batch_size=batch_size * 2, shuffle=False, workers=workers),
             param_groups=groups, phase="images", run_dir=run_dir, epochs=epochs, patience=patience,
-            initial_score=head_score, **common,  # image epochs must beat the head phase to be kept
+            initial_score=head_score, devices=devices, num_nodes=num_nodes,
+            **common,  # image epochs must beat the head phase to be kept
         )
         history += result.history
         timings["images_s"] = time.perf_counter() - tick

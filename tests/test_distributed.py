@@ -1,0 +1,33 @@
+"""Several processes on CPU (gloo): sharded extraction and DDP training match one process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graft
+from graft.backbones import create_backbone
+from graft.data.discover import find_data
+from graft.features import FeatureCache, backbone_features
+
+
+def test_sharded_extraction_matches_one_process(tiny_dataset, tmp_path):
+    backbone = create_backbone("tf_efficientnet_lite0", img_size=32)
+    samples = find_data(tiny_dataset).train
+    one = backbone_features(backbone, samples, split="train", cache=FeatureCache(tmp_path / "one"), workers=0, progress=False)
+    two = backbone_features(backbone, samples, split="train", cache=FeatureCache(tmp_path / "two"), workers=0,
+                            progress=False, processes=2)
+    a, b = np.asarray(one.features, dtype=np.float32), np.asarray(two.features, dtype=np.float32)
+    assert np.abs(b).sum(axis=1).min() > 0  # every row was written by some process
+    np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-2)
+
+
+def test_ddp_on_two_cpu_processes_trains_like_one(tiny_dataset, tmp_path):
+    common = dict(strategy="partial", unfreeze=1, img_size=32, epochs=1, head_epochs=5, batch_size=8, views=1,
+                  workers=0, progress=False, log=None, out=tmp_path, cache_dir=tmp_path / "cache")
+    single = graft.train(tiny_dataset, name="one", **common)
+    double = graft.train(tiny_dataset, name="two", devices=2, **common)
+    assert [row["phase"] for row in double.history] == [row["phase"] for row in single.history]
+    assert double.metrics["val_accuracy"] == pytest.approx(single.metrics["val_accuracy"], abs=0.2)
+    assert double.metrics["val_accuracy"] >= 0.9
+    assert graft.load(double.run_dir).predict([find_data(tiny_dataset).val[0].path])[0].label
