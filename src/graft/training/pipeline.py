@@ -139,8 +139,10 @@ def train(
         processes = devices if isinstance(devices, int) and num_nodes == 1 else 1  # extraction sharded like training
         extract = dict(cache=cache, batch_size=max(batch_size, 64), workers=workers, precision=precision,
                        progress=progress, processes=processes)
-        train_views = [backbone_features(net, splits.train, split="train", **extract)] if plan.head_phase == "logreg" or not augment \
-            else [backbone_features(net, splits.train, split="train", view=v, augment=augment, seed=seed, **extract) for v in range(views)]
+        # One plain view for a logistic regression (or without augmentation), else `views` augmented ones.
+        view_numbers = [None] if plan.head_phase == "logreg" or augment is None else list(range(views))
+        train_views = [backbone_features(net, splits.train, split="train", view=v, augment=augment, seed=seed, **extract)
+                       for v in view_numbers]
         val_features = backbone_features(net, splits.val, split="val", **extract)
         timings["features_s"] = time.perf_counter() - tick
         tick = time.perf_counter()
