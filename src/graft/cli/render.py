@@ -43,15 +43,21 @@ def history_table(history: list[dict]) -> Table:
 
 
 def results_table(metrics: dict, strategy: str, backbone: str) -> Table:
+    """The run in one table, one row per figure, so that it reads at any terminal width."""
     table = Table(title="Results")
-    for column in ("backbone", "strategy", "val accuracy", "test accuracy", "trained params", "features (s)", "training (s)", "total (s)"):
-        table.add_column(column, justify="right")
+    table.add_column("")
+    table.add_column("value", justify="right")
     timings = metrics["timings"]
-    training = timings.get("head_s", 0.0) + timings.get("images_s", 0.0)
-    table.add_row(
-        backbone, strategy, f"{metrics['val_accuracy']:.1%}",
-        f"{metrics['test_accuracy']:.1%}" if "test_accuracy" in metrics else "-",
-        f"{metrics['params']['trainable_in_training']:,}",
-        f"{timings.get('features_s', 0.0):.1f}", f"{training:.1f}", f"{timings['total_s']:.1f}",
-    )
+    rows = [
+        ("backbone", backbone),
+        ("strategy", strategy),
+        ("val accuracy", f"{metrics['val_accuracy']:.1%}"),
+        ("test accuracy", f"{metrics['test_accuracy']:.1%}" if "test_accuracy" in metrics else "-"),
+        ("parameters trained", f"{metrics['params']['trainable_in_training']:,} of {metrics['params']['total']:,}"),
+        ("features (s)", f"{timings.get('features_s', 0.0):.1f}"),
+        ("training (s)", f"{timings.get('head_s', 0.0) + timings.get('images_s', 0.0):.1f}"),
+        ("total (s)", f"{timings['total_s']:.1f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
     return table
