@@ -175,3 +175,10 @@ def test_image_phase_that_only_hurts_is_not_kept(tiny_dataset, tmp_path):
                       cache_dir=tmp_path, **{**FAST, "epochs": 1})
     images = [row for row in run.history if row["phase"] == "images"]
     assert images and images[0]["val_acc"] < run.metrics["val_accuracy"]
+
+
+def test_linear_probe_chooses_c_by_cross_validation_unless_given(tiny_dataset, tmp_path):
+    chosen = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, cache_dir=tmp_path, **FAST)
+    assert chosen.metrics["logreg_c"] in pipeline.LOGREG_GRID
+    given = graft.train(tiny_dataset, strategy="linear-probe", logreg_c=0.5, out=tmp_path, cache_dir=tmp_path, **FAST)
+    assert given.metrics["logreg_c"] == 0.5

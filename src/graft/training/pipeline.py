@@ -14,6 +14,7 @@ from __future__ import annotations
 import platform
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -22,7 +23,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.preprocessing import StandardScaler
 
 from ..backbones import DEFAULT_BACKBONE, create_backbone
@@ -73,7 +74,7 @@ def train(
     augment: Augment | None = Augment(),
     hidden: int | None = None,
     dropout: float = 0.0,
-    logreg_c: float = 1.0,
+    logreg_c: float | None = None,
     label_smoothing: float = 0.1,
     weight_decay: float = 1e-4,
     patience: int = 5,
@@ -131,7 +132,7 @@ def train(
     common = dict(precision=precision, progress=progress, weight_decay=weight_decay, label_smoothing=label_smoothing)
 
     # 2. Head phase: the backbone is frozen, so it runs once per image (and view), into the cache.
-    val_features, head_score = None, None
+    val_features, head_score, chosen_c = None, None, None
     if plan.head_phase is not None:
         model.freeze_backbone()
         say(_param_summary(model, "head phase"))
@@ -147,7 +148,8 @@ def train(
         timings["features_s"] = time.perf_counter() - tick
         tick = time.perf_counter()
         if plan.head_phase == "logreg":
-            _fit_logistic_regression(model.head, train_views[0], C=logreg_c, seed=seed)
+            chosen_c = _fit_logistic_regression(model.head, train_views[0], C=logreg_c, seed=seed)
+            say(f"Logistic regression: C = {chosen_c:g}" + (" (5-fold cross-validation on train)" if logreg_c is None else ""))
         else:
             train_set = FeatureViews(train_views)
             result = fit(
@@ -209,7 +211,7 @@ def train(
     timings["total_s"] = time.perf_counter() - started
     hyper = dict(epochs=epochs, head_epochs=head_epochs, lr=lr, backbone_lr_ratio=backbone_lr_ratio,
                  batch_size=batch_size, img_size=net.data_config.image_size, unfreeze=unfreeze, cut=cut,
-                 views=views, augment=augment.to_dict() if augment else None, logreg_c=logreg_c,
+                 views=views, augment=augment.to_dict() if augment else None, logreg_c=chosen_c or logreg_c,
                  label_smoothing=label_smoothing, weight_decay=weight_decay, patience=patience,
                  val_split=val_split, seed=seed, precision=precision)
     metrics = {
@@ -219,6 +221,7 @@ def train(
         "history": history,
         "params": model.param_counts().__dict__ | {"trainable_in_training": _trained_params(model, plan, trainable)},
         "bf16_agreement": agreement,
+        "logreg_c": chosen_c,
     }
     meta = {
         "backbone": backbone,
@@ -268,16 +271,30 @@ def _evaluate(model, splits: DataSplits, split: str, features, *, cache, batch_s
     return evaluate_predictions(labels, logits.argmax(axis=1), splits.classes)
 
 
-def _fit_logistic_regression(head: torch.nn.Module, features: FeatureSet, *, C: float, seed: int) -> None:
+LOGREG_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def _fit_logistic_regression(head: torch.nn.Module, features: FeatureSet, *, C: float | None, seed: int) -> float:
     """The course's "bottleneck features + linear classifier", folded into the Linear head.
 
     Features are standardised for a well-conditioned fit; the scaling is then folded into the
     weights (w / sigma, b - w.mu / sigma), so the saved head takes raw features like any other.
+    The regularisation C matters (on CIFAR-10 with Lite0, C=1 gave 75% where 0.003 gave 78%), so
+    unless given it is chosen by stratified k-fold cross-validation on the training features only.
+    Returns the C used.
     """
     x = np.asarray(features.features, dtype=np.float32)
+    y = np.asarray(features.labels)
     scaler = StandardScaler().fit(x)
-    regression = LogisticRegression(C=C, max_iter=1000, random_state=seed)
-    regression.fit(scaler.transform(x), features.labels)
+    folds = min(5, int(np.bincount(y).min()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)  # scikit-learn's API-change notices
+        if C is None and folds >= 2:
+            regression = LogisticRegressionCV(Cs=list(LOGREG_GRID), cv=folds, max_iter=2000, random_state=seed)
+        else:
+            regression = LogisticRegression(C=1.0 if C is None else C, max_iter=2000, random_state=seed)
+        regression.fit(scaler.transform(x), y)
+    chosen = float(regression.C_[0]) if hasattr(regression, "C_") else regression.C
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     weight = regression.coef_ / scale
     bias = regression.intercept_ - weight @ scaler.mean_
@@ -287,6 +304,7 @@ def _fit_logistic_regression(head: torch.nn.Module, features: FeatureSet, *, C: 
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(weight.astype(np.float32)))
         linear.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
+    return chosen
 
 
 def _param_summary(model: GraftModel, phase: str) -> str:
@@ -318,7 +336,7 @@ def _new_run_dir(out: str | Path, name: str) -> Path:
 
 def _check_numbers(**values) -> None:
     for key, value in values.items():
-        if value is None or value <= 0:
+        if value is not None and value <= 0:  # None: an optional value left for graft to choose
             raise GraftError(f"--{key.replace('_', '-')} {value}: must be greater than 0.")
 
 
