@@ -1,0 +1,202 @@
+"""The three checks of a data audit, each on backbone features or on the file list alone.
+
+- Near duplicates: an image in val or test whose features are almost those of an image in an
+  earlier split (a copy, a re-saved JPEG, a resized or slightly cropped version) lets the model be
+  scored on what it trained on. Identical files anywhere are found by their bytes.
+- Imbalance: classes with far fewer training images than the others.
+- Likely mislabelled: images that a classifier which never saw them (out-of-fold predictions)
+  confidently puts in another class.
+
+The thresholds were calibrated on CIFAR-10 with EfficientNet-Lite0 features: see docs/audit.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from ..data.discover import DataSplits
+from ..features import FeatureSet
+from .result import DuplicatePair, Imbalance, Suspect
+
+DUPLICATE_THRESHOLD = 0.9
+MISLABEL_CONFIDENCE = 0.9
+MISLABEL_C = 0.01  # regularisation of the out-of-fold logistic regression (docs/audit.md)
+UNDER_MEDIAN = 0.5  # a class with fewer than half the median count is under-represented ...
+MAX_RATIO = 3.0  # ... and so is one with less than a third of the largest class
+SPLIT_ORDER = ("train", "val", "test")
+
+
+# -- Near duplicates ---------------------------------------------------------------------------
+
+
+def find_duplicates(
+    splits: DataSplits, features: dict[str, FeatureSet], *, threshold: float = DUPLICATE_THRESHOLD
+) -> list[DuplicatePair]:
+    """Pairs of images in different splits whose features have cosine similarity >= `threshold`,
+    and pairs of identical files (same bytes) anywhere, within a split too. Most similar first."""
+    pairs = {(pair.path_a, pair.path_b): pair for pair in closest_pairs(splits, features) if pair.similarity >= threshold}
+    for pair in identical_files(splits):
+        pairs[(pair.path_a, pair.path_b)] = pair  # exact, whatever the features said
+    return sorted(pairs.values(), key=lambda pair: (-pair.similarity, str(pair.path_b)))
+
+
+def closest_pairs(
+    splits: DataSplits, features: dict[str, FeatureSet], *, centre: bool = True, block: int = 512
+) -> list[DuplicatePair]:
+    """Each val image with its most similar train image, each test image with its most similar train
+    and val images: one pair per image and earlier split, however many near copies there are.
+
+    Features are centred on the train mean before normalising: every feature of a ReLU network is
+    positive, so uncentred vectors all point the same way and unrelated images look alike
+    (`centre=False` is there to measure that: docs/audit.md).
+    """
+    present = [split for split in SPLIT_ORDER if split in features and len(features[split])]
+    vectors = _unit_vectors({split: features[split] for split in present}, centre=centre)
+    pairs = []
+    for position, later in enumerate(present):
+        for earlier in present[:position]:
+            match, similarity = best_matches(vectors[later], vectors[earlier], block=block)
+            pairs += [DuplicatePair(getattr(splits, earlier)[match[row]].path, earlier, sample.path, later,
+                                    round(float(min(similarity[row], 1.0)), 4))
+                      for row, sample in enumerate(getattr(splits, later))]
+    return pairs
+
+
+def best_matches(queries: np.ndarray, reference: np.ndarray, *, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of `queries`, the index of the most similar row of `reference` and their dot product.
+
+    Rows go `block` at a time, so memory stays at block x len(reference) similarities (50k train
+    images: 100 MB) instead of the whole matrix.
+    """
+    index = np.zeros(len(queries), dtype=np.int64)
+    best = np.full(len(queries), -np.inf, dtype=np.float32)
+    if len(reference) == 0:
+        return index, best
+    for start in range(0, len(queries), block):
+        similarity = queries[start : start + block] @ reference.T
+        index[start : start + block] = similarity.argmax(axis=1)
+        best[start : start + block] = similarity.max(axis=1)
+    return index, best
+
+
+def _unit_vectors(features: dict[str, FeatureSet], *, centre: bool) -> dict[str, np.ndarray]:
+    """float32 copies, minus the train mean when `centre`, scaled to length 1."""
+    arrays = {split: np.array(feature_set.features, dtype=np.float32) for split, feature_set in features.items()}
+    mean = arrays["train"].mean(axis=0) if centre and "train" in arrays else 0.0
+    for array in arrays.values():
+        array -= mean
+        array /= np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
+    return arrays
+
+
+def identical_files(splits: DataSplits) -> list[DuplicatePair]:
+    """Pairs of byte-identical files (each copy paired with the first one, in split order).
+
+    Only files whose size another file shares are hashed, so a folder of unique files costs one
+    stat per file.
+    """
+    located = [(sample.path, split) for split in SPLIT_ORDER for sample in getattr(splits, split)]
+    by_size: dict[int, list[tuple[Path, str]]] = defaultdict(list)
+    for path, split in located:
+        by_size[path.stat().st_size].append((path, split))
+    pairs = []
+    for same_size in by_size.values():
+        if len(same_size) < 2:
+            continue
+        by_hash: dict[str, list[tuple[Path, str]]] = defaultdict(list)
+        for path, split in same_size:
+            by_hash[hashlib.sha256(path.read_bytes()).hexdigest()].append((path, split))
+        for (first, first_split), *copies in (group for group in by_hash.values() if len(group) > 1):
+            pairs += [DuplicatePair(first, first_split, path, split, 1.0) for path, split in copies]
+    return pairs
+
+
+# -- Imbalance ---------------------------------------------------------------------------------
+
+
+def check_imbalance(splits: DataSplits) -> Imbalance:
+    """Train images per class; a class is flagged below half the median or a third of the largest."""
+    counts = splits.counts("train")
+    largest_class = max(counts, key=counts.get)
+    largest, smallest = counts[largest_class], min(counts.values())
+    ratio = largest / max(smallest, 1)
+    floor = max(UNDER_MEDIAN * float(np.median(list(counts.values()))), largest / MAX_RATIO)
+    flagged = [name for name, count in counts.items() if count < floor]
+    if not flagged:
+        message = f"Balanced: {smallest:,} to {largest:,} train images per class (largest/smallest {ratio:.1f}x)."
+    else:
+        few = ", ".join(f"{name} ({counts[name]:,})" for name in flagged[:10])
+        more = f" and {len(flagged) - 10} more" if len(flagged) > 10 else ""
+        them = "it" if len(flagged) == 1 else "them"
+        message = (f"Imbalanced: {few}{more} ha{'s' if len(flagged) == 1 else 've'} far fewer train images than "
+                   f"{largest_class} ({largest:,}; largest/smallest {ratio:.1f}x). Collect more images of {them} "
+                   f"(at least {int(np.ceil(floor)):,} each); until then expect lower recall on {them}, and weight "
+                   "the loss by class or oversample so the model does not learn to favour the large classes.")
+    return Imbalance(counts=counts, ratio=round(ratio, 3), flagged=flagged, message=message)
+
+
+# -- Likely mislabelled ------------------------------------------------------------------------
+
+
+def label_check_problem(splits: DataSplits, features: dict[str, FeatureSet]) -> str | None:
+    """Why the mislabelling check cannot run on these images, or None when it can."""
+    labels = np.concatenate([features[split].labels for split in ("train", "val") if split in features])
+    counts = np.bincount(labels, minlength=len(splits.classes))
+    present = np.flatnonzero(counts)
+    if len(present) < 2:
+        return "it needs at least two classes with images in train+val."
+    rare = [splits.classes[label] for label in present if counts[label] < 2]
+    if rare:
+        return (f"class{'es' if len(rare) > 1 else ''} {', '.join(rare[:10])} ha{'ve' if len(rare) > 1 else 's'} "
+                "a single image in train+val; a classifier cannot learn a class from one image it must also judge. "
+                "Add images of it.")
+    return None
+
+
+def out_of_fold_probabilities(
+    splits: DataSplits, features: dict[str, FeatureSet], *, seed: int = 0, C: float = MISLABEL_C
+) -> tuple[np.ndarray, np.ndarray, list[tuple[Path, str]]]:
+    """Class probabilities of every train and val image from a model that never saw it.
+
+    A logistic regression on standardised features is fitted k times, each time without one fold
+    (stratified, k = min(5, smallest class)), and predicts that fold: an image's own wrong label
+    cannot vouch for it. Returns the probabilities (images x classes), the labels, and each
+    image's (path, split).
+    """
+    parts = [split for split in ("train", "val") if split in features and len(features[split])]
+    x = np.concatenate([np.asarray(features[split].features, dtype=np.float32) for split in parts])
+    y = np.concatenate([features[split].labels for split in parts])
+    located = [(sample.path, split) for split in parts for sample in getattr(splits, split)]
+    folds = min(5, int(np.bincount(y)[np.unique(y)].min()))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
+    # One thread: with torch loaded, two OpenMP runtimes fight over the cores and a fit that takes
+    # 0.2 s alone took 16 s (2,000 images on 2 cores); these fits are too small to gain from threads.
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
+        warnings.simplefilter("ignore", category=FutureWarning)  # scikit-learn's API-change notices
+        present = cross_val_predict(model, x, y, method="predict_proba",
+                                    cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed))
+    probabilities = np.zeros((len(y), len(splits.classes)))
+    probabilities[:, np.unique(y)] = present  # its columns are the classes present, in order
+    return probabilities, y, located
+
+
+def confident_disagreements(
+    probabilities: np.ndarray, labels: np.ndarray, located: list[tuple[Path, str]], classes: list[str],
+    *, confidence: float
+) -> list[Suspect]:
+    """The images whose most probable class is not their label, at `confidence` or more; most confident first."""
+    predicted, top = probabilities.argmax(axis=1), probabilities.max(axis=1)
+    suspects = [Suspect(path=located[row][0], split=located[row][1], label=classes[labels[row]],
+                        predicted=classes[predicted[row]], confidence=round(float(top[row]), 4))
+                for row in np.flatnonzero((predicted != labels) & (top >= confidence))]
+    return sorted(suspects, key=lambda suspect: (-suspect.confidence, str(suspect.path)))

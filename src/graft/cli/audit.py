@@ -1,0 +1,80 @@
+"""`graft audit DATA`: a thin command over graft.audit, which checks a dataset before training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .render import console
+
+if TYPE_CHECKING:
+    from ..audit import AuditResult
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's command(s) to the `graft` app."""
+    app.command("audit")(audit)
+
+
+def audit(
+    data: Annotated[Path, typer.Argument(help="Folder with train/ and val/ (and optional test/) class folders, a folder of class folders, or a CSV of path,label.")],
+    backbone: Annotated[str, typer.Option("--backbone", "-b", help="Any timm model name: its features decide what looks alike.")] = "tf_efficientnet_lite0",
+    weights: Annotated[str, typer.Option(help="imagenet, none (random init), or the path of a .safetensors/.pth file.")] = "imagenet",
+    img_size: Annotated[int | None, typer.Option(help="Input size in pixels (default: the backbone's own).")] = None,
+    val_split: Annotated[float, typer.Option(help="Validation fraction when DATA has no val/ folder (as in graft train).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Random seed (the val split, the folds of the label check).")] = 0,
+    duplicate_threshold: Annotated[float | None, typer.Option(help="Cosine similarity from which two images count as duplicates (default: calibrated, see docs/audit.md).")] = None,
+    mislabel_confidence: Annotated[float | None, typer.Option(help="Probability of another class from which an image counts as mislabelled (default: calibrated).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Data-loading processes (default: cores - 1).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the findings to this JSON file.")] = None,
+) -> None:
+    """Check DATA before training: near-duplicate images across train/val/test, class imbalance, likely mislabelled images."""
+    from ..audit import DUPLICATE_THRESHOLD, MISLABEL_CONFIDENCE
+    from ..audit import audit as run_audit
+    from ..export import write_json_atomic
+
+    result = run_audit(
+        data, backbone=backbone, weights=weights, img_size=img_size, val_split=val_split, seed=seed,
+        workers=workers, progress=not json_out,
+        duplicate_threshold=DUPLICATE_THRESHOLD if duplicate_threshold is None else duplicate_threshold,
+        mislabel_confidence=MISLABEL_CONFIDENCE if mislabel_confidence is None else mislabel_confidence,
+    )
+    if output is not None:
+        write_json_atomic(output, result.to_dict())
+    if json_out:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    print_result(result)
+    if output is not None:
+        console.print(f"Written to {escape(str(output))}")
+
+
+def print_result(result: AuditResult) -> None:
+    """The three checks, each a one-line verdict and, when it found something, a table."""
+    from ..audit.result import SHOWN_ROWS, TITLES
+
+    settings = result.settings
+    images = ", ".join(f"{count:,} {split}" for split, count in settings.get("images", {}).items() if count)
+    console.print(f"[bold]Data audit[/] of {escape(str(settings.get('source', '')))} ({images}); features of "
+                  f"{escape(str(settings.get('backbone', '?')))} at {settings.get('img_size', '?')} px")
+    verdicts = result.verdicts()
+    for key, (header, rows) in result.tables().items():
+        colour = "yellow" if rows or (key == "mislabelled" and result.label_check_skipped) else "green"
+        console.print(f"\n[bold]{TITLES[key]}[/]: [{colour}]{escape(verdicts[key])}[/]")
+        if not rows:
+            continue
+        table = Table(*header)
+        for row in rows[:SHOWN_ROWS]:
+            table.add_row(*(escape(str(cell)) for cell in row))
+        console.print(table)
+        if len(rows) > SHOWN_ROWS:
+            console.print(f"... and {len(rows) - SHOWN_ROWS:,} more (--json or --output FILE lists them all).")
+    for note in result.notes:
+        console.print(f"[dim]Note: {escape(note)}[/]")
+    console.print(f"\n{result.findings:,} finding{'' if result.findings == 1 else 's'}.")
