@@ -29,7 +29,7 @@ def run_main(args, capsys, monkeypatch):
 def trained(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     result = run("train", tiny_dataset, "--strategy", "feature-extract", "--img-size", "64", "--head-epochs", "5",
-                 "--views", "1", "--workers", "0", "--out", out, "--name", "cli")
+                 "--views", "1", "--workers", "0", "--no-audit", "--out", out, "--name", "cli")
     assert result.exit_code == 0, result.output
     return out / "cli", result.output
 
@@ -37,7 +37,7 @@ def trained(tiny_dataset, tmp_path_factory):
 def test_train_prints_summary_history_and_results(trained):
     run_dir, output = trained
     assert "Trainable" in output or "trainable" in output
-    for text in ("Parameters (head phase)", "Training history", "Results", "Confusion matrix", str(run_dir)):
+    for text in ("Parameters (head phase)", "Training history", "Results", "Confusion matrix", str(run_dir), "report.html"):
         assert text in output, text
     meta = json.loads((run_dir / "graft.json").read_text())
     assert meta["classes"] == ["blue", "green", "red"] and meta["strategy"] == "feature-extract"

@@ -10,6 +10,7 @@ import graft.classifier
 import graft.model
 from graft.backbones import create_backbone
 from graft.strategies import STRATEGIES
+from graft.heads.logistic import LOGREG_GRID
 from graft.training import pipeline
 
 FAST = dict(img_size=64, epochs=2, head_epochs=8, batch_size=8, views=2, workers=0, progress=False, log=None)
@@ -179,6 +180,21 @@ def test_image_phase_that_only_hurts_is_not_kept(tiny_dataset, tmp_path):
 
 def test_linear_probe_chooses_c_by_cross_validation_unless_given(tiny_dataset, tmp_path):
     chosen = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, cache_dir=tmp_path, **FAST)
-    assert chosen.metrics["logreg_c"] in pipeline.LOGREG_GRID
+    assert chosen.metrics["logreg_c"] in LOGREG_GRID
     given = graft.train(tiny_dataset, strategy="linear-probe", logreg_c=0.5, out=tmp_path, cache_dir=tmp_path, **FAST)
     assert given.metrics["logreg_c"] == 0.5
+
+
+def test_a_second_identical_linear_probe_reuses_the_stored_fit(tiny_dataset, tmp_path, monkeypatch):
+    """The logistic regression is a function of the cached features: fitted once, stored beside them."""
+    from graft.heads import logistic
+
+    options = dict(out=tmp_path, cache_dir=tmp_path, report=False, audit=False, **FAST)
+    first = graft.train(tiny_dataset, strategy="linear-probe", name="first", **options)
+    monkeypatch.setattr(logistic, "_fit", lambda *args: pytest.fail("fitted again instead of reusing the stored fit"))
+    second = graft.train(tiny_dataset, strategy="linear-probe", name="second", **options)
+    assert second.metrics["logreg_c"] == first.metrics["logreg_c"]
+    for a, b in zip(first.classifier.model.head.parameters(), second.classifier.model.head.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(pytest.fail.Exception):  # another C is another fit
+        graft.train(tiny_dataset, strategy="linear-probe", name="third", logreg_c=0.5, **options)

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import GraftError
+from .options import Backbone, Strategy, Weights
 from .render import console, error_console, evaluation_tables, history_table, results_table
 
 app = typer.Typer(
@@ -23,6 +24,12 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(help="Show or clear the cache of backbone features.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+
+# Commands that live beside their own library folder: graft.explain, graft.audit, graft.advise, graft.compare.
+from . import advise as _advise, audit as _audit, compare as _compare, explain as _explain  # noqa: E402
+
+for _module in (_compare, _advise, _explain, _audit):
+    _module.register(app)
 
 DEMO_DATA = "demo_data/cifar10-sample"
 
@@ -56,14 +63,13 @@ def _train_and_report(data, *, json_out: bool = False, **options) -> None:
             tables = evaluation_tables(Evaluation(**{k: v for k, v in result.metrics[split].items() if k != "macro_f1"}), split)
             for table in tables:
                 console.print(table)
-    console.print(results_table(result.metrics, options["strategy"], options["backbone"]))
+    console.print(results_table(result.metrics, result.classifier.meta["strategy"], options["backbone"]))
     console.print(f"Saved model and logs in [bold]{result.run_dir}[/] (model.safetensors, graft.json, metrics.json, logs/).")
+    if (result.run_dir / "report.html").exists():
+        console.print(f"Report: [bold]{result.run_dir / 'report.html'}[/] (and report.md)")
     console.print(f"Next: graft predict {result.run_dir} IMAGE...   |   graft evaluate {result.run_dir} DATA")
 
 
-Strategy = Annotated[str, typer.Option("--strategy", "-s", help="linear-probe, feature-extract, finetune, partial, truncate or scratch (see `graft strategies`).")]
-Backbone = Annotated[str, typer.Option("--backbone", "-b", help="Any timm model name (see `graft backbones`).")]
-Weights = Annotated[str, typer.Option(help="imagenet, none (random init), or the path of a .safetensors/.pth file.")]
 
 
 @app.command()
@@ -97,6 +103,8 @@ def train(
     num_nodes: Annotated[int, typer.Option(help="Machines for distributed training.")] = 1,
     out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("runs"),
     name: Annotated[Optional[str], typer.Option(help="Run folder name (default: strategy-date-time).")] = None,
+    report: Annotated[bool, typer.Option(help="Write report.html and report.md in the run folder (curves, confusion matrices, mistakes with activation maps, audit).")] = True,
+    audit: Annotated[bool, typer.Option(help="Audit the data (duplicates, imbalance, likely mislabelled images) with the pretrained backbone's features, for the report and audit.json.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Train a classifier on DATA by transfer learning and save it in a run folder."""
@@ -109,7 +117,7 @@ def train(
         augment=Augment(scale=(crop_scale, 1.0), hflip=hflip, color_jitter=color_jitter) if augment else None,
         hidden=hidden, dropout=dropout, logreg_c=logreg_c, patience=patience, val_split=val_split, seed=seed,
         precision=precision, workers=workers, devices=int(devices) if devices.isdigit() else devices,
-        num_nodes=num_nodes, out=out, name=name, progress=not json_out,
+        num_nodes=num_nodes, out=out, name=name, report=report, audit=audit, progress=not json_out,
     )
 
 

@@ -2,11 +2,14 @@
 
 Read top to bottom, this is the whole procedure:
 1. find and check the data; build the backbone the strategy asks for, and a new head;
-2. head phase (frozen backbone): features once per image and view, from the cache when possible,
-   then the head trains on them (logistic regression, or AdamW over augmented views);
+2. head phase (frozen backbone): features once per image and view, from the cache when possible;
+   the data audit reads the plain-view ones; then the head trains on them (logistic regression,
+   or AdamW over augmented views);
 3. image phase (strategies that train the base): the chosen stages train on images, at a fraction
    of the head's learning rate, starting from the head the head phase produced;
-4. evaluate on val (and test), save model.safetensors + graft.json + metrics.json in the run folder.
+4. evaluate on val (and test), save model.safetensors + graft.json in the run folder;
+5. report: report.html and report.md (curves, confusion matrices, per-class metrics, the most
+   confident mistakes with their activation maps, the audit), then metrics.json with every timing.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import platform
 import shutil
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -23,8 +25,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-from sklearn.preprocessing import StandardScaler
 
 from ..backbones import DEFAULT_BACKBONE, create_backbone
 from ..classifier import Classifier, predict_logits
@@ -35,13 +35,18 @@ from ..errors import GraftError
 from ..evaluation import Evaluation, evaluate_predictions
 from ..export import save_model, write_json_atomic
 from ..features import FeatureCache, FeatureSet, backbone_features
-from ..heads import HeadConfig, create_head, final_linear
+from ..heads import HeadConfig, create_head
+from ..heads.logistic import fit_logistic_head
 from ..model import GraftModel
+from ..report import confident_mistakes, write_report
 from ..runtime import default_workers, resolve_precision
 from ..strategies import Strategy, StrategyOptions, get_strategy
 from .datasets import FeatureViews, feature_loader, image_loader
 from .callbacks import EpochSetter
 from .fit import fit
+
+
+AUTO = "auto"  # --strategy auto: measure the data, then follow graft.advise's recommendation
 
 
 @dataclass
@@ -87,6 +92,8 @@ def train(
     out: str | Path = "runs",
     name: str | None = None,
     cache_dir: str | Path | None = None,
+    report: bool = True,
+    audit: bool = True,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
 ) -> RunResult:
@@ -94,24 +101,38 @@ def train(
 
     `epochs` counts image-phase epochs (finetune, partial, scratch); `head_epochs` counts epochs of
     the head on cached features (every strategy but scratch). `backbone_lr_ratio` scales `lr` for
-    the pretrained layers, so they change slowly while the new head learns fast.
+    the pretrained layers, so they change slowly while the new head learns fast. `report` writes
+    report.html/report.md in the run folder; `audit` audits the data with the frozen pretrained
+    backbone's features (every strategy but scratch) for the report and audit.json.
     """
     say = log or (lambda message: None)
     _check_numbers(epochs=epochs, head_epochs=head_epochs, lr=lr, backbone_lr_ratio=backbone_lr_ratio,
                    batch_size=batch_size, views=views, patience=patience, logreg_c=logreg_c)
     started = time.perf_counter()
-    plan = get_strategy(strategy)
-    options = StrategyOptions(unfreeze=unfreeze, cut=cut)
+    if strategy != AUTO:
+        get_strategy(strategy)  # an unknown name fails now, before any data is read
     head_config = HeadConfig(hidden=hidden, dropout=dropout)
-    if plan.head_phase == "logreg" and not head_config.is_linear:
-        raise GraftError("linear-probe fits a logistic regression, a linear head: leave out --hidden.")
     precision = resolve_precision(precision)
     workers = default_workers() if workers is None else workers
     L.seed_everything(seed, workers=True, verbose=False)
 
-    # 1. Data, backbone, head.
+    # 1. Data, then the strategy (measured from the data with "auto"), backbone and head.
     splits = find_data(data, val_split=val_split, seed=seed)
     say(splits.describe())
+    advice = None
+    if strategy == AUTO:
+        from ..advise import advise_splits
+
+        advice = advise_splits(splits, backbone=backbone, weights=weights, img_size=img_size, seed=seed,
+                               workers=workers, precision=precision, progress=progress)
+        say(advice.describe())
+        strategy, lr, backbone_lr_ratio = advice.strategy, advice.lr, advice.backbone_lr_ratio
+        unfreeze = unfreeze if advice.unfreeze is None else advice.unfreeze
+        cut = cut if advice.cut is None else advice.cut
+    plan = get_strategy(strategy)
+    options = StrategyOptions(unfreeze=unfreeze, cut=cut)
+    if plan.head_phase == "logreg" and not head_config.is_linear:
+        raise GraftError("linear-probe fits a logistic regression, a linear head: leave out --hidden.")
     net = create_backbone(
         backbone,
         weights=weights if plan.pretrained else "none",
@@ -119,7 +140,7 @@ def train(
         img_size=img_size,
     )
     model = GraftModel(net, create_head(net.num_features, len(splits.classes), head_config))
-    run_dir = _new_run_dir(out, name or f"{strategy}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = new_run_dir(out, name or f"{strategy}-{time.strftime('%Y%m%d-%H%M%S')}")
     if splits.skipped:
         write_skipped_report(splits.skipped, run_dir / "skipped.json")
         say(f"Skipped {len(splits.skipped)} unreadable or non-image files: see {run_dir / 'skipped.json'}")
@@ -132,7 +153,7 @@ def train(
     common = dict(precision=precision, progress=progress, weight_decay=weight_decay, label_smoothing=label_smoothing)
 
     # 2. Head phase: the backbone is frozen, so it runs once per image (and view), into the cache.
-    val_features, head_score, chosen_c = None, None, None
+    val_features, head_score, chosen_c, audit_result = None, None, None, None
     if plan.head_phase is not None:
         model.freeze_backbone()
         say(_param_summary(model, "head phase"))
@@ -146,9 +167,15 @@ def train(
                        for v in view_numbers]
         val_features = backbone_features(net, splits.val, split="val", **extract)
         timings["features_s"] = time.perf_counter() - tick
+        if audit:  # now, while the backbone is pretrained and frozen: its plain-view features are the audit's
+            tick = time.perf_counter()
+            plain_train = train_views[0] if view_numbers == [None] else None
+            audit_result = _audit_data(net, splits, plain_train, val_features, extract=extract, seed=seed, run_dir=run_dir)
+            say(f"Data audit: {audit_result.findings} findings (see {run_dir / 'audit.json'})")
+            timings["audit_s"] = time.perf_counter() - tick
         tick = time.perf_counter()
         if plan.head_phase == "logreg":
-            chosen_c = _fit_logistic_regression(model.head, train_views[0], C=logreg_c, seed=seed)
+            chosen_c = fit_logistic_head(model.head, train_views[0], C=logreg_c, seed=seed)
             say(f"Logistic regression: C = {chosen_c:g}" + (" (5-fold cross-validation on train)" if logreg_c is None else ""))
         else:
             train_set = FeatureViews(train_views)
@@ -162,8 +189,9 @@ def train(
             )
             history += result.history
         timings["head_s"] = time.perf_counter() - tick
-        head_score = _evaluate(model, splits, "val", val_features, cache=cache, batch_size=batch_size, workers=workers,
-                               precision=precision, progress=progress).accuracy
+        head_evaluation, _ = _evaluate(model, splits, "val", val_features, cache=cache, batch_size=batch_size,
+                                       workers=workers, precision=precision, progress=progress)
+        head_score = head_evaluation.accuracy
 
     # 3. Image phase: train the stages the strategy names (and the head) on images.
     trainable = plan.trainable(net, options)
@@ -202,12 +230,13 @@ def train(
             inference = "32"
 
     # 4. Evaluate and save.
-    evaluations = {"val": _evaluate(model, splits, "val", val_features, cache=cache, batch_size=batch_size,
-                                    workers=workers, precision=inference, progress=progress)}
+    val_evaluation, val_logits = _evaluate(model, splits, "val", val_features, cache=cache, batch_size=batch_size,
+                                           workers=workers, precision=inference, progress=progress)
+    evaluations = {"val": val_evaluation}
     if splits.test:
-        evaluations["test"] = _evaluate(model, splits, "test", None if trainable is not None else "cache",
-                                        cache=cache, batch_size=batch_size, workers=workers,
-                                        precision=inference, progress=progress)
+        evaluations["test"], _ = _evaluate(model, splits, "test", None if trainable is not None else "cache",
+                                           cache=cache, batch_size=batch_size, workers=workers,
+                                           precision=inference, progress=progress)
     timings["total_s"] = time.perf_counter() - started
     hyper = dict(epochs=epochs, head_epochs=head_epochs, lr=lr, backbone_lr_ratio=backbone_lr_ratio,
                  batch_size=batch_size, img_size=net.data_config.image_size, unfreeze=unfreeze, cut=cut,
@@ -231,15 +260,25 @@ def train(
         "head": head_config.to_dict(),
         "classes": splits.classes,
         "strategy": strategy,
+        "advice": advice.to_dict() if advice is not None else None,  # why --strategy auto chose this
         "inference_precision": "auto" if inference == "bf16" else "32",
         "hyperparameters": hyper,
         "metrics": {k: v for k, v in metrics.items() if k.endswith("_accuracy")},
         "data": {"source": splits.source, "counts": {s: len(getattr(splits, s)) for s in ("train", "val", "test")}},
         "versions": _versions(),
     }
-    write_json_atomic(run_dir / "metrics.json", metrics)
     save_model(model, meta, run_dir)
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the best epoch is now model.safetensors
+
+    # 5. Report: what was learnt, where it fails (the most confident mistakes, with where the model
+    # looked), and what the audit found in the data. Its cost goes into metrics.json, written last.
+    if report:
+        tick = time.perf_counter()
+        mistakes = confident_mistakes(model, splits.val, val_logits, classes=splits.classes)
+        html_path, _ = write_report(run_dir, meta=meta, metrics=metrics, mistakes=mistakes, audit=audit_result)
+        timings["report_s"] = time.perf_counter() - tick
+        say(f"Report: {html_path} (and report.md)")
+    write_json_atomic(run_dir / "metrics.json", metrics)
     classifier = Classifier(model, splits.classes, meta)
     return RunResult(run_dir=run_dir, classifier=classifier, metrics={**metrics, "val_evaluation": evaluations["val"]}, history=history)
 
@@ -255,8 +294,10 @@ def _bf16_agreement(model: GraftModel, samples, *, batch_size: int, workers: int
     return float((fp32.argmax(axis=1) == bf16.argmax(axis=1)).mean())
 
 
-def _evaluate(model, splits: DataSplits, split: str, features, *, cache, batch_size, workers, precision, progress) -> Evaluation:
-    """Evaluate on a split; with a frozen backbone the cached plain-view features give the same logits."""
+def _evaluate(model, splits: DataSplits, split: str, features, *, cache, batch_size, workers, precision,
+              progress) -> tuple[Evaluation, np.ndarray]:
+    """Evaluate on a split, and its logits; with a frozen backbone the cached plain-view features give
+    the same logits."""
     samples = getattr(splits, split)
     labels = [s.label for s in samples]
     if features == "cache":
@@ -268,43 +309,23 @@ def _evaluate(model, splits: DataSplits, split: str, features, *, cache, batch_s
     else:
         logits = predict_logits(model, samples, model.backbone.data_config, batch_size=batch_size * 2,
                                 workers=workers, precision=precision)
-    return evaluate_predictions(labels, logits.argmax(axis=1), splits.classes)
+    return evaluate_predictions(labels, logits.argmax(axis=1), splits.classes), logits
 
 
-LOGREG_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+def _audit_data(net, splits: DataSplits, plain_train: FeatureSet | None, val_features: FeatureSet, *, extract: dict,
+                seed: int, run_dir: Path):
+    """Audit the data from the frozen backbone's plain-view features (cached: the test features are
+    the ones the evaluation reads later) and write audit.json. `plain_train`: those already at hand."""
+    from ..audit import audit_features
 
-
-def _fit_logistic_regression(head: torch.nn.Module, features: FeatureSet, *, C: float | None, seed: int) -> float:
-    """The course's "bottleneck features + linear classifier", folded into the Linear head.
-
-    Features are standardised for a well-conditioned fit; the scaling is then folded into the
-    weights (w / sigma, b - w.mu / sigma), so the saved head takes raw features like any other.
-    The regularisation C matters (on CIFAR-10 with Lite0, C=1 gave 75% where 0.003 gave 78%), so
-    unless given it is chosen by stratified k-fold cross-validation on the training features only.
-    Returns the C used.
-    """
-    x = np.asarray(features.features, dtype=np.float32)
-    y = np.asarray(features.labels)
-    scaler = StandardScaler().fit(x)
-    folds = min(5, int(np.bincount(y).min()))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=FutureWarning)  # scikit-learn's API-change notices
-        if C is None and folds >= 2:
-            regression = LogisticRegressionCV(Cs=list(LOGREG_GRID), cv=folds, max_iter=2000, random_state=seed)
-        else:
-            regression = LogisticRegression(C=1.0 if C is None else C, max_iter=2000, random_state=seed)
-        regression.fit(scaler.transform(x), y)
-    chosen = float(regression.C_[0]) if hasattr(regression, "C_") else regression.C
-    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    weight = regression.coef_ / scale
-    bias = regression.intercept_ - weight @ scaler.mean_
-    if weight.shape[0] == 1:  # scikit-learn gives one row for two classes: logits (-z/2, z/2)
-        weight, bias = np.vstack([-weight / 2, weight / 2]), np.array([-bias[0] / 2, bias[0] / 2])
-    linear = final_linear(head)
-    with torch.no_grad():
-        linear.weight.copy_(torch.from_numpy(weight.astype(np.float32)))
-        linear.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
-    return chosen
+    if plain_train is None:
+        plain_train = backbone_features(net, splits.train, split="train", **extract)
+    features = {"train": plain_train, "val": val_features}
+    if splits.test:
+        features["test"] = backbone_features(net, splits.test, split="test", **extract)
+    result = audit_features(splits, features, seed=seed)
+    write_json_atomic(run_dir / "audit.json", result.to_dict())
+    return result
 
 
 def _param_summary(model: GraftModel, phase: str) -> str:
@@ -325,7 +346,7 @@ def _trained_params(model: GraftModel, plan: Strategy, trainable: list[str] | No
     return head + sum(params[n].numel() for n in trainable)
 
 
-def _new_run_dir(out: str | Path, name: str) -> Path:
+def new_run_dir(out: str | Path, name: str) -> Path:
     base = Path(out) / name
     run_dir, index = base, 2
     while run_dir.exists() and any(run_dir.iterdir()):

@@ -1,0 +1,11 @@
+"""Options that several commands share, declared once so their help reads the same everywhere."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+Strategy = Annotated[str, typer.Option("--strategy", "-s", help="linear-probe, feature-extract, finetune, partial, truncate, scratch, or auto (measure the data and follow `graft advise`; see `graft strategies`).")]
+Backbone = Annotated[str, typer.Option("--backbone", "-b", help="Any timm model name (see `graft backbones`).")]
+Weights = Annotated[str, typer.Option(help="imagenet, none (random init), or the path of a .safetensors/.pth file.")]

@@ -1,0 +1,139 @@
+"""`graft explain`: one PNG per image, the image beside the activation map of a class."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..backbones import DEFAULT_BACKBONE, create_backbone
+from ..classifier import Classifier
+from ..errors import GraftError
+from ..model import GraftModel
+from .cam import activation_maps
+from .figures import MapPair, map_pairs_figure, write_png
+from .overlay import model_inputs, model_view
+
+BATCH = 16  # images per forward pass: the maps need the whole feature map in memory
+
+
+@dataclass
+class Explanation:
+    path: str  # the image explained
+    png: Path  # the figure written
+    class_name: str  # the class whose evidence the map shows
+    probability: float  # of that class
+    predicted: str
+    predicted_probability: float
+    method: str  # CAM or Grad-CAM
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "png": str(self.png)}
+
+
+def explain(
+    classifier: Classifier,
+    images: Sequence[str | Path],
+    *,
+    class_name: str | None = None,
+    out_dir: str | Path,
+    method: str = "auto",
+    colormap: str = "jet",
+) -> list[Explanation]:
+    """Write `out_dir/<image>-<class>.png` for each image: the image as the model saw it, and the map.
+
+    The map explains `class_name`, or else each image's predicted class. An unknown class name
+    raises a GraftError before anything is computed; an unreadable image, a BadImageError naming it.
+    """
+    target = None if class_name is None else find_class(classifier.classes, class_name)
+    config = classifier.data_config
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    explanations: list[Explanation] = []
+    used: set[str] = set()
+    for start in range(0, len(images), BATCH):
+        batch = model_inputs(images[start : start + BATCH], config)
+        chosen = None if target is None else torch.full((len(batch),), target)
+        maps = activation_maps(classifier.model, batch, classes=chosen, method=method)
+        for offset, image in enumerate(batch):
+            path = Path(images[start + offset])
+            explained, predicted = int(maps.classes[offset]), int(maps.predicted[offset])
+            name = classifier.classes[explained]
+            result = Explanation(
+                path=str(path), png=out_dir / _unique(f"{path.stem}-{_slug(name)}.png", used), class_name=name,
+                probability=float(maps.probabilities[offset, explained]), predicted=classifier.classes[predicted],
+                predicted_probability=float(maps.probabilities[offset, predicted]), method=maps.method,
+            )
+            write_png(_figure(result, model_view(image, config), maps.maps[offset].numpy(), colormap=colormap), result.png)
+            explanations.append(result)
+    return explanations
+
+
+def _figure(result: Explanation, view, heatmap, *, colormap: str):
+    pair = MapPair(
+        view=view,
+        heatmap=heatmap,
+        image_title=f"Input as the model saw it ({view.width} x {view.height} px)",
+        map_title=f"{result.method}: where it sees “{result.class_name}”",
+        note=Path(result.path).name,
+    )
+    title = (f"{result.method} for “{result.class_name}” ({result.probability:.1%}); "
+             f"predicted: {result.predicted} ({result.predicted_probability:.1%})")
+    return map_pairs_figure([pair], title=title, colormap=colormap)
+
+
+def find_class(classes: Sequence[str], name: str) -> int:
+    """The index of class `name`: its exact name, else a case-insensitive match of the name or of one
+    of its comma-separated synonyms (ImageNet's "tabby, tabby cat" answers to "tabby cat")."""
+    if name in classes:
+        return list(classes).index(name)
+    wanted = name.strip().lower()
+    for index, known in enumerate(classes):
+        if wanted == known.lower() or wanted in (part.strip().lower() for part in known.split(",")):
+            return index
+    close = difflib.get_close_matches(name, list(classes), n=8, cutoff=0.5)
+    if len(classes) <= 30:
+        hint = f" Classes: {', '.join(classes)}."
+    else:
+        hint = (f" Close names: {', '.join(close)}." if close else " No class name is close.") + f" ({len(classes)} classes in all.)"
+    raise GraftError(f"--class {name!r}: the model has no such class.{hint}")
+
+
+def imagenet_classifier(backbone_name: str = DEFAULT_BACKBONE, weights: str = "imagenet") -> Classifier:
+    """The backbone with its own, untouched ImageNet head, as a graft Classifier of 1,000 named classes."""
+    from timm.data import ImageNetInfo
+
+    from ..backbones.backbone import build_timm_model
+    from ..backbones.weights import load_pretrained
+
+    full = build_timm_model(backbone_name)
+    load_pretrained(full, backbone_name, weights)  # create_backbone drops the classifier: take it first
+    top = full.get_classifier()
+    if not isinstance(top, nn.Linear) or top.out_features != 1000:
+        raise GraftError(f"{backbone_name}'s ImageNet classifier is not one Linear layer with 1000 outputs "
+                         f"({type(top).__name__}); use another backbone, e.g. {DEFAULT_BACKBONE}.")
+    net = create_backbone(backbone_name, weights=weights)
+    model = GraftModel(net, nn.Sequential(top)).eval()
+    info = ImageNetInfo()
+    classes = [info.index_to_description(i) for i in range(top.out_features)]
+    meta = {"backbone": backbone_name, "weights": net.weights_source, "strategy": "imagenet", "classes": classes}
+    return Classifier(model, classes, meta)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w-]+", "_", name.split(",")[0].strip()).strip("_") or "class"
+
+
+def _unique(filename: str, used: set[str]) -> str:
+    """Two images with the same name (from different folders) must not overwrite each other's PNG."""
+    stem, suffix = filename.rsplit(".", 1)
+    candidate, index = filename, 2
+    while candidate in used:
+        candidate, index = f"{stem}-{index}.{suffix}", index + 1
+    used.add(candidate)
+    return candidate

@@ -1,0 +1,328 @@
+"""The run report: one HTML file with every figure inline, and the same in Markdown.
+
+The report is a list of blocks (headings, text, tables, figures, fragments) rendered twice: to a
+self-contained report.html (figures as base64 PNGs, so it can be mailed or attached as one file)
+and to report.md (figures as PNG files in report/, for a repository or a notebook).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..evaluation import Evaluation
+from ..explain import png_bytes, write_png
+from .mistakes import Mistake
+from .plots import SPLIT_NAMES, confusion_figure, curves_figure, mistakes_figure
+
+HTML_FILE, MARKDOWN_FILE, FIGURES_FOLDER = "report.html", "report.md", "report"
+
+TIMINGS = {"features_s": "features", "head_s": "head", "images_s": "image phase", "audit_s": "audit", "total_s": "total"}
+
+
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Text:
+    text: str  # `backticks` become code
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+    first_column_header: bool = False  # a key/value table: keys in bold
+
+
+@dataclass
+class Picture:
+    name: str  # file name in report/, without .png
+    png: bytes
+    alt: str
+
+
+@dataclass
+class Side:
+    """Blocks shown side by side in HTML (one after the other in Markdown)."""
+
+    blocks: list
+
+
+@dataclass
+class Fragment:
+    """Already rendered content (the data audit renders itself)."""
+
+    html: str
+    markdown: str
+
+
+@dataclass
+class Report:
+    title: str
+    blocks: list = field(default_factory=list)
+
+    def add(self, *blocks) -> None:
+        self.blocks.extend(blocks)
+
+
+def write_report(
+    run_dir: str | Path,
+    *,
+    meta: dict,
+    metrics: dict,
+    mistakes: Sequence[Mistake] | None = None,
+    audit=None,
+) -> tuple[Path, Path]:
+    """Write run_dir/report.html and run_dir/report.md (+ run_dir/report/*.png); return both paths.
+
+    `meta` and `metrics` are what graft.json and metrics.json hold; `mistakes` come from
+    `confident_mistakes`; `audit` is a graft.audit AuditResult (None: the report says why not).
+    """
+    run_dir = Path(run_dir)
+    report = Report(f"graft run {run_dir.name}")
+    report.add(*_header(meta, metrics))
+    report.add(*_curves(meta, metrics))
+    for split in ("val", "test"):
+        if split in metrics:
+            report.add(*_evaluation(split, Evaluation(**{k: v for k, v in metrics[split].items() if k != "macro_f1"})))
+    report.add(*_mistakes(mistakes, metrics, source=meta.get("data", {}).get("source")))
+    report.add(*_audit(audit, meta))
+    if meta.get("advice"):
+        report.add(*_advice(meta["advice"]))
+    figures = run_dir / FIGURES_FOLDER
+    figures.mkdir(exist_ok=True)
+    for block in _flat(report.blocks):
+        if isinstance(block, Picture):
+            write_png(block.png, figures / f"{block.name}.png")
+    html_path, markdown_path = run_dir / HTML_FILE, run_dir / MARKDOWN_FILE
+    _write_text(html_path, render_html(report))
+    _write_text(markdown_path, render_markdown(report))
+    return html_path, markdown_path
+
+
+# Sections ------------------------------------------------------------------------------------
+
+
+def _header(meta: dict, metrics: dict) -> list:
+    counts = meta.get("data", {}).get("counts", {})
+    classes = meta.get("classes", [])
+    size = meta.get("data_config", {}).get("input_size", [0, 0, 0])
+    head = meta.get("head", {})
+    params = metrics.get("params", {})
+    timings = metrics.get("timings", {})
+    accuracy = lambda split: f"{metrics[f'{split}_accuracy']:.1%}" if f"{split}_accuracy" in metrics else "no test set"  # noqa: E731
+    rows = [
+        ["strategy", meta.get("strategy", "?") + (" (chosen by --strategy auto, see the end)" if meta.get("advice") else "")],
+        ["backbone", f"{meta.get('backbone', '?')}, weights: {meta.get('weights', '?')}"],
+        ["input", f"{size[-1]} x {size[-2]} px"],
+        ["head", "linear" if not head.get("hidden") else f"hidden layer of {head['hidden']} units"
+                 + (f", dropout {head['dropout']}" if head.get("dropout") else "")],
+        ["classes", f"{len(classes)}: {', '.join(classes[:12])}" + (", …" if len(classes) > 12 else "")],
+        ["images", ", ".join(f"{split} {counts[split]:,}" for split in ("train", "val", "test") if counts.get(split))],
+        ["val accuracy", accuracy("val")],
+        ["test accuracy", accuracy("test")],
+        ["parameters trained", f"{params['trainable_in_training']:,} of {params['total']:,}" if params else "?"],
+        ["time (s)", ", ".join(f"{name} {timings[key]:.1f}" for key, name in TIMINGS.items() if key in timings)],
+    ]
+    source = meta.get("data", {}).get("source")
+    return [Text(f"Data: `{source}`." if source else ""), Table(["", ""], rows, first_column_header=True)]
+
+
+def _curves(meta: dict, metrics: dict) -> list:
+    blocks: list = [Heading("Training curves")]
+    history = metrics.get("history") or []
+    if not history:
+        if meta.get("strategy") == "linear-probe":
+            c = metrics.get("logreg_c")
+            return blocks + [Text("linear-probe fits a logistic regression on the cached features in one go"
+                                  + (f" (C = {c:g})" if c else "") + ": there are no epochs to plot.")]
+        return blocks + [Text("This run recorded no epochs.")]
+    blocks.append(Text("One point per epoch. The head phase trains the new head on cached features (shaded); "
+                       "the image phase trains the backbone's chosen stages on images. The star marks the best "
+                       "validation accuracy: the epoch whose weights were kept."))
+    return blocks + [Picture("curves", png_bytes(curves_figure({"run": history})), "Loss, accuracy and learning rate per epoch")]
+
+
+def _evaluation(split: str, evaluation: Evaluation) -> list:
+    name = SPLIT_NAMES.get(split, split)
+    rows = [[cls, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])]
+            for cls, row in evaluation.per_class.items()]
+    rows.append(["macro average", "", "", f"{evaluation.macro_f1:.3f}", str(evaluation.count)])
+    return [
+        Heading(f"{name}: accuracy {evaluation.accuracy:.1%} on {evaluation.count} images"),
+        Side([Picture(f"confusion-{split}", png_bytes(confusion_figure(evaluation, split=split)), f"{name} confusion matrix"),
+              Table(["class", "precision", "recall", "F1", "images"], rows)]),
+    ]
+
+
+def _mistakes(mistakes: Sequence[Mistake] | None, metrics: dict, *, source: str | None) -> list:
+    blocks: list = [Heading("Most confident mistakes (validation)")]
+    if mistakes is None:
+        return blocks + [Text("Not computed for this report.")]
+    if not mistakes:
+        return blocks + [Text(f"No mistakes on the {metrics.get('val', {}).get('count', 0)} validation images.")]
+    answers = "The wrong answer" if len(mistakes) == 1 else f"The {len(mistakes)} wrong answers"
+    blocks.append(Text(
+        f"{answers} given with the highest probability. Beside each image, the activation "
+        f"map ({mistakes[0].method}) of the class the model chose: where it saw that class. A confident mistake "
+        "is often a mislabelled or ambiguous image: check these files first."
+    ))
+    blocks.append(Picture("mistakes", png_bytes(mistakes_figure([m.pair for m in mistakes])), "Most confident mistakes"))
+    rows = [[f"`{_relative(m.path, source)}`", m.true, m.predicted, f"{m.probability:.1%}"] for m in mistakes]
+    return blocks + [Table(["file", "true class", "predicted", "probability"], rows)]
+
+
+def _relative(path: str, source: str | None) -> str:
+    """Inside the data folder, the path from it: shorter, and what the user sees in their folders."""
+    try:
+        return str(Path(path).relative_to(source)) if source else path
+    except ValueError:
+        return path
+
+
+def _audit(audit, meta: dict) -> list:
+    if audit is not None:
+        return [Fragment(audit.to_html(), audit.to_markdown())]
+    reason = ("scratch starts from random weights, so there are no pretrained features to audit the data with"
+              if meta.get("strategy") == "scratch" else "the audit was turned off (--no-audit)")
+    return [Heading("Data audit"), Text(f"Not run: {reason}. Run `graft audit DATA` to audit the data on its own.")]
+
+
+def _advice(advice: dict) -> list:
+    """graft.advise's measurements and reasoning (Advice.to_dict()), in words and tables."""
+    blocks: list = [Heading("Why this strategy (--strategy auto)")]
+    if {"case", "size", "similarity"} <= advice.keys():
+        blocks.append(Text(f"Case {advice['case']}: {advice['size']} data ({advice.get('images_per_class', 0):g} training "
+                           f"images per class), {advice['similarity']} to ImageNet, so: {advice.get('strategy')}."))
+    blocks.append(Bullets(list(advice.get("reasons") or [])))
+    stages = advice.get("stages") or []
+    if stages:
+        rows = [[str(stage.get("index", "")), str(stage.get("channels", "")), _format(stage.get("bn_drift"), ".3g"),
+                 _format(stage.get("probe_accuracy"), ".1%")] for stage in stages]
+        blocks.append(Table(["stage", "channels", "BatchNorm drift", "linear-probe accuracy"], rows))
+    if advice.get("alternatives"):
+        blocks += [Text("Alternatives:"), Bullets(list(advice["alternatives"]))]
+    shown = {"case", "size", "similarity", "images_per_class", "reasons", "stages", "alternatives"}
+    rows = [[key.replace("_", " "), _plain(value)] for key, value in advice.items()
+            if key not in shown and value not in (None, "", [], {})]
+    return blocks + [Table(["setting", "value"], rows, first_column_header=True)]
+
+
+def _format(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _plain(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+# Rendering -----------------------------------------------------------------------------------
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0; background: #fafafa; }
+main { max-width: 1200px; margin: 0 auto; padding: 1.5em 2em 3em; background: white; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #eee; }
+table { border-collapse: collapse; margin: .8em 0; font-size: .95em; }
+th, td { border: 1px solid #ddd; padding: .3em .7em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } td.number { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; height: auto; display: block; margin: .8em 0; }
+.side { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
+code { background: #f3f3f3; padding: 0 .25em; border-radius: 3px; font-size: .9em; word-break: break-all; }
+"""
+
+
+def _flat(blocks: list) -> list:
+    return [inner for block in blocks for inner in (_flat(block.blocks) if isinstance(block, Side) else [block])]
+
+
+def render_html(report: Report) -> str:
+    body = "\n".join(part for part in (_html_block(block) for block in report.blocks) if part)
+    return (f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(report.title)}</title>\n'
+            f"<style>{STYLE}</style>\n</head>\n<body>\n<main>\n<h1>{html.escape(report.title)}</h1>\n{body}\n</main>\n</body>\n</html>\n")
+
+
+def _html_block(block) -> str:
+    if isinstance(block, Heading):
+        return f"<h{block.level}>{_inline_html(block.text)}</h{block.level}>"
+    if isinstance(block, Text):
+        return f"<p>{_inline_html(block.text)}</p>" if block.text else ""
+    if isinstance(block, Bullets):
+        return "<ul>" + "".join(f"<li>{_inline_html(item)}</li>" for item in block.items) + "</ul>" if block.items else ""
+    if isinstance(block, Table):
+        return _html_table(block)
+    if isinstance(block, Picture):
+        data = base64.b64encode(block.png).decode("ascii")
+        return f'<img src="data:image/png;base64,{data}" alt="{html.escape(block.alt)}">'
+    if isinstance(block, Side):
+        return '<div class="side">' + "".join(f"<div>{_html_block(inner)}</div>" for inner in block.blocks) + "</div>"
+    return block.html  # Fragment
+
+
+def render_markdown(report: Report) -> str:
+    parts = [f"# {report.title}"] + [_markdown_block(block) for block in _flat(report.blocks)]
+    return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def _markdown_block(block) -> str:
+    if isinstance(block, Heading):
+        return f"{'#' * block.level} {block.text}"
+    if isinstance(block, Text):
+        return block.text
+    if isinstance(block, Bullets):
+        return "\n".join(f"- {item}" for item in block.items)
+    if isinstance(block, Table):
+        return _markdown_table(block)
+    if isinstance(block, Picture):
+        return f"![{block.alt}]({FIGURES_FOLDER}/{block.name}.png)"
+    return block.markdown.strip()  # Fragment
+
+
+def _inline_html(text: str) -> str:
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _html_table(table: Table) -> str:
+    head = "" if not any(table.columns) else "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in table.columns) + "</tr>"
+    rows = []
+    for row in table.rows:
+        cells = []
+        for index, cell in enumerate(row):
+            if index == 0 and table.first_column_header:
+                cells.append(f"<th>{_inline_html(cell)}</th>")
+            else:
+                number = ' class="number"' if not table.first_column_header and re.fullmatch(r"[\d.,%]+", cell) else ""
+                cells.append(f"<td{number}>{_inline_html(cell)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return "<table>" + head + "".join(rows) + "</table>"
+
+
+def _markdown_table(table: Table) -> str:
+    cell = lambda text: text.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
+    for row in table.rows:
+        values = [f"**{cell(v)}**" if i == 0 and table.first_column_header and v else cell(v) for i, v in enumerate(row)]
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def _write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)

@@ -1,0 +1,105 @@
+"""Every run writes a report: curves, confusion matrices, per-class metrics, the most confident
+mistakes with their maps, and the data audit, as self-contained HTML and as Markdown + PNGs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+
+import pytest
+from conftest import COLOURS, make_image
+
+import graft
+from graft.advise import Advice, StageEvidence
+from graft.report import write_report
+
+FAST = dict(head_epochs=3, views=1, batch_size=8, workers=0, progress=False, log=None)
+
+
+@pytest.fixture(scope="module")
+def planted(tiny_dataset, tmp_path_factory):
+    """tiny_dataset plus a test split, and one red image filed under val/blue: a planted mistake."""
+    root = tmp_path_factory.mktemp("planted") / "data"
+    shutil.copytree(tiny_dataset, root)
+    for index, (name, colour) in enumerate(COLOURS.items()):
+        for copy in range(2):
+            make_image(root / "test" / name / f"{copy}.png", color=colour, seed=500 + 2 * index + copy)
+    make_image(root / "val" / "blue" / "planted.png", color=COLOURS["red"], seed=999)
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(planted, tmp_path_factory):
+    out, cache = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("cache")
+    return {
+        "feature-extract": graft.train(planted, strategy="feature-extract", img_size=64, out=out, name="fe",
+                                       cache_dir=cache, **FAST),
+        "finetune": graft.train(planted, strategy="finetune", img_size=32, epochs=1, out=out, name="ft",
+                                cache_dir=cache, **FAST),
+    }
+
+
+@pytest.mark.parametrize("strategy", ["feature-extract", "finetune"])
+def test_report_has_every_section_and_inline_figures(runs, strategy):
+    run = runs[strategy]
+    page = (run.run_dir / "report.html").read_text()
+    for section in ("Training curves", "Validation: accuracy", "Test: accuracy", "Most confident mistakes",
+                    "Data audit", "precision", "recall", strategy, "tf_efficientnet_lite0"):
+        assert section in page, section
+    figures = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(figures) >= 4  # curves, two confusion matrices, mistakes (+ audit thumbnails)
+    assert all(base64.b64decode(data).startswith(b"\x89PNG") for data in figures)
+    assert 'src="report/' not in page and "<img src=\"http" not in page  # nothing outside the file
+
+    markdown = (run.run_dir / "report.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", markdown)
+    assert {"report/curves.png", "report/confusion-val.png", "report/confusion-test.png", "report/mistakes.png"} <= set(linked)
+    assert all((run.run_dir / path).stat().st_size > 5000 for path in linked)
+    assert "## Data audit" in markdown and "| class | precision | recall | F1 | images |" in markdown
+
+    audit = json.loads((run.run_dir / "audit.json").read_text())
+    assert {"findings", "duplicates", "mislabelled"} <= set(audit)
+    timings = json.loads((run.run_dir / "metrics.json").read_text())["timings"]
+    assert timings["audit_s"] > 0 and timings["report_s"] > 0
+
+
+def test_planted_mistake_is_the_most_confident_one(runs):
+    markdown = (runs["feature-extract"].run_dir / "report.md").read_text()
+    mistakes = markdown.split("## Most confident mistakes")[1].split("\n## ")[0]
+    rows = [line for line in mistakes.splitlines() if line.startswith("| `")]
+    assert rows and rows[0].startswith("| `val/blue/planted.png` | blue | red |")
+
+
+def test_no_report_and_no_audit(planted, tmp_path):
+    run = graft.train(planted, strategy="linear-probe", img_size=32, out=tmp_path, cache_dir=tmp_path,
+                      report=False, audit=False, **FAST)
+    assert not any((run.run_dir / name).exists() for name in ("report.html", "report.md", "report", "audit.json"))
+    assert {"report_s", "audit_s"}.isdisjoint(json.loads((run.run_dir / "metrics.json").read_text())["timings"])
+
+
+def test_report_says_what_is_missing_and_why(runs, tmp_path):
+    """linear-probe has no epochs, scratch no pretrained features to audit, auto its advice: in words."""
+    run = runs["feature-extract"]
+    meta = json.loads((run.run_dir / "graft.json").read_text())
+    metrics = json.loads((run.run_dir / "metrics.json").read_text())
+    write_report(tmp_path, meta={**meta, "strategy": "linear-probe"}, metrics={**metrics, "history": [], "logreg_c": 0.03})
+    assert "no epochs to plot" in (tmp_path / "report.html").read_text()
+    advice = Advice(case=4, size="large", similarity="different", images_per_class=900.0, strategy="scratch", cut=None,
+                    unfreeze=None, lr=0.003, backbone_lr_ratio=1.0, best_stage=1, reasons=["nothing like ImageNet"],
+                    stages=[StageEvidence(index=0, channels=16, bn_drift=0.25, probe_accuracy=0.412)])
+    write_report(tmp_path, meta={**meta, "strategy": "scratch", "advice": advice.to_dict()}, metrics=metrics, mistakes=[])
+    page = (tmp_path / "report.html").read_text()
+    assert "graft audit DATA" in page and "No mistakes" in page
+    assert "--strategy auto" in page and "Case 4: large data" in page and "<li>nothing like ImageNet</li>" in page
+    assert "41.2%" in page and "backbone lr ratio" in page
+
+
+def test_train_command_has_the_report_flags():
+    from typer.testing import CliRunner
+
+    from graft.cli.main import app
+
+    output = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    assert "--no-report" in output and "--no-audit" in output
