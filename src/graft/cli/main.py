@@ -93,6 +93,7 @@ def train(
     color_jitter: Annotated[float, typer.Option(help="Brightness/contrast/saturation jitter (0: none).")] = 0.0,
     hidden: Annotated[Optional[int], typer.Option(help="Units of a hidden layer in the head (default: linear head).")] = None,
     dropout: Annotated[float, typer.Option(help="Dropout in the head.")] = 0.0,
+    train_bn_stats: Annotated[bool, typer.Option(help="Fine-tuning: update the pretrained BatchNorm statistics (default: keep them).")] = False,
     logreg_c: Annotated[Optional[float], typer.Option(help="linear-probe: regularisation C (default: chosen by 5-fold cross-validation).")] = None,
     patience: Annotated[int, typer.Option(help="Early stopping: epochs without improvement.")] = 5,
     val_split: Annotated[float, typer.Option(help="Validation fraction when DATA has no val/ folder.")] = 0.2,
@@ -115,7 +116,7 @@ def train(
         head_epochs=head_epochs, lr=lr, backbone_lr_ratio=backbone_lr_ratio, batch_size=batch_size,
         img_size=img_size, unfreeze=unfreeze, cut=cut, views=views,
         augment=Augment(scale=(crop_scale, 1.0), hflip=hflip, color_jitter=color_jitter) if augment else None,
-        hidden=hidden, dropout=dropout, logreg_c=logreg_c, patience=patience, val_split=val_split, seed=seed,
+        hidden=hidden, dropout=dropout, train_bn_stats=train_bn_stats, logreg_c=logreg_c, patience=patience, val_split=val_split, seed=seed,
         precision=precision, workers=workers, devices=int(devices) if devices.isdigit() else devices,
         num_nodes=num_nodes, out=out, name=name, report=report, audit=audit, progress=not json_out,
     )

@@ -79,6 +79,7 @@ def train(
     augment: Augment | None = Augment(),
     hidden: int | None = None,
     dropout: float = 0.0,
+    train_bn_stats: bool = False,
     logreg_c: float | None = None,
     label_smoothing: float = 0.1,
     weight_decay: float = 1e-4,
@@ -101,7 +102,8 @@ def train(
 
     `epochs` counts image-phase epochs (finetune, partial, scratch); `head_epochs` counts epochs of
     the head on cached features (every strategy but scratch). `backbone_lr_ratio` scales `lr` for
-    the pretrained layers, so they change slowly while the new head learns fast. `report` writes
+    the pretrained layers, so they change slowly while the new head learns fast. Fine-tuning keeps
+    the pretrained BatchNorm statistics unless `train_bn_stats` (their scale and shift still train). `report` writes
     report.html/report.md in the run folder; `audit` audits the data with the frozen pretrained
     backbone's features (every strategy but scratch) for the report and audit.json.
     """
@@ -139,7 +141,9 @@ def train(
         cut=plan.cut(options),
         img_size=img_size,
     )
-    model = GraftModel(net, create_head(net.num_features, len(splits.classes), head_config))
+    # Pretrained BatchNorm statistics stay as they are unless asked (random weights must learn theirs).
+    model = GraftModel(net, create_head(net.num_features, len(splits.classes), head_config),
+                       bn_stats_frozen=plan.pretrained and not train_bn_stats)
     run_dir = new_run_dir(out, name or f"{strategy}-{time.strftime('%Y%m%d-%H%M%S')}")
     if splits.skipped:
         write_skipped_report(splits.skipped, run_dir / "skipped.json")
@@ -241,7 +245,7 @@ def train(
     hyper = dict(epochs=epochs, head_epochs=head_epochs, lr=lr, backbone_lr_ratio=backbone_lr_ratio,
                  batch_size=batch_size, img_size=net.data_config.image_size, unfreeze=unfreeze, cut=cut,
                  views=views, augment=augment.to_dict() if augment else None, logreg_c=chosen_c or logreg_c,
-                 label_smoothing=label_smoothing, weight_decay=weight_decay, patience=patience,
+                 label_smoothing=label_smoothing, weight_decay=weight_decay, patience=patience, train_bn_stats=train_bn_stats,
                  val_split=val_split, seed=seed, precision=precision)
     metrics = {
         **{f"{split}_accuracy": e.accuracy for split, e in evaluations.items()},
