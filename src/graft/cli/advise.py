@@ -1,0 +1,67 @@
+"""`graft advise`: a thin command over graft.advise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .options import Backbone, Weights
+from .render import console
+
+
+def advise(
+    data: Annotated[Path, typer.Argument(help="Training data, as for `graft train`.")],
+    backbone: Backbone = "tf_efficientnet_lite0",
+    weights: Weights = "imagenet",
+    img_size: Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the backbone's own; 64-96 is quick).")] = None,
+    sample_per_class: Annotated[int, typer.Option(help="Training images per class the measurements use.")] = 30,
+    large_per_class: Annotated[float, typer.Option(help="Median training images per class from which data counts as large.")] = 300,
+    val_split: Annotated[float, typer.Option(help="Validation fraction when DATA has no val/ folder (as for `graft train`).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Random seed (split and sample).")] = 0,
+    precision: Annotated[str, typer.Option(help="auto, 32 or bf16.")] = "auto",
+    workers: Annotated[Optional[int], typer.Option(help="Data-loading processes (default: cores - 1).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the advice as JSON.")] = False,
+) -> None:
+    """Measure DATA (size, similarity to ImageNet, best stage to cut) and recommend a strategy."""
+    from ..advise import advise as measure_and_advise
+
+    advice = measure_and_advise(
+        data, backbone=backbone, weights=weights, img_size=img_size, sample_per_class=sample_per_class,
+        large_per_class=large_per_class, val_split=val_split, seed=seed, precision=precision, workers=workers,
+        progress=not json_out,
+    )
+    if json_out:
+        print(json.dumps(advice.to_dict(), indent=2))
+        return
+    console.print(evidence_table(advice))
+    console.print(escape(advice.describe(data)))
+
+
+def evidence_table(advice) -> Table:
+    """One row per stage: channels, BatchNorm drift, probe accuracy, and the best cut marked."""
+    from ..advise import DRIFT_DIFFERENT
+
+    size = f"{advice.img_size} px" if advice.img_size else "own size"
+    table = Table(title=f"{advice.backbone}, {size}: {advice.sampled} images, {advice.seconds:.0f} s")
+    for column in ("stage", "channels", "BN drift", "probe accuracy", ""):
+        table.add_column(column, justify="right" if column else "left")
+    for stage in advice.stages:
+        drift = "-" if stage.bn_drift is None else f"{stage.bn_drift:.2f}"
+        if stage.bn_drift is not None and stage.bn_drift >= DRIFT_DIFFERENT:
+            drift = f"[yellow]{drift}[/]"
+        probe = "-" if stage.probe_accuracy is None else f"{stage.probe_accuracy:.1%}"
+        best = stage.index == advice.best_stage
+        table.add_row(str(stage.index), str(stage.channels), drift, f"[bold]{probe}[/]" if best else probe,
+                      "<- best cut" if best else "")
+    table.caption = f"yellow: drift {DRIFT_DIFFERENT:.2f} or more, unlike ImageNet"
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's command(s) to the `graft` app."""
+    app.command()(advise)
