@@ -57,7 +57,7 @@ def comparison_table(comparison) -> Table:
 
     table = Table(title=f"{comparison.epochs} epochs each, seed {comparison.seed}")
     e = comparison.epochs
-    columns = ("strategy", "val @1", f"val @{e}", "best val", "test", "s/epoch", "total s", "trained params", "peak MB")
+    columns = ("strategy", "val @1", f"val @{e}", "kept val", "test", "s/epoch", "total s", "trained params", "peak MB")
     for column in columns:
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for row in comparison.rows:

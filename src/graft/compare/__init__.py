@@ -38,7 +38,7 @@ class StrategyRow:
     run_dir: str
     val_acc_first: float  # after the first epoch of the main phase (linear-probe: its one fit)
     val_acc_last: float  # after the last epoch
-    best_val_acc: float  # of the model kept (the best epoch)
+    best_val_acc: float  # of the model kept (the best epoch), evaluated as saved
     test_acc: float | None
     epoch_time_s: float | None  # mean time of a main-phase epoch; None for linear-probe
     features_s: float  # one-off: frozen-backbone features (cached for the next run)
@@ -73,7 +73,7 @@ class Comparison:
             "",
             f"Backbone `{self.backbone}`, {e} epoch{'s' if e != 1 else ''} of each strategy's main phase, seed {self.seed}.",
             "",
-            f"| strategy | val acc @ 1 epoch | val acc @ {e} epochs | best val acc | test acc | time / epoch (s) "
+            f"| strategy | val acc @ 1 epoch | val acc @ {e} epochs | val acc (model kept) | test acc | time / epoch (s) "
             "| features (s) | total (s) | trainable params | peak RSS (MB) |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
