@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -198,3 +200,15 @@ def test_a_second_identical_linear_probe_reuses_the_stored_fit(tiny_dataset, tmp
         assert torch.equal(a, b)
     with pytest.raises(pytest.fail.Exception):  # another C is another fit
         graft.train(tiny_dataset, strategy="linear-probe", name="third", logreg_c=0.5, **options)
+
+
+def test_strategy_auto_follows_the_advice_and_records_it(tiny_dataset, tmp_path):
+    """--strategy auto: the data is measured first, the advised strategy trains, graft.json says why."""
+    run = graft.train(tiny_dataset, strategy="auto", out=tmp_path, cache_dir=tmp_path, report=False, audit=False, **FAST)
+    meta = json.loads((run.run_dir / "graft.json").read_text())
+    advice = meta["advice"]
+    assert advice["size"] == "small"  # 12 training images per class
+    assert meta["strategy"] == advice["strategy"] in STRATEGIES and advice["reasons"]
+    assert run.classifier.meta["advice"] == advice
+    if advice["strategy"] == "truncate":
+        assert run.classifier.model.backbone.cut == advice["cut"]
