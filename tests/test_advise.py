@@ -49,21 +49,15 @@ def _subsample(source: Path, target: Path, per_class: int) -> Path:
     return target
 
 
-# The CIFAR-10 sample has 200 training images per class, under graft's line for large data; moving
-# the line to 150 shows the same photos as large, and cut to 10 per class as small.
-LINE = 150
-
-
 @pytest.fixture(scope="module")
 def cifar_large() -> Advice:
-    return advise(CIFAR, large_per_class=LINE, **QUICK)
+    return advise(CIFAR, **QUICK)
 
 
 @pytest.fixture(scope="module")
 def cifar_small(tmp_path_factory) -> Advice:
     # advise_splits: what `graft train --strategy auto` calls with the data it has already found.
-    splits = find_data(_subsample(CIFAR, tmp_path_factory.mktemp("cifar10"), 10))
-    return advise_splits(splits, large_per_class=LINE, **QUICK)
+    return advise_splits(find_data(_subsample(CIFAR, tmp_path_factory.mktemp("cifar10"), 10)), **QUICK)
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +72,8 @@ def textures_large(tmp_path_factory) -> Path:
     return make_textures(tmp_path_factory.mktemp("textures-large"), per_class=per_class, size=32, seed=1)
 
 
-def test_cifar_sample_is_similar_to_imagenet(cifar_large):
-    assert cifar_large.images_per_class == 200 >= LINE
+def test_cifar_sample_is_similar_to_imagenet_and_large(cifar_large):
+    assert cifar_large.images_per_class == 200 >= LARGE_PER_CLASS
     assert (cifar_large.size, cifar_large.similarity, cifar_large.case) == ("large", "similar", 3)
     assert cifar_large.strategy == "finetune" and cifar_large.cut is None
     assert cifar_large.stages[-1].bn_drift < DRIFT_DIFFERENT
@@ -87,7 +81,6 @@ def test_cifar_sample_is_similar_to_imagenet(cifar_large):
     probes = [stage.probe_accuracy for stage in cifar_large.stages]
     assert probes[-1] > probes[0] + 0.1
     assert cifar_large.sampled == 200  # 20 per class, not all 2,000
-    assert cifar_large.images_per_class < LARGE_PER_CLASS  # by graft's default line, the sample is small
 
 
 def test_the_same_photos_cut_to_10_per_class_are_small(cifar_small, cifar_large):
