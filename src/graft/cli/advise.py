@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .options import Backbone, Weights
+from .options import Backbone, Precision, Weights, Workers
 from .render import console
 
 
@@ -23,8 +23,8 @@ def advise(
     large_per_class: Annotated[float, typer.Option(help="Median training images per class from which data counts as large.")] = 100,
     val_split: Annotated[float, typer.Option(help="Validation fraction when DATA has no val/ folder (as for `graft train`).")] = 0.2,
     seed: Annotated[int, typer.Option(help="Random seed (split and sample).")] = 0,
-    precision: Annotated[str, typer.Option(help="auto, 32 or bf16.")] = "auto",
-    workers: Annotated[Optional[int], typer.Option(help="Data-loading processes (default: cores - 1).")] = None,
+    precision: Precision = "auto",
+    workers: Workers = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the advice as JSON.")] = False,
 ) -> None:
     """Measure DATA (size, similarity to ImageNet, best stage to cut) and recommend a strategy."""

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .options import Backbone, Weights
+from .options import Backbone, Precision, Weights, Workers
 from .render import console
 
 
@@ -28,8 +28,8 @@ def compare(
     views: Annotated[int, typer.Option(help="Augmented views per image cached for head phases.")] = 3,
     val_split: Annotated[float, typer.Option(help="Validation fraction when DATA has no val/ folder.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Random seed, the same for every strategy.")] = 0,
-    precision: Annotated[str, typer.Option(help="auto, 32 or bf16.")] = "auto",
-    workers: Annotated[Optional[int], typer.Option(help="Data-loading processes (default: cores - 1).")] = None,
+    precision: Precision = "auto",
+    workers: Workers = None,
     out: Annotated[Path, typer.Option(help="Folder for the comparison folder.")] = Path("runs"),
     name: Annotated[Optional[str], typer.Option(help="Comparison folder name (default: compare-date-time).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import GraftError
-from .options import Backbone, Strategy, Weights
+from .options import Backbone, Precision, Strategy, Weights, Workers
 from .render import console, error_console, evaluation_tables, history_table, results_table
 
 app = typer.Typer(
@@ -98,8 +98,8 @@ def train(
     patience: Annotated[int, typer.Option(help="Early stopping: epochs without improvement.")] = 5,
     val_split: Annotated[float, typer.Option(help="Validation fraction when DATA has no val/ folder.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Random seed (splits, initialisation, augmentation).")] = 0,
-    precision: Annotated[str, typer.Option(help="auto, 32 or bf16.")] = "auto",
-    workers: Annotated[Optional[int], typer.Option(help="Data-loading processes (default: cores - 1).")] = None,
+    precision: Precision = "auto",
+    workers: Workers = None,
     devices: Annotated[str, typer.Option(help="Devices (or processes on CPU) for Lightning.")] = "1",
     num_nodes: Annotated[int, typer.Option(help="Machines for distributed training.")] = 1,
     out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("runs"),

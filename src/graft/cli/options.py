@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 Strategy = Annotated[str, typer.Option("--strategy", "-s", help="linear-probe, feature-extract, finetune, partial, truncate, scratch, or auto (measure the data and follow `graft advise`; see `graft strategies`).")]
 Backbone = Annotated[str, typer.Option("--backbone", "-b", help="Any timm model name (see `graft backbones`).")]
 Weights = Annotated[str, typer.Option(help="imagenet, none (random init), or the path of a .safetensors/.pth file.")]
+Precision = Annotated[str, typer.Option(help="auto, 32 or bf16.")]
+Workers = Annotated[Optional[int], typer.Option(help="Data-loading processes (default: cores - 1).")]
