@@ -46,7 +46,7 @@ def predict_logits(
 ) -> np.ndarray:
     """Logits for each sample's image, batched, in eval mode."""
     device = accelerator_device()
-    dataset = ImageDataset(samples, eval_transform(config))
+    dataset = ImageDataset(samples, eval_transform(config, pixels=True))  # the backbone normalises the batch
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=default_workers() if workers is None else workers)
     was_training = model.training
     # Convert outside inference mode: parameters re-created inside it could never train again.

@@ -163,7 +163,7 @@ def train(
         say(_param_summary(model, "head phase"))
         tick = time.perf_counter()
         processes = devices if isinstance(devices, int) and num_nodes == 1 else 1  # extraction sharded like training
-        extract = dict(cache=cache, batch_size=max(batch_size, 64), workers=workers, precision=precision,
+        extract = dict(cache=cache, batch_size=batch_size, workers=workers, precision=precision,
                        progress=progress, processes=processes)
         # One plain view for a logistic regression (or without augmentation), else `views` augmented ones.
         view_numbers = [None] if plan.head_phase == "logreg" or augment is None else list(range(views))
@@ -209,8 +209,10 @@ def train(
         if backbone_params:
             groups.append({"params": backbone_params, "lr": lr * ratio})
         tick = time.perf_counter()
-        train_images = ImageDataset(splits.train, train_transform(net.data_config, augment if plan.augment else None))
-        val_images = ImageDataset(splits.val, eval_transform(net.data_config))
+        # uint8 pixels: the backbone normalises whole batches (a quarter of the bytes between processes)
+        train_images = ImageDataset(splits.train,
+                                    train_transform(net.data_config, augment if plan.augment else None, pixels=True))
+        val_images = ImageDataset(splits.val, eval_transform(net.data_config, pixels=True))
         result = fit(
             model,
             image_loader(train_images, batch_size=batch_size, shuffle=True, workers=workers),
@@ -228,7 +230,8 @@ def train(
     # where the model's top-1 on val agrees with fp32 at least 99% of the time.
     agreement, inference = None, precision
     if precision == "bf16":
-        agreement = _bf16_agreement(model, splits.val, batch_size=batch_size, workers=workers)
+        agreement = _bf16_agreement(model, splits.val, val_features, cache=cache, batch_size=batch_size,
+                                    workers=workers, progress=progress)
         if agreement < BF16_MIN_AGREEMENT:
             say(f"bf16 agrees with fp32 on only {agreement:.1%} of val predictions: evaluating and predicting in fp32.")
             inference = "32"
@@ -290,11 +293,24 @@ def train(
 BF16_MIN_AGREEMENT = 0.99
 
 
-def _bf16_agreement(model: GraftModel, samples, *, batch_size: int, workers: int) -> float:
-    """Fraction of samples whose top-1 class is the same in bf16 autocast as in fp32."""
-    config = model.backbone.data_config
-    fp32 = predict_logits(model, samples, config, batch_size=batch_size * 2, workers=workers, precision="32")
-    bf16 = predict_logits(model, samples, config, batch_size=batch_size * 2, workers=workers, precision="bf16")
+def _bf16_agreement(model: GraftModel, samples, bf16_features: FeatureSet | None, *, cache: FeatureCache,
+                    batch_size: int, workers: int, progress: bool) -> float:
+    """Fraction of samples whose top-1 class is the same in bf16 autocast as in fp32.
+
+    With the backbone still frozen (`bf16_features`: its cached bf16 features of `samples`), the fp32
+    features go into the cache too, so only the first run on this data pays for the fp32 pass.
+    """
+    if bf16_features is not None:
+        fp32_features = backbone_features(model.backbone, samples, split="val", cache=cache, batch_size=batch_size,
+                                          workers=workers, precision="32", progress=progress)
+        with torch.inference_mode():
+            fp32 = model.head(torch.from_numpy(np.asarray(fp32_features.features, dtype=np.float32))).numpy()
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # the head as bf16 inference runs it
+                bf16 = model.head(torch.from_numpy(np.asarray(bf16_features.features, dtype=np.float32))).float().numpy()
+    else:
+        config = model.backbone.data_config
+        fp32 = predict_logits(model, samples, config, batch_size=batch_size * 2, workers=workers, precision="32")
+        bf16 = predict_logits(model, samples, config, batch_size=batch_size * 2, workers=workers, precision="bf16")
     return float((fp32.argmax(axis=1) == bf16.argmax(axis=1)).mean())
 
 
@@ -305,7 +321,7 @@ def _evaluate(model, splits: DataSplits, split: str, features, *, cache, batch_s
     samples = getattr(splits, split)
     labels = [s.label for s in samples]
     if features == "cache":
-        features = backbone_features(model.backbone, samples, split=split, cache=cache, batch_size=max(batch_size, 64),
+        features = backbone_features(model.backbone, samples, split=split, cache=cache, batch_size=batch_size,
                                      workers=workers, precision=precision, progress=progress)
     if isinstance(features, FeatureSet):
         with torch.inference_mode():
