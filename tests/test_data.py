@@ -445,3 +445,26 @@ def test_samples_are_hashable_values():
     with pytest.raises(AttributeError):
         Sample(Path("a.png"), 1).label = 2
 
+
+
+def test_a_second_find_data_on_unchanged_files_skips_decoding(tmp_path, monkeypatch, make_image):
+    """Readability is remembered per file list (paths, sizes, mtimes); any change checks again."""
+    from graft.data import discover
+
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        for name, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
+            for index in range(2):
+                make_image(root / split / name / f"{index}.png", color=colour, seed=index)
+    decoded = []
+    real = discover._read_problem
+    monkeypatch.setattr(discover, "_read_problem", lambda path: decoded.append(path) or real(path))
+    find_data(root)
+    assert len(decoded) == 8
+    find_data(root)
+    assert len(decoded) == 8  # remembered: nothing decoded
+    (root / "val" / "red" / "0.png").write_bytes(b"not an image any more")
+    splits = find_data(root)
+    assert len(decoded) == 16 and len(splits.skipped) == 1  # changed: all checked again, and the bad one found
+    find_data(root)
+    assert len(decoded) == 24  # a list with an unreadable file is never remembered as readable

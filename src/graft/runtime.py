@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -54,3 +55,9 @@ def default_workers() -> int:
 
 def accelerator_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def cache_root() -> Path:
+    """$GRAFT_CACHE, else $XDG_CACHE_HOME/graft, else ~/.cache/graft."""
+    return Path(os.environ.get("GRAFT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "graft"))

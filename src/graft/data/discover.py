@@ -16,6 +16,7 @@ Everything else that makes the data unusable raises a `DataError` naming the pat
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import numbers
@@ -496,14 +497,42 @@ def _drop_unreadable(images: ImagesBySplit, skipped: list[SkippedFile], workers:
 
 
 def _unreadable(paths: list[Path], workers: int | None) -> dict[Path, str]:
-    """Why each unreadable image cannot be read, decoding in threads (Pillow releases the GIL)."""
+    """Why each unreadable image cannot be read, decoding in threads (Pillow releases the GIL).
+
+    A file list found all readable is remembered by its fingerprint (paths, sizes, modification
+    times) in the cache folder, so a second run on unchanged data skips the decoding: it was most
+    of a cached linear-probe run's time (0.43 of 0.66 s on 2,500 images, docs/benchmarks.md).
+    """
+    marker = _checked_marker(paths)
+    if marker is not None and marker.exists():
+        return {}
     workers = min(8, os.cpu_count() or 1) if workers is None else max(1, workers)
     if workers == 1:
         reasons = list(map(_read_problem, paths))
     else:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="graft-check") as pool:
             reasons = list(pool.map(_read_problem, paths))
-    return {path: reason for path, reason in zip(paths, reasons) if reason is not None}
+    found = {path: reason for path, reason in zip(paths, reasons) if reason is not None}
+    if marker is not None and not found:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()  # empty: its name is the record, so a crash cannot leave half of one
+        except OSError:
+            pass  # a read-only cache only costs the next run this check again
+    return found
+
+
+def _checked_marker(paths: list[Path]) -> Path | None:
+    from ..runtime import cache_root
+
+    digest = hashlib.sha256(str(CHECK_DRAFT_SIZE).encode())
+    try:
+        for path in paths:
+            stat = os.stat(path)
+            digest.update(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    except OSError:
+        return None  # a file vanished: check everything, and say which
+    return cache_root() / "checked" / digest.hexdigest()[:32]
 
 
 def _read_problem(path: Path) -> str | None:

@@ -30,10 +30,9 @@ META_FILE = "meta.json"
 
 def default_cache_dir() -> Path:
     """$GRAFT_CACHE, else $XDG_CACHE_HOME/graft, else ~/.cache/graft; features live in features/."""
-    root = os.environ.get("GRAFT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "graft"
-    )
-    return Path(root) / "features"
+    from ..runtime import cache_root
+
+    return cache_root() / "features"
 
 
 def cache_key(parts: dict) -> str:
