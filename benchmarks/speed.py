@@ -1,6 +1,6 @@
 """Speed benchmarks for issue 3, each a ratio measured within one run (the machine is shared and noisy).
 
-    python benchmarks/speed.py --data ../shared/datasets/cifar10-dev --report docs/benchmarks.md
+    python benchmarks/speed.py --data ../shared/datasets/cifar10-dev     # writes benchmarks/results.json
 
 1. frozen training, 10 epochs: graft (features cached once) vs a Keras-style loop (fp32, NCHW, the
    frozen base run over every augmented image in every epoch, validation through the full model);
@@ -10,7 +10,7 @@
 4. peak RSS while extracting features of 50,000 images (the set repeated), in a fresh process;
 5. cache reuse: a second identical linear-probe run over the first;
 6. torch.compile: the frozen backbone compiled against eager, and the images that repay the compile.
-Sizes are flags; the defaults fit in about 15 minutes on 2 CPU cores.
+Sizes are flags; the defaults take about 25 minutes on 2 CPU cores (the Keras-style loop, 11 of them).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def default_workers() -> int:
     """DataLoader worker processes: one core left to the model's own threads, and none on 2 cores.
 
     On 2 cores the model's threads already keep both busy and a loader process can only take turns
-    with them: extraction ran up to 10% slower with 1 worker than decoding between batches in the
+    with them: extraction ran up to 13% slower with 1 worker than decoding between batches in the
     main process (benchmarks/speed.py, docs/benchmarks.md).
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
