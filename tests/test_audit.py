@@ -162,6 +162,20 @@ def test_red_images_in_the_blue_folder_are_flagged_as_red(mislabelled_dataset):
     assert result.findings == len(result.duplicates) + 1 + len(result.mislabelled)
 
 
+def test_a_second_audit_reuses_the_stored_label_check(mislabelled_dataset, monkeypatch):
+    """The out-of-fold probabilities are a function of the cached features: computed once, stored
+    beside them, read back with the same findings; other settings compute them again."""
+    from graft.audit import checks
+
+    root, _ = mislabelled_dataset
+    first = _audit(root)
+    monkeypatch.setattr(checks, "cross_val_predict", lambda *a, **k: pytest.fail("fitted again instead of reusing"))
+    second = _audit(root)
+    assert second.mislabelled == first.mislabelled and second.to_dict() == first.to_dict()
+    with pytest.raises(pytest.fail.Exception):  # another seed is another set of folds
+        _audit(root, seed=1)
+
+
 def test_clean_labels_raise_no_alarm(tiny_dataset):
     result = _audit(tiny_dataset)
     assert result.mislabelled == [] and result.label_check_skipped is None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections import defaultdict
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from ..data.discover import DataSplits
 from ..features import FeatureSet
+from ..features.cache import load_derived, store_derived
 from .result import DuplicatePair, Imbalance, Suspect
 
 DUPLICATE_THRESHOLD = 0.9
@@ -178,13 +180,22 @@ def out_of_fold_probabilities(
     y = np.concatenate([features[split].labels for split in parts])
     located = [(sample.path, split) for split in parts for sample in getattr(splits, split)]
     folds = min(5, int(np.bincount(y)[np.unique(y)].min()))
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
-    # One thread: with torch loaded, two OpenMP runtimes fight over the cores and a fit that takes
-    # 0.2 s alone took 16 s (2,000 images on 2 cores); these fits are too small to gain from threads.
-    with warnings.catch_warnings(), threadpool_limits(limits=1):
-        warnings.simplefilter("ignore", category=FutureWarning)  # scikit-learn's API-change notices
-        present = cross_val_predict(model, x, y, method="predict_proba",
-                                    cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed))
+    # A pure function of the cached features and these settings: stored beside the train features,
+    # a second run on the same data reads it back instead of fitting k models again.
+    parts = {"with": [features[split].meta.get("key") for split in parts], "C": C, "seed": seed, "folds": folds,
+             "max_iter": 1000, "sklearn": version("scikit-learn")}
+    stored = load_derived(features["train"], "oof", parts)
+    if stored is not None:
+        present = stored["probabilities"]
+    else:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
+        # One thread: with torch loaded, two OpenMP runtimes fight over the cores and a fit that takes
+        # 0.2 s alone took 16 s (2,000 images on 2 cores); these fits are too small to gain from threads.
+        with warnings.catch_warnings(), threadpool_limits(limits=1):
+            warnings.simplefilter("ignore", category=FutureWarning)  # scikit-learn's API-change notices
+            present = cross_val_predict(model, x, y, method="predict_proba",
+                                        cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed))
+        store_derived(features["train"], "oof", parts, {"probabilities": present})
     probabilities = np.zeros((len(y), len(splits.classes)))
     probabilities[:, np.unique(y)] = present  # its columns are the classes present, in order
     return probabilities, y, located

@@ -151,3 +151,36 @@ class FeatureCache:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
         return removed
+
+
+def load_derived(features: FeatureSet, name: str, parts: dict) -> dict[str, np.ndarray] | None:
+    """Arrays computed earlier from `features` (a logistic-regression fit, the audit's out-of-fold
+    probabilities) with the settings `parts`, or None. They live inside the features' cache entry,
+    so `graft cache rm` removes them together, and new features never meet old results. Features
+    that are not a cache entry (made by hand, without a key) never have any."""
+    from safetensors.numpy import load_file
+
+    if not features.meta.get("key"):
+        return None
+    path = _derived_path(features, name, parts)
+    return load_file(str(path)) if path.exists() else None
+
+
+def store_derived(features: FeatureSet, name: str, parts: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Store what `load_derived` reads: under a temporary name, then renamed, so a crash never
+    leaves half a result; a read-only cache just does not keep it."""
+    from safetensors.numpy import save_file
+
+    if not features.meta.get("key"):
+        return
+    path = _derived_path(features, name, parts)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, str(temporary))
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+
+
+def _derived_path(features: FeatureSet, name: str, parts: dict) -> Path:
+    return features.path / f"{name}-{cache_key(parts)[:16]}.safetensors"

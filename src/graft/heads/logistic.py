@@ -7,19 +7,15 @@ loads it instead of fitting again (and `graft cache rm` removes both together).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import uuid
 import warnings
 from importlib.metadata import version
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
 from torch import nn
 
 from ..features import FeatureSet
+from ..features.cache import load_derived, store_derived
 from . import final_linear
 
 LOGREG_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -33,13 +29,14 @@ def fit_logistic_head(head: nn.Module, features: FeatureSet, *, C: float | None,
     The regularisation C matters (on CIFAR-10 with Lite0, C=1 gave 75% where 0.003 gave 78%), so
     unless given it is chosen by stratified k-fold cross-validation on the training features only.
     """
-    stored = features.path / f"logreg-{_fit_key(C, seed)}.safetensors"
-    if stored.exists():
-        arrays = load_file(str(stored))
+    # Everything besides the features that changes the fit, scikit-learn's version included.
+    parts = {"C": C, "grid": LOGREG_GRID, "seed": seed, "sklearn": version("scikit-learn"), "max_iter": 2000}
+    arrays = load_derived(features, "logreg", parts)
+    if arrays is not None:
         weight, bias, chosen = arrays["weight"], arrays["bias"], float(arrays["C"][0])
     else:
         weight, bias, chosen = _fit(np.asarray(features.features, dtype=np.float32), np.asarray(features.labels), C, seed)
-        _store(stored, {"weight": weight, "bias": bias, "C": np.array([chosen])})
+        store_derived(features, "logreg", parts, {"weight": weight, "bias": bias, "C": np.array([chosen])})
     linear = final_linear(head)
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(weight.astype(np.float32)))
@@ -72,17 +69,3 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float | None, seed: int) -> tuple[np.n
     return weight, bias, chosen
 
 
-def _fit_key(C: float | None, seed: int) -> str:
-    """Everything besides the features that changes the fit, scikit-learn's version included."""
-    parts = {"C": C, "grid": LOGREG_GRID, "seed": seed, "sklearn": version("scikit-learn"), "max_iter": 2000}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _store(path, arrays: dict[str, np.ndarray]) -> None:
-    """Written under a temporary name and renamed: a crash never leaves a half-written fit."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, str(temporary))
-        os.replace(temporary, path)
-    except OSError:
-        temporary.unlink(missing_ok=True)  # a read-only cache still gets its fit, just not stored
