@@ -29,7 +29,9 @@ def png_bytes(figure: Figure) -> bytes:
     """The figure rendered as a PNG file's bytes."""
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
+    # zlib level 1: the mistakes figure encoded in 0.38 s instead of 0.62 s, for a file 25% larger
+    # (1.4 MB against 1.1 MB); it was most of the report's time in a cached run.
+    figure.savefig(buffer, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
     return buffer.getvalue()
 
 
