@@ -1,6 +1,6 @@
 """Measure the audit's thresholds on real photos: false alarms on clean data, recall of planted problems.
 
-    python -m graft.audit.calibrate /work/shared/datasets/cifar10-dev --per-class 200 --img-size 128
+    python benchmarks/audit_calibrate.py ../shared/datasets/cifar10-dev --per-class 200 --img-size 128
 
 From DATA (train/ and test/ class folders) it copies `--per-class` train and `--test-per-class`
 test images of each class into a clean subset, and a second subset that also holds planted
@@ -23,10 +23,10 @@ import numpy as np
 from PIL import Image, ImageOps
 from sklearn.metrics import log_loss
 
-from ..data.discover import find_data
-from ..data.images import load_image
-from .checks import closest_pairs, confident_disagreements, out_of_fold_probabilities
-from .pipeline import plain_features
+from graft.data.discover import find_data
+from graft.data.images import load_image
+from graft.audit.checks import closest_pairs, confident_disagreements, out_of_fold_probabilities
+from graft.audit.pipeline import plain_features
 
 SIMILARITIES = (0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.98)
 CONFIDENCES = (0.7, 0.8, 0.9, 0.95, 0.98)
