@@ -10,14 +10,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .options import Backbone, Precision, Weights, Workers
+from .options import Backbone, Precision, PretrainedWeights, Workers
 from .render import console
 
 
 def advise(
     data: Annotated[Path, typer.Argument(help="Training data, as for `graft train`.")],
     backbone: Backbone = "tf_efficientnet_lite0",
-    weights: Weights = "imagenet",
+    weights: PretrainedWeights = "imagenet",
     img_size: Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the backbone's own; 64-96 is quick).")] = None,
     sample_per_class: Annotated[int, typer.Option(help="Training images per class the measurements use.")] = 30,
     large_per_class: Annotated[float, typer.Option(help="Median training images per class from which data counts as large.")] = 100,
