@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .options import Backbone, Precision, PretrainedWeights, Workers
+from .options import Backbone, Precision, PretrainedWeights, ValSplit, Workers
 from .render import console
 
 
@@ -21,7 +21,7 @@ def advise(
     img_size: Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the backbone's own; 64-96 is quick).")] = None,
     sample_per_class: Annotated[int, typer.Option(help="Training images per class the measurements use.")] = 30,
     large_per_class: Annotated[float, typer.Option(help="Median training images per class from which data counts as large.")] = 100,
-    val_split: Annotated[float, typer.Option(help="Validation fraction when DATA has no val/ folder (as for `graft train`).")] = 0.2,
+    val_split: ValSplit = 0.2,
     seed: Annotated[int, typer.Option(help="Random seed (split and sample).")] = 0,
     precision: Precision = "auto",
     workers: Workers = None,

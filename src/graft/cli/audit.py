@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from .options import ImgSize, ValSplit, Weights, Workers
 from .render import console
 
 if TYPE_CHECKING:
@@ -24,13 +25,13 @@ def register(app: typer.Typer) -> None:
 def audit(
     data: Annotated[Path, typer.Argument(help="Folder with train/ and val/ (and optional test/) class folders, a folder of class folders, or a CSV of path,label.")],
     backbone: Annotated[str, typer.Option("--backbone", "-b", help="Any timm model name: its features decide what looks alike.")] = "tf_efficientnet_lite0",
-    weights: Annotated[str, typer.Option(help="imagenet, none (random init), or the path of a .safetensors/.pth file.")] = "imagenet",
-    img_size: Annotated[int | None, typer.Option(help="Input size in pixels (default: the backbone's own).")] = None,
-    val_split: Annotated[float, typer.Option(help="Validation fraction when DATA has no val/ folder (as in graft train).")] = 0.2,
+    weights: Weights = "imagenet",
+    img_size: ImgSize = None,
+    val_split: ValSplit = 0.2,
     seed: Annotated[int, typer.Option(help="Random seed (the val split, the folds of the label check).")] = 0,
     duplicate_threshold: Annotated[float | None, typer.Option(help="Cosine similarity from which two images count as duplicates (default: calibrated, see docs/audit.md).")] = None,
     mislabel_confidence: Annotated[float | None, typer.Option(help="Probability of another class from which an image counts as mislabelled (default: calibrated).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Data-loading processes (default: cores - 1).")] = None,
+    workers: Workers = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the findings to this JSON file.")] = None,
 ) -> None:

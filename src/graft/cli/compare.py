@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .options import Backbone, Precision, Weights, Workers
+from .options import Backbone, ImgSize, Precision, ValSplit, Weights, Workers
 from .render import console
 
 
@@ -21,12 +21,12 @@ def compare(
     head_epochs: Annotated[int, typer.Option(help="finetune/partial: head warm-up epochs on cached features.")] = 15,
     backbone: Backbone = "tf_efficientnet_lite0",
     weights: Weights = "imagenet",
-    img_size: Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the backbone's own).")] = None,
+    img_size: ImgSize = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
     lr: Annotated[float, typer.Option(help="Learning rate of the head.")] = 1e-3,
     backbone_lr_ratio: Annotated[float, typer.Option(help="Backbone learning rate as a fraction of --lr.")] = 0.1,
     views: Annotated[int, typer.Option(help="Augmented views per image cached for head phases.")] = 3,
-    val_split: Annotated[float, typer.Option(help="Validation fraction when DATA has no val/ folder.")] = 0.2,
+    val_split: ValSplit = 0.2,
     seed: Annotated[int, typer.Option(help="Random seed, the same for every strategy.")] = 0,
     precision: Precision = "auto",
     workers: Workers = None,

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import GraftError
-from .options import Backbone, Precision, Strategy, Weights, Workers
+from .options import Backbone, ImgSize, Precision, Strategy, ValSplit, Weights, Workers
 from .render import console, error_console, evaluation_tables, history_table, results_table
 
 app = typer.Typer(
@@ -83,7 +83,7 @@ def train(
     lr: Annotated[float, typer.Option(help="Learning rate of the head.")] = 1e-3,
     backbone_lr_ratio: Annotated[float, typer.Option(help="Backbone learning rate as a fraction of --lr.")] = 0.1,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
-    img_size: Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the backbone's own).")] = None,
+    img_size: ImgSize = None,
     unfreeze: Annotated[int, typer.Option(help="partial: how many of the last stages to train.")] = 2,
     cut: Annotated[int, typer.Option(help="truncate: keep stages 0..K (negative counts from the end).")] = -2,
     views: Annotated[int, typer.Option(help="Augmented views per image cached for the head phase.")] = 3,
@@ -96,7 +96,7 @@ def train(
     train_bn_stats: Annotated[bool, typer.Option(help="Fine-tuning: update the pretrained BatchNorm statistics (default: keep them).")] = False,
     logreg_c: Annotated[Optional[float], typer.Option(help="linear-probe: regularisation C (default: chosen by 5-fold cross-validation).")] = None,
     patience: Annotated[int, typer.Option(help="Early stopping: epochs without improvement.")] = 5,
-    val_split: Annotated[float, typer.Option(help="Validation fraction when DATA has no val/ folder.")] = 0.2,
+    val_split: ValSplit = 0.2,
     seed: Annotated[int, typer.Option(help="Random seed (splits, initialisation, augmentation).")] = 0,
     precision: Precision = "auto",
     workers: Workers = None,

@@ -12,3 +12,5 @@ Weights = Annotated[str, typer.Option(help="imagenet, none (random init), or the
 PretrainedWeights = Annotated[str, typer.Option(help="imagenet, or the path of a .safetensors/.pth file (pretrained weights only).")]
 Precision = Annotated[str, typer.Option(help="auto, 32 or bf16.")]
 Workers = Annotated[Optional[int], typer.Option(help="Data-loading processes (default: cores - 1, up to 8; none on 2 cores or fewer).")]
+ImgSize = Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the backbone's own).")]
+ValSplit = Annotated[float, typer.Option(help="Validation fraction when DATA has no val/ folder.")]

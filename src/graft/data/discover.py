@@ -525,14 +525,21 @@ def _unreadable(paths: list[Path], workers: int | None) -> dict[Path, str]:
 def _checked_marker(paths: list[Path]) -> Path | None:
     from ..runtime import cache_root
 
-    digest = hashlib.sha256(str(CHECK_DRAFT_SIZE).encode())
     try:
-        for path in paths:
-            stat = os.stat(path)
-            digest.update(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        # The decode size in place of labels: a check at another size is another check.
+        fingerprint = files_fingerprint(paths, [CHECK_DRAFT_SIZE] * len(paths))
     except OSError:
         return None  # a file vanished: check everything, and say which
-    return cache_root() / "checked" / digest.hexdigest()[:32]
+    return cache_root() / "checked" / fingerprint[:32]
+
+
+def files_fingerprint(paths, labels) -> str:
+    """Hash of the files' paths, sizes, mtimes and labels: any edit, addition or relabel changes it."""
+    digest = hashlib.sha256()
+    for path, label in zip(paths, labels):
+        stat = os.stat(path)
+        digest.update(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
+    return digest.hexdigest()
 
 
 def _read_problem(path: Path) -> str | None:

@@ -41,15 +41,6 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def files_fingerprint(paths, labels) -> str:
-    """Hash of the files' paths, sizes, mtimes and labels: any edit, addition or relabel changes it."""
-    digest = hashlib.sha256()
-    for path, label in zip(paths, labels):
-        stat = os.stat(path)
-        digest.update(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
-    return digest.hexdigest()
-
-
 @dataclass
 class FeatureSet:
     """Features (N x D float16, memory-mapped) and labels (N) of one split and view."""

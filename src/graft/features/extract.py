@@ -18,11 +18,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..backbones import Backbone
-from ..data.discover import Sample
+from ..data.discover import Sample, files_fingerprint
 from ..data.images import load_image
 from ..data.transforms import Augment, eval_transform, train_transform
 from ..runtime import accelerator_device, default_workers, resolve_precision
-from .cache import FeatureCache, FeatureSet, cache_key, files_fingerprint
+from .cache import FeatureCache, FeatureSet, cache_key
 
 
 class ViewDataset(Dataset):

@@ -35,6 +35,7 @@ from ..errors import GraftError
 from ..evaluation import Evaluation, evaluate_predictions
 from ..export import save_model, write_json_atomic
 from ..features import FeatureCache, FeatureSet, backbone_features
+from ..features.extract import autocast_context
 from ..heads import HeadConfig, create_head
 from ..heads.logistic import fit_logistic_head
 from ..model import GraftModel
@@ -303,10 +304,8 @@ def _bf16_agreement(model: GraftModel, samples, bf16_features: FeatureSet | None
     if bf16_features is not None:
         fp32_features = backbone_features(model.backbone, samples, split="val", cache=cache, batch_size=batch_size,
                                           workers=workers, precision="32", progress=progress)
-        with torch.inference_mode():
-            fp32 = model.head(torch.from_numpy(np.asarray(fp32_features.features, dtype=np.float32))).numpy()
-            with torch.autocast("cpu", dtype=torch.bfloat16):  # the head as bf16 inference runs it
-                bf16 = model.head(torch.from_numpy(np.asarray(bf16_features.features, dtype=np.float32))).float().numpy()
+        fp32 = _head_logits(model, fp32_features, precision="32")
+        bf16 = _head_logits(model, bf16_features, precision="bf16")  # the head as bf16 inference runs it
     else:
         config = model.backbone.data_config
         fp32 = predict_logits(model, samples, config, batch_size=batch_size * 2, workers=workers, precision="32")
@@ -324,12 +323,17 @@ def _evaluate(model, splits: DataSplits, split: str, features, *, cache, batch_s
         features = backbone_features(model.backbone, samples, split=split, cache=cache, batch_size=batch_size,
                                      workers=workers, precision=precision, progress=progress)
     if isinstance(features, FeatureSet):
-        with torch.inference_mode():
-            logits = model.head(torch.from_numpy(np.asarray(features.features, dtype=np.float32))).numpy()
+        logits = _head_logits(model, features, precision="32")
     else:
         logits = predict_logits(model, samples, model.backbone.data_config, batch_size=batch_size * 2,
                                 workers=workers, precision=precision)
     return evaluate_predictions(labels, logits.argmax(axis=1), splits.classes), logits
+
+
+def _head_logits(model: GraftModel, features: FeatureSet, *, precision: str) -> np.ndarray:
+    """The head's logits on cached features: what the whole model gives while the backbone is frozen."""
+    with torch.inference_mode(), autocast_context(precision, torch.device("cpu")):
+        return model.head(torch.from_numpy(np.asarray(features.features, dtype=np.float32))).float().numpy()
 
 
 def _audit_data(net, splits: DataSplits, plain_train: FeatureSet | None, val_features: FeatureSet, *, extract: dict,
