@@ -46,8 +46,8 @@ def default_workers() -> int:
     """DataLoader worker processes: one core left to the model's own threads, and none on 2 cores.
 
     On 2 cores the model's threads already keep both busy and a loader process can only take turns
-    with them: extraction ran up to 13% slower with 1 worker than decoding between batches in the
-    main process (benchmarks/speed.py, docs/benchmarks.md).
+    with them: extraction ran as fast or up to 15% slower with 1 worker than decoding between batches
+    in the main process (benchmarks/profile_steps.py, docs/benchmarks.md).
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return 0 if cores <= 2 else min(8, cores - 1)

@@ -29,8 +29,8 @@ def png_bytes(figure: Figure) -> bytes:
     """The figure rendered as a PNG file's bytes."""
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
-    # zlib level 1: the mistakes figure encoded in 0.38 s instead of 0.62 s, for a file 25% larger
-    # (1.4 MB against 1.1 MB); it was most of the report's time in a cached run.
+    # zlib level 1: a file 25% larger (1.39 MB against 1.11 MB for the mistakes figure) for a faster
+    # encode, which was a large share of a cached run (benchmarks/profile_steps.py, docs/benchmarks.md).
     figure.savefig(buffer, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
     return buffer.getvalue()
 

@@ -153,8 +153,8 @@ def backbone_features(
 
     The key holds everything that changes the numbers; the split name and the precision are
     recorded but only the precision is part of the key (the same files are the same features).
-    Batches of 32: against 64, they ran Lite0 faster on a 2-core CPU and peaked 250 MB lower
-    (the activations of early, wide layers dominate memory; docs/benchmarks.md).
+    Batches of 32: against 64, they ran Lite0 faster on a 2-core CPU and peaked about 200 MB lower
+    (the activations of early, wide layers dominate memory; benchmarks/profile_steps.py).
     """
     cache = cache or FeatureCache()
     augmented = view is not None and augment is not None
