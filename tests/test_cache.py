@@ -13,6 +13,9 @@ from graft.data.discover import find_data
 from graft.data.transforms import Augment
 from graft.features import FeatureCache, backbone_features
 from graft.features import extract as extract_module
+from graft.runtime import Runtime
+
+QUIET = Runtime.resolve(workers=0, progress=False)
 
 
 @pytest.fixture()
@@ -38,8 +41,8 @@ def _count_extractions(monkeypatch):
 def test_second_request_reuses_the_features(setup, monkeypatch):
     backbone, splits, cache = setup
     calls = _count_extractions(monkeypatch)
-    first = backbone_features(backbone, splits.train, split="train", cache=cache, workers=0, progress=False)
-    second = backbone_features(backbone, splits.train, split="train", cache=cache, workers=0, progress=False)
+    first = backbone_features(backbone, splits.train, split="train", cache=cache, runtime=QUIET)
+    second = backbone_features(backbone, splits.train, split="train", cache=cache, runtime=QUIET)
     assert len(calls) == 1
     assert first.path == second.path and first.features.dtype == np.float16
     assert first.features.shape == (len(splits.train), backbone.num_features)
@@ -57,10 +60,10 @@ def test_features_match_the_backbone(setup):
     with torch.inference_mode():
         expected = backbone.eval()(image[None])[0].numpy()
     # fp32: the cached row is the backbone's output, up to float16 storage.
-    exact = backbone_features(backbone, splits.val, split="val", cache=cache, workers=0, progress=False, precision="32")
+    exact = backbone_features(backbone, splits.val, split="val", cache=cache, runtime=QUIET.but(precision="32"))
     np.testing.assert_allclose(np.asarray(exact.features[0], dtype=np.float32), expected, rtol=1e-2, atol=1e-2)
     # bf16 (emulated where the CPU lacks it) rounds every layer: the same direction, not the same digits.
-    fast = backbone_features(backbone, splits.val, split="val", cache=cache, workers=0, progress=False, precision="bf16")
+    fast = backbone_features(backbone, splits.val, split="val", cache=cache, runtime=QUIET.but(precision="bf16"))
     row = np.asarray(fast.features[0], dtype=np.float32)
     assert fast.path != exact.path  # the precision is part of the key
     assert row @ expected / (np.linalg.norm(row) * np.linalg.norm(expected)) > 0.99
@@ -69,7 +72,7 @@ def test_features_match_the_backbone(setup):
 def test_changes_invalidate_exactly_what_they_must(setup, monkeypatch):
     backbone, splits, cache = setup
     calls = _count_extractions(monkeypatch)
-    request = dict(split="train", cache=cache, workers=0, progress=False)
+    request = dict(split="train", cache=cache, runtime=QUIET)
     base = backbone_features(backbone, splits.train, **request)
     view0 = backbone_features(backbone, splits.train, view=0, augment=Augment(), **request)
     view1 = backbone_features(backbone, splits.train, view=1, augment=Augment(), **request)
@@ -94,16 +97,16 @@ def test_interrupted_extraction_leaves_no_entry(setup, monkeypatch):
 
     monkeypatch.setattr(extract_module, "extract_into", crash)
     with pytest.raises(KeyboardInterrupt):
-        backbone_features(backbone, splits.train, split="train", cache=cache, workers=0, progress=False)
+        backbone_features(backbone, splits.train, split="train", cache=cache, runtime=QUIET)
     assert cache.entries() == [] and not any(cache.root.iterdir())
     monkeypatch.undo()
-    features = backbone_features(backbone, splits.train, split="train", cache=cache, workers=0, progress=False)
+    features = backbone_features(backbone, splits.train, split="train", cache=cache, runtime=QUIET)
     assert len(features) == len(splits.train) and len(cache.entries()) == 1
 
 
 def test_cache_listing_and_removal(setup):
     backbone, splits, cache = setup
-    backbone_features(backbone, splits.val, split="val", cache=cache, workers=0, progress=False)
+    backbone_features(backbone, splits.val, split="val", cache=cache, runtime=QUIET)
     (entry,) = cache.entries()
     assert entry.count == len(splits.val) and entry.dim == backbone.num_features and entry.size_bytes > 0
     assert "val" in entry.description

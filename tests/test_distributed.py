@@ -9,14 +9,16 @@ import graft
 from graft.backbones import create_backbone
 from graft.data.discover import find_data
 from graft.features import FeatureCache, backbone_features
+from graft.runtime import Runtime
 
 
 def test_sharded_extraction_matches_one_process(tiny_dataset, tmp_path):
     backbone = create_backbone("tf_efficientnet_lite0", img_size=32)
     samples = find_data(tiny_dataset).train
-    one = backbone_features(backbone, samples, split="train", cache=FeatureCache(tmp_path / "one"), workers=0, progress=False)
-    two = backbone_features(backbone, samples, split="train", cache=FeatureCache(tmp_path / "two"), workers=0,
-                            progress=False, processes=2)
+    quiet = Runtime.resolve(workers=0, progress=False)
+    one = backbone_features(backbone, samples, split="train", cache=FeatureCache(tmp_path / "one"), runtime=quiet)
+    two = backbone_features(backbone, samples, split="train", cache=FeatureCache(tmp_path / "two"),
+                            runtime=quiet.but(devices=2))
     a, b = np.asarray(one.features, dtype=np.float32), np.asarray(two.features, dtype=np.float32)
     assert np.abs(b).sum(axis=1).min() > 0  # every row was written by some process
     np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-2)

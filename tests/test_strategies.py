@@ -160,12 +160,14 @@ def test_a_model_trains_again_after_extraction_and_prediction(tiny_dataset, tmp_
     """Inference must not leave parameters unusable for training (inference tensors)."""
     from graft.features import FeatureCache, backbone_features
     from graft.data.discover import find_data
+    from graft.runtime import Runtime
 
     backbone = create_backbone("tf_efficientnet_lite0", img_size=32)
     splits = find_data(tiny_dataset)
-    backbone_features(backbone, splits.val, split="val", cache=FeatureCache(tmp_path), workers=0, progress=False)
+    runtime = Runtime.resolve(workers=0, progress=False)
+    backbone_features(backbone, splits.val, split="val", cache=FeatureCache(tmp_path), runtime=runtime)
     model = graft.model.GraftModel(backbone, torch.nn.Linear(backbone.num_features, 3))
-    graft.classifier.predict_logits(model, splits.val[:2], backbone.data_config, workers=0)
+    graft.classifier.predict_logits(model, splits.val[:2], backbone.data_config, runtime=runtime.but(batch_size=64))
     model.unfreeze()
     loss = model(torch.randn(2, 3, 32, 32)).sum()
     loss.backward()

@@ -6,7 +6,7 @@
     model.predict(["cat.jpg"])                              # [Prediction(path, [(class, p), ...])]
     model.evaluate("photos_test/")                          # accuracy, per-class metrics, confusion
 
-`train` and `load` are imported on first use, so `import graft` and `graft --help` stay fast.
+`TrainConfig` holds every option of `train` (graft.config). `train` and `load` are imported on first use, so `import graft` and `graft --help` stay fast.
 """
 
 __version__ = "0.1.0"
@@ -15,6 +15,7 @@ from .errors import BadImageError, DataError, GraftError, ModelFileError, Weight
 
 _LAZY = {
     "train": ("graft.training.pipeline", "train"),
+    "TrainConfig": ("graft.config", "TrainConfig"),
     "load": ("graft.classifier", "load"),
     "Classifier": ("graft.classifier", "Classifier"),
     "predict_imagenet": ("graft.backbones.imagenet", "predict_imagenet"),

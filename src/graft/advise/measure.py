@@ -20,15 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..backbones import Backbone, stage_infos
 from ..data.dataset import ImageDataset
 from ..data.discover import Sample
 from ..data.transforms import eval_transform
 from ..errors import GraftError
-from ..features.extract import autocast_context, draft_size_for
-from ..runtime import accelerator_device, default_workers
+from ..features.extract import draft_size_for, image_progress
+from ..runtime import Runtime
 
 
 @dataclass
@@ -95,12 +94,12 @@ def measure_activations(
     backbone: Backbone,
     samples: Sequence[Sample],
     *,
-    batch_size: int = 64,
-    workers: int | None = None,
-    precision: str = "auto",
-    progress: bool = False,
+    runtime: Runtime,
 ) -> Activations:
-    """Run the whole (uncut) pretrained `backbone` over `samples` once, in eval mode, with hooks."""
+    """Run the whole (uncut) pretrained `backbone` over `samples` once, in eval mode, with hooks.
+
+    Batches of `runtime.batch_size` images, in its precision, with its workers and progress.
+    """
     if backbone.cut is not None:
         raise ValueError("measure_activations needs the whole network (cut=None)")
     body = backbone.body
@@ -120,21 +119,21 @@ def measure_activations(
     modules = dict(body.named_modules())
     handles = [modules[name].register_forward_pre_hook(recorder) for name, recorder in recorders.items()]
     handles += [module.register_forward_hook(keep_pooled(i)) for i, module in enumerate(stage_modules)]
-    device = accelerator_device()
+    device = runtime.device
     config = backbone.data_config
     size = draft_size_for(config.image_size, augmented=False)
     dataset = ImageDataset(samples, eval_transform(config), draft_size=(size, size))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=default_workers() if workers is None else workers)
+    loader = DataLoader(dataset, batch_size=runtime.batch_size, num_workers=runtime.workers)
     was_training = backbone.training
     backbone.eval().to(device=device)
     labels = []
     try:
-        with torch.inference_mode(), tqdm(total=len(dataset), desc="advise", unit="img", disable=not progress, leave=False) as bar:
+        with torch.inference_mode(), image_progress(len(dataset), "advise", enabled=runtime.progress) as update:
             for images, batch_labels in loader:
-                with autocast_context(precision, device):
+                with runtime.autocast(device):
                     body.forward_features(images.to(device))
                 labels.append(batch_labels)
-                bar.update(len(images))
+                update(len(images))
     finally:
         for handle in handles:
             handle.remove()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ..data.discover import DataSplits
 from ..errors import GraftError
 from ..features import FeatureSet
+from ..runtime import Runtime
 from .checks import (
     DUPLICATE_THRESHOLD,
     MISLABEL_CONFIDENCE,
@@ -95,9 +96,9 @@ def audit(
     `graft train` with the same backbone and image size costs no second pass over the images.
     """
     _check_thresholds(duplicate_threshold, mislabel_confidence)  # before minutes of feature extraction
+    runtime = Runtime.resolve(precision=precision, workers=workers, progress=progress)
     splits, features, net = plain_features(data, backbone=backbone, weights=weights, img_size=img_size,
-                                           val_split=val_split, seed=seed, cache_dir=cache_dir, workers=workers,
-                                           precision=precision, progress=progress)
+                                           val_split=val_split, seed=seed, cache_dir=cache_dir, runtime=runtime)
     result = audit_features(splits, features, duplicate_threshold=duplicate_threshold,
                             mislabel_confidence=mislabel_confidence, seed=seed)
     result.settings.update(backbone=backbone, weights=net.weights_source, img_size=net.data_config.image_size)
@@ -106,20 +107,19 @@ def audit(
 
 def plain_features(
     data: str | Path, *, backbone: str, weights: str = "imagenet", img_size: int | None = None,
-    val_split: float = 0.2, seed: int = 0, cache_dir: str | Path | None = None, workers: int | None = None,
-    precision: str = "auto", progress: bool = True,
+    val_split: float = 0.2, seed: int = 0, cache_dir: str | Path | None = None, runtime: Runtime,
 ) -> tuple[DataSplits, dict[str, FeatureSet], Backbone]:
-    """The splits of `data`, the plain-view features of each non-empty split, and the backbone."""
+    """The splits of `data`, the plain-view features of each non-empty split (extracted with
+    `runtime`), and the backbone."""
     from ..backbones import create_backbone
     from ..data.discover import find_data
     from ..features import FeatureCache, backbone_features
 
-    splits = find_data(data, val_split=val_split, seed=seed, workers=workers)
+    splits = find_data(data, val_split=val_split, seed=seed)  # checks images with its own threads, as train does
     net = create_backbone(backbone, weights=weights, img_size=img_size)
     cache = FeatureCache(Path(cache_dir) / "features") if cache_dir else FeatureCache()
     features = {
-        split: backbone_features(net, getattr(splits, split), split=split, cache=cache, workers=workers,
-                                 precision=precision, progress=progress)
+        split: backbone_features(net, getattr(splits, split), split=split, cache=cache, runtime=runtime)
         for split in SPLIT_ORDER if getattr(splits, split)
     }
     return splits, features, net

@@ -1,6 +1,7 @@
 """Pretrained networks with their top cut off, where their weights come from, and what they expect."""
 
-from .backbone import Backbone, DataConfig, create_backbone, stage_infos
+from ..data.config import DataConfig
+from .backbone import Backbone, create_backbone, stage_infos
 from .imagenet import predict_imagenet
 from .registry import DEFAULT_BACKBONE, BackboneEntry, list_backbones
 from .weights import offline_available

@@ -7,39 +7,32 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from .options import Backbone, Precision, PretrainedWeights, ValSplit, Workers
-from .render import console
+from ..advise.advice import LARGE_PER_CLASS, SAMPLE_PER_CLASS
+from .options import config_options
+from .render import console, say
 
 
+@config_options(only=("backbone", "weights", "img_size", "val_split", "seed", "precision", "workers"),
+                help={"weights": "imagenet, or the path of a .safetensors/.pth file (pretrained weights only)."})
 def advise(
     data: Annotated[Path, typer.Argument(help="Training data, as for `graft train`.")],
-    backbone: Backbone = "tf_efficientnet_lite0",
-    weights: PretrainedWeights = "imagenet",
-    img_size: Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the backbone's own; 64-96 is quick).")] = None,
-    sample_per_class: Annotated[int, typer.Option(help="Training images per class the measurements use.")] = 30,
-    large_per_class: Annotated[float, typer.Option(help="Median training images per class from which data counts as large.")] = 100,
-    val_split: ValSplit = 0.2,
-    seed: Annotated[int, typer.Option(help="Random seed (split and sample).")] = 0,
-    precision: Precision = "auto",
-    workers: Workers = None,
+    sample_per_class: Annotated[int, typer.Option(help="Training images per class the measurements use.")] = SAMPLE_PER_CLASS,
+    large_per_class: Annotated[float, typer.Option(help="Median training images per class from which data counts as large.")] = LARGE_PER_CLASS,
     json_out: Annotated[bool, typer.Option("--json", help="Print the advice as JSON.")] = False,
+    **options,
 ) -> None:
     """Measure DATA (size, similarity to ImageNet, best stage to cut) and recommend a strategy."""
     from ..advise import advise as measure_and_advise
 
-    advice = measure_and_advise(
-        data, backbone=backbone, weights=weights, img_size=img_size, sample_per_class=sample_per_class,
-        large_per_class=large_per_class, val_split=val_split, seed=seed, precision=precision, workers=workers,
-        progress=not json_out,
-    )
+    advice = measure_and_advise(data, sample_per_class=sample_per_class, large_per_class=large_per_class,
+                                progress=not json_out, **options)
     if json_out:
         print(json.dumps(advice.to_dict(), indent=2))
         return
     console.print(evidence_table(advice))
-    console.print(escape(advice.describe(data)))
+    say(advice.describe(data))
 
 
 def evidence_table(advice) -> Table:

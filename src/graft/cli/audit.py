@@ -38,7 +38,7 @@ def audit(
     """Check DATA before training: near-duplicate images across train/val/test, class imbalance, likely mislabelled images."""
     from ..audit import DUPLICATE_THRESHOLD, MISLABEL_CONFIDENCE
     from ..audit import audit as run_audit
-    from ..export import write_json_atomic
+    from ..io import write_json_atomic
 
     result = run_audit(
         data, backbone=backbone, weights=weights, img_size=img_size, val_split=val_split, seed=seed,

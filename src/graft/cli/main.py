@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import GraftError
-from .options import Backbone, ImgSize, Precision, Strategy, ValSplit, Weights, Workers
-from .render import console, error_console, evaluation_tables, history_table, results_table
+from .options import Backbone, Weights, config_options, explicit_options
+from .render import console, error_console, evaluation_tables, history_table, quote, results_table, say
 
 app = typer.Typer(
     help="Transfer learning for image classification: a folder of labelled photos in, a trained classifier out.",
@@ -46,94 +46,63 @@ def main() -> None:
         sys.exit(130)
 
 
-def _train_and_report(data, *, json_out: bool = False, **options) -> None:
+def _train_and_report(data, config, *, json_out: bool = False) -> None:
     from ..training.pipeline import train
 
-    log = None if json_out else (lambda text: console.print(escape(text)))  # names may hold [brackets]
-    result = train(data, log=log, **options)
+    log = None if json_out else say
+    result = train(data, config, log=log, progress=not json_out)
     if json_out:
-        print(json.dumps({k: v for k, v in result.metrics.items() if k != "val_evaluation"}, indent=2, default=str))
+        print(json.dumps(result.metrics.to_dict(), indent=2))
         return
     if result.history:
         console.print(history_table(result.history))
-    for split in ("val", "test"):
-        if split in result.metrics:
-            from ..evaluation import Evaluation
-
-            tables = evaluation_tables(Evaluation(**{k: v for k, v in result.metrics[split].items() if k != "macro_f1"}), split)
-            for table in tables:
-                console.print(table)
-    console.print(results_table(result.metrics, result.classifier.meta["strategy"], options["backbone"]))
-    console.print(f"Saved model and logs in [bold]{result.run_dir}[/] (model.safetensors, graft.json, metrics.json, logs/).")
-    if (result.run_dir / "report.html").exists():
-        console.print(f"Report: [bold]{result.run_dir / 'report.html'}[/] (and report.md)")
-    console.print(f"Next: graft predict {result.run_dir} IMAGE...   |   graft evaluate {result.run_dir} DATA")
-
-
+    for split, evaluation in result.metrics.evaluations.items():
+        for table in evaluation_tables(evaluation, split):
+            console.print(table)
+    console.print(results_table(result.metrics, result.record.strategy, result.record.backbone))
+    run_dir = result.run_dir
+    say(f"Saved model and logs in {run_dir} (model.safetensors, graft.json, metrics.json, logs/).")
+    if (run_dir / "report.html").exists():
+        say(f"Report: {run_dir / 'report.html'} (and report.md)")
+    say(f"Next: graft predict {quote(run_dir)} IMAGE...   |   graft evaluate {quote(run_dir)} DATA")
 
 
 @app.command()
+@config_options()
 def train(
-    data: Annotated[Path, typer.Argument(help="Folder with train/ and val/ (and optional test/) class folders, a folder of class folders, or a CSV of path,label.")],
-    strategy: Strategy = "finetune",
-    backbone: Backbone = "tf_efficientnet_lite0",
-    weights: Weights = "imagenet",
-    epochs: Annotated[int, typer.Option(help="Epochs on images (finetune, partial, scratch).")] = 5,
-    head_epochs: Annotated[int, typer.Option(help="Epochs of the new head on cached features.")] = 15,
-    lr: Annotated[float, typer.Option(help="Learning rate of the head.")] = 1e-3,
-    backbone_lr_ratio: Annotated[float, typer.Option(help="Backbone learning rate as a fraction of --lr.")] = 0.1,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 32,
-    img_size: ImgSize = None,
-    unfreeze: Annotated[int, typer.Option(help="partial: how many of the last stages to train.")] = 2,
-    cut: Annotated[int, typer.Option(help="truncate: keep stages 0..K (negative counts from the end).")] = -2,
-    views: Annotated[int, typer.Option(help="Augmented views per image cached for the head phase.")] = 3,
-    augment: Annotated[bool, typer.Option(help="Augment training images (random resized crop, flip, jitter).")] = True,
-    crop_scale: Annotated[float, typer.Option(help="Smallest area fraction the random crop keeps.")] = 0.35,
-    hflip: Annotated[float, typer.Option(help="Probability of a horizontal flip.")] = 0.5,
-    color_jitter: Annotated[float, typer.Option(help="Brightness/contrast/saturation jitter (0: none).")] = 0.0,
-    hidden: Annotated[Optional[int], typer.Option(help="Units of a hidden layer in the head (default: linear head).")] = None,
-    dropout: Annotated[float, typer.Option(help="Dropout in the head.")] = 0.0,
-    train_bn_stats: Annotated[bool, typer.Option(help="Fine-tuning: update the pretrained BatchNorm statistics (default: keep them).")] = False,
-    logreg_c: Annotated[Optional[float], typer.Option(help="linear-probe: regularisation C (default: chosen by 5-fold cross-validation).")] = None,
-    patience: Annotated[int, typer.Option(help="Early stopping: epochs without improvement.")] = 5,
-    val_split: ValSplit = 0.2,
-    seed: Annotated[int, typer.Option(help="Random seed (splits, initialisation, augmentation).")] = 0,
-    precision: Precision = "auto",
-    workers: Workers = None,
-    devices: Annotated[str, typer.Option(help="Devices (or processes on CPU) for Lightning.")] = "1",
-    num_nodes: Annotated[int, typer.Option(help="Machines for distributed training.")] = 1,
-    out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("runs"),
-    name: Annotated[Optional[str], typer.Option(help="Run folder name (default: strategy-date-time).")] = None,
-    report: Annotated[bool, typer.Option(help="Write report.html and report.md in the run folder (curves, confusion matrices, mistakes with activation maps, audit).")] = True,
-    audit: Annotated[bool, typer.Option(help="Audit the data (duplicates, imbalance, likely mislabelled images) with the pretrained backbone's features, for the report and audit.json.")] = True,
+    ctx: typer.Context,
+    data: Annotated[Optional[Path], typer.Argument(help="Folder with train/ and val/ (and optional test/) class folders, a folder of class folders, or a CSV of path,label. With --config, the run's own data by default.", show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Replay a run: its graft.json (or a JSON of config groups); options given here override it.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    **options,
 ) -> None:
     """Train a classifier on DATA by transfer learning and save it in a run folder."""
-    from ..data.transforms import Augment
+    from ..config import TrainConfig
 
-    _train_and_report(
-        data, json_out=json_out, strategy=strategy, backbone=backbone, weights=weights, epochs=epochs,
-        head_epochs=head_epochs, lr=lr, backbone_lr_ratio=backbone_lr_ratio, batch_size=batch_size,
-        img_size=img_size, unfreeze=unfreeze, cut=cut, views=views,
-        augment=Augment(scale=(crop_scale, 1.0), hflip=hflip, color_jitter=color_jitter) if augment else None,
-        hidden=hidden, dropout=dropout, train_bn_stats=train_bn_stats, logreg_c=logreg_c, patience=patience, val_split=val_split, seed=seed,
-        precision=precision, workers=workers, devices=int(devices) if devices.isdigit() else devices,
-        num_nodes=num_nodes, out=out, name=name, report=report, audit=audit, progress=not json_out,
-    )
+    if config is not None:
+        from ..record import read_config
+
+        base, source = read_config(config)
+        data = data if data is not None else source
+        settings = base.replace(**explicit_options(ctx, options))
+    else:
+        settings = TrainConfig.from_options(**options)
+    if data is None:
+        raise GraftError("Give the training data: graft train DATA (a folder of class folders, or a CSV).")
+    _train_and_report(data, settings, json_out=json_out)
 
 
 @app.command()
-def demo(
-    strategy: Strategy = "linear-probe",
-    img_size: Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the backbone's 224).")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("runs"),
-) -> None:
+@config_options(only=("strategy", "img_size", "out"), defaults={"strategy": "linear-probe"})
+def demo(**options) -> None:
     """Train on the embedded CIFAR-10 sample (10 classes, 2,500 images), offline, in a few minutes."""
+    from ..config import DEFAULT_BACKBONE, TrainConfig
+
     data = Path(str(files("graft").joinpath(DEMO_DATA)))
-    console.print(f"[bold]graft demo[/]: {strategy} on a CIFAR-10 sample ({data}; credit: CIFAR-10, Krizhevsky 2009), "
-                  "backbone tf_efficientnet_lite0 with ImageNet weights, offline.")
-    _train_and_report(data, strategy=strategy, backbone="tf_efficientnet_lite0", out=out, name=f"demo-{strategy}",
-                      img_size=img_size, epochs=1, head_epochs=10, views=1)
+    strategy = options["strategy"]
+    say(f"graft demo: {strategy} on a CIFAR-10 sample ({data}; credit: CIFAR-10, Krizhevsky 2009), "
+        f"backbone {DEFAULT_BACKBONE} with ImageNet weights, offline.")
+    _train_and_report(data, TrainConfig.from_options(**options, name=f"demo-{strategy}", epochs=1, head_epochs=10, views=1))
 
 
 @app.command()
@@ -182,7 +151,7 @@ def evaluate(
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a model on DATA."""
     from ..classifier import load
-    from ..export import write_json_atomic
+    from ..io import write_json_atomic
 
     evaluation = load(model).evaluate(data)
     target = output or (model if model.is_dir() else model.parent) / "evaluation.json"
@@ -196,37 +165,41 @@ def evaluate(
 
 
 @app.command()
+@config_options(only=("strategy", "unfreeze", "cut", "hidden"))
 def summary(
     target: Annotated[str, typer.Argument(help="A backbone name or a run folder.")] = "tf_efficientnet_lite0",
-    strategy: Strategy = "finetune",
     classes: Annotated[int, typer.Option(help="Number of classes of the new head.")] = 10,
-    unfreeze: Annotated[int, typer.Option(help="partial: last stages to train.")] = 2,
-    cut: Annotated[int, typer.Option(help="truncate: keep stages 0..K.")] = -2,
-    hidden: Annotated[Optional[int], typer.Option(help="Hidden units in the head.")] = None,
-    weights: Weights = "none",
+    weights: Annotated[str, typer.Option(help="imagenet, none (random init: nothing to download), or a weights file.")] = "none",
+    **options,
 ) -> None:
-    """Parameter counts (total, trainable, frozen) per stage, like Keras' model.summary()."""
+    """Parameter counts (total, trainable, frozen) per stage, like Keras' model.summary().
+
+    For a run folder, "trainable" counts what the run trained: the head, plus the stages its image
+    phase trained."""
     from ..backbones import create_backbone, stage_infos
+    from ..config import TrainConfig
     from ..heads import HeadConfig, create_head
     from ..model import GraftModel
-    from ..strategies import StrategyOptions, get_strategy
+    from ..strategies import get_strategy
 
     if Path(target).is_dir():
         from ..classifier import load
 
         loaded = load(target)
-        model, title = loaded.model, f"{target} ({loaded.meta['strategy']}, {loaded.meta['backbone']})"
-        model.freeze_backbone()
-        plan, trainable = None, None
+        record = loaded.record
+        model, config = loaded.model, record.config
+        title = f"{target} ({record.strategy}, {record.backbone})"
+        plan = get_strategy(record.strategy)
     else:
-        plan = get_strategy(strategy)
-        options = StrategyOptions(unfreeze=unfreeze, cut=cut)
-        backbone = create_backbone(target, weights=weights, cut=plan.cut(options))
-        model = GraftModel(backbone, create_head(backbone.num_features, classes, HeadConfig(hidden=hidden)))
-        trainable = plan.trainable(backbone, options)
-        model.freeze_backbone(trainable or [])
-        title = f"{target} + head for {classes} classes, strategy {strategy}"
-    table = Table(title=title)
+        config = TrainConfig.from_options(**options, backbone=target)
+        plan = get_strategy(config.strategy.strategy)
+        backbone = create_backbone(target, weights=weights, cut=plan.cut(config.strategy))
+        head = HeadConfig(hidden=config.strategy.hidden, dropout=config.strategy.dropout)
+        model = GraftModel(backbone, create_head(backbone.num_features, classes, head))
+        title = f"{target} + head for {classes} classes, strategy {plan.name}"
+    trainable = plan.trainable(model.backbone, config.strategy) if plan.image_phase else None
+    model.freeze_backbone(trainable or [])
+    table = Table(title=escape(title))
     for column in ("stage", "module", "channels", "stride", "parameters", "trainable"):
         table.add_column(column, justify="right")
     params = dict(model.backbone.named_parameters())
@@ -234,14 +207,14 @@ def summary(
         names = model.backbone.stage_params[stage.index]
         trainable_count = sum(params[n].numel() for n in names if params[n].requires_grad)
         table.add_row(str(stage.index), stage.module, str(stage.channels or ""), str(stage.reduction or ""), f"{stage.parameters:,}", f"{trainable_count:,}")
-    head = model.param_counts(model.head)
-    table.add_row("head", type(model.head[-1]).__name__, "", "", f"{head.total:,}", f"{head.trainable:,}")
+    head_counts = model.param_counts(model.head)
+    table.add_row("head", type(model.head[-1]).__name__, "", "", f"{head_counts.total:,}", f"{head_counts.trainable:,}")
     console.print(table)
     counts = model.param_counts()
     console.print(f"Total params: {counts.total:,}\nTrainable params: {counts.trainable:,}\nNon-trainable params: {counts.frozen:,}")
-    if plan is not None and plan.head_phase is not None:
-        console.print(f"(In the head phase only the head's {head.total:,} parameters train; the image phase trains the counts above.)"
-                      if trainable is not None else "(Only the head trains: the backbone is frozen.)")
+    if plan.head_phase is not None:
+        say(f"(In the head phase only the head's {head_counts.total:,} parameters train; the image phase trains the counts above.)"
+            if trainable is not None else "(Only the head trains: the backbone is frozen.)")
 
 
 @app.command()
@@ -272,7 +245,7 @@ def strategies() -> None:
     for column in ("name", "what it does", "when"):
         table.add_column(column)
     for plan in STRATEGIES.values():
-        table.add_row(plan.name, plan.summary, plan.case)
+        table.add_row(escape(plan.name), escape(plan.summary), escape(plan.case))
     console.print(table)
 
 

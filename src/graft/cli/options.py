@@ -1,16 +1,108 @@
-"""Options that several commands share, declared once so their help reads the same everywhere."""
+"""Command-line options generated from graft.config: every flag, its help and its default come from
+the `TrainConfig` field of the same name, so an option is declared once for the library and the CLI.
+
+- `config_options(...)` adds config fields as keyword parameters of a Typer command;
+- `annotated(name)` gives one field's `Annotated[type, typer.Option]` for a hand-written signature;
+- `explicit_options(ctx, values)` keeps the values the user typed (for `--config` replays).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any, Optional
 
 import typer
 
-Strategy = Annotated[str, typer.Option("--strategy", "-s", help="linear-probe, feature-extract, finetune, partial, truncate, scratch, or auto (measure the data and follow `graft advise`; see `graft strategies`).")]
-Backbone = Annotated[str, typer.Option("--backbone", "-b", help="Any timm model name (see `graft backbones`).")]
-Weights = Annotated[str, typer.Option(help="imagenet, none (random init), or the path of a .safetensors/.pth file.")]
-PretrainedWeights = Annotated[str, typer.Option(help="imagenet, or the path of a .safetensors/.pth file (pretrained weights only).")]
-Precision = Annotated[str, typer.Option(help="auto, 32 or bf16.")]
-Workers = Annotated[Optional[int], typer.Option(help="Data-loading processes (default: cores - 1, up to 8; none on 2 cores or fewer).")]
-ImgSize = Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the backbone's own).")]
-ValSplit = Annotated[float, typer.Option(help="Validation fraction when DATA has no val/ folder.")]
+from ..config import TrainConfig, flag_of, help_of, option_fields
+
+
+def annotated(name: str, *, help: str | None = None):
+    """`Annotated[type, typer.Option(...)]` for config field `name` (help text overridable)."""
+    for _group, spec, kind in option_fields():
+        if spec.name == name:
+            return _annotation(spec, kind, help)  # beside a command's own options: no panel of its own
+    raise KeyError(name)
+
+
+def config_options(*, only: Iterable[str] | None = None, exclude: Iterable[str] = (),
+                   defaults: dict[str, Any] | None = None, help: dict[str, str] | None = None):
+    """Decorator: the command also takes these config fields as options (all of them by default).
+
+    The command's own parameters come first; it receives the config options as keyword arguments
+    (declare `**options`). `defaults` and `help` change a field's default or help for this command.
+    """
+    only = None if only is None else list(only)
+    exclude, defaults, help = set(exclude), defaults or {}, help or {}
+
+    def decorate(command: Callable) -> Callable:
+        hints = typing.get_type_hints(command, include_extras=True)
+        own = [parameter.replace(annotation=hints.get(parameter.name, parameter.annotation))
+               for parameter in inspect.signature(command).parameters.values()
+               if parameter.kind is not inspect.Parameter.VAR_KEYWORD]
+        taken = {parameter.name for parameter in own}
+        fields = {spec.name: (spec, kind, group) for group, spec, kind in option_fields()}
+        names = [name for name in (only if only is not None else fields) if name not in exclude and name not in taken]
+        added = []
+        for name in names:
+            spec, kind, group = fields[name]
+            panel_group = group if len(names) > 8 else None  # a few options read best in one list
+            added.append(inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, annotation=_annotation(spec, kind, help.get(name), panel_group),
+                default=defaults.get(name, spec.default),
+            ))
+
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            for name in names:  # "2" from the command line is 2 devices; "0,1" stays GPU ids
+                value = kwargs.get(name)
+                if isinstance(value, str) and value.isdigit() and int in typing.get_args(fields[name][1]):
+                    kwargs[name] = int(value)
+            # The config's checks, here too: a bad value fails before any work, with the same message.
+            TrainConfig.from_options(**{name: kwargs[name] for name in names if name in kwargs})
+            return command(*args, **kwargs)
+
+        signature = inspect.Signature([*own, *added])
+        wrapper.__signature__ = signature  # type: ignore[attr-defined]  # what Typer reads
+        wrapper.__annotations__ = {parameter.name: parameter.annotation for parameter in signature.parameters.values()}
+        wrapper.config_option_names = tuple(names)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def explicit_options(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """The options among `values` that the user gave on the command line (or in the environment)."""
+    # By name: Typer may carry its own copy of click, whose enum is not click.core's.
+    typed = ("COMMANDLINE", "ENVIRONMENT")
+    return {name: value for name, value in values.items()
+            if getattr(ctx.get_parameter_source(name), "name", None) in typed}
+
+
+PANELS = {"strategy": "Strategy and model", "data": "Data", "optim": "Optimisation", "augment": "Augmentation",
+          "runtime": "Machine", "output": "Output"}
+
+
+def _annotation(spec, kind, help_text: str | None, group: str | None = None):
+    types = [t for t in typing.get_args(kind) or (kind,) if t is not type(None)]
+    # A field that takes a number or a name (--devices 2, --devices auto) is read as text.
+    cli_type = str if len(types) > 1 else types[0]
+    if type(None) in typing.get_args(kind):
+        cli_type = Optional[cli_type]
+    declarations = [flag_of(spec)] + ([spec.metadata["short"]] if spec.metadata.get("short") else [])
+    if types == [bool]:
+        declarations = [f"{flag_of(spec)}/--no-{flag_of(spec).removeprefix('--')}"]
+    panel = PANELS.get(group) if group else None
+    return Annotated[cli_type, typer.Option(*declarations, help=help_text or help_of(spec), rich_help_panel=panel)]
+
+
+# Options that commands other than `graft train` declare by hand, with the config's help text.
+Backbone = annotated("backbone")
+Weights = annotated("weights")
+PretrainedWeights = annotated("weights", help="imagenet, or the path of a .safetensors/.pth file (pretrained weights only).")
+Precision = annotated("precision")
+Workers = annotated("workers")
+ImgSize = annotated("img_size")
+ValSplit = annotated("val_split")

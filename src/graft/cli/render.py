@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..evaluation import Evaluation
 
 console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)  # messages stay whole for grep
+
+
+def say(text: str) -> None:
+    """A line of plain text, never wrapped by the console: commands in it stay whole to copy, and
+    [brackets] in paths and class names are shown as they are, never read as markup."""
+    console.print(escape(text), soft_wrap=True)
+
+
+def quote(path: str | Path) -> str:
+    """A path as a shell word (quoted only where needed)."""
+    return shlex.quote(str(path))
 
 
 def evaluation_tables(evaluation: Evaluation, title: str) -> list[Table]:
@@ -30,30 +45,29 @@ def evaluation_tables(evaluation: Evaluation, title: str) -> list[Table]:
     return [per_class, confusion]
 
 
-def history_table(history: list[dict]) -> Table:
+def history_table(history) -> Table:
     table = Table(title="Training history")
     for column in ("phase", "epoch", "train loss", "train acc", "val loss", "val acc", "lr", "time (s)"):
         table.add_column(column, justify="right")
     fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
     for row in history:
-        table.add_row(row["phase"], str(row["epoch"]), fmt(row["train_loss"], ".3f"), fmt(row["train_acc"], ".1%"),
-                      fmt(row["val_loss"], ".3f"), fmt(row["val_acc"], ".1%"), fmt(row["lr"], ".1e"),
-                      fmt(row["epoch_time_s"], ".2f"))
+        table.add_row(row.phase, str(row.epoch), fmt(row.train_loss, ".3f"), fmt(row.train_acc, ".1%"),
+                      fmt(row.val_loss, ".3f"), fmt(row.val_acc, ".1%"), fmt(row.lr, ".1e"), fmt(row.epoch_time_s, ".2f"))
     return table
 
 
-def results_table(metrics: dict, strategy: str, backbone: str) -> Table:
-    """The run in one table, one row per figure, so that it reads at any terminal width."""
+def results_table(metrics, strategy: str, backbone: str) -> Table:
+    """The run (a graft.record.RunMetrics) in one table, one row per figure: it reads at any width."""
     table = Table(title="Results")
     table.add_column("")
     table.add_column("value", justify="right")
-    timings = metrics["timings"]
+    timings = metrics.timings
     rows = [
-        ("backbone", backbone),
-        ("strategy", strategy),
-        ("val accuracy", f"{metrics['val_accuracy']:.1%}"),
-        ("test accuracy", f"{metrics['test_accuracy']:.1%}" if "test_accuracy" in metrics else "-"),
-        ("parameters trained", f"{metrics['params']['trainable_in_training']:,} of {metrics['params']['total']:,}"),
+        ("backbone", escape(backbone)),
+        ("strategy", escape(strategy)),
+        ("val accuracy", f"{metrics.val_accuracy:.1%}"),
+        ("test accuracy", "-" if metrics.test_accuracy is None else f"{metrics.test_accuracy:.1%}"),
+        ("parameters trained", f"{metrics.params.trained:,} of {metrics.params.total:,}"),
         ("features (s)", f"{timings.get('features_s', 0.0):.1f}"),
         ("training (s)", f"{timings.get('head_s', 0.0) + timings.get('images_s', 0.0):.1f}"),
         ("total (s)", f"{timings['total_s']:.1f}"),

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from ..plotting import write_png
 
 
 def accuracy_plot(comparison, path: Path) -> Path:
@@ -57,8 +57,4 @@ def time_plot(comparison, path: Path) -> Path:
 
 def _save(figure: Figure, path: Path) -> Path:
     figure.tight_layout()
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.tmp.png")
-    FigureCanvasAgg(figure).print_png(str(temporary))
-    os.replace(temporary, path)
-    return path
+    return write_png(figure, path)

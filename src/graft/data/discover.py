@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import math
 import numbers
 import os
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadImageError, DataError
+from ..io import write_bytes_atomic, write_json_atomic
 from .images import IMAGE_EXTENSIONS, load_image
 
 SPLITS = ("train", "val", "test")
@@ -225,23 +224,10 @@ def find_eval_data(
 
 
 def write_skipped_report(skipped: Iterable[SkippedFile], path: str | Path) -> Path:
-    """Write `[{"path": ..., "reason": ...}, ...]` as JSON, atomically: never a half-written file.
-
-    The temporary file is created with `open(..., "x")`, so it gets the user's usual permissions.
-    """
+    """Write `[{"path": ..., "reason": ...}, ...]` as JSON, atomically: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    entries = [{"path": str(item.path), "reason": item.reason} for item in skipped]
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with temporary.open("x", encoding="utf-8") as handle:
-            json.dump(entries, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, [{"path": str(item.path), "reason": item.reason} for item in skipped])
 
 
 # -- Finding the source and its splits ---------------------------------------------------------
@@ -516,7 +502,7 @@ def _unreadable(paths: list[Path], workers: int | None) -> dict[Path, str]:
     if marker is not None and not found:
         try:
             marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()  # empty: its name is the record, so a crash cannot leave half of one
+            write_bytes_atomic(marker, b"")  # empty: its name is the record
         except OSError:
             pass  # a read-only cache only costs the next run this check again
     return found

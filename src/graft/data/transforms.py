@@ -14,7 +14,7 @@ import torch
 from timm.data import create_transform
 from torchvision.transforms import v2
 
-from ..backbones.backbone import DataConfig
+from .config import DataConfig
 
 
 @dataclass(frozen=True)

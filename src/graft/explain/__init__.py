@@ -2,7 +2,7 @@
 
 from .cam import CAM, GRAD_CAM, METHODS, ActivationMaps, activation_maps, feature_grid
 from .explain import Explanation, explain, find_class, imagenet_classifier
-from .figures import MapPair, map_pairs_figure, png_bytes, write_png
+from .figures import MapPair, map_pairs_figure
 from .overlay import model_inputs, model_view, overlay
 
 __all__ = [
@@ -21,6 +21,4 @@ __all__ = [
     "model_inputs",
     "model_view",
     "overlay",
-    "png_bytes",
-    "write_png",
 ]

@@ -16,7 +16,8 @@ from ..classifier import Classifier
 from ..errors import GraftError
 from ..model import GraftModel
 from .cam import activation_maps
-from .figures import MapPair, map_pairs_figure, write_png
+from ..plotting import write_png
+from .figures import MapPair, map_pairs_figure
 from .overlay import model_inputs, model_view
 
 BATCH = 16  # images per forward pass: the maps need the whole feature map in memory
@@ -121,8 +122,7 @@ def imagenet_classifier(backbone_name: str = DEFAULT_BACKBONE, weights: str = "i
     model = GraftModel(net, nn.Sequential(top)).eval()
     info = ImageNetInfo()
     classes = [info.index_to_description(i) for i in range(top.out_features)]
-    meta = {"backbone": backbone_name, "weights": net.weights_source, "strategy": "imagenet", "classes": classes}
-    return Classifier(model, classes, meta)
+    return Classifier(model, classes)
 
 
 def _slug(name: str) -> str:

@@ -1,47 +1,22 @@
-"""Figures of images beside their activation maps, and the PNG writing every graft figure uses.
+"""Figures of images beside their activation maps.
 
-Figures are built with matplotlib's object API (Figure + FigureCanvasAgg), never pyplot, so that
-nothing depends on a display or on global state.
+Figures are built with matplotlib's object API (Figure, never pyplot), so that nothing depends on a
+display or on global state; `graft.plotting` turns them into PNG files.
 """
 
 from __future__ import annotations
 
-import io
-import os
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 
 from .overlay import overlay
-
-DPI = 110
-
-
-def png_bytes(figure: Figure) -> bytes:
-    """The figure rendered as a PNG file's bytes."""
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    # zlib level 1: a file 25% larger (1.39 MB against 1.11 MB for the mistakes figure) for a faster
-    # encode, which was a large share of a cached run (benchmarks/profile_steps.py, docs/benchmarks.md).
-    figure.savefig(buffer, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
-    return buffer.getvalue()
-
-
-def write_png(data: bytes | Figure, path: str | Path) -> Path:
-    """Write PNG bytes (or a figure) to `path` through a temporary file and a rename."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(png_bytes(data) if isinstance(data, Figure) else data)
-    os.replace(temporary, path)
-    return path
 
 
 @dataclass

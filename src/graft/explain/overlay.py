@@ -10,7 +10,7 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-from ..backbones import DataConfig
+from ..data.config import DataConfig
 from ..data.images import load_image
 from ..data.transforms import eval_transform
 

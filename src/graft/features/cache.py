@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_path
+
 FEATURES_FILE = "features.npy"
 LABELS_FILE = "labels.npy"
 META_FILE = "meta.json"
@@ -158,19 +160,18 @@ def load_derived(features: FeatureSet, name: str, parts: dict) -> dict[str, np.n
 
 
 def store_derived(features: FeatureSet, name: str, parts: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Store what `load_derived` reads: under a temporary name, then renamed, so a crash never
-    leaves half a result; a read-only cache just does not keep it."""
+    """Store what `load_derived` reads, atomically (`graft.io`), so a crash never leaves half a
+    result; a read-only cache just does not keep it."""
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     if not features.meta.get("key"):
         return
-    path = _derived_path(features, name, parts)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, str(temporary))
-        os.replace(temporary, path)
-    except OSError:
-        temporary.unlink(missing_ok=True)
+        with atomic_path(_derived_path(features, name, parts)) as temporary:
+            save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, str(temporary))
+    except (OSError, SafetensorError):  # safetensors reports a failed write as its own error
+        pass  # a read-only cache: the result is computed again next time
 
 
 def _derived_path(features: FeatureSet, name: str, parts: dict) -> Path:

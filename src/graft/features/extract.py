@@ -8,9 +8,11 @@ the backbone exactly once; the head then trains on the stored features in millis
 from __future__ import annotations
 
 import random
+import sys
+import time
 import uuid
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -21,7 +23,7 @@ from ..backbones import Backbone
 from ..data.discover import Sample, files_fingerprint
 from ..data.images import load_image
 from ..data.transforms import Augment, eval_transform, train_transform
-from ..runtime import accelerator_device, default_workers, resolve_precision
+from ..runtime import Runtime
 from .cache import FeatureCache, FeatureSet, cache_key
 
 
@@ -57,10 +59,41 @@ class ViewDataset(Dataset):
             random.setstate(state)
 
 
-def autocast_context(precision: str, device: torch.device):
-    if resolve_precision(precision) == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
+REPORT_EVERY_S = 60.0  # outside a terminal: at most one progress line a minute
+LONG_S = 2.0  # outside a terminal: work shorter than this finishes without a line
+
+
+@contextmanager
+def image_progress(total: int, description: str, *, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """Progress over `total` images; yields `update(count)`.
+
+    In a terminal, a tqdm bar that disappears when done. Elsewhere (a log file, CI) a bar's
+    carriage returns would pile up into one huge line, so: a plain line to stderr at most once a
+    minute, and one when work that took a while (LONG_S) finishes.
+    """
+    if not enabled:
+        yield lambda count: None
+        return
+    if sys.stderr.isatty():
+        with tqdm(total=total, desc=description, unit="img", leave=False) as bar:
+            yield bar.update
+        return
+    start = last = time.perf_counter()
+    done = 0
+
+    def update(count: int) -> None:
+        nonlocal done, last
+        done += count
+        now = time.perf_counter()
+        if now - last >= REPORT_EVERY_S and done < total:
+            last = now
+            print(f"{description}: {done:,}/{total:,} images, {now - start:.0f} s", file=sys.stderr, flush=True)
+
+    yield update
+    elapsed = time.perf_counter() - start
+    if elapsed >= LONG_S:
+        print(f"{description}: {done:,} images in {elapsed:.1f} s ({done / elapsed:.1f} img/s)",
+              file=sys.stderr, flush=True)
 
 
 def extract_into(
@@ -68,54 +101,53 @@ def extract_into(
     dataset: Dataset,
     out: np.ndarray,
     *,
-    batch_size: int = 32,
-    workers: int | None = None,
-    precision: str = "auto",
+    runtime: Runtime,
     description: str = "features",
-    progress: bool = True,
-    processes: int = 1,
 ) -> None:
     """Write backbone(dataset[i]) into out[i], batch by batch (never the whole set in memory).
 
-    With `processes` > 1 (and `out` a memory-mapped .npy), each of that many spawned processes
-    computes every processes-th row, on its own GPU where there are several.
+    With `runtime.processes` > 1 (and `out` a memory-mapped .npy), each of that many spawned
+    processes computes every processes-th row, on its own GPU where there are several.
     """
-    if processes > 1:
-        return _extract_sharded(backbone, dataset, out, processes=processes, batch_size=batch_size,
-                                workers=workers, precision=precision)
-    device = accelerator_device()
-    workers = default_workers() if workers is None else workers
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
+    if runtime.processes > 1:
+        with image_progress(len(dataset), description, enabled=runtime.progress) as update:
+            _extract_sharded(backbone, dataset, out, runtime=runtime)
+            update(len(dataset))
+        return
+    device = runtime.device
+    loader = DataLoader(dataset, batch_size=runtime.batch_size, num_workers=runtime.workers, shuffle=False)
     was_training = backbone.training
     # Convert outside inference mode: parameters re-created inside it could never train again.
     backbone.eval().to(device=device, memory_format=torch.channels_last)
     row = 0
-    with torch.inference_mode(), tqdm(total=len(dataset), desc=description, unit="img", disable=not progress, leave=False) as bar:
+    with torch.inference_mode(), image_progress(len(dataset), description, enabled=runtime.progress) as update:
         for batch in loader:
             batch = batch.to(device=device, memory_format=torch.channels_last, non_blocking=True)
-            with autocast_context(precision, device):
+            with runtime.autocast(device):
                 features = backbone(batch)
             out[row : row + len(batch)] = features.float().cpu().numpy()
             row += len(batch)
-            bar.update(len(batch))
+            update(len(batch))
     backbone.train(was_training)
 
 
-def _extract_sharded(backbone, dataset, out: np.memmap, *, processes: int, batch_size, workers, precision) -> None:
+def _extract_sharded(backbone, dataset, out: np.memmap, *, runtime: Runtime) -> None:
     import torch.multiprocessing as mp
 
     if getattr(out, "filename", None) is None:
         raise ValueError("sharded extraction writes into a memory-mapped .npy file")
     out.flush()
+    # Each process extracts alone, quietly, with at most one loader process of its own.
+    shard = runtime.but(devices=1, num_nodes=1, workers=min(runtime.workers, 1), progress=False)
     mp.start_processes(
         _extract_shard,
-        args=(processes, backbone, dataset, str(out.filename), batch_size, workers, precision),
-        nprocs=processes,
+        args=(runtime.processes, backbone, dataset, str(out.filename), shard),
+        nprocs=runtime.processes,
         start_method="spawn",
     )
 
 
-def _extract_shard(rank, processes, backbone, dataset, filename, batch_size, workers, precision) -> None:
+def _extract_shard(rank, processes, backbone, dataset, filename, runtime: Runtime) -> None:
     """One process's share: rows rank, rank + processes, ... written straight into the shared file."""
     if torch.cuda.is_available():
         torch.cuda.set_device(rank % torch.cuda.device_count())
@@ -124,8 +156,7 @@ def _extract_shard(rank, processes, backbone, dataset, filename, batch_size, wor
     out = np.load(filename, mmap_mode="r+")
     rows = range(rank, len(dataset), processes)
     extract_into(backbone, torch.utils.data.Subset(dataset, rows), out[rank::processes],  # a strided view: no copy
-                 batch_size=batch_size, workers=0 if workers is None else min(workers, 1), precision=precision,
-                 progress=False)
+                 runtime=runtime)
     out.flush()
 
 
@@ -139,22 +170,20 @@ def backbone_features(
     samples: Sequence[Sample],
     *,
     split: str,
+    runtime: Runtime,
+    cache: FeatureCache | None = None,
     view: int | None = None,
     augment: Augment | None = None,
     seed: int = 0,
-    cache: FeatureCache | None = None,
-    batch_size: int = 32,
-    workers: int | None = None,
-    precision: str = "auto",
-    progress: bool = True,
-    processes: int = 1,
 ) -> FeatureSet:
     """Features of `samples` (one plain view, or augmented view number `view`), from the cache if there.
 
     The key holds everything that changes the numbers; the split name and the precision are
     recorded but only the precision is part of the key (the same files are the same features).
-    Batches of 32: against 64, they ran Lite0 faster on a 2-core CPU and peaked about 200 MB lower
-    (the activations of early, wide layers dominate memory; benchmarks/profile_steps.py).
+    Extraction runs with `runtime`: its precision, workers, batch size and progress, sharded over
+    `runtime.processes`. Batches of 32 (Runtime's default): against 64, they ran Lite0 faster on a
+    2-core CPU and peaked about 200 MB lower (the activations of early, wide layers dominate
+    memory; benchmarks/profile_steps.py).
     """
     cache = cache or FeatureCache()
     augmented = view is not None and augment is not None
@@ -169,7 +198,7 @@ def backbone_features(
         "view": view if augmented else "plain",
         "augment": augment.to_dict() if augmented else None,
         "seed": seed if augmented else None,
-        "precision": resolve_precision(precision),
+        "precision": runtime.precision,
         "files": files_fingerprint(paths, labels),
     }
     config = backbone.data_config
@@ -192,8 +221,5 @@ def backbone_features(
         dim=backbone.num_features,
         labels=labels,
         describe={**describe, "split": split},
-        fill=lambda out: extract_into(
-            backbone, dataset, out, batch_size=batch_size, workers=workers, precision=precision,
-            description=label, progress=progress, processes=processes,
-        ),
+        fill=lambda out: extract_into(backbone, dataset, out, runtime=runtime, description=label),
     )

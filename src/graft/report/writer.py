@@ -10,16 +10,21 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..evaluation import Evaluation
-from ..explain import png_bytes, write_png
+from ..io import write_text_atomic
+from ..plotting import png_bytes, write_png
 from .mistakes import Mistake
 from .plots import SPLIT_NAMES, confusion_figure, curves_figure, mistakes_figure
+
+if TYPE_CHECKING:
+    from ..record import RunMetrics, RunRecord
+    from ..strategies import Strategy
 
 HTML_FILE, MARKDOWN_FILE, FIGURES_FOLDER = "report.html", "report.md", "report"
 
@@ -83,73 +88,77 @@ class Report:
 def write_report(
     run_dir: str | Path,
     *,
-    meta: dict,
-    metrics: dict,
+    record: RunRecord,
+    metrics: RunMetrics,
+    strategy: Strategy | None = None,
     mistakes: Sequence[Mistake] | None = None,
     audit=None,
 ) -> tuple[Path, Path]:
     """Write run_dir/report.html and run_dir/report.md (+ run_dir/report/*.png); return both paths.
 
-    `meta` and `metrics` are what graft.json and metrics.json hold; `mistakes` come from
+    `record` and `metrics` are what graft.json and metrics.json hold; `strategy` is the one that
+    trained (looked up by the record's name when not given); `mistakes` come from
     `confident_mistakes`; `audit` is a graft.audit AuditResult (None: the report says why not).
     """
+    from ..strategies import get_strategy
+
+    plan = strategy or get_strategy(record.strategy)
     run_dir = Path(run_dir)
     report = Report(f"graft run {run_dir.name}")
-    report.add(*_header(meta, metrics))
-    report.add(*_curves(meta, metrics))
-    for split in ("val", "test"):
-        if split in metrics:
-            report.add(*_evaluation(split, Evaluation(**{k: v for k, v in metrics[split].items() if k != "macro_f1"})))
-    report.add(*_mistakes(mistakes, metrics, source=meta.get("data", {}).get("source")))
-    report.add(*_audit(audit, meta))
-    if meta.get("advice"):
-        report.add(*_advice(meta["advice"]))
+    report.add(*_header(record, metrics, plan))
+    report.add(*_curves(plan, metrics))
+    for split, evaluation in metrics.evaluations.items():
+        report.add(*_evaluation(split, evaluation))
+    report.add(*_mistakes(mistakes, metrics, source=record.data.source if record.data else None))
+    report.add(*_audit(audit, plan))
+    if record.advice:
+        report.add(*_advice(record.advice))
     figures = run_dir / FIGURES_FOLDER
     figures.mkdir(exist_ok=True)
     for block in _flat(report.blocks):
         if isinstance(block, Picture):
             write_png(block.png, figures / f"{block.name}.png")
     html_path, markdown_path = run_dir / HTML_FILE, run_dir / MARKDOWN_FILE
-    _write_text(html_path, render_html(report))
-    _write_text(markdown_path, render_markdown(report))
+    write_text_atomic(html_path, render_html(report))
+    write_text_atomic(markdown_path, render_markdown(report))
     return html_path, markdown_path
 
 
 # Sections ------------------------------------------------------------------------------------
 
 
-def _header(meta: dict, metrics: dict) -> list:
-    counts = meta.get("data", {}).get("counts", {})
-    classes = meta.get("classes", [])
-    size = meta.get("data_config", {}).get("input_size", [0, 0, 0])
-    head = meta.get("head", {})
-    params = metrics.get("params", {})
-    timings = metrics.get("timings", {})
-    accuracy = lambda split: f"{metrics[f'{split}_accuracy']:.1%}" if f"{split}_accuracy" in metrics else "no test set"  # noqa: E731
+def _header(record: RunRecord, metrics: RunMetrics, plan: Strategy) -> list:
+    counts = record.data.counts if record.data else {}
+    classes = record.classes
+    size = record.data_config.input_size
+    head = record.head
+    timings = metrics.timings
+    accuracy = lambda value: "no test set" if value is None else f"{value:.1%}"  # noqa: E731
     rows = [
-        ["strategy", meta.get("strategy", "?") + (" (chosen by --strategy auto, see the end)" if meta.get("advice") else "")],
-        ["backbone", f"{meta.get('backbone', '?')}, weights: {meta.get('weights', '?')}"],
+        ["strategy", plan.name + (" (chosen by --strategy auto, see the end)" if record.advice else "")],
+        ["what trained", plan.summary],
+        ["backbone", f"{record.backbone}, weights: {record.weights}"],
         ["input", f"{size[-1]} x {size[-2]} px"],
         ["head", "linear" if not head.get("hidden") else f"hidden layer of {head['hidden']} units"
                  + (f", dropout {head['dropout']}" if head.get("dropout") else "")],
         ["classes", f"{len(classes)}: {', '.join(classes[:12])}" + (", …" if len(classes) > 12 else "")],
         ["images", ", ".join(f"{split} {counts[split]:,}" for split in ("train", "val", "test") if counts.get(split))],
-        ["val accuracy", accuracy("val")],
-        ["test accuracy", accuracy("test")],
-        ["parameters trained", f"{params['trainable_in_training']:,} of {params['total']:,}" if params else "?"],
+        ["val accuracy", accuracy(metrics.val_accuracy)],
+        ["test accuracy", accuracy(metrics.test_accuracy)],
+        ["parameters trained", f"{metrics.params.trained:,} of {metrics.params.total:,}"],
         ["time (s)", ", ".join(f"{name} {timings[key]:.1f}" for key, name in TIMINGS.items() if key in timings)],
     ]
-    source = meta.get("data", {}).get("source")
+    source = record.data.source if record.data else None
     return [Text(f"Data: `{source}`." if source else ""), Table(["", ""], rows, first_column_header=True)]
 
 
-def _curves(meta: dict, metrics: dict) -> list:
+def _curves(plan: Strategy, metrics: RunMetrics) -> list:
     blocks: list = [Heading("Training curves")]
-    history = metrics.get("history") or []
+    history = [asdict(row) for row in metrics.history]
     if not history:
-        if meta.get("strategy") == "linear-probe":
-            c = metrics.get("logreg_c")
-            return blocks + [Text("linear-probe fits a logistic regression on the cached features in one go"
+        if plan.head_phase == "logreg" and plan.main_phase is None:
+            c = metrics.logreg_c
+            return blocks + [Text(f"{plan.name} fits a logistic regression on the cached features in one go"
                                   + (f" (C = {c:g})" if c else "") + ": there are no epochs to plot.")]
         return blocks + [Text("This run recorded no epochs.")]
     blocks.append(Text("One point per epoch. The head phase trains the new head on cached features (shaded); "
@@ -170,12 +179,12 @@ def _evaluation(split: str, evaluation: Evaluation) -> list:
     ]
 
 
-def _mistakes(mistakes: Sequence[Mistake] | None, metrics: dict, *, source: str | None) -> list:
+def _mistakes(mistakes: Sequence[Mistake] | None, metrics: RunMetrics, *, source: str | None) -> list:
     blocks: list = [Heading("Most confident mistakes (validation)")]
     if mistakes is None:
         return blocks + [Text("Not computed for this report.")]
     if not mistakes:
-        return blocks + [Text(f"No mistakes on the {metrics.get('val', {}).get('count', 0)} validation images.")]
+        return blocks + [Text(f"No mistakes on the {metrics.val.count} validation images.")]
     answers = "The wrong answer" if len(mistakes) == 1 else f"The {len(mistakes)} wrong answers"
     blocks.append(Text(
         f"{answers} given with the highest probability. Beside each image, the activation "
@@ -195,11 +204,11 @@ def _relative(path: str, source: str | None) -> str:
         return path
 
 
-def _audit(audit, meta: dict) -> list:
+def _audit(audit, plan: Strategy) -> list:
     if audit is not None:
         return [Fragment(audit.to_html(), audit.to_markdown())]
-    reason = ("scratch starts from random weights, so there are no pretrained features to audit the data with"
-              if meta.get("strategy") == "scratch" else "the audit was turned off (--no-audit)")
+    reason = (f"{plan.name} starts from random weights, so there are no pretrained features to audit the data with"
+              if not plan.pretrained else "the audit was turned off (--no-audit)")
     return [Heading("Data audit"), Text(f"Not run: {reason}. Run `graft audit DATA` to audit the data on its own.")]
 
 
@@ -320,9 +329,3 @@ def _markdown_table(table: Table) -> str:
         values = [f"**{cell(v)}**" if i == 0 and table.first_column_header and v else cell(v) for i, v in enumerate(row)]
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines)
-
-
-def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)

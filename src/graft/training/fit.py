@@ -6,6 +6,7 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
@@ -13,17 +14,16 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..runtime import lightning_precision
-from .callbacks import BestWeights, History
+from .callbacks import BestWeights, EpochProgress, History
 from .module import ClassifierModule
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
 
 
 @dataclass
 class FitResult:
-    history: list[dict] = field(default_factory=list)
-    best_val_acc: float | None = None
-    best_epoch: int | None = None
-    stopped_early: bool = False
+    history: list[dict] = field(default_factory=list)  # one row per epoch run (see History)
 
 
 def quiet_lightning() -> None:
@@ -44,11 +44,8 @@ def fit(
     phase: str,
     run_dir: Path,
     epochs: int,
+    runtime: Runtime,
     patience: int = 5,
-    precision: str = "auto",
-    devices: int | str = 1,
-    num_nodes: int = 1,
-    progress: bool = True,
     weight_decay: float = 1e-4,
     label_smoothing: float = 0.1,
     plateau_patience: int = 2,
@@ -58,7 +55,8 @@ def fit(
     """Train `net` for up to `epochs` with early stopping; leave it holding its best epoch's weights.
 
     With `initial_score` (the val accuracy `net` has now), an epoch must beat it to be kept: a fit
-    that only makes things worse returns `net` as it came.
+    that only makes things worse returns `net` as it came. Devices, nodes, precision and progress
+    come from `runtime` (the loaders already hold its batch size and workers).
     """
     quiet_lightning()
     module = ClassifierModule(
@@ -73,31 +71,26 @@ def fit(
     history = History(phase, run_dir / "checkpoints" / f"{phase}-history.json")
     early = EarlyStopping(monitor="val_acc", mode="max", patience=patience)
     logs = run_dir / "logs"
+    progress = [EpochProgress(phase)] if runtime.progress else []
     trainer = L.Trainer(
         max_epochs=epochs,
         accelerator="auto",
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=_strategy(devices, num_nodes),
-        precision=lightning_precision(precision),
-        callbacks=[best, history, early, LearningRateMonitor("epoch"), *(extra_callbacks or [])],
+        devices=runtime.devices,
+        num_nodes=runtime.num_nodes,
+        strategy=_strategy(runtime.devices, runtime.num_nodes),
+        precision=runtime.lightning_precision,
+        callbacks=[best, history, early, LearningRateMonitor("epoch"), *progress, *(extra_callbacks or [])],
         logger=[CSVLogger(logs, name=phase, version=""), TensorBoardLogger(logs, name=phase, version="")],
         enable_checkpointing=False,  # BestWeights keeps the best epoch, as safetensors
-        enable_progress_bar=progress,
+        enable_progress_bar=False,  # EpochProgress: epochs from 1, and lines rather than bars in a log file
         enable_model_summary=False,  # graft prints its own parameter summary
         num_sanity_val_steps=0,
         log_every_n_steps=max(1, min(50, len(train_loader))),
     )
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
     # Read results back from disk: with several processes the callbacks ran in the workers.
-    best_score, best_epoch = best.restore(net)
-    rows = History.load(history.path)
-    return FitResult(
-        history=rows,
-        best_val_acc=best_score,
-        best_epoch=None if best_epoch is None else best_epoch + 1,
-        stopped_early=len(rows) < epochs,
-    )
+    best.restore(net)
+    return FitResult(history=History.load(history.path))
 
 
 def _strategy(devices: int | str, num_nodes: int) -> str:

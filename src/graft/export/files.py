@@ -1,0 +1,67 @@
+"""graft's model files: weights in safetensors, everything else in JSON. Never pickle.
+
+A run folder (or any folder) holds `model.safetensors` and `graft.json` (a graft.record.RunRecord).
+The JSON records the SHA-256 of the weights and is written last, each file to a temporary name then
+renamed, so a crash mid-save leaves either the previous complete model or a mismatch that
+`read_model_files` refuses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelFileError
+from ..io import atomic_path, write_json_atomic
+from ..record import RECORD_FILE, RECORD_VERSION, RunRecord, read_json
+
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = RECORD_FILE
+
+
+def save_model(model: torch.nn.Module, record: RunRecord, folder: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    from ..backbones.weights import file_sha256
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / WEIGHTS_FILE
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(weights) as temporary:
+        save_file(state, str(temporary), metadata={"format": "graft", "version": str(RECORD_VERSION)})
+    write_json_atomic(folder / META_FILE, {**record.to_dict(), "weights_sha256": file_sha256(weights)})
+    return folder
+
+
+def resolve_model_folder(path: str | Path) -> Path:
+    """A run folder, a model folder, or the path of its graft.json / model.safetensors."""
+    path = Path(path)
+    if path.is_file() and path.name in (WEIGHTS_FILE, META_FILE):
+        path = path.parent
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such run or model folder. Pass the folder `graft train` wrote (runs/NAME).")
+    if not (path / META_FILE).exists() or not (path / WEIGHTS_FILE).exists():
+        raise ModelFileError(
+            f"{path}: not a complete graft model (needs {WEIGHTS_FILE} and {META_FILE}). "
+            "Was training interrupted? Train again or pass another run folder."
+        )
+    return path
+
+
+def read_model_files(path: str | Path) -> tuple[RunRecord, dict[str, torch.Tensor], Path]:
+    """The record and the weights of a saved model, checked against each other."""
+    from safetensors.torch import load_file
+
+    from ..backbones.weights import file_sha256
+
+    folder = resolve_model_folder(path)
+    data = read_json(folder / META_FILE)
+    record = RunRecord.from_dict(data, source=str(folder / META_FILE))
+    if data.get("weights_sha256") != file_sha256(folder / WEIGHTS_FILE):
+        raise ModelFileError(
+            f"{folder / WEIGHTS_FILE} does not match {META_FILE} (checksum differs): the save was "
+            "interrupted or a file was replaced. Train again or restore both files together."
+        )
+    return record, load_file(str(folder / WEIGHTS_FILE)), folder
