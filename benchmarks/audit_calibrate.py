@@ -23,10 +23,11 @@ import numpy as np
 from PIL import Image, ImageOps
 from sklearn.metrics import log_loss
 
-from graft.data.discover import find_data
-from graft.data.images import load_image
 from graft.audit.checks import closest_pairs, confident_disagreements, out_of_fold_probabilities
 from graft.audit.pipeline import plain_features
+from graft.data.discover import find_data
+from graft.data.images import load_image
+from graft.runtime import Runtime
 
 SIMILARITIES = (0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.98)
 CONFIDENCES = (0.7, 0.8, 0.9, 0.95, 0.98)
@@ -106,7 +107,7 @@ def _quantiles(values) -> dict[str, float]:
 def measure(args) -> dict:
     root = Path(tempfile.mkdtemp(prefix="graft-calibrate-"))
     options = {"backbone": args.backbone, "img_size": args.img_size, "seed": args.seed,
-               "cache_dir": root / "cache", "progress": False}
+               "cache_dir": root / "cache", "runtime": Runtime.resolve(progress=False)}
     clean, planted, flipped = build_subsets(Path(args.data), root, per_class=args.per_class,
                                             test_per_class=args.test_per_class, flips=args.flips, seed=args.seed)
     report: dict = {"settings": vars(args)}

@@ -40,8 +40,8 @@ def main() -> None:
             run = graft.train(data, strategy="finetune", epochs=2, head_epochs=15, views=1, progress=False,
                               log=None, out=Path(tmp) / "runs", cache_dir=Path(tmp) / "cache", report=False,
                               audit=False, **options)
-            head = max(row["val_acc"] for row in run.history if row["phase"] == "head")
-            images = [row["val_acc"] for row in run.history if row["phase"] == "images"]
+            head = max(row.val_acc for row in run.history if row.phase == "head" and row.val_acc is not None)
+            images = [row.val_acc for row in run.history if row.phase == "images" and row.val_acc is not None]
             print(f"| {label} | {head:.1%} | " + " | ".join(f"{value:.1%}" for value in images) + " |", flush=True)
 
 

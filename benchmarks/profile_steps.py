@@ -56,7 +56,7 @@ def steps(data: Path, tmp: Path) -> None:
         images = [load_image(p, draft_size=draft) for p in paths]
         tensors = [v2.functional.pil_to_tensor(image) for image in images]
         pil_resize = v2.Resize(size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
-        print(f"{label}: decode {per_image(lambda p: load_image(p, draft_size=draft), paths):.2f} ms; "
+        print(f"{label}: decode {per_image(lambda p, draft=draft: load_image(p, draft_size=draft), paths):.2f} ms; "
               f"resize with Pillow {per_image(pil_resize, images):.2f} ms, "
               f"with torchvision uint8 {per_image(pil_resize, tensors):.2f} ms; "
               f"whole pixel transform {per_image(eval_transform(config, pixels=True), images):.2f} ms")
@@ -70,12 +70,13 @@ import sys, tempfile, time
 from graft.backbones import create_backbone
 from graft.data.discover import find_data
 from graft.features import FeatureCache, backbone_features
+from graft.runtime import Runtime
 samples = find_data(sys.argv[1], check_images=False).train[:640]
 backbone = create_backbone("tf_efficientnet_lite0")
 with tempfile.TemporaryDirectory() as tmp:
     start = time.perf_counter()
-    backbone_features(backbone, samples, split="x", cache=FeatureCache(tmp), batch_size=int(sys.argv[2]),
-                      workers=int(sys.argv[3]), progress=False)
+    runtime = Runtime.resolve(batch_size=int(sys.argv[2]), workers=int(sys.argv[3]), progress=False)
+    backbone_features(backbone, samples, split="x", cache=FeatureCache(tmp), runtime=runtime)
     seconds = time.perf_counter() - start
 peak = int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]) // 1024
 print(f"{640 / seconds:.0f} img/s, peak RSS {peak} MB")

@@ -12,6 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: takes more than a few seconds on 2 CPU cores (training several models, the demo, "
+                   "several processes); deselect with -m 'not slow'")
+
+
 COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (30, 40, 200)}
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import re
 import shutil
 from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import run_main  # through main(), as the console script runs
 
 from graft.advise import (
     DRIFT_DIFFERENT,
@@ -34,10 +34,13 @@ from graft.advise import (
 from graft.advise.synthetic import TEXTURES, make_digits, make_textures
 from graft.backbones import create_backbone, stage_infos
 from graft.data.discover import find_data
+from graft.runtime import Runtime
 from graft.strategies import STRATEGIES
+from test_cli import run_main  # through main(), as the console script runs
 
 CIFAR = Path(str(files("graft") / "demo_data/cifar10-sample"))
 QUICK = dict(img_size=64, sample_per_class=20, workers=0, progress=False)
+QUIET = Runtime.resolve(workers=0, progress=False)  # what advise_splits and cut_search take instead of workers/progress
 
 
 def _subsample(source: Path, target: Path, per_class: int) -> Path:
@@ -57,7 +60,8 @@ def cifar_large() -> Advice:
 @pytest.fixture(scope="module")
 def cifar_small(tmp_path_factory) -> Advice:
     # advise_splits: what `graft train --strategy auto` calls with the data it has already found.
-    return advise_splits(find_data(_subsample(CIFAR, tmp_path_factory.mktemp("cifar10"), 10)), **QUICK)
+    return advise_splits(find_data(_subsample(CIFAR, tmp_path_factory.mktemp("cifar10"), 10)), img_size=64,
+                         sample_per_class=20, runtime=QUIET)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +109,7 @@ def test_generated_textures_are_different_small_then_large(textures_small, textu
 def test_cut_search_gives_one_probe_per_stage_and_the_best_is_the_argmax(tmp_path):
     digits = make_digits(tmp_path / "digits", per_class=10, size=32)
     splits = find_data(digits)
-    stages = cut_search(splits, img_size=64, sample_per_class=8, workers=0, progress=False)
+    stages = cut_search(splits, img_size=64, sample_per_class=8, runtime=QUIET)
     infos = stage_infos(create_backbone("tf_efficientnet_lite0", img_size=64))
     assert [s.index for s in stages] == [i.index for i in infos]
     assert [s.channels for s in stages] == [i.channels for i in infos]
@@ -156,6 +160,18 @@ def test_cli_prints_evidence_and_recommendation(textures_small, capsys, monkeypa
     assert code in (0, None), output
     for text in ("BN drift", "probe accuracy", "<- best cut", "Case 2", "--strategy truncate --cut", str(textures_small)):
         assert text in output
+
+
+def test_recommended_command_stays_on_one_line_in_a_narrow_terminal(textures_small, capsys, monkeypatch):
+    """The console wrapped the command at 80 columns once: at 40 it must still be whole, to copy."""
+    monkeypatch.setenv("COLUMNS", "40")
+    code, output = run_main(["advise", textures_small, "--img-size", "64", "--sample-per-class", "6", "--workers", "0"],
+                            capsys, monkeypatch)
+    assert code in (0, None), output
+    commands = [line for line in output.splitlines() if "graft train" in line]
+    assert commands, output
+    assert any(re.search(rf"graft train {re.escape(str(textures_small))} .*--strategy truncate --cut \d+", line)
+               for line in commands), commands
 
 
 def test_cli_json_parses(textures_small, capsys, monkeypatch):

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COLOURS, make_image
 from PIL import Image
-from test_cli import run_main
 from typer.testing import CliRunner
 
+from conftest import COLOURS, make_image
 from graft.audit import (
     AuditResult,
     DuplicatePair,
@@ -32,6 +31,7 @@ from graft.audit.checks import best_matches
 from graft.cli.main import app
 from graft.data.discover import DataSplits, Sample
 from graft.features import FeatureSet
+from test_cli import run_main
 
 IMG_SIZE = 48
 CIFAR = Path(str(files("graft") / "demo_data/cifar10-sample"))

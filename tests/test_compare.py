@@ -22,6 +22,7 @@ def comparison(tiny_dataset, tmp_path_factory):
                    head_epochs=4, out=out, name="c", log=None, cache_dir=out / "cache", **FAST)
 
 
+@pytest.mark.slow
 def test_every_strategy_gets_the_same_epochs_and_a_row(comparison):
     rows = {row.strategy: row for row in comparison.rows}
     assert list(rows) == ["linear-probe", "feature-extract", "finetune", "scratch"]
@@ -37,6 +38,7 @@ def test_every_strategy_gets_the_same_epochs_and_a_row(comparison):
     assert all(row.peak_rss_mb and row.peak_rss_mb > 50 for row in comparison.rows)
 
 
+@pytest.mark.slow
 def test_table_json_and_plots_are_written(comparison):
     folder = comparison.folder
     table = (folder / "compare.md").read_text()
@@ -61,6 +63,7 @@ def test_bad_strategy_lists_are_refused_before_training(tiny_dataset, tmp_path):
     assert not any(tmp_path.iterdir())  # nothing was started
 
 
+@pytest.mark.slow
 def test_cli_prints_the_table(tiny_dataset, tmp_path):
     result = CliRunner().invoke(app, ["compare", str(tiny_dataset), "--strategies", "linear-probe,scratch", "--epochs", "1",
                                       "--img-size", "32", "--views", "1", "--workers", "0", "--out", str(tmp_path),

@@ -11,7 +11,6 @@ import json
 import math
 
 import pytest
-from test_cli import run_main
 from typer.testing import CliRunner
 
 import graft
@@ -21,6 +20,7 @@ from graft.config import GROUPS, TrainConfig, flag_of, option_fields, option_gro
 from graft.errors import GraftError
 from graft.record import RunMetrics, RunRecord
 from graft.strategies import STRATEGIES, Strategy, get_strategy, register, unregister
+from test_cli import run_main
 
 FAST = dict(img_size=32, batch_size=16, head_epochs=2, epochs=1, views=1, workers=0, report=False, audit=False)
 
@@ -132,6 +132,7 @@ def throwaway():
     unregister(LastStage.name)
 
 
+@pytest.mark.slow
 def test_a_new_strategy_is_one_class(throwaway, tiny_dataset, tmp_path, capsys, monkeypatch):
     from graft.advise import StageEvidence, recommend
 

@@ -12,6 +12,7 @@ from graft.features import FeatureCache, backbone_features
 from graft.runtime import Runtime
 
 
+@pytest.mark.slow
 def test_sharded_extraction_matches_one_process(tiny_dataset, tmp_path):
     backbone = create_backbone("tf_efficientnet_lite0", img_size=32)
     samples = find_data(tiny_dataset).train
@@ -24,15 +25,16 @@ def test_sharded_extraction_matches_one_process(tiny_dataset, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_trains_like_one(tiny_dataset, tmp_path):
     # One head epoch leaves the head weak (67% here): the image epochs under DDP must do the learning.
     common = dict(strategy="partial", unfreeze=1, img_size=32, epochs=3, head_epochs=1, batch_size=8, views=1,
                   workers=0, progress=False, log=None, out=tmp_path, cache_dir=tmp_path / "cache")
     single = graft.train(tiny_dataset, name="one", **common)
     double = _train_retrying_teardown_abort(tiny_dataset, name="two", devices=2, **common)
-    assert [row["phase"] for row in double.history] == [row["phase"] for row in single.history]
-    assert double.metrics["val_accuracy"] == pytest.approx(single.metrics["val_accuracy"], abs=0.2)
-    assert double.metrics["val_accuracy"] >= 0.9
+    assert [row.phase for row in double.history] == [row.phase for row in single.history]
+    assert double.metrics.val_accuracy == pytest.approx(single.metrics.val_accuracy, abs=0.2)
+    assert double.metrics.val_accuracy >= 0.9
     assert graft.load(double.run_dir).predict([find_data(tiny_dataset).val[0].path])[0].label
 
 

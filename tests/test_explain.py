@@ -16,10 +16,12 @@ from typer.testing import CliRunner
 from graft.backbones import create_backbone
 from graft.classifier import Classifier
 from graft.cli.main import app, main
+from graft.config import TrainConfig
 from graft.errors import GraftError
 from graft.explain import CAM, GRAD_CAM, activation_maps, explain, find_class, imagenet_classifier
 from graft.heads import HeadConfig, create_head
 from graft.model import GraftModel
+from graft.record import RunRecord
 
 runner = CliRunner()
 
@@ -133,10 +135,12 @@ def test_unknown_class_lists_the_classes():
 def test_command_on_a_run_and_with_imagenet(tmp_path, halves, make_image, capsys, monkeypatch):
     net = create_backbone("test_efficientnet", weights="none", img_size=64)
     model = GraftModel(net, create_head(net.num_features, 3, HeadConfig(hidden=8)))
-    meta = {"backbone": "test_efficientnet", "cut": None, "data_config": net.data_config.to_dict(),
-            "head": {"hidden": 8, "dropout": 0.0}, "strategy": "finetune"}
+    classes = ["blue", "green", "red"]
+    record = RunRecord(backbone="test_efficientnet", weights="random initialisation", cut=None,
+                       data_config=net.data_config, classes=classes, strategy="finetune",
+                       config=TrainConfig.from_options(backbone="test_efficientnet", hidden=8, dropout=0.0))
     run = tmp_path / "run"
-    Classifier(model, ["blue", "green", "red"], meta).save(run)
+    Classifier(model, classes, record).save(run)
     images = [make_image(tmp_path / "a" / "one.png", seed=1), make_image(tmp_path / "b" / "one.png", seed=2)]
     result = runner.invoke(app, ["explain", str(run), *map(str, images), "--class", "green", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -10,18 +10,22 @@ import torch
 import graft
 from graft.backbones import create_backbone
 from graft.classifier import Classifier
+from graft.config import TrainConfig
 from graft.errors import ModelFileError
 from graft.export import META_FILE, WEIGHTS_FILE, read_model_files, save_model
 from graft.heads import HeadConfig, create_head
 from graft.model import GraftModel
+from graft.record import RunRecord
 
 
 def _classifier(hidden=None):
     backbone = create_backbone("test_efficientnet", weights="none", img_size=32)
     model = GraftModel(backbone, create_head(backbone.num_features, 3, HeadConfig(hidden=hidden, dropout=0.1)))
-    meta = {"backbone": "test_efficientnet", "cut": None, "data_config": backbone.data_config.to_dict(),
-            "head": {"hidden": hidden, "dropout": 0.1}, "strategy": "scratch", "weights": "random initialisation"}
-    return Classifier(model.eval(), ["a", "b", "c"], meta)
+    record = RunRecord(backbone="test_efficientnet", weights="random initialisation", cut=None,
+                       data_config=backbone.data_config, classes=["a", "b", "c"], strategy="scratch",
+                       config=TrainConfig.from_options(strategy="scratch", backbone="test_efficientnet",
+                                                       hidden=hidden, dropout=0.1))
+    return Classifier(model.eval(), ["a", "b", "c"], record)
 
 
 @pytest.mark.parametrize("hidden", [None, 16])
@@ -32,7 +36,7 @@ def test_round_trip_gives_identical_outputs(tmp_path, hidden):
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():
         assert torch.equal(original.model(x), loaded.model(x))
-    assert loaded.classes == ["a", "b", "c"]
+    assert loaded.classes == ["a", "b", "c"] and loaded.record == original.record
     assert json.loads((tmp_path / "m" / META_FILE).read_text())["weights_sha256"]
     assert (tmp_path / "m" / WEIGHTS_FILE).read_bytes()[:8] != b"\x80\x02\x8a\x0a" * 2  # not a pickle
 
@@ -46,14 +50,15 @@ def test_replaced_weights_are_refused(tmp_path):
 
 
 def test_a_crash_while_saving_leaves_no_model_that_looks_complete(tmp_path, monkeypatch):
-    import graft.export as export
+    import graft.export.files as export
 
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
 
+    classifier = _classifier()
     monkeypatch.setattr(export, "write_json_atomic", crash)
     with pytest.raises(RuntimeError):
-        save_model(_classifier().model, {}, tmp_path / "m")
+        save_model(classifier.model, classifier.record, tmp_path / "m")
     with pytest.raises(ModelFileError, match="not a complete graft model"):
         graft.load(tmp_path / "m")
 

@@ -4,16 +4,18 @@ mistakes with their maps, and the data audit, as self-contained HTML and as Mark
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import shutil
 
 import pytest
-from conftest import COLOURS, make_image
 
 import graft
+from conftest import COLOURS, make_image
 from graft.advise import Advice, StageEvidence
 from graft.report import write_report
+from graft.strategies import get_strategy
 
 FAST = dict(head_epochs=3, views=1, batch_size=8, workers=0, progress=False, log=None)
 
@@ -82,14 +84,15 @@ def test_no_report_and_no_audit(planted, tmp_path):
 def test_report_says_what_is_missing_and_why(runs, tmp_path):
     """linear-probe has no epochs, scratch no pretrained features to audit, auto its advice: in words."""
     run = runs["feature-extract"]
-    meta = json.loads((run.run_dir / "graft.json").read_text())
-    metrics = json.loads((run.run_dir / "metrics.json").read_text())
-    write_report(tmp_path, meta={**meta, "strategy": "linear-probe"}, metrics={**metrics, "history": [], "logreg_c": 0.03})
+    record, metrics = run.record, run.metrics
+    write_report(tmp_path, record=dataclasses.replace(record, strategy="linear-probe"),
+                 metrics=dataclasses.replace(metrics, history=[], logreg_c=0.03), strategy=get_strategy("linear-probe"))
     assert "no epochs to plot" in (tmp_path / "report.html").read_text()
     advice = Advice(case=4, size="large", similarity="different", images_per_class=900.0, strategy="scratch", cut=None,
                     unfreeze=None, lr=0.003, backbone_lr_ratio=1.0, best_stage=1, reasons=["nothing like ImageNet"],
                     stages=[StageEvidence(index=0, channels=16, bn_drift=0.25, probe_accuracy=0.412)])
-    write_report(tmp_path, meta={**meta, "strategy": "scratch", "advice": advice.to_dict()}, metrics=metrics, mistakes=[])
+    write_report(tmp_path, record=dataclasses.replace(record, strategy="scratch", advice=advice.to_dict()), metrics=metrics,
+                 strategy=get_strategy("scratch"), mistakes=[])
     page = (tmp_path / "report.html").read_text()
     assert "graft audit DATA" in page and "No mistakes" in page
     assert "--strategy auto" in page and "Case 4: large data" in page and "<li>nothing like ImageNet</li>" in page

@@ -11,8 +11,9 @@ import graft
 import graft.classifier
 import graft.model
 from graft.backbones import create_backbone
-from graft.strategies import STRATEGIES
 from graft.heads.logistic import LOGREG_GRID
+from graft.strategies import STRATEGIES
+from graft.training import fit as fit_module
 from graft.training import pipeline
 
 FAST = dict(img_size=64, epochs=2, head_epochs=8, batch_size=8, views=2, workers=0, progress=False, log=None)
@@ -29,13 +30,13 @@ def runs(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     cache = tmp_path_factory.mktemp("cache")
     captured = {}
-    real_fit = pipeline.fit
+    real_fit = fit_module.fit  # the pipeline imports it from graft.training.fit at each phase
 
     def spy(net, *args, **kwargs):
         captured.setdefault(kwargs["run_dir"].name, []).append(kwargs)
         return real_fit(net, *args, **kwargs)
 
-    pipeline.fit = spy
+    fit_module.fit = spy
     try:
         results = {
             # A cache of its own per strategy: every run extracts, then trains (no shortcut via another's cache).
@@ -43,7 +44,7 @@ def runs(tiny_dataset, tmp_path_factory):
             for name in STRATEGIES
         }
     finally:
-        pipeline.fit = real_fit
+        fit_module.fit = real_fit
     return results, captured
 
 
@@ -52,9 +53,10 @@ def _changed(state, reference, prefix="backbone.body."):
             if k.startswith(prefix) and not torch.equal(v, reference[k.removeprefix(prefix)])}
 
 
+@pytest.mark.slow
 def test_every_strategy_learns_the_colours(runs):
     results, _ = runs
-    accuracy = {name: result.metrics["val_accuracy"] for name, result in results.items()}
+    accuracy = {name: result.metrics.val_accuracy for name, result in results.items()}
     for name, result in results.items():
         assert (result.run_dir / "model.safetensors").exists() and (result.run_dir / "graft.json").exists()
         if name != "scratch":
@@ -63,6 +65,7 @@ def test_every_strategy_learns_the_colours(runs):
     assert accuracy["scratch"] < min(v for k, v in accuracy.items() if k != "scratch"), accuracy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["linear-probe", "feature-extract", "truncate"])
 def test_frozen_strategies_leave_the_backbone_and_its_batchnorm_untouched(runs, pretrained_state, name):
     result = runs[0][name]
@@ -75,15 +78,17 @@ def test_frozen_strategies_leave_the_backbone_and_its_batchnorm_untouched(runs, 
         assert not _changed(state, pretrained_state)  # weights AND BatchNorm running statistics
 
 
+@pytest.mark.slow
 def test_linear_probe_uses_logistic_regression_and_no_epochs(runs):
     result, captured = runs[0]["linear-probe"], runs[1]
     assert result.history == [] and "linear-probe" not in captured
-    assert result.classifier.meta["strategy"] == "linear-probe"
+    assert result.classifier.record.strategy == "linear-probe"
 
 
+@pytest.mark.slow
 def test_feature_extract_trains_the_head_on_cached_views(runs):
     result = runs[0]["feature-extract"]
-    assert {row["phase"] for row in result.history} == {"head"}
+    assert {row.phase for row in result.history} == {"head"}
     assert 1 <= len(result.history) <= FAST["head_epochs"]
 
 
@@ -93,6 +98,7 @@ def _trained_backbone_names(result, call):
     return {n for n, p in result.classifier.model.backbone.body.named_parameters() if id(p) in ids}
 
 
+@pytest.mark.slow
 def test_finetune_trains_head_then_whole_base_at_a_smaller_rate(runs):
     result, calls = runs[0]["finetune"], runs[1]["finetune"]
     assert [call["phase"] for call in calls] == ["head", "images"]
@@ -102,6 +108,7 @@ def test_finetune_trains_head_then_whole_base_at_a_smaller_rate(runs):
     assert calls[1]["initial_score"] == pytest.approx(1.0)  # the head phase's val accuracy is the bar to beat
 
 
+@pytest.mark.slow
 def test_partial_trains_only_the_last_stage(runs):
     result, calls = runs[0]["partial"], runs[1]["partial"]  # --unfreeze 1
     trained = _trained_backbone_names(result, calls[1])
@@ -109,19 +116,22 @@ def test_partial_trains_only_the_last_stage(runs):
     assert any(k.startswith("blocks.6") for k in trained) and any(k.startswith("conv_head") for k in trained)
 
 
+@pytest.mark.slow
 def test_truncate_cuts_the_backbone(runs):
     model = runs[0]["truncate"].classifier.model
     assert model.backbone.cut == 3 and model.backbone.num_features == 112
     assert model.head[-1].in_features == 112
 
 
+@pytest.mark.slow
 def test_scratch_starts_from_random_weights_and_trains_everything(runs, pretrained_state):
     result, calls = runs[0]["scratch"], runs[1]["scratch"]
-    assert result.classifier.meta["weights"] == "random initialisation"
+    assert result.classifier.record.weights == "random initialisation"
     assert [call["phase"] for call in calls] == ["images"]
     assert len(calls[0]["param_groups"]) == 2 and calls[0]["param_groups"][0]["lr"] == calls[0]["param_groups"][1]["lr"]
 
 
+@pytest.mark.slow
 def test_saved_model_predicts_like_the_trained_one(runs, tiny_dataset):
     result = runs[0]["finetune"]
     images = sorted((tiny_dataset / "val").rglob("*.png"))[:6]
@@ -133,33 +143,71 @@ def test_saved_model_predicts_like_the_trained_one(runs, tiny_dataset):
         assert [c for c, _ in a] == [c for c, _ in b]
         assert [p for _, p in a] == pytest.approx([p for _, p in b], abs=1e-4)
     evaluation = loaded.evaluate(tiny_dataset)
-    assert evaluation.accuracy == pytest.approx(result.metrics["val_accuracy"])
+    assert evaluation.accuracy == pytest.approx(result.metrics.val_accuracy)
 
 
 def test_bf16_is_checked_against_fp32(tiny_dataset, tmp_path):
     """Forced bf16 (emulated where the CPU lacks it): the run measures top-1 agreement with fp32."""
     result = graft.train(tiny_dataset, strategy="linear-probe", precision="bf16", out=tmp_path, cache_dir=tmp_path,
                          **{**FAST, "img_size": 32})
-    agreement = result.metrics["bf16_agreement"]
+    agreement = result.metrics.bf16_agreement
     assert 0.0 <= agreement <= 1.0
     expected = "auto" if agreement >= pipeline.BF16_MIN_AGREEMENT else "32"
-    assert result.classifier.meta["inference_precision"] == expected
-    assert result.classifier.meta["hyperparameters"]["precision"] == "bf16"
+    assert result.classifier.record.inference_precision == expected
+    assert result.classifier.record.config.runtime.precision == "bf16"
 
 
 def test_bf16_disagreement_falls_back_to_fp32(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "_bf16_agreement", lambda *args, **kwargs: 0.9)
     result = graft.train(tiny_dataset, strategy="linear-probe", precision="bf16", out=tmp_path, cache_dir=tmp_path,
                          **{**FAST, "img_size": 32})
-    assert result.metrics["bf16_agreement"] == 0.9 and result.classifier.meta["inference_precision"] == "32"
-    assert result.classifier.meta["hyperparameters"]["precision"] == "bf16"  # how it was trained
+    assert result.metrics.bf16_agreement == 0.9 and result.classifier.record.inference_precision == "32"
+    assert result.classifier.record.config.runtime.precision == "bf16"  # how it was trained
     assert graft.load(result.run_dir).precision == "32"
+
+
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """Set GRAFT_CPU_BF16 (0: the CPU lacks native bf16, 1: it has it) with the detection's memo cleared
+    before and after, so neither this test nor the next sees a stale answer."""
+    from graft.runtime import cpu_has_fast_bf16
+
+    def force(value: str) -> None:
+        monkeypatch.setenv("GRAFT_CPU_BF16", value)
+        cpu_has_fast_bf16.cache_clear()
+
+    cpu_has_fast_bf16.cache_clear()
+    yield force
+    cpu_has_fast_bf16.cache_clear()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="precision auto follows the GPU there, not the CPU")
+def test_auto_precision_takes_the_fp32_path_on_a_cpu_without_native_bf16(tiny_dataset, tmp_path, cpu_bf16):
+    """CI's forced fp32 path (GRAFT_CPU_BF16=0), whatever the CPU: no bf16 anywhere, no agreement check."""
+    cpu_bf16("0")
+    result = graft.train(tiny_dataset, strategy="linear-probe", precision="auto", out=tmp_path, cache_dir=tmp_path,
+                         report=False, audit=False, **{**FAST, "img_size": 32})
+    assert result.record.inference_precision == "32"
+    assert result.metrics.bf16_agreement is None
+    assert result.record.config.runtime.precision == "auto"  # the option as given
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="precision auto follows the GPU there, not the CPU")
+def test_auto_precision_checks_bf16_on_a_cpu_with_native_bf16(tiny_dataset, tmp_path, cpu_bf16):
+    """GRAFT_CPU_BF16=1: auto runs bf16 (emulated where the CPU lacks it), so the run measures its agreement
+    with fp32; whether inference keeps bf16 depends on that agreement, so only its range is asserted."""
+    cpu_bf16("1")
+    result = graft.train(tiny_dataset, strategy="linear-probe", precision="auto", out=tmp_path, cache_dir=tmp_path,
+                         report=False, audit=False, **{**FAST, "img_size": 32})
+    assert result.metrics.bf16_agreement is not None and 0.0 <= result.metrics.bf16_agreement <= 1.0
+    expected = "auto" if result.metrics.bf16_agreement >= pipeline.BF16_MIN_AGREEMENT else "32"
+    assert result.record.inference_precision == expected
 
 
 def test_a_model_trains_again_after_extraction_and_prediction(tiny_dataset, tmp_path):
     """Inference must not leave parameters unusable for training (inference tensors)."""
-    from graft.features import FeatureCache, backbone_features
     from graft.data.discover import find_data
+    from graft.features import FeatureCache, backbone_features
     from graft.runtime import Runtime
 
     backbone = create_backbone("tf_efficientnet_lite0", img_size=32)
@@ -178,15 +226,15 @@ def test_image_phase_that_only_hurts_is_not_kept(tiny_dataset, tmp_path):
     """With a learning rate that wrecks the model, the head-phase model is what gets saved."""
     run = graft.train(tiny_dataset, strategy="finetune", lr=50.0, backbone_lr_ratio=1.0, out=tmp_path,
                       cache_dir=tmp_path, **{**FAST, "epochs": 1})
-    images = [row for row in run.history if row["phase"] == "images"]
-    assert images and images[0]["val_acc"] < run.metrics["val_accuracy"]
+    images = [row for row in run.history if row.phase == "images"]
+    assert images and images[0].val_acc < run.metrics.val_accuracy
 
 
 def test_linear_probe_chooses_c_by_cross_validation_unless_given(tiny_dataset, tmp_path):
     chosen = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, cache_dir=tmp_path, **FAST)
-    assert chosen.metrics["logreg_c"] in LOGREG_GRID
+    assert chosen.metrics.logreg_c in LOGREG_GRID
     given = graft.train(tiny_dataset, strategy="linear-probe", logreg_c=0.5, out=tmp_path, cache_dir=tmp_path, **FAST)
-    assert given.metrics["logreg_c"] == 0.5
+    assert given.metrics.logreg_c == 0.5
 
 
 def test_a_second_identical_linear_probe_reuses_the_stored_fit(tiny_dataset, tmp_path, monkeypatch):
@@ -197,7 +245,7 @@ def test_a_second_identical_linear_probe_reuses_the_stored_fit(tiny_dataset, tmp
     first = graft.train(tiny_dataset, strategy="linear-probe", name="first", **options)
     monkeypatch.setattr(logistic, "_fit", lambda *args: pytest.fail("fitted again instead of reusing the stored fit"))
     second = graft.train(tiny_dataset, strategy="linear-probe", name="second", **options)
-    assert second.metrics["logreg_c"] == first.metrics["logreg_c"]
+    assert second.metrics.logreg_c == first.metrics.logreg_c
     for a, b in zip(first.classifier.model.head.parameters(), second.classifier.model.head.parameters()):
         assert torch.equal(a, b)
     with pytest.raises(pytest.fail.Exception):  # another C is another fit
@@ -211,6 +259,6 @@ def test_strategy_auto_follows_the_advice_and_records_it(tiny_dataset, tmp_path)
     advice = meta["advice"]
     assert advice["size"] == "small"  # 12 training images per class
     assert meta["strategy"] == advice["strategy"] in STRATEGIES and advice["reasons"]
-    assert run.classifier.meta["advice"] == advice
+    assert run.classifier.record.advice == advice
     if advice["strategy"] == "truncate":
         assert run.classifier.model.backbone.cut == advice["cut"]

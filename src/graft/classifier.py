@@ -15,8 +15,8 @@ from .data.config import DataConfig
 from .data.dataset import ImageDataset
 from .data.discover import Sample, find_eval_data
 from .data.transforms import eval_transform
-from .evaluation import Evaluation, evaluate_predictions
 from .errors import GraftError, ModelFileError
+from .evaluation import Evaluation, evaluate_predictions
 from .export import META_FILE, WEIGHTS_FILE, read_model_files, save_model
 from .heads import HeadConfig, create_head
 from .model import GraftModel
@@ -50,7 +50,7 @@ def predict_logits(
     loader = DataLoader(dataset, batch_size=runtime.batch_size, num_workers=runtime.workers)
     was_training = model.training
     # Convert outside inference mode: parameters re-created inside it could never train again.
-    model.eval().to(device=device, memory_format=torch.channels_last)
+    model.eval().to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     outputs = []
     with torch.inference_mode():
         for images, _ in loader:

@@ -25,9 +25,10 @@ import math
 import os
 import shlex
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Callable
+from typing import Any
 
 from .errors import GraftError
 
@@ -107,7 +108,7 @@ class Group:
 
     def __post_init__(self) -> None:
         hints = _hints(type(self))
-        for spec in dataclasses.fields(self):
+        for spec in _fields(type(self)):
             value = getattr(self, spec.name)
             kind = hints[spec.name]
             if float in _types(kind) and isinstance(value, int) and not isinstance(value, bool):
@@ -288,7 +289,7 @@ def option_groups() -> dict[str, str]:
     """Flat option name -> its group, for every option (names are unique across groups)."""
     names: dict[str, str] = {}
     for group, cls in GROUPS.items():
-        for spec in dataclasses.fields(cls):
+        for spec in _fields(cls):
             if spec.name in names:  # a programming error, caught by the test suite
                 raise TypeError(f"option {spec.name!r} is declared in both {names[spec.name]} and {group}")
             names[spec.name] = group
@@ -297,7 +298,7 @@ def option_groups() -> dict[str, str]:
 
 def option_fields() -> list[tuple[str, dataclasses.Field, Any]]:
     """(group, field, type) of every option, in declaration order: what the CLI is generated from."""
-    return [(group, spec, _hints(cls)[spec.name]) for group, cls in GROUPS.items() for spec in dataclasses.fields(cls)]
+    return [(group, spec, _hints(cls)[spec.name]) for group, cls in GROUPS.items() for spec in _fields(cls)]
 
 
 def flag_of(spec: dataclasses.Field) -> str:
@@ -318,9 +319,17 @@ def _group_of(name: str) -> str:
         raise GraftError(f"Unknown option {name!r}.{hint} The options are: {', '.join(option_groups())}.") from None
 
 
-@cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _fields(cls: type) -> tuple[dataclasses.Field, ...]:
+    return dataclasses.fields(cls)  # type: ignore[arg-type]  # every Group subclass is a dataclass
 
 
 def _types(kind) -> tuple:

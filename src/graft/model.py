@@ -44,7 +44,7 @@ class GraftModel(nn.Module):
     def unfreeze(self) -> None:
         self.requires_grad_(True)
 
-    def train(self, mode: bool = True) -> "GraftModel":
+    def train(self, mode: bool = True) -> GraftModel:
         """Like nn.Module.train, but a BatchNorm whose weights are frozen stays in eval mode.
 
         A frozen layer must behave exactly as it did in pretraining: updating its running

@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 PRECISIONS = ("auto", "32", "bf16")
 ENGINES = ("torch",)
@@ -131,7 +132,7 @@ class Runtime:
         return accelerator_device()
 
     @property
-    def lightning_precision(self) -> str:
+    def lightning_precision(self) -> Literal["bf16-mixed", "32-true"]:
         return "bf16-mixed" if self.precision == "bf16" else "32-true"
 
     def autocast(self, device=None):

@@ -226,7 +226,7 @@ def best_stage(stages: list[StageEvidence]) -> int:
     accuracies = [stage.probe_accuracy for stage in stages]
     if any(a is None for a in accuracies):
         return stages[-1].index
-    return stages[int(np.argmax(accuracies))].index
+    return stages[int(np.argmax(np.asarray(accuracies, dtype=float)))].index
 
 
 def judge_similarity(stages: list[StageEvidence]) -> tuple[bool, list[str]]:
@@ -237,9 +237,10 @@ def judge_similarity(stages: list[StageEvidence]) -> tuple[bool, list[str]]:
     do not fit; the last stage clearly better than all earlier ones says they do.
     """
     last = stages[-1]
-    probes = [stage.probe_accuracy for stage in stages]
+    measured = [stage.probe_accuracy for stage in stages]
+    probes = [a for a in measured if a is not None]  # all of them, or the probes are not used
     gain = None  # how much better the last stage probes than the best earlier one
-    if len(stages) > 1 and None not in probes:
+    if len(stages) > 1 and len(probes) == len(measured):
         gain = probes[-1] - max(probes[:-1])
     if last.bn_drift is None and gain is None:
         raise GraftError("advise could measure neither BatchNorm drift (this backbone has no BatchNorm in its last "
@@ -258,7 +259,7 @@ def judge_similarity(stages: list[StageEvidence]) -> tuple[bool, list[str]]:
             reasons.append(f"Linear probes: stage {stage} ({accuracy:.0%}) beats the last stage ({probes[-1]:.0%}) "
                            f"by {-gain * 100:.0f} points.")
     if last.bn_drift is None:
-        similar = gain > 0
+        similar = gain is not None and gain > 0
         reasons.append("No BatchNorm statistics to compare, so the probes decide: "
                        + ("the deepest features are the best, as on ImageNet-like data." if similar
                           else "an earlier stage does as well as the last, as on data unlike ImageNet."))

@@ -86,6 +86,8 @@ def batchnorm_drift(var: torch.Tensor, layer: nn.modules.batchnorm._BatchNorm) -
     much as with the data (0.55 at 64 px, 0.24 at 224 px; generated textures 0.58 and 0.33), while
     the spread kept natural images and generated ones apart at every size (docs/advise.md).
     """
+    if layer.running_var is None:
+        raise ValueError(f"{layer}: a BatchNorm layer without running statistics has no drift to measure")
     running_var = layer.running_var.double().cpu() + layer.eps
     return float((0.5 * ((var.cpu() + layer.eps) / running_var).log().abs()).mean())
 

@@ -39,7 +39,7 @@ def texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     if kind in ("noise-fine", "noise-coarse"):
         cells = size // (2 if kind == "noise-fine" else 8)
         noise = Image.fromarray((rng.random((cells, cells)) * 255).astype(np.uint8))
-        return np.asarray(noise.resize((size, size), Image.BICUBIC), dtype=float) / 255
+        return np.asarray(noise.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float64) / 255
     raise ValueError(f"unknown texture {kind!r}; one of {', '.join(TEXTURES)}")
 
 
@@ -70,6 +70,6 @@ def make_digits(root: str | Path, *, per_class: int = 20, size: int = 32, seed: 
             x = rng.uniform(0, max(1, size - (right - left))) - left
             y = rng.uniform(0, max(1, size - (bottom - top))) - top
             ImageDraw.Draw(image).text((x, y), str(digit), fill=int(rng.integers(180, 256)), font=font)
-            image = image.rotate(rng.uniform(-15, 15), resample=Image.BILINEAR)
+            image = image.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR)
             image.convert("RGB").save(root / str(digit) / f"{index:04d}.png")
     return root

@@ -129,7 +129,7 @@ def identical_files(splits: DataSplits) -> list[DuplicatePair]:
 def check_imbalance(splits: DataSplits) -> Imbalance:
     """Train images per class; a class is flagged below half the median or a third of the largest."""
     counts = splits.counts("train")
-    largest_class = max(counts, key=counts.get)
+    largest_class = max(counts, key=lambda name: counts[name])
     largest, smallest = counts[largest_class], min(counts.values())
     ratio = largest / max(smallest, 1)
     floor = max(UNDER_MEDIAN * float(np.median(list(counts.values()))), largest / MAX_RATIO)
@@ -175,14 +175,14 @@ def out_of_fold_probabilities(
     cannot vouch for it. Returns the probabilities (images x classes), the labels, and each
     image's (path, split).
     """
-    parts = [split for split in ("train", "val") if split in features and len(features[split])]
-    x = np.concatenate([np.asarray(features[split].features, dtype=np.float32) for split in parts])
-    y = np.concatenate([features[split].labels for split in parts])
-    located = [(sample.path, split) for split in parts for sample in getattr(splits, split)]
+    used = [split for split in ("train", "val") if split in features and len(features[split])]
+    x = np.concatenate([np.asarray(features[split].features, dtype=np.float32) for split in used])
+    y = np.concatenate([features[split].labels for split in used])
+    located: list[tuple[Path, str]] = [(sample.path, split) for split in used for sample in getattr(splits, split)]
     folds = min(5, int(np.bincount(y)[np.unique(y)].min()))
     # A pure function of the cached features and these settings: stored beside the train features,
     # a second run on the same data reads it back instead of fitting k models again.
-    parts = {"with": [features[split].meta.get("key") for split in parts], "C": C, "seed": seed, "folds": folds,
+    parts = {"with": [features[split].meta.get("key") for split in used], "C": C, "seed": seed, "folds": folds,
              "max_iter": 1000, "sklearn": version("scikit-learn")}
     stored = load_derived(features["train"], "oof", parts)
     if stored is not None:

@@ -12,6 +12,7 @@ for both cutting (`cut=K` keeps stages 0..K) and partial fine-tuning (unfreeze t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import timm
 import torch
@@ -39,7 +40,7 @@ class Backbone(nn.Module):
         weights_id: str = "none",
     ):
         super().__init__()
-        self.body = body
+        self.body: Any = body  # a timm model (forward_features, forward_head) or its features_only twin
         self.name = name
         self.num_features = num_features
         self.stage_params = stages  # parameter names of `self` per stage, in order
@@ -84,7 +85,7 @@ class StageInfo:
     parameters: int = field(default=0)
 
 
-def build_timm_model(name: str) -> nn.Module:
+def build_timm_model(name: str) -> Any:  # a timm model: its methods are timm's, not nn.Module's
     """Create a timm architecture with its ImageNet classifier, or explain an unknown name."""
     try:
         return timm.create_model(name, pretrained=False)
@@ -113,6 +114,7 @@ def create_backbone(
     stage_groups = _stage_parameters(model, info)
 
     model.reset_classifier(0)
+    num_features: int
     if cut is None:
         body, num_features = model, model.num_features
     else:
@@ -174,8 +176,8 @@ def _data_config(model: nn.Module, img_size: int | None) -> DataConfig:
         config["input_size"] = (config["input_size"][0], img_size, img_size)
     return DataConfig(
         input_size=tuple(config["input_size"]),
-        mean=tuple(float(v) for v in config["mean"]),
-        std=tuple(float(v) for v in config["std"]),
+        mean=_triple(config["mean"]),
+        std=_triple(config["std"]),
         interpolation=config.get("interpolation", "bicubic"),
         crop_pct=float(config.get("crop_pct", 0.875)),
         crop_mode=config.get("crop_mode", "center"),
@@ -210,3 +212,8 @@ def _stage_parameters(model: nn.Module, info: list[dict]) -> list[list[nn.Parame
         stage = next(i for i, end in enumerate(boundaries) if position <= end)
         groups[stage].append(param)
     return groups
+
+
+def _triple(values) -> tuple[float, float, float]:
+    first, second, third = (float(v) for v in values)
+    return first, second, third

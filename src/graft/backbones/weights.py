@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,7 +74,7 @@ def describe_weights(weights: str) -> str:
     return f"file:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def load_pretrained(model: nn.Module, architecture: str, weights: str) -> str:
+def load_pretrained(model: Any, architecture: str, weights: str) -> str:
     """Load `weights` into the freshly built timm `model`; return a human description of the source."""
     if weights == "none":
         return "random initialisation"
@@ -102,6 +103,7 @@ def load_pretrained(model: nn.Module, architecture: str, weights: str) -> str:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict from safetensors or a torch file (never unpickling arbitrary objects)."""
     try:
+        state: Any
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
 
@@ -169,7 +171,7 @@ def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{name}." for name in names)
 
 
-def _download_imagenet(model: nn.Module, architecture: str, package: OfflinePackage | None) -> str:
+def _download_imagenet(model: Any, architecture: str, package: OfflinePackage | None) -> str:
     """Use timm's own pretrained loading (Hugging Face hub or URL), with a clear offline error."""
     from timm.models import load_pretrained as timm_load_pretrained
 

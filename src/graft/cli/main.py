@@ -26,7 +26,10 @@ cache_app = typer.Typer(help="Show or clear the cache of backbone features.", no
 app.add_typer(cache_app, name="cache")
 
 # Commands that live beside their own library folder: graft.explain, graft.audit, graft.advise, graft.compare.
-from . import advise as _advise, audit as _audit, compare as _compare, explain as _explain  # noqa: E402
+from . import advise as _advise  # noqa: E402
+from . import audit as _audit  # noqa: E402
+from . import compare as _compare  # noqa: E402
+from . import explain as _explain  # noqa: E402
 
 for _module in (_compare, _advise, _explain, _audit):
     _module.register(app)
@@ -83,7 +86,7 @@ def train(
         from ..record import read_config
 
         base, source = read_config(config)
-        data = data if data is not None else source
+        data = data if data is not None else (Path(source) if source else None)
         settings = base.replace(**explicit_options(ctx, options))
     else:
         settings = TrainConfig.from_options(**options)
@@ -187,6 +190,7 @@ def summary(
 
         loaded = load(target)
         record = loaded.record
+        assert record is not None  # load() always reads one
         model, config = loaded.model, record.config
         title = f"{target} ({record.strategy}, {record.backbone})"
         plan = get_strategy(record.strategy)
@@ -208,7 +212,7 @@ def summary(
         trainable_count = sum(params[n].numel() for n in names if params[n].requires_grad)
         table.add_row(str(stage.index), stage.module, str(stage.channels or ""), str(stage.reduction or ""), f"{stage.parameters:,}", f"{trainable_count:,}")
     head_counts = model.param_counts(model.head)
-    table.add_row("head", type(model.head[-1]).__name__, "", "", f"{head_counts.total:,}", f"{head_counts.trainable:,}")
+    table.add_row("head", type(list(model.head.children())[-1]).__name__, "", "", f"{head_counts.total:,}", f"{head_counts.trainable:,}")
     console.print(table)
     counts = model.param_counts()
     console.print(f"Total params: {counts.total:,}\nTrainable params: {counts.trainable:,}\nNon-trainable params: {counts.frozen:,}")

@@ -39,9 +39,8 @@ def evaluation_tables(evaluation: Evaluation, title: str) -> list[Table]:
     short = [name[:6] for name in evaluation.classes]
     for name in short:
         confusion.add_column(name, justify="right")
-    for name, row in zip(evaluation.classes, evaluation.confusion):
-        confusion.add_row(name, *[f"[bold]{v}[/]" if i == j else (str(v) if v else "·")
-                                  for j, v in enumerate(row) for i in [evaluation.classes.index(name)]])
+    for i, (name, counts) in enumerate(zip(evaluation.classes, evaluation.confusion)):
+        confusion.add_row(escape(name), *[f"[bold]{v}[/]" if i == j else (str(v) if v else "·") for j, v in enumerate(counts)])
     return [per_class, confusion]
 
 

@@ -8,6 +8,7 @@ imported only where a batch is normalised, so reading a saved model's settings s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -45,4 +46,5 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> DataConfig:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**fields)

@@ -79,6 +79,7 @@ def activation_maps(
             with torch.no_grad():
                 logits = model.head(backbone.pool(features))
             targets = _targets(logits, classes)
+            assert linear is not None  # checked above: CAM was refused without a linear head
             raw = torch.einsum("bc,bchw->bhw", linear.weight[targets].float(), feature_grid(backbone, features))
         else:
             logits, targets, raw = _grad_cam(model, features, classes)

@@ -15,8 +15,8 @@ from ..backbones import DEFAULT_BACKBONE, create_backbone
 from ..classifier import Classifier
 from ..errors import GraftError
 from ..model import GraftModel
-from .cam import activation_maps
 from ..plotting import write_png
+from .cam import activation_maps
 from .figures import MapPair, map_pairs_figure
 from .overlay import model_inputs, model_view
 
@@ -114,7 +114,7 @@ def imagenet_classifier(backbone_name: str = DEFAULT_BACKBONE, weights: str = "i
 
     full = build_timm_model(backbone_name)
     load_pretrained(full, backbone_name, weights)  # create_backbone drops the classifier: take it first
-    top = full.get_classifier()
+    top: nn.Module = full.get_classifier()
     if not isinstance(top, nn.Linear) or top.out_features != 1000:
         raise GraftError(f"{backbone_name}'s ImageNet classifier is not one Linear layer with 1000 outputs "
                          f"({type(top).__name__}); use another backbone, e.g. {DEFAULT_BACKBONE}.")

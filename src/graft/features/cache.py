@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import GraftError
 from ..io import atomic_path
 
 FEATURES_FILE = "features.npy"
@@ -110,7 +111,10 @@ class FeatureCache:
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-        return self.get(key)
+        built = self.get(key)
+        if built is None:  # renamed a moment ago: only a concurrent `graft cache rm` gets here
+            raise GraftError(f"The feature cache entry {key} vanished while it was written ({self.root}); run again.")
+        return built
 
     def entries(self) -> list[CacheEntry]:
         if not self.root.exists():

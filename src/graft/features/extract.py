@@ -109,18 +109,19 @@ def extract_into(
     With `runtime.processes` > 1 (and `out` a memory-mapped .npy), each of that many spawned
     processes computes every processes-th row, on its own GPU where there are several.
     """
+    count = len(dataset)  # type: ignore[arg-type]  # a map-style dataset
     if runtime.processes > 1:
-        with image_progress(len(dataset), description, enabled=runtime.progress) as update:
-            _extract_sharded(backbone, dataset, out, runtime=runtime)
-            update(len(dataset))
+        with image_progress(count, description, enabled=runtime.progress) as update:
+            _extract_sharded(backbone, dataset, out, runtime=runtime)  # type: ignore[arg-type]  # a memmap here
+            update(count)
         return
     device = runtime.device
     loader = DataLoader(dataset, batch_size=runtime.batch_size, num_workers=runtime.workers, shuffle=False)
     was_training = backbone.training
     # Convert outside inference mode: parameters re-created inside it could never train again.
-    backbone.eval().to(device=device, memory_format=torch.channels_last)
+    backbone.eval().to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     row = 0
-    with torch.inference_mode(), image_progress(len(dataset), description, enabled=runtime.progress) as update:
+    with torch.inference_mode(), image_progress(count, description, enabled=runtime.progress) as update:
         for batch in loader:
             batch = batch.to(device=device, memory_format=torch.channels_last, non_blocking=True)
             with runtime.autocast(device):
@@ -187,6 +188,7 @@ def backbone_features(
     """
     cache = cache or FeatureCache()
     augmented = view is not None and augment is not None
+    view_number = view if view is not None else 0
     paths = [s.path for s in samples]
     labels = np.array([s.label for s in samples], dtype=np.int64)
     describe = {
@@ -196,7 +198,7 @@ def backbone_features(
         "data_config": backbone.data_config.to_dict(),
         "cut": backbone.cut,
         "view": view if augmented else "plain",
-        "augment": augment.to_dict() if augmented else None,
+        "augment": augment.to_dict() if augment is not None and augmented else None,
         "seed": seed if augmented else None,
         "precision": runtime.precision,
         "files": files_fingerprint(paths, labels),
@@ -211,10 +213,10 @@ def backbone_features(
     dataset = ViewDataset(
         paths,
         transform,
-        seed=(seed * 7919 + view) if augmented else None,
+        seed=(seed * 7919 + view_number) if augmented else None,
         draft_size=draft_size_for(backbone.data_config.image_size, augmented),
     )
-    label = f"{split} features" + (f" (view {view + 1})" if augmented else "")
+    label = f"{split} features" + (f" (view {view_number + 1})" if augmented else "")
     return cache.build(
         key,
         count=len(samples),

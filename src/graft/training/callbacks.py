@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from ..io import atomic_path, write_json_atomic
 
@@ -49,7 +50,8 @@ class BestWeights(L.Callback):
     def _save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            state = {k: v.detach().cpu().contiguous() for k, v in pl_module.net.state_dict().items()}
+            net: nn.Module = pl_module.net  # type: ignore[assignment]  # ClassifierModule's network
+            state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
             with atomic_path(self.path) as temporary:
                 save_file(state, str(temporary))
             # The score goes to disk too: under ddp_spawn this object lives in a worker process.

@@ -49,5 +49,5 @@ def image_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: i
         shuffle=shuffle,
         num_workers=workers,
         persistent_workers=workers > 0,
-        drop_last=shuffle and len(dataset) > batch_size,  # a 1-image batch breaks BatchNorm
+        drop_last=shuffle and len(dataset) > batch_size,  # type: ignore[arg-type]  # a 1-image batch breaks BatchNorm
     )
