@@ -92,3 +92,20 @@ def isolated_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRAFT_CACHE", str(tmp_path_factory.getbasetemp() / "graft-cache"))
         yield
+
+
+def set_terminal_width(monkeypatch, columns: int) -> None:
+    """Make graft's consoles (made once, at import) and any new one draw for `columns` columns."""
+    from graft.cli import render
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    for console in (render.console, render.error_console):
+        monkeypatch.setattr(console, "width", columns)
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch):
+    """Tables are drawn for a 200-column terminal, whatever terminal runs the suite: no test depends
+    on its width. Text lines are never wrapped at any width; the tests that check that narrow the
+    terminal themselves with `set_terminal_width`."""
+    set_terminal_width(monkeypatch, 200)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import set_terminal_width
 from graft.advise import (
     DRIFT_DIFFERENT,
     LARGE_PER_CLASS,
@@ -164,7 +165,7 @@ def test_cli_prints_evidence_and_recommendation(textures_small, capsys, monkeypa
 
 def test_recommended_command_stays_on_one_line_in_a_narrow_terminal(textures_small, capsys, monkeypatch):
     """The console wrapped the command at 80 columns once: at 40 it must still be whole, to copy."""
-    monkeypatch.setenv("COLUMNS", "40")
+    set_terminal_width(monkeypatch, 40)
     code, output = run_main(["advise", textures_small, "--img-size", "64", "--sample-per-class", "6", "--workers", "0"],
                             capsys, monkeypatch)
     assert code in (0, None), output

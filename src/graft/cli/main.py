@@ -140,9 +140,9 @@ def predict(
         print(json.dumps([{"path": str(path), "top": [{"class": c, "probability": p} for c, p in top]} for path, top in results], indent=2))
         return
     for path, top in results:
-        console.print(f"[bold]{path}[/]")
+        console.print(f"[bold]{escape(str(path))}[/]")
         for rank, (label, probability) in enumerate(top, 1):
-            console.print(f"  {rank}. {label:<40} {probability:6.1%}")
+            say(f"  {rank}. {label:<40} {probability:6.1%}")
 
 
 @app.command()
@@ -164,7 +164,7 @@ def evaluate(
         return
     for table in evaluation_tables(evaluation, str(data)):
         console.print(table)
-    console.print(f"Written to {target}")
+    say(f"Written to {target}")
 
 
 @app.command()

@@ -11,14 +11,16 @@ from rich.table import Table
 
 from ..evaluation import Evaluation
 
-console = Console(highlight=False)
-error_console = Console(stderr=True, highlight=False, soft_wrap=True)  # messages stay whole for grep
+# Text is never wrapped by the console (soft_wrap): a command or a path in it stays whole to copy and to
+# grep, whatever the terminal's width; tables still fit the width.
+console = Console(highlight=False, soft_wrap=True)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def say(text: str) -> None:
-    """A line of plain text, never wrapped by the console: commands in it stay whole to copy, and
-    [brackets] in paths and class names are shown as they are, never read as markup."""
-    console.print(escape(text), soft_wrap=True)
+    """A line of plain text: [brackets] in paths and class names are shown as they are, never read
+    as markup."""
+    console.print(escape(text))
 
 
 def quote(path: str | Path) -> str:
