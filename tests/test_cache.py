@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +17,7 @@ import pytest
 from graft.backbones import create_backbone
 from graft.data.discover import find_data
 from graft.data.transforms import Augment
+from graft.errors import GraftError
 from graft.features import FeatureCache, backbone_features
 from graft.features import extract as extract_module
 from graft.runtime import Runtime
@@ -110,4 +117,299 @@ def test_cache_listing_and_removal(setup):
     (entry,) = cache.entries()
     assert entry.count == len(splits.val) and entry.dim == backbone.num_features and entry.size_bytes > 0
     assert "val" in entry.description
-    assert cache.remove() == 1 and cache.entries() == []
+    assert cache.remove().entries == 1 and cache.entries() == []
+
+
+# --- Reliability: hostile conditions give a clear message, never a traceback, silent damage or debris ---
+
+KEY, OTHER = "a" * 24, "b" * 24
+
+
+def _entry(cache, key=KEY, *, count=5, dim=4, value=1.0):
+    """A small entry made without a backbone: every feature `value`, labels 0, 1, 0, ..."""
+    def fill(out):
+        out[:] = value
+
+    return cache.build(key, count=count, dim=dim, labels=np.arange(count) % 2,
+                       describe={"backbone": "test", "split": "val", "view": "plain"}, fill=fill)
+
+
+def _run_main(args, capsys, monkeypatch):
+    """`graft ARGS` through main(), as the console script runs it: (exit code, all output)."""
+    from graft.cli.main import main
+
+    monkeypatch.setattr("sys.argv", ["graft", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exit_info:
+        code = exit_info.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.fixture()
+def cli_cache(tmp_path, monkeypatch):
+    """The cache the `graft cache` commands see: $GRAFT_CACHE/features."""
+    monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "graft-cache"))
+    return FeatureCache(tmp_path / "graft-cache" / "features")
+
+
+def _partials(cache):
+    return sorted(p.name for p in cache.root.glob(".partial-*"))
+
+
+# 1. A full disk: space is reserved before the memory map is written, so no SIGBUS mid-extraction.
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_full_disk_is_a_clear_error_and_leaves_no_debris(tmp_path, monkeypatch, code):
+    cache = FeatureCache(tmp_path / "cache")
+    reserved = []
+
+    def full(descriptor, offset, length):
+        reserved.append(length)
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    with pytest.raises(GraftError) as error:
+        _entry(cache, count=1000, dim=1000)
+    message = str(error.value)
+    assert str(cache.root) in message and "GRAFT_CACHE" in message and "--cache-dir" in message
+    assert "2.0 MB" in message  # 1000 x 1000 float16
+    assert reserved and reserved[0] >= 2_000_000
+    assert _partials(cache) == [] and cache.entries() == []
+
+
+def test_space_is_reserved_before_the_features_are_written(tmp_path):
+    cache = FeatureCache(tmp_path / "cache")
+    seen = []
+
+    def fill(out):
+        seen.append(os.stat(out.filename).st_blocks * 512)  # allocated, not a sparse promise
+        out[:] = 1
+
+    cache.build(KEY, count=2000, dim=512, labels=np.zeros(2000), describe={}, fill=fill)
+    assert seen[0] >= 2000 * 512 * 2
+
+
+# 2. A damaged entry: found when read, reported, removed and rebuilt; `cache ls` and `cache verify` show it.
+
+def _truncate(folder):
+    path = folder / "features.npy"
+    path.write_bytes(path.read_bytes()[:-7])
+
+
+def _flip_a_byte(folder):
+    path = folder / "features.npy"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _bad_meta(folder):
+    (folder / "meta.json").write_text('{"count": 5, "dim"')
+
+
+def _no_meta(folder):
+    (folder / "meta.json").unlink()
+
+
+def _no_labels(folder):
+    (folder / "labels.npy").unlink()
+
+
+def _short_labels(folder):
+    np.save(folder / "labels.npy", np.zeros(3, dtype=np.int64))
+
+
+def _other_shape(folder):
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "dim": 8}))
+
+
+def _other_dtype(folder):
+    np.save(folder / "features.npy", np.ones((5, 4), dtype=np.float32))
+
+
+DAMAGE = {"truncated features": (_truncate, "features.npy"), "changed bytes": (_flip_a_byte, "checksum"),
+          "invalid meta": (_bad_meta, "meta.json"), "no meta": (_no_meta, "meta.json"),
+          "no labels": (_no_labels, "labels.npy"), "short labels": (_short_labels, "labels.npy"),
+          "other shape": (_other_shape, "shape"), "other dtype": (_other_dtype, "float32")}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_entry_is_reported_removed_and_rebuilt(tmp_path, capsys, damage):
+    cache = FeatureCache(tmp_path / "cache")
+    folder = _entry(cache).path
+    spoil, reason = DAMAGE[damage]
+    spoil(folder)
+    assert cache.get(KEY) is None
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and str(folder) in warning and "damaged" in warning and reason in warning
+    assert not folder.exists() and _partials(cache) == []
+    rebuilt = _entry(cache, value=2.0)
+    assert rebuilt.path == folder and float(rebuilt.features[0, 0]) == 2.0
+    assert cache.get(KEY) is not None and capsys.readouterr().err == ""
+
+
+def test_a_truncated_entry_is_extracted_again(setup, monkeypatch, capsys):
+    backbone, splits, cache = setup
+    calls = _count_extractions(monkeypatch)
+    first = backbone_features(backbone, splits.val, split="val", cache=cache, runtime=QUIET)
+    expected = np.asarray(first.features).copy()
+    _truncate(first.path)
+    again = backbone_features(backbone, splits.val, split="val", cache=cache, runtime=QUIET)
+    assert len(calls) == 2 and again.path == first.path
+    np.testing.assert_array_equal(np.asarray(again.features), expected)
+    assert "damaged" in capsys.readouterr().err
+
+
+def test_cache_ls_marks_and_verify_removes_damaged_entries(cli_cache, capsys, monkeypatch):
+    _entry(cli_cache, KEY)
+    _entry(cli_cache, OTHER)
+    _truncate(cli_cache.root / OTHER)
+    code, listing = _run_main(["cache", "ls"], capsys, monkeypatch)
+    assert code == 0 and "2 entries" in listing and "damaged" in listing
+    assert [e.key for e in cli_cache.entries() if e.problem] == [OTHER]
+    code, report = _run_main(["cache", "verify"], capsys, monkeypatch)
+    assert code == 0 and OTHER in report and KEY not in report and "features.npy" in report and "--fix" in report
+    assert (cli_cache.root / OTHER).exists()  # verify alone changes nothing
+    code, report = _run_main(["cache", "verify", "--fix"], capsys, monkeypatch)
+    assert code == 0 and "Removed 1" in report
+    assert [e.key for e in cli_cache.entries()] == [KEY]
+    code, report = _run_main(["cache", "verify"], capsys, monkeypatch)
+    assert code == 0 and "1 entries" in report and "no damaged" in report.lower()
+
+
+def test_verify_finds_changed_bytes_that_a_read_of_a_large_entry_does_not_check(tmp_path, monkeypatch):
+    from graft.features import cache as cache_module
+
+    cache = FeatureCache(tmp_path / "cache")
+    folder = _entry(cache).path
+    _flip_a_byte(folder)
+    monkeypatch.setattr(cache_module, "CHECKSUM_ON_READ_BYTES", 0)  # as if the entry were large
+    assert cache.get(KEY) is not None  # reading checks the structure only: cheap
+    assert [e.problem for e in cache.verify()] == ["features.npy does not match its checksum"]
+
+
+# 3. Partial builds: listed with their age; `cache rm` keeps those still being written; a lost race keeps theirs.
+
+def _partial(cache, name, *, pid=None, idle_s=0.0):
+    folder = cache.root / f".partial-{name}-0000abcd"
+    folder.mkdir(parents=True)
+    (folder / "features.npy").write_bytes(b"\0" * 1000)
+    if pid is not None:
+        import socket
+
+        (folder / "owner.json").write_text(json.dumps({"pid": pid, "host": socket.gethostname(),
+                                                         "started": time.time() - idle_s}))
+    if idle_s:
+        for path in (*folder.iterdir(), folder):
+            os.utime(path, (time.time() - idle_s, time.time() - idle_s))
+    return folder
+
+
+def _dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_partial_builds_are_listed_and_only_abandoned_ones_removed(cli_cache, capsys, monkeypatch):
+    _entry(cli_cache, KEY)
+    building = _partial(cli_cache, "c" * 24, pid=os.getpid(), idle_s=120)  # this process: alive
+    crashed = _partial(cli_cache, "d" * 24, pid=_dead_pid())
+    forgotten = _partial(cli_cache, "e" * 24, idle_s=2 * 3600)  # an older graft's, untouched for 2 hours
+    code, listing = _run_main(["cache", "ls"], capsys, monkeypatch)
+    assert code == 0 and "1 entries" in listing and "3 partial" in listing
+    for folder in (building, crashed, forgotten):
+        assert folder.name in listing
+    assert "2 min" in listing and "2.0 h" in listing and "abandoned" in listing
+    code, report = _run_main(["cache", "rm"], capsys, monkeypatch)
+    assert code == 0 and "Removed 1 cache entries" in report and "2 abandoned" in report
+    assert "Kept 1" in report and building.name in report
+    assert cli_cache.entries() == [] and _partials(cli_cache) == [building.name]
+
+
+def test_cache_rm_removes_a_partial_build_that_stopped_writing_an_hour_ago(tmp_path):
+    cache = FeatureCache(tmp_path / "cache")
+    stuck = _partial(cache, "c" * 24, pid=os.getpid(), idle_s=2 * 3600)
+    removal = cache.remove()
+    assert removal.partials == 1 and removal.kept == [] and not stuck.exists()
+
+
+def test_cache_rm_with_keys_removes_only_those(tmp_path):
+    cache = FeatureCache(tmp_path / "cache")
+    _entry(cache, KEY)
+    _entry(cache, OTHER)
+    building = _partial(cache, "c" * 24, pid=os.getpid())
+    removal = cache.remove([OTHER, "f" * 24])
+    assert removal.entries == 1 and removal.missing == ["f" * 24]
+    assert [e.key for e in cache.entries()] == [KEY] and building.exists()
+
+
+def test_build_keeps_an_entry_another_process_finished_first(tmp_path, monkeypatch):
+    cache = FeatureCache(tmp_path / "cache")
+    theirs = FeatureCache(tmp_path / "theirs")
+    _entry(theirs, value=3.0)
+    real_replace = os.replace
+
+    def finish_theirs_first(source, target):
+        if Path(target) == cache.root / KEY and not Path(target).exists():
+            shutil.copytree(theirs.root / KEY, target)  # the other process renames its entry in first
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", finish_theirs_first)
+    built = _entry(cache, value=1.0)
+    assert built.path == cache.root / KEY and float(built.features[0, 0]) == 3.0
+    assert _partials(cache) == [] and [e.key for e in cache.entries()] == [KEY]
+
+
+def test_a_damaged_entry_in_the_way_is_replaced(tmp_path):
+    cache = FeatureCache(tmp_path / "cache")
+    (cache.root / KEY).mkdir(parents=True)  # a folder without meta.json: never a complete entry
+    built = _entry(cache, value=4.0)
+    assert float(built.features[0, 0]) == 4.0 and _partials(cache) == [] and not list(cache.root.glob(".*"))
+
+
+# 4. A cache folder that cannot be written: features are still computed, with one warning line.
+
+def _unwritable(kind, tmp_path, monkeypatch):
+    if kind == "under a file":
+        (tmp_path / "a-file").write_text("")
+        return FeatureCache(tmp_path / "a-file" / "features")
+    root = tmp_path / "read-only" / "features"
+    root.mkdir(parents=True)
+    real_mkdir = Path.mkdir
+
+    def refuse(self, *args, **kwargs):
+        if self == root or root in self.parents:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    return FeatureCache(root)
+
+
+@pytest.mark.parametrize("kind", ["under a file", "permission denied"])
+def test_an_unwritable_cache_still_gives_features_with_one_warning(setup, tmp_path, monkeypatch, capsys, kind):
+    import tempfile
+
+    backbone, splits, writable = setup
+    expected = np.asarray(backbone_features(backbone, splits.val, split="val", cache=writable, runtime=QUIET).features)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    cache = _unwritable(kind, tmp_path, monkeypatch)
+    capsys.readouterr()
+    first = backbone_features(backbone, splits.val, split="val", cache=cache, runtime=QUIET)
+    again = backbone_features(backbone, splits.train, split="train", cache=cache, runtime=QUIET)
+    np.testing.assert_array_equal(np.asarray(first.features), expected)
+    assert len(again) == len(splits.train) and np.asarray(again.features).any()
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and "not writable" in warning and str(cache.root) in warning
+    assert "GRAFT_CACHE" in warning
+    assert not any((tmp_path / "tmp").iterdir())  # the temporary folder is gone already
+    from graft.features.cache import load_derived, store_derived
+
+    store_derived(first, "fit", {"C": 1}, {"w": np.ones(3)})  # nowhere to keep it: quietly not kept
+    assert load_derived(first, "fit", {"C": 1}) is None

@@ -185,6 +185,10 @@ def backbone_features(
     `runtime.processes`. Batches of 32 (Runtime's default): against 64, they ran Lite0 faster on a
     2-core CPU and peaked about 200 MB lower (the activations of early, wide layers dominate
     memory; benchmarks/profile_steps.py).
+
+    A damaged cache entry is reported, removed and extracted again; a cache folder that cannot be
+    written still gives the features (built in a temporary folder, with one warning); a full disk
+    is a GraftError before any image is processed (`FeatureCache.build`).
     """
     cache = cache or FeatureCache()
     augmented = view is not None and augment is not None

@@ -1,0 +1,130 @@
+"""`graft cache`: list, check and clear the cache of backbone features."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import GraftError
+from .render import console
+
+cache_app = typer.Typer(help="Show, check or clear the cache of backbone features.", no_args_is_help=True)
+
+CacheDir = Annotated[
+    Optional[Path],
+    typer.Option("--cache-dir", help="The cache folder, as given to `graft train` (default: $GRAFT_CACHE or ~/.cache/graft).",
+                 show_default=False),
+]
+
+
+def _cache(cache_dir: Path | None):
+    from ..features import FeatureCache
+
+    return FeatureCache(cache_dir / "features" if cache_dir is not None else None)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f}"
+
+
+@cache_app.command("ls")
+def cache_ls(cache_dir: CacheDir = None) -> None:
+    """List cached feature sets, marking damaged ones, and the partial builds (in progress or abandoned)."""
+    from ..features.cache import format_age
+
+    cache = _cache(cache_dir)
+    entries = cache.entries()
+    partials = cache.partials()
+    table = Table(title=f"Feature cache: {escape(str(cache.root))}")
+    table.add_column("key", no_wrap=True, min_width=24)  # whole: `graft cache rm KEY` needs it
+    for column in ("what", "images", "dim", "MB", "state"):
+        table.add_column(column)
+    for entry in entries:
+        state = f"[red]damaged: {escape(entry.problem)}[/]" if entry.problem else "ok"
+        table.add_row(entry.key, escape(entry.description), str(entry.count), str(entry.dim), _mb(entry.size_bytes), state)
+    console.print(table)
+    damaged = sum(1 for entry in entries if entry.problem)
+    line = f"{len(entries)} entries, {sum(e.size_bytes for e in entries) / 1e6:.1f} MB"
+    if damaged:
+        line += f"; {damaged} damaged (`graft cache verify --fix` removes them, or they are rebuilt when next used)"
+    console.print(line)
+    if partials:
+        now = time.time()
+        table = Table(title="Partial builds")
+        table.add_column("folder", overflow="fold")
+        for column in ("started", "MB", "state"):
+            table.add_column(column)
+        for partial in partials:
+            table.add_row(escape(partial.name), f"{format_age(now - partial.started)} ago", _mb(partial.size_bytes),
+                          escape(partial.state))
+        console.print(table)
+        abandoned = sum(1 for partial in partials if partial.abandoned)
+        console.print(f"{len(partials)} partial builds, {abandoned} abandoned"
+                      + (" (`graft cache rm` removes them)" if abandoned else ""))
+
+
+@cache_app.command("rm")
+def cache_rm(
+    keys: Annotated[Optional[list[str]], typer.Argument(help="Keys to remove (default: all).")] = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Remove cached feature sets: all of them without KEYS, and abandoned partial builds, keeping
+    those other graft processes are still writing."""
+    from ..features.cache import format_age
+
+    cache = _cache(cache_dir)
+    removal = cache.remove(keys or None)
+    line = f"Removed {removal.entries} cache entries"
+    if removal.partials:
+        line += f" and {removal.partials} abandoned partial builds"
+    console.print(line + ".")
+    if removal.kept:
+        now = time.time()
+        console.print(f"Kept {len(removal.kept)} partial builds still being written (another graft is extracting):")
+        for partial in removal.kept:
+            console.print(f"  {escape(partial.name)}: {escape(partial.state)}, started {format_age(now - partial.started)} ago")
+    if removal.missing:
+        console.print(f"Not in the cache ({escape(str(cache.root))}): {escape(', '.join(removal.missing))}")
+    if removal.failed:
+        raise GraftError(f"Could not remove {'; '.join(removal.failed)}. Check the permissions of {cache.root}.")
+
+
+@cache_app.command("verify")
+def cache_verify(
+    fix: Annotated[bool, typer.Option("--fix", help="Remove the damaged entries and abandoned partial builds.")] = False,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Check every entry (files, shapes, types, checksum); list the damaged ones, and with --fix remove them."""
+    cache = _cache(cache_dir)
+    count = len(cache.entries())
+    bad = cache.verify()
+    abandoned = [partial for partial in cache.partials() if partial.abandoned]
+    if not bad and not abandoned:
+        console.print(f"Checked {count} entries in {escape(str(cache.root))}: no damaged entries.")
+        return
+    table = Table(title=f"Damaged entries in {escape(str(cache.root))}")
+    table.add_column("key", overflow="fold", min_width=24)
+    for column in ("what", "problem"):
+        table.add_column(column)
+    for entry in bad:
+        table.add_row(entry.key, escape(entry.description), escape(entry.problem or ""))
+    for partial in abandoned:
+        table.add_row(escape(partial.name), "partial build", escape(partial.state))
+    console.print(table)
+    console.print(f"Checked {count} entries: {len(bad)} damaged, {len(abandoned)} abandoned partial builds.")
+    if not fix:
+        console.print("Run `graft cache verify --fix` to remove them (a damaged entry is also rebuilt when next used).")
+        return
+    removal = cache.remove([entry.key for entry in bad] + [partial.name for partial in abandoned])
+    console.print(f"Removed {removal.entries} damaged entries and {removal.partials} abandoned partial builds.")
+    if removal.failed:
+        raise GraftError(f"Could not remove {'; '.join(removal.failed)}. Check the permissions of {cache.root}.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(cache_app, name="cache")
