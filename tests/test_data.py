@@ -371,7 +371,7 @@ def test_jpeg_draft_decodes_at_reduced_scale(tmp_path, make_image):
 
 @pytest.mark.parametrize("content, reason", [
     (None, "file not found"),
-    (b"", "not an image file Pillow can read"),
+    (b"", r"empty file \(0 bytes\)"),
     (b"GIF89a" + b"\0" * 5, "not an image file Pillow can read"),
 ])
 def test_unreadable_files_raise_bad_image_error(tmp_path, content, reason):
@@ -448,7 +448,7 @@ def test_samples_are_hashable_values():
 
 
 def test_a_second_find_data_on_unchanged_files_skips_decoding(tmp_path, monkeypatch, make_image):
-    """Readability is remembered per file list (paths, sizes, mtimes); any change checks again."""
+    """Readability is remembered per file list (its files_fingerprint); any change checks again."""
     from graft.data import discover
 
     root = tmp_path / "data"

@@ -78,13 +78,23 @@ def _open(path: Path) -> Image.Image:
     except PermissionError:
         raise BadImageError(path, "permission denied; make the file readable") from None
     except UnidentifiedImageError:
-        raise BadImageError(path, "not an image file Pillow can read; convert it to JPEG or PNG, "
-                                  "or remove it") from None
+        raise BadImageError(path, _empty_reason(path) or "not an image file Pillow can read; convert it "
+                                  "to JPEG or PNG, or remove it") from None
     except Image.DecompressionBombError:
         raise BadImageError(path, _too_large_reason(None)) from None
     except _DECODE_ERRORS as error:
-        raise BadImageError(path, f"cannot read the image header ({error}); the file may be "
-                                  "corrupt: re-export or re-download it") from None
+        raise BadImageError(path, _empty_reason(path) or f"cannot read the image header ({error}); the "
+                                  "file may be corrupt: re-export or re-download it") from None
+
+
+def _empty_reason(path: Path) -> str | None:
+    """Say so when a file that failed to open has no bytes at all (an interrupted download or copy):
+    checked only after a failure, so reading good images costs no extra `stat`."""
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        return None
+    return "empty file (0 bytes); re-download or re-export it, or delete it" if empty else None
 
 
 def _refuse_bomb(path: Path, size: tuple[int, int]) -> None:
