@@ -152,3 +152,14 @@ def test_demo_trains_on_the_embedded_cifar_sample(tmp_path):
     assert meta["classes"][:3] == ["airplane", "automobile", "bird"] and meta["data"]["counts"]["train"] == 2000
     assert meta["accuracy"]["val"] > 0.3  # ten classes: chance is 0.1
     assert "Results" in result.output
+
+
+def test_summary_of_a_fine_tuned_run_counts_what_trained(tiny_dataset, tmp_path):
+    """It printed "Trainable params: 3,843" (the head) for a fine-tuned run that trained everything."""
+    run_dir = tmp_path / "ft"
+    result = run("train", tiny_dataset, "--strategy", "finetune", "--img-size", "32", "--epochs", "1", "--head-epochs",
+                 "1", "--views", "1", "--workers", "0", "--no-audit", "--no-report", "--out", tmp_path, "--name", "ft")
+    assert result.exit_code == 0, result.output
+    result = run("summary", run_dir)
+    assert result.exit_code == 0 and "finetune" in result.output
+    assert "Trainable params: 3,374,851" in result.output  # backbone 3,371,008 + head 3,843

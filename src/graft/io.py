@@ -8,6 +8,7 @@ interrupted write leaves no temporary file behind.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import uuid
@@ -27,6 +28,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
         yield temporary
+        if temporary.exists():  # the mode a new file gets, whichever library wrote it (safetensors: 0600)
+            os.chmod(temporary, 0o666 & ~_umask())
         _fsync(temporary)
         os.replace(temporary, path)
     except BaseException:
@@ -52,23 +55,67 @@ def write_json_atomic(path: str | Path, data) -> Path:
     return write_text_atomic(path, json.dumps(_finite(data), indent=2, default=str, ensure_ascii=False) + "\n")
 
 
+RUN_MARKER = ".graft-run"  # in every run (and compare) folder: never read back as training data
+OUTPUT_MARKER = ".graft-output"  # in an output folder graft created (runs/): the same
+
+
 def new_run_dir(out: str | Path, name: str) -> Path:
-    """`out/name`, or `out/name-2`, `-3`, ... : a folder no other run is using, created now.
+    """`out/name`, or `out/name-2`, `-3`, ... : a new folder no other run is using, created now.
 
     `mkdir` without exist_ok is the claim: two processes asking for the same name at once each get
-    their own folder.
+    their own folder. The folder is marked (RUN_MARKER) so that graft never reads it as data, even
+    when `out` lies inside the data folder; an `out` folder graft creates is marked too.
     """
-    base = Path(out) / name
-    base.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    if not out.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        _touch(out / OUTPUT_MARKER)
+    base = out / name
     candidate, index = base, 2
     while True:
         try:
             candidate.mkdir()
-            return candidate
+            break
         except FileExistsError:
-            if candidate.is_dir() and not any(candidate.iterdir()):
-                return candidate  # an empty folder (made by hand, or by `--out`) is free to use
             candidate, index = base.with_name(f"{base.name}-{index}"), index + 1
+    _touch(candidate / RUN_MARKER)
+    return candidate
+
+
+def check_output_folder(out: str | Path) -> None:
+    """Fail now, before any work, when run folders cannot be made in `out` (a file, or not writable)."""
+    from .errors import GraftError
+
+    out = Path(out)
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise GraftError(f"--out {out}: {existing} is a file, not a folder; choose another --out.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise GraftError(f"--out {out}: graft may not write in {existing}; choose a folder you can write to.")
+
+
+def _touch(path: Path) -> None:
+    try:
+        path.touch(exist_ok=True)
+    except OSError:  # a marker is a courtesy: an output folder we cannot write to fails later, clearly
+        pass
+
+
+@functools.cache
+def _umask() -> int:
+    """This process's umask (read without changing it where /proc shows it)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _finite(value):

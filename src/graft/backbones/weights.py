@@ -111,7 +111,20 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
-        raise WeightsError(f"{path}: cannot read weights ({exc}). Is it a complete state-dict file?") from exc
+        message = str(exc)
+        if "Unsupported global" in message:
+            raise WeightsError(
+                f"{path}: holds Python objects besides tensors (a pickled model or a training checkpoint). graft "
+                "loads only plain state dicts of tensors and never unpickles code. Save the model's state_dict() "
+                "(best as .safetensors) from the program that made it, and pass that file."
+            ) from None
+        # torch's own text goes on to suggest weights_only=False, which runs any code in the file: graft
+        # never does that, so it never passes that advice on; only the reason is kept.
+        if "WeightsUnpickler error:" in message:
+            message = message.split("WeightsUnpickler error:", 1)[1]
+        lines = [line for line in message.strip().splitlines() if "weights_only" not in line]
+        first = lines[0].strip() if lines else type(exc).__name__
+        raise WeightsError(f"{path}: cannot read weights ({first}). Is it a complete state-dict file?") from None
     # Training frameworks often nest the weights one level down.
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):

@@ -28,9 +28,11 @@ def compare(
 
     Every other option is `graft train`'s, the same for every strategy."""
     from ..compare import compare as run_comparison
+    from .main import interrupts_explained
 
-    comparison = run_comparison(data, strategies=strategies, epochs=epochs, name=name, log=None if json_out else say,
-                                progress=not json_out, **options)
+    with interrupts_explained():
+        comparison = run_comparison(data, strategies=strategies, epochs=epochs, name=name,
+                                    log=None if json_out else say, progress=not json_out, **options)
     if json_out:
         print(json.dumps(comparison.to_dict(), indent=2, default=str))
         return

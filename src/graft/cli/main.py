@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,38 +23,69 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-cache_app = typer.Typer(help="Show or clear the cache of backbone features.", no_args_is_help=True)
-app.add_typer(cache_app, name="cache")
 
 # Commands that live beside their own library folder: graft.explain, graft.audit, graft.advise, graft.compare.
 from . import advise as _advise  # noqa: E402
 from . import audit as _audit  # noqa: E402
+from . import cache as _cache  # noqa: E402
 from . import compare as _compare  # noqa: E402
 from . import explain as _explain  # noqa: E402
 
-for _module in (_compare, _advise, _explain, _audit):
+for _module in (_compare, _advise, _explain, _audit, _cache):
     _module.register(app)
 
 DEMO_DATA = "demo_data/cifar10-sample"
 
 
 def main() -> None:
-    """Entry point: user errors become one clear message and exit code 2, never a traceback."""
+    """Entry point: user errors become one clear message and exit code 2, never a traceback; an
+    interrupted command says what it was doing and exits 130."""
     try:
         app()
     except GraftError as error:
         error_console.print(f"[bold red]error:[/] {escape(str(error))}")
         sys.exit(2)
-    except KeyboardInterrupt:
-        error_console.print("[yellow]interrupted[/]: no partial model was saved.")
+    except OSError as error:  # a folder not writable, a disk full: the system's words, and the file
+        error_console.print(f"[bold red]error:[/] {escape(describe_os_error(error))}")
+        sys.exit(2)
+
+
+@contextmanager
+def interrupts_explained():
+    """Ctrl-C in a run: say what it interrupted and where the run folder is, then exit 130.
+
+    (Typer turns a bare KeyboardInterrupt into a silent exit before `main` could see it.)"""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        describe = getattr(interrupt, "describe", None)
+        error_console.print("[yellow]interrupted[/]: " + escape(describe() if describe else "nothing was saved."))
         sys.exit(130)
+
+
+def describe_os_error(error: OSError) -> str:
+    """What failed, on which file, and what to do: for the errors a user can fix."""
+    import errno
+
+    where = f"{error.filename}: " if error.filename else ""
+    what = error.strerror or str(error)
+    hints = {
+        errno.ENOSPC: "The disk is full; free some space, or write elsewhere (--out for runs, GRAFT_CACHE for the feature cache).",
+        errno.EDQUOT: "Your disk quota is used up; free some space, or write elsewhere (--out, GRAFT_CACHE).",
+        errno.EACCES: "graft may not write there; choose a folder you can write to (--out for runs, GRAFT_CACHE for the cache).",
+        errno.EROFS: "That file system is read-only; choose another folder (--out for runs, GRAFT_CACHE for the cache).",
+        errno.ENOTDIR: "A file stands where graft needs a folder; choose another --out (or move the file).",
+        errno.EEXIST: "A file stands where graft needs a folder; choose another --out (or move the file).",
+    }
+    return f"{where}{what}. {hints.get(error.errno or 0, 'Check the path and try again.')}"
 
 
 def _train_and_report(data, config, *, json_out: bool = False) -> None:
     from ..training.pipeline import train
 
     log = None if json_out else say
-    result = train(data, config, log=log, progress=not json_out)
+    with interrupts_explained():
+        result = train(data, config, log=log, progress=not json_out)
     if json_out:
         print(json.dumps(result.metrics.to_dict(), indent=2))
         return
@@ -117,17 +149,28 @@ def predict(
     top_k: Annotated[int, typer.Option(help="How many classes to show per image.")] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Top-k classes with probabilities for each image."""
+    """Top-k classes with probabilities for each image.
+
+    An image that cannot be read is reported (path and reason) and the others are still answered;
+    the exit status is then 1."""
     from ..data.images import load_image
+    from ..errors import BadImageError
 
     if imagenet:
-        images = target
+        paths = target
     else:
         if len(target) < 2:
             raise GraftError("Give a run folder and at least one image: graft predict runs/NAME photo.jpg (or use --imagenet).")
-        model_path, images = target[0], target[1:]
-    for image in images:  # check every image first: one bad file should not waste a model load
-        load_image(image)
+        model_path, paths = target[0], target[1:]
+    images, failed = [], []
+    for image in paths:  # check every image first: a bad file is reported, never the end of the others
+        try:
+            load_image(image)
+            images.append(image)
+        except BadImageError as error:
+            failed.append(error)
+    if not images:
+        raise GraftError("No image could be read: " + "; ".join(str(bad) for bad in failed))
     if imagenet:
         from ..backbones import predict_imagenet
 
@@ -137,12 +180,18 @@ def predict(
 
         results = [(p.path, p.top) for p in load(model_path).predict(images, top_k=top_k)]
     if json_out:
-        print(json.dumps([{"path": str(path), "top": [{"class": c, "probability": p} for c, p in top]} for path, top in results], indent=2))
-        return
-    for path, top in results:
-        console.print(f"[bold]{escape(str(path))}[/]")
-        for rank, (label, probability) in enumerate(top, 1):
-            say(f"  {rank}. {label:<40} {probability:6.1%}")
+        answers = [{"path": str(path), "top": [{"class": c, "probability": p} for c, p in top]} for path, top in results]
+        errors = [{"path": str(bad.path), "error": bad.reason} for bad in failed]
+        print(json.dumps(answers + errors, indent=2))
+    else:
+        for path, top in results:
+            console.print(f"[bold]{escape(str(path))}[/]")
+            for rank, (label, probability) in enumerate(top, 1):
+                say(f"  {rank}. {label:<40} {probability:6.1%}")
+    for bad in failed:
+        error_console.print(f"[bold red]not read:[/] {escape(str(bad))}")
+    if failed:
+        sys.exit(1)
 
 
 @app.command()
@@ -251,28 +300,3 @@ def strategies() -> None:
     for plan in STRATEGIES.values():
         table.add_row(escape(plan.name), escape(plan.summary), escape(plan.case))
     console.print(table)
-
-
-@cache_app.command("ls")
-def cache_ls() -> None:
-    """List cached feature sets."""
-    from ..features import FeatureCache
-
-    cache = FeatureCache()
-    entries = cache.entries()
-    table = Table(title=f"Feature cache: {cache.root}")
-    for column in ("key", "what", "images", "dim", "MB"):
-        table.add_column(column)
-    for entry in entries:
-        table.add_row(entry.key, entry.description, str(entry.count), str(entry.dim), f"{entry.size_bytes / 1e6:.1f}")
-    console.print(table)
-    console.print(f"{len(entries)} entries, {sum(e.size_bytes for e in entries) / 1e6:.1f} MB")
-
-
-@cache_app.command("rm")
-def cache_rm(keys: Annotated[Optional[list[str]], typer.Argument(help="Keys to remove (default: all).")] = None) -> None:
-    """Remove cached feature sets (all of them without KEYS)."""
-    from ..features import FeatureCache
-
-    removed = FeatureCache().remove(keys or None)
-    console.print(f"Removed {removed} cache entries.")

@@ -29,16 +29,16 @@ def quote(path: str | Path) -> str:
 
 
 def evaluation_tables(evaluation: Evaluation, title: str) -> list[Table]:
-    per_class = Table(title=f"{title}: accuracy {evaluation.accuracy:.1%} on {evaluation.count} images")
+    per_class = Table(title=f"{escape(title)}: accuracy {evaluation.accuracy:.1%} on {evaluation.count} images")
     for column in ("class", "precision", "recall", "F1", "images"):
         per_class.add_column(column, justify="left" if column == "class" else "right")
     for name, row in evaluation.per_class.items():
-        per_class.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+        per_class.add_row(escape(name), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
     per_class.add_row("[bold]macro avg[/]", "", "", f"[bold]{evaluation.macro_f1:.3f}[/]", str(evaluation.count))
 
     confusion = Table(title="Confusion matrix (rows: true class, columns: predicted)")
     confusion.add_column("true \\ pred")
-    short = [name[:6] for name in evaluation.classes]
+    short = [escape(name[:6]) for name in evaluation.classes]
     for name in short:
         confusion.add_column(name, justify="right")
     for i, (name, counts) in enumerate(zip(evaluation.classes, evaluation.confusion)):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..config import AUTO, TrainConfig
 from ..errors import GraftError
-from ..io import new_run_dir, write_json_atomic, write_text_atomic
+from ..io import check_output_folder, new_run_dir, write_json_atomic, write_text_atomic
 
 DEFAULT_STRATEGIES = ("linear-probe", "feature-extract", "finetune", "scratch")
 
@@ -129,6 +129,7 @@ def compare(
     for plan in plans:
         plan.check(config.replace(strategy=plan.name))
 
+    check_output_folder(config.output.out)
     folder = new_run_dir(config.output.out, config.output.name or f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     rows = []
     memory_note = ""

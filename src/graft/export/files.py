@@ -31,8 +31,20 @@ def save_model(model: torch.nn.Module, record: RunRecord, folder: str | Path) ->
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(weights) as temporary:
         save_file(state, str(temporary), metadata={"format": "graft", "version": str(RECORD_VERSION)})
-    write_json_atomic(folder / META_FILE, {**record.to_dict(), "weights_sha256": file_sha256(weights)})
+    sealed = {**record.to_dict(), "weights_sha256": file_sha256(weights)}
+    write_json_atomic(folder / META_FILE, {**sealed, "record_sha256": record_checksum(sealed)})
     return folder
+
+
+def record_checksum(record: dict) -> str:
+    """SHA-256 of the record's canonical JSON (keys sorted, the checksum itself left out): any edit of
+    graft.json (two class names swapped, a class removed) changes it."""
+    import hashlib
+    import json
+
+    canonical = json.dumps({k: v for k, v in record.items() if k != "record_sha256"}, sort_keys=True,
+                           ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def resolve_model_folder(path: str | Path) -> Path:
@@ -58,6 +70,13 @@ def read_model_files(path: str | Path) -> tuple[RunRecord, dict[str, torch.Tenso
 
     folder = resolve_model_folder(path)
     data = read_json(folder / META_FILE)
+    # Version 1 records had no checksum of their own; every later one is sealed by save_model.
+    if isinstance(data, dict) and data.get("format_version") != 1 and data.get("record_sha256") != record_checksum(data):
+        raise ModelFileError(
+            f"{folder / META_FILE} was changed after graft saved it (its checksum differs): the class names, "
+            "preprocessing and weights it describes can no longer be trusted to match. Restore the original "
+            "file, or train again."
+        )
     record = RunRecord.from_dict(data, source=str(folder / META_FILE))
     if data.get("weights_sha256") != file_sha256(folder / WEIGHTS_FILE):
         raise ModelFileError(

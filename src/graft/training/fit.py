@@ -87,7 +87,14 @@ def fit(
         num_sanity_val_steps=0,
         log_every_n_steps=max(1, min(50, len(train_loader))),
     )
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    try:
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    except SystemExit:
+        # Lightning turns Ctrl-C into a silent exit(1) after its own clean-up: make it an interrupt
+        # again, so graft can say what was interrupted and exit 130 like any interrupted command.
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
     # Read results back from disk: with several processes the callbacks ran in the workers.
     best.restore(net)
     return FitResult(history=History.load(history.path))

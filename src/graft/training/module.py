@@ -12,6 +12,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import GraftError
+
+
+class TrainingDiverged(GraftError):
+    """The loss stopped being a finite number: the weights would be garbage from here on."""
+
 
 class ClassifierModule(L.LightningModule):
     def __init__(
@@ -45,6 +51,14 @@ class ClassifierModule(L.LightningModule):
         logits = self(x)
         # Label smoothing only while training; validation loss stays the plain, comparable one.
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
+        if stage == "train" and not torch.isfinite(loss):
+            # Diverged: stop now, before a non-finite step reaches the weights that would be kept.
+            rates = ", ".join(f"{group['lr']:g}" for group in self.param_groups)
+            raise TrainingDiverged(
+                f"Training diverged: the loss became {loss.item()} in epoch {self.current_epoch + 1}. "
+                f"The learning rate is too high for this data (learning rates: {rates}); lower --lr "
+                "(e.g. ten times) and train again. No model was saved."
+            )
         accuracy = (logits.argmax(dim=-1) == y).float().mean()
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         self.log(f"{stage}_acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)

@@ -37,7 +37,7 @@ from ..data.transforms import eval_transform, train_transform
 from ..evaluation import Evaluation, evaluate_predictions
 from ..export import save_model
 from ..features import FeatureCache, FeatureSet, backbone_features
-from ..io import new_run_dir, write_json_atomic
+from ..io import check_output_folder, new_run_dir, write_json_atomic
 from ..model import GraftModel
 from ..record import DataSummary, EpochRow, ParamCounts, RunMetrics, RunRecord, library_versions
 from ..runtime import Runtime
@@ -82,6 +82,7 @@ def train(
     if config.strategy.strategy != AUTO:  # a bad combination fails now, before any data is read
         get_strategy(config.strategy.strategy).check(config)
     runtime = config.runtime.resolve(progress=progress)
+    check_output_folder(config.output.out)
     seed = config.data.seed
     _seed_everything(seed)
 
@@ -107,150 +108,190 @@ def train(
     say(f"Backbone {config.strategy.backbone} ({net.weights_source}), input {net.data_config.image_size} px, "
         f"strategy {plan.name}: {plan.summary}")
 
-    history: list[EpochRow] = []
-    timings: dict[str, float] = {}
-    cache = FeatureCache(Path(config.output.cache_dir) / "features" if config.output.cache_dir else None)
-    optim = config.optim
-    training: dict[str, Any] = dict(run_dir=run_dir, patience=optim.patience, weight_decay=optim.weight_decay,
-                    label_smoothing=optim.label_smoothing)
+    stage = _Stage(run_dir)  # what was being done if the user interrupts
+    with stage:
+        history: list[EpochRow] = []
+        timings: dict[str, float] = {}
+        cache = FeatureCache(Path(config.output.cache_dir) / "features" if config.output.cache_dir else None)
+        optim = config.optim
+        training: dict[str, Any] = dict(run_dir=run_dir, patience=optim.patience, weight_decay=optim.weight_decay,
+                                        label_smoothing=optim.label_smoothing)
 
-    # 2. Head phase: the backbone is frozen, so it runs once per image (and view), into the cache.
-    val_features, head_score, chosen_c, audit_result = None, None, None, None
-    if plan.head_phase is not None:
-        model.freeze_backbone()
-        say(_param_summary(model, "head phase"))
-        tick = time.perf_counter()
-        augment = config.augment.to_augment()
-
-        def features(samples, split: str, view: int | None = None) -> FeatureSet:
-            return backbone_features(net, samples, split=split, runtime=runtime, cache=cache, view=view,
-                                     augment=augment, seed=seed)
-
-        views = plan.head_views(config.augment)  # [None]: the plain view only
-        train_views = [features(splits.train, "train", view) for view in views]
-        val_features = features(splits.val, "val")
-        timings["features_s"] = time.perf_counter() - tick
-        if config.output.audit:  # now, while the backbone is pretrained and frozen: its plain-view features are the audit's
+        # 2. Head phase: the backbone is frozen, so it runs once per image (and view), into the cache.
+        stage.name = "the head phase (features of the frozen backbone, then the head)"
+        val_features, head_score, chosen_c, audit_result = None, None, None, None
+        if plan.head_phase is not None:
+            model.freeze_backbone()
+            say(_param_summary(model, "head phase"))
             tick = time.perf_counter()
-            audit_result = _audit_data(splits, features, plain_train=train_views[0] if views == [None] else None,
-                                       val_features=val_features, seed=seed, run_dir=run_dir)
-            say(f"Data audit: {audit_result.findings} findings (see {run_dir / 'audit.json'})")
-            timings["audit_s"] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        if plan.head_phase == "logreg":
-            from ..heads.logistic import fit_logistic_head
+            augment = config.augment.to_augment()
 
-            chosen_c = fit_logistic_head(model.head, train_views[0], C=config.strategy.logreg_c, seed=seed)
-            say(f"Logistic regression: C = {chosen_c:g}"
-                + (" (5-fold cross-validation on train)" if config.strategy.logreg_c is None else ""))
-        else:
-            from .callbacks import EpochSetter
-            from .datasets import FeatureViews, feature_loader
+            def features(samples, split: str, view: int | None = None) -> FeatureSet:
+                return backbone_features(net, samples, split=split, runtime=runtime, cache=cache, view=view,
+                                         augment=augment, seed=seed)
+
+            views = plan.head_views(config.augment)  # [None]: the plain view only
+            train_views = [features(splits.train, "train", view) for view in views]
+            val_features = features(splits.val, "val")
+            timings["features_s"] = time.perf_counter() - tick
+            if config.output.audit:  # now, while the backbone is pretrained and frozen: its plain-view features are the audit's
+                tick = time.perf_counter()
+                audit_result = _audit_data(splits, features, plain_train=train_views[0] if views == [None] else None,
+                                           val_features=val_features, seed=seed, run_dir=run_dir)
+                say(f"Data audit: {audit_result.findings} findings (see {run_dir / 'audit.json'})")
+                timings["audit_s"] = time.perf_counter() - tick
+            tick = time.perf_counter()
+            if plan.head_phase == "logreg":
+                from ..heads.logistic import fit_logistic_head
+
+                chosen_c = fit_logistic_head(model.head, train_views[0], C=config.strategy.logreg_c, seed=seed)
+                say(f"Logistic regression: C = {chosen_c:g}"
+                    + (" (5-fold cross-validation on train)" if config.strategy.logreg_c is None else ""))
+            else:
+                from .callbacks import EpochSetter
+                from .datasets import FeatureViews, feature_loader
+                from .fit import fit
+
+                train_set = FeatureViews(train_views)
+                result = fit(
+                    model.head,
+                    feature_loader(train_set, batch_size=runtime.batch_size, shuffle=True, seed=seed),
+                    feature_loader(FeatureViews([val_features]), batch_size=256, shuffle=False),
+                    param_groups=[{"params": list(model.head.parameters()), "lr": optim.lr}],
+                    phase="head", epochs=optim.head_epochs, extra_callbacks=[EpochSetter(train_set)],
+                    runtime=runtime.but(devices=1, num_nodes=1),  # milliseconds an epoch: one process
+                    **training,
+                )
+                history += [EpochRow(**row) for row in result.history]
+            timings["head_s"] = time.perf_counter() - tick
+            head_evaluation, _ = _evaluate(model, splits, "val", val_features, runtime=runtime)
+            head_score = head_evaluation.accuracy
+
+        # 3. Image phase: train the stages the strategy names (and the head) on images.
+        stage.name = "the image phase"
+        if trainable is not None:
+            from .datasets import image_loader
             from .fit import fit
 
-            train_set = FeatureViews(train_views)
+            model.freeze_backbone(trainable)
+            say(_param_summary(model, "image phase"))
+            names = set(trainable)
+            backbone_params = [p for n, p in net.named_parameters() if n in names]
+            groups = [{"params": list(model.head.parameters()), "lr": optim.lr}]
+            if backbone_params:
+                groups.append({"params": backbone_params, "lr": optim.lr * plan.backbone_lr_ratio(optim)})
+            tick = time.perf_counter()
+            # uint8 pixels: the backbone normalises whole batches (a quarter of the bytes between processes)
+            augment = config.augment.to_augment() if plan.augment_images else None
+            train_images = ImageDataset(splits.train, train_transform(net.data_config, augment, pixels=True))
+            val_images = ImageDataset(splits.val, eval_transform(net.data_config, pixels=True))
             result = fit(
-                model.head,
-                feature_loader(train_set, batch_size=runtime.batch_size, shuffle=True, seed=seed),
-                feature_loader(FeatureViews([val_features]), batch_size=256, shuffle=False),
-                param_groups=[{"params": list(model.head.parameters()), "lr": optim.lr}],
-                phase="head", epochs=optim.head_epochs, extra_callbacks=[EpochSetter(train_set)],
-                runtime=runtime.but(devices=1, num_nodes=1),  # milliseconds an epoch: one process
+                model,
+                image_loader(train_images, batch_size=runtime.batch_size, shuffle=True, workers=runtime.workers),
+                image_loader(val_images, batch_size=runtime.batch_size * 2, shuffle=False, workers=runtime.workers),
+                param_groups=groups, phase="images", epochs=optim.epochs, runtime=runtime,
+                initial_score=head_score,  # image epochs must beat the head phase to be kept
                 **training,
             )
             history += [EpochRow(**row) for row in result.history]
-        timings["head_s"] = time.perf_counter() - tick
-        head_evaluation, _ = _evaluate(model, splits, "val", val_features, runtime=runtime)
-        head_score = head_evaluation.accuracy
+            timings["images_s"] = time.perf_counter() - tick
+            val_features = None  # the backbone changed: its cached features no longer apply
+        model.eval()
 
-    # 3. Image phase: train the stages the strategy names (and the head) on images.
-    if trainable is not None:
-        from .datasets import image_loader
-        from .fit import fit
+        # bf16 speeds inference up only on some hardware, and must not change the answers: keep it only
+        # where the model's top-1 on val agrees with fp32 at least 99% of the time.
+        agreement, inference = None, runtime
+        if runtime.precision == "bf16":
+            agreement = _bf16_agreement(model, splits.val, val_features, cache=cache, runtime=runtime)
+            if agreement < BF16_MIN_AGREEMENT:
+                say(f"bf16 agrees with fp32 on only {agreement:.1%} of val predictions: evaluating and predicting in fp32.")
+                inference = runtime.but(precision="32")
 
-        model.freeze_backbone(trainable)
-        say(_param_summary(model, "image phase"))
-        names = set(trainable)
-        backbone_params = [p for n, p in net.named_parameters() if n in names]
-        groups = [{"params": list(model.head.parameters()), "lr": optim.lr}]
-        if backbone_params:
-            groups.append({"params": backbone_params, "lr": optim.lr * plan.backbone_lr_ratio(optim)})
-        tick = time.perf_counter()
-        # uint8 pixels: the backbone normalises whole batches (a quarter of the bytes between processes)
-        augment = config.augment.to_augment() if plan.augment_images else None
-        train_images = ImageDataset(splits.train, train_transform(net.data_config, augment, pixels=True))
-        val_images = ImageDataset(splits.val, eval_transform(net.data_config, pixels=True))
-        result = fit(
-            model,
-            image_loader(train_images, batch_size=runtime.batch_size, shuffle=True, workers=runtime.workers),
-            image_loader(val_images, batch_size=runtime.batch_size * 2, shuffle=False, workers=runtime.workers),
-            param_groups=groups, phase="images", epochs=optim.epochs, runtime=runtime,
-            initial_score=head_score,  # image epochs must beat the head phase to be kept
-            **training,
+        # 4. Evaluate and save.
+        stage.name = "the evaluation"
+        val_evaluation, val_logits = _evaluate(model, splits, "val", val_features, runtime=inference)
+        evaluations = {"val": val_evaluation}
+        if splits.test:
+            test_features = None if trainable is not None else backbone_features(
+                net, splits.test, split="test", runtime=inference, cache=cache)
+            evaluations["test"], _ = _evaluate(model, splits, "test", test_features, runtime=inference)
+        timings["total_s"] = time.perf_counter() - started
+        counts = model.param_counts()
+        metrics = RunMetrics(
+            evaluations=evaluations, history=history, timings=timings, bf16_agreement=agreement, logreg_c=chosen_c,
+            params=ParamCounts(total=counts.total, trainable=counts.trainable, frozen=counts.frozen,
+                               trained=_trained_params(model, trainable)),
         )
-        history += [EpochRow(**row) for row in result.history]
-        timings["images_s"] = time.perf_counter() - tick
-        val_features = None  # the backbone changed: its cached features no longer apply
-    model.eval()
+        record = RunRecord(
+            backbone=config.strategy.backbone,
+            weights=net.weights_source,
+            cut=net.cut,
+            data_config=net.data_config,
+            classes=splits.classes,
+            strategy=plan.name,
+            # as run: auto's choices, the chosen C and the input size filled in, so --config replays it
+            config=config.replace(img_size=net.data_config.image_size, logreg_c=chosen_c or config.strategy.logreg_c),
+            advice=advice.to_dict() if advice is not None else None,
+            inference_precision="auto" if inference.precision == "bf16" else "32",
+            accuracy=metrics.accuracies(),
+            data=DataSummary(source=str(splits.source), counts={s: len(getattr(splits, s)) for s in ("train", "val", "test")}),
+            versions=library_versions(),
+        )
+        save_model(model, record, run_dir)
+        stage.saved = True
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the best epoch is now model.safetensors
 
-    # bf16 speeds inference up only on some hardware, and must not change the answers: keep it only
-    # where the model's top-1 on val agrees with fp32 at least 99% of the time.
-    agreement, inference = None, runtime
-    if runtime.precision == "bf16":
-        agreement = _bf16_agreement(model, splits.val, val_features, cache=cache, runtime=runtime)
-        if agreement < BF16_MIN_AGREEMENT:
-            say(f"bf16 agrees with fp32 on only {agreement:.1%} of val predictions: evaluating and predicting in fp32.")
-            inference = runtime.but(precision="32")
+        # 5. Report: what was learnt, where it fails (the most confident mistakes, with where the model
+        # looked), and what the audit found in the data. Its cost goes into metrics.json, written last.
+        stage.name, stage.saved = "the report", True
+        if config.output.report:
+            from ..report import confident_mistakes, write_report
 
-    # 4. Evaluate and save.
-    val_evaluation, val_logits = _evaluate(model, splits, "val", val_features, runtime=inference)
-    evaluations = {"val": val_evaluation}
-    if splits.test:
-        test_features = None if trainable is not None else backbone_features(
-            net, splits.test, split="test", runtime=inference, cache=cache)
-        evaluations["test"], _ = _evaluate(model, splits, "test", test_features, runtime=inference)
-    timings["total_s"] = time.perf_counter() - started
-    counts = model.param_counts()
-    metrics = RunMetrics(
-        evaluations=evaluations, history=history, timings=timings, bf16_agreement=agreement, logreg_c=chosen_c,
-        params=ParamCounts(total=counts.total, trainable=counts.trainable, frozen=counts.frozen,
-                           trained=_trained_params(model, trainable)),
-    )
-    record = RunRecord(
-        backbone=config.strategy.backbone,
-        weights=net.weights_source,
-        cut=net.cut,
-        data_config=net.data_config,
-        classes=splits.classes,
-        strategy=plan.name,
-        # as run: auto's choices, the chosen C and the input size filled in, so --config replays it
-        config=config.replace(img_size=net.data_config.image_size, logreg_c=chosen_c or config.strategy.logreg_c),
-        advice=advice.to_dict() if advice is not None else None,
-        inference_precision="auto" if inference.precision == "bf16" else "32",
-        accuracy=metrics.accuracies(),
-        data=DataSummary(source=str(splits.source), counts={s: len(getattr(splits, s)) for s in ("train", "val", "test")}),
-        versions=library_versions(),
-    )
-    save_model(model, record, run_dir)
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the best epoch is now model.safetensors
-
-    # 5. Report: what was learnt, where it fails (the most confident mistakes, with where the model
-    # looked), and what the audit found in the data. Its cost goes into metrics.json, written last.
-    if config.output.report:
-        from ..report import confident_mistakes, write_report
-
-        tick = time.perf_counter()
-        mistakes = confident_mistakes(model, splits.val, val_logits, classes=splits.classes)
-        html_path, _ = write_report(run_dir, record=record, metrics=metrics, strategy=plan, mistakes=mistakes,
-                                    audit=audit_result)
-        timings["report_s"] = time.perf_counter() - tick
-        say(f"Report: {html_path} (and report.md)")
-    write_json_atomic(run_dir / "metrics.json", metrics.to_dict())
-    classifier = Classifier(model, splits.classes, record)
-    return RunResult(run_dir=run_dir, classifier=classifier, record=record, metrics=metrics)
+            tick = time.perf_counter()
+            mistakes = confident_mistakes(model, splits.val, val_logits, classes=splits.classes)
+            try:
+                html_path, _ = write_report(run_dir, record=record, metrics=metrics, strategy=plan, mistakes=mistakes,
+                                            audit=audit_result)
+                say(f"Report: {html_path} (and report.md)")
+            except OSError as error:  # the model is saved and complete: a missing report must not hide that
+                say(f"Warning: the report could not be written ({error.strerror or error}: {error.filename}); "
+                    f"the model in {run_dir} is saved and complete.")
+            timings["report_s"] = time.perf_counter() - tick
+        write_json_atomic(run_dir / "metrics.json", metrics.to_dict())
+        classifier = Classifier(model, splits.classes, record)
+        return RunResult(run_dir=run_dir, classifier=classifier, record=record, metrics=metrics)
 
 
 BF16_MIN_AGREEMENT = 0.99
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: what was being done, and where the run folder is."""
+
+    def __init__(self, run_dir: Path, stage: str, saved: bool):
+        super().__init__(stage)
+        self.run_dir, self.stage, self.saved = run_dir, stage, saved
+
+    def describe(self) -> str:
+        if self.saved:
+            return (f"Interrupted during {self.stage}: the model in {self.run_dir} is saved and complete "
+                    "(only the report or metrics.json may be missing).")
+        return (f"Interrupted during {self.stage}: no model was saved. The incomplete run folder {self.run_dir} can "
+                "be deleted; run the same command again to start over (cached features are kept and reused).")
+
+
+class _Stage:
+    """Names the part of the run in progress, so that Ctrl-C can say what it interrupted."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.name, self.saved = run_dir, "the set-up of the run", False
+
+    def __enter__(self) -> _Stage:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is not None and issubclass(kind, KeyboardInterrupt) and not isinstance(error, RunInterrupted):
+            raise RunInterrupted(self.run_dir, self.name, self.saved) from None
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,0 +1,160 @@
+"""Hostile input and interruptions: each test reproduces a defect the reliability review found.
+
+No traceback reaches a user, no state is left that breaks a later command, and no wrong answer is
+given silently. (Data discovery and the feature cache have their own files: test_data*, test_cache.)
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import graft
+from conftest import make_image
+from graft.errors import GraftError, ModelFileError, WeightsError
+from graft.io import RUN_MARKER, new_run_dir
+from graft.training.pipeline import RunInterrupted
+from test_cli import run_main
+
+FAST = dict(img_size=32, batch_size=16, head_epochs=2, epochs=1, views=1, workers=0, report=False, audit=False,
+            log=None, progress=False)
+
+
+@pytest.fixture(scope="module")
+def saved_run(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("saved")
+    return graft.train(tiny_dataset, strategy="linear-probe", out=out, name="lp", cache_dir=out, **FAST)
+
+
+def test_a_diverging_loss_stops_with_a_message_and_saves_nothing(tiny_dataset, tmp_path):
+    with pytest.raises(GraftError, match=r"Training diverged: the loss became (nan|inf).*lower --lr"):
+        graft.train(tiny_dataset, strategy="feature-extract", lr=1e30, out=tmp_path, name="nan", cache_dir=tmp_path,
+                    **{**FAST, "head_epochs": 3})
+    assert not (tmp_path / "nan" / "model.safetensors").exists()
+
+
+def test_out_that_is_a_file_fails_before_any_work(tiny_dataset, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    code, output = run_main(["train", tiny_dataset, "--out", blocker / "runs", "--strategy", "linear-probe"],
+                            capsys, monkeypatch)
+    assert code == 2 and "is a file, not a folder" in output and "Traceback" not in output
+    assert "Data:" not in output  # refused before the data was read
+
+
+def test_os_errors_are_one_message_naming_the_file(tiny_dataset, tmp_path, capsys, monkeypatch):
+    def refuse(out, name):
+        raise PermissionError(errno.EACCES, "Permission denied", str(Path(out) / name))
+
+    monkeypatch.setattr("graft.training.pipeline.new_run_dir", refuse)
+    code, output = run_main(["train", tiny_dataset, "--out", tmp_path, "--name", "x", "--strategy", "linear-probe",
+                             "--img-size", "32", "--workers", "0"], capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in output
+    assert f"{tmp_path / 'x'}: Permission denied. graft may not write there" in output
+
+
+def test_a_report_that_cannot_be_written_leaves_a_complete_model(tiny_dataset, tmp_path, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r" / "report.html"))
+
+    monkeypatch.setattr("graft.report.write_report", disk_full)
+    messages = []
+    run = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="r", cache_dir=tmp_path,
+                      **{**FAST, "report": True, "log": messages.append})
+    assert any("report could not be written" in m and "saved and complete" in m for m in messages)
+    assert graft.load(run.run_dir).classes == run.record.classes
+    assert json.loads((run.run_dir / "metrics.json").read_text())["val_accuracy"] == run.metrics.val_accuracy
+
+
+def test_an_edited_record_is_refused(saved_run, tmp_path):
+    """Swapping two class names used to mislabel every prediction silently: the checksum covers the record."""
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(saved_run.run_dir, copy)
+    record = json.loads((copy / "graft.json").read_text())
+    record["classes"][0], record["classes"][1] = record["classes"][1], record["classes"][0]
+    (copy / "graft.json").write_text(json.dumps(record))
+    with pytest.raises(ModelFileError, match="changed after graft saved it"):
+        graft.load(copy)
+
+
+def test_model_files_get_the_same_permissions(saved_run):
+    weights, record = saved_run.run_dir / "model.safetensors", saved_run.run_dir / "graft.json"
+    assert weights.stat().st_mode & 0o777 == record.stat().st_mode & 0o777
+
+
+def test_class_names_and_paths_are_never_markup(tmp_path, capsys, monkeypatch):
+    rows = ["path,label"]
+    for label, colour in (("[/]", (220, 30, 30)), ("[bold red]x", (30, 30, 220))):
+        for index in range(8):
+            path = make_image(tmp_path / "img" / f"{abs(hash(label)) % 1000}-{index}.png", color=colour, seed=index)
+            rows.append(f"{path},{label}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    code, output = run_main(["train", tmp_path / "labels.csv", "--strategy", "linear-probe", "--img-size", "32",
+                             "--workers", "0", "--no-audit", "--out", tmp_path / "runs"], capsys, monkeypatch)
+    assert code in (0, None), output
+    assert "[/]" in output and "[bold red]x" in output
+
+
+def test_two_runs_with_one_name_get_two_folders(tmp_path):
+    first, second = new_run_dir(tmp_path, "same"), new_run_dir(tmp_path, "same")
+    assert first != second and first.name == "same" and second.name == "same-2"
+    assert (first / RUN_MARKER).exists() and (second / RUN_MARKER).exists()
+
+
+def test_bad_unfreeze_fails_before_a_run_folder_is_made(tiny_dataset, tmp_path):
+    with pytest.raises(GraftError, match="--unfreeze 99"):
+        graft.train(tiny_dataset, strategy="partial", unfreeze=99, out=tmp_path / "runs", **FAST)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_predict_answers_the_good_images_and_names_the_bad_one(saved_run, tiny_dataset, tmp_path, capsys, monkeypatch):
+    good = sorted((tiny_dataset / "val" / "red").iterdir())[:2]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    code, output = run_main(["predict", saved_run.run_dir, good[0], broken, good[1]], capsys, monkeypatch)
+    assert code == 1 and "Traceback" not in output
+    assert str(good[0]) in output and str(good[1]) in output and "red" in output
+    assert f"not read: {broken}" in output
+
+
+def test_a_pickled_weights_file_is_refused_without_suggesting_unsafe_loading(tmp_path):
+    from graft.backbones import create_backbone
+
+    path = tmp_path / "whole-model.pth"
+    torch.save({"model": torch.nn.Linear(2, 2)}, path)  # a pickled module, not a state dict
+    with pytest.raises(WeightsError) as error:
+        create_backbone("tf_efficientnet_lite0", weights=str(path), img_size=32)
+    assert "never unpickles" in str(error.value) and "weights_only=False" not in str(error.value)
+
+
+def test_ctrl_c_in_the_image_phase_says_where_the_run_is(tiny_dataset, tmp_path, capsys, monkeypatch):
+    """Lightning turned Ctrl-C into a silent exit 1; graft says what it interrupted and exits 130."""
+    from graft.training.module import ClassifierModule
+
+    def interrupted(self, batch, batch_idx):
+        if batch[0].dim() == 4:  # images: the image phase, after a head phase that finished
+            raise KeyboardInterrupt
+        return self._step(batch, "train")
+
+    monkeypatch.setattr(ClassifierModule, "training_step", interrupted)
+    with pytest.raises(RunInterrupted) as caught:
+        graft.train(tiny_dataset, strategy="finetune", out=tmp_path, name="ft", cache_dir=tmp_path, **FAST)
+    assert caught.value.stage == "the image phase" and not caught.value.saved
+    assert caught.value.run_dir == tmp_path / "ft"
+    code, output = run_main(["train", tiny_dataset, "--strategy", "finetune", "--img-size", "32", "--epochs", "1",
+                             "--head-epochs", "1", "--views", "1", "--workers", "0", "--no-audit", "--no-report",
+                             "--out", tmp_path, "--name", "cli"], capsys, monkeypatch)
+    assert code == 130 and "Interrupted during the image phase: no model was saved" in output
+    assert str(tmp_path / "cli") in output and "Traceback" not in output
+
+
+def test_no_temporary_files_are_left_behind(saved_run):
+    leftovers = [p for p in saved_run.run_dir.rglob("*") if ".tmp" in p.name]
+    assert not leftovers and os.listdir(saved_run.run_dir)
