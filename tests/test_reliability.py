@@ -151,10 +151,105 @@ def test_ctrl_c_in_the_image_phase_says_where_the_run_is(tiny_dataset, tmp_path,
     code, output = run_main(["train", tiny_dataset, "--strategy", "finetune", "--img-size", "32", "--epochs", "1",
                              "--head-epochs", "1", "--views", "1", "--workers", "0", "--no-audit", "--no-report",
                              "--out", tmp_path, "--name", "cli"], capsys, monkeypatch)
-    assert code == 130 and "Interrupted during the image phase: no model was saved" in output
+    assert code == 130 and "Interrupted during the image phase: no model was saved yet" in output and "graft train --resume" in output
     assert str(tmp_path / "cli") in output and "Traceback" not in output
 
 
 def test_no_temporary_files_are_left_behind(saved_run):
     leftovers = [p for p in saved_run.run_dir.rglob("*") if ".tmp" in p.name]
     assert not leftovers and os.listdir(saved_run.run_dir)
+
+
+# Resume ---------------------------------------------------------------------------------------------------
+
+RESUMABLE = dict(strategy="finetune", img_size=32, batch_size=8, head_epochs=2, epochs=3, views=1, workers=0,
+                 precision="32", report=False, audit=False, log=None, progress=False)
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+def _same_run(a, b) -> None:
+    """Bitwise the same weights, and the same metrics and history but for the clock."""
+    wa, wb = _weights(a.run_dir), _weights(b.run_dir)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a.metrics.evaluations == b.metrics.evaluations
+    strip = lambda rows: [{**row.__dict__, "epoch_time_s": None} for row in rows]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    return graft.train(tiny_dataset, out=out, name="whole", cache_dir=out / "cache", **RESUMABLE)
+
+
+@pytest.mark.parametrize("stop_at", [(0, 0), (1, 0), (2, 3)])  # (image epoch, batch) where Ctrl-C lands
+def test_an_interrupted_image_phase_resumes_to_the_same_weights(uninterrupted, tiny_dataset, tmp_path, monkeypatch,
+                                                                stop_at):
+    from graft.training.module import ClassifierModule
+    from graft.training.pipeline import resume_run
+
+    step = ClassifierModule.training_step
+
+    def interrupt(self, batch, batch_idx):
+        if batch[0].dim() == 4 and (self.current_epoch, batch_idx) == stop_at:
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassifierModule, "training_step", interrupt)
+    with pytest.raises(RunInterrupted) as caught:
+        graft.train(tiny_dataset, out=tmp_path, name="cut", cache_dir=tmp_path / "cache", **RESUMABLE)
+    epochs_run = set()
+
+    def count(self, batch, batch_idx):
+        if batch[0].dim() == 4:
+            epochs_run.add(self.current_epoch)
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassifierModule, "training_step", count)
+    resumed = resume_run(caught.value.run_dir, log=None, progress=False)
+    assert resumed.run_dir == tmp_path / "cut"
+    assert epochs_run == set(range(stop_at[0], 3))  # the epochs already done are not run again
+    _same_run(uninterrupted, resumed)
+
+
+def test_resume_refuses_a_finished_run_and_a_folder_that_is_no_run(uninterrupted, tmp_path):
+    from graft.training.pipeline import resume_run
+
+    with pytest.raises(GraftError, match="this run finished"):
+        resume_run(uninterrupted.run_dir)
+    with pytest.raises(GraftError, match="not a run folder graft can resume"):
+        resume_run(tmp_path)
+
+
+@pytest.mark.slow
+def test_kill_9_in_the_image_phase_then_resume_gives_the_same_model(uninterrupted, tiny_dataset, tmp_path):
+    """A real crash: the process is killed (SIGKILL) once an image epoch is saved, then resumed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "GRAFT_CACHE": str(tmp_path / "cache")}
+    args = [sys.executable, "-c", "from graft.cli.main import main; main()", "train", str(tiny_dataset),
+            "--strategy", "finetune", "--img-size", "32", "--batch-size", "8", "--head-epochs", "2", "--epochs", "3",
+            "--views", "1", "--workers", "0", "--precision", "32", "--no-report", "--no-audit",
+            "--out", str(tmp_path), "--name", "killed"]
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoints" / "images-resume.pt"
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert checkpoint.exists(), "the run ended or stalled before its first image epoch was saved"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    result = subprocess.run([sys.executable, "-c", "from graft.cli.main import main; main()", "train", "--resume",
+                             str(tmp_path / "killed")], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    wa, wb = _weights(uninterrupted.run_dir), _weights(tmp_path / "killed")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

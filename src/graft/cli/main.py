@@ -80,12 +80,15 @@ def describe_os_error(error: OSError) -> str:
     return f"{where}{what}. {hints.get(error.errno or 0, 'Check the path and try again.')}"
 
 
-def _train_and_report(data, config, *, json_out: bool = False) -> None:
-    from ..training.pipeline import train
+def _train_and_report(data, config, *, json_out: bool = False, resume: Path | None = None) -> None:
+    from ..training.pipeline import resume_run, train
 
     log = None if json_out else say
     with interrupts_explained():
-        result = train(data, config, log=log, progress=not json_out)
+        if resume is not None:
+            result = resume_run(resume, log=log, progress=not json_out)
+        else:
+            result = train(data, config, log=log, progress=not json_out)
     if json_out:
         print(json.dumps(result.metrics.to_dict(), indent=2))
         return
@@ -108,12 +111,20 @@ def train(
     ctx: typer.Context,
     data: Annotated[Optional[Path], typer.Argument(help="Folder with train/ and val/ (and optional test/) class folders, a folder of class folders, or a CSV of path,label. With --config, the run's own data by default.", show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="Replay a run: its graft.json (or a JSON of config groups); options given here override it.")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Go on with an interrupted run, in its folder, from its last completed epoch: same data, same options, same result.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     **options,
 ) -> None:
     """Train a classifier on DATA by transfer learning and save it in a run folder."""
     from ..config import TrainConfig
 
+    if resume is not None:
+        typed = explicit_options(ctx, options)
+        if data is not None or config is not None or typed:
+            raise GraftError("--resume RUN goes on with that run exactly as it started: give no DATA, --config or "
+                             f"other options with it (given: {', '.join(['DATA'] * (data is not None) + ['--config'] * (config is not None) + [f'--{k}' for k in typed])}).")
+        _train_and_report(None, None, json_out=json_out, resume=resume)
+        return
     if config is not None:
         from ..record import read_config
 

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .callbacks import BestWeights, EpochProgress, History
+from .callbacks import BestWeights, EpochProgress, History, ResumePoint
 from .module import ClassifierModule
 
 if TYPE_CHECKING:
@@ -51,12 +51,16 @@ def fit(
     plateau_patience: int = 2,
     extra_callbacks: list[L.Callback] | None = None,
     initial_score: float | None = None,
+    resumable: bool = False,
+    resume: bool = False,
 ) -> FitResult:
     """Train `net` for up to `epochs` with early stopping; leave it holding its best epoch's weights.
 
     With `initial_score` (the val accuracy `net` has now), an epoch must beat it to be kept: a fit
     that only makes things worse returns `net` as it came. Devices, nodes, precision and progress
-    come from `runtime` (the loaders already hold its batch size and workers).
+    come from `runtime` (the loaders already hold its batch size and workers). With `resumable`,
+    every epoch boundary is saved in run_dir/checkpoints/PHASE-resume.pt; with `resume` too, a fit
+    that finds it there goes on from it (ResumePoint).
     """
     quiet_lightning()
     module = ClassifierModule(
@@ -79,7 +83,8 @@ def fit(
         num_nodes=runtime.num_nodes,
         strategy=_strategy(runtime.devices, runtime.num_nodes),
         precision=runtime.lightning_precision,
-        callbacks=[best, history, early, LearningRateMonitor("epoch"), *progress, *(extra_callbacks or [])],
+        callbacks=[best, history, early, LearningRateMonitor("epoch"), *progress, *(extra_callbacks or []),
+                   *([ResumePoint(run_dir / "checkpoints" / f"{phase}-resume.pt", resume=resume)] if resumable else [])],
         logger=[CSVLogger(logs, name=phase, version=""), TensorBoardLogger(logs, name=phase, version="")],
         enable_checkpointing=False,  # BestWeights keeps the best epoch, as safetensors
         enable_progress_bar=False,  # EpochProgress: epochs from 1, and lines rather than bars in a log file

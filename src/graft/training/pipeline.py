@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
 import shutil
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from ..config import AUTO, TrainConfig
 from ..data.dataset import ImageDataset
 from ..data.discover import DataSplits, find_data, write_skipped_report
 from ..data.transforms import eval_transform, train_transform
+from ..errors import GraftError
 from ..evaluation import Evaluation, evaluate_predictions
 from ..export import save_model
 from ..features import FeatureCache, FeatureSet, backbone_features
@@ -66,6 +68,7 @@ def train(
     *,
     log: Callable[[str], None] | None = print,
     progress: bool = True,
+    resume: str | Path | None = None,
     **options,
 ) -> RunResult:
     """Train a classifier on `data` by transfer learning.
@@ -75,6 +78,8 @@ def train(
     `train("photos/", TrainConfig().replace(strategy="partial"), epochs=3)` are the same run.
     `epochs` counts image-phase epochs, `head_epochs` epochs of the head on cached features.
     `log` receives progress sentences (None: silent); `progress` shows bars or per-epoch lines.
+    `resume`: the folder of an interrupted run (use `resume_run`, which reads its data and config):
+    the run goes on in that folder and ends with the same model as a run never interrupted.
     """
     config = (config or TrainConfig()).replace(**options)
     say = log or (lambda message: None)
@@ -101,7 +106,13 @@ def train(
     plan.check(config)
     net, model = _build_model(config, plan, classes=len(splits.classes))
     trainable = plan.trainable(net, config.strategy) if plan.image_phase else None  # a bad --unfreeze fails here
-    run_dir = new_run_dir(config.output.out, config.output.name or f"{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if resume is None:
+        run_dir = new_run_dir(config.output.out, config.output.name or f"{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        # What `graft train --resume` needs to run the same thing again: the data and the config as run.
+        write_json_atomic(run_dir / RESUME_FILE, {"data": str(Path(data).resolve()), "config": config.to_dict()})
+    else:
+        run_dir = Path(resume)
+        say(f"Resuming {run_dir}: cached features and the last completed epoch are reused.")
     if splits.skipped:
         write_skipped_report(splits.skipped, run_dir / "skipped.json")
         say(f"Skipped {len(splits.skipped)} unreadable or non-image files: see {run_dir / 'skipped.json'}")
@@ -152,6 +163,9 @@ def train(
                 from .datasets import FeatureViews, feature_loader
                 from .fit import fit
 
+                # Each phase draws from its own seed: the same whatever ran before it (a cold run or one
+                # whose features came from the cache), which is what makes a resumed run the same run.
+                _seed_everything(seed)
                 train_set = FeatureViews(train_views)
                 result = fit(
                     model.head,
@@ -181,6 +195,7 @@ def train(
             if backbone_params:
                 groups.append({"params": backbone_params, "lr": optim.lr * plan.backbone_lr_ratio(optim)})
             tick = time.perf_counter()
+            _seed_everything(seed + 1)  # see the head phase
             # uint8 pixels: the backbone normalises whole batches (a quarter of the bytes between processes)
             augment = config.augment.to_augment() if plan.augment_images else None
             train_images = ImageDataset(splits.train, train_transform(net.data_config, augment, pixels=True))
@@ -191,6 +206,7 @@ def train(
                 image_loader(val_images, batch_size=runtime.batch_size * 2, shuffle=False, workers=runtime.workers),
                 param_groups=groups, phase="images", epochs=optim.epochs, runtime=runtime,
                 initial_score=head_score,  # image epochs must beat the head phase to be kept
+                resumable=True, resume=resume is not None,  # minutes an epoch: every epoch is a resume point
                 **training,
             )
             history += [EpochRow(**row) for row in result.history]
@@ -263,6 +279,22 @@ def train(
 
 
 BF16_MIN_AGREEMENT = 0.99
+RESUME_FILE = "run.json"  # in every run folder, from its start: the data and the config, for --resume
+
+
+def resume_run(run_dir: str | Path, *, log: Callable[[str], None] | None = print, progress: bool = True) -> RunResult:
+    """Go on with an interrupted run in its own folder: the same data, the same config, the same end."""
+    from ..record import read_json
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RESUME_FILE).exists():
+        raise GraftError(f"{run_dir}: not a run folder graft can resume (no {RESUME_FILE}); give the folder "
+                         "an interrupted `graft train` made, e.g. runs/finetune-20261130-101500.")
+    if (run_dir / "metrics.json").exists():
+        raise GraftError(f"{run_dir}: this run finished; there is nothing to resume. Use it: graft predict {run_dir} IMAGE...")
+    saved = read_json(run_dir / RESUME_FILE)
+    config = TrainConfig.from_dict(saved["config"], source=str(run_dir / RESUME_FILE))
+    return train(saved["data"], config, log=log, progress=progress, resume=run_dir)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -276,8 +308,8 @@ class RunInterrupted(KeyboardInterrupt):
         if self.saved:
             return (f"Interrupted during {self.stage}: the model in {self.run_dir} is saved and complete "
                     "(only the report or metrics.json may be missing).")
-        return (f"Interrupted during {self.stage}: no model was saved. The incomplete run folder {self.run_dir} can "
-                "be deleted; run the same command again to start over (cached features are kept and reused).")
+        return (f"Interrupted during {self.stage}: no model was saved yet. Go on from the last completed epoch with: "
+                f"graft train --resume {shlex.quote(str(self.run_dir))}")
 
 
 class _Stage:
