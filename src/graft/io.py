@@ -30,7 +30,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield temporary
         if temporary.exists():  # the mode a new file gets, whichever library wrote it (safetensors: 0600)
             os.chmod(temporary, 0o666 & ~_umask())
-        _fsync(temporary)
+        fsync_path(temporary)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -128,7 +128,8 @@ def _finite(value):
     return value
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's bytes, or a folder's entries (a rename in it), to disk, where the system can."""
     try:
         descriptor = os.open(path, os.O_RDONLY)
     except OSError:

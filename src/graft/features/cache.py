@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GraftError
-from ..io import atomic_path
+from ..io import atomic_path, fsync_path
 
 FEATURES_FILE = "features.npy"
 LABELS_FILE = "labels.npy"
@@ -289,7 +289,7 @@ class FeatureCache:
                 if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
             else:
-                _fsync_folder(self.root)
+                fsync_path(self.root)
                 return _open_entry(target, checksum=False)
             try:
                 theirs = _open_entry(target, checksum=False)
@@ -396,7 +396,7 @@ def _write_entry(folder: Path, key: str | None, *, count: int, dim: int, labels:
         features.flush()
         crc = _crc32(features)
         del features
-        _fsync_file(folder / FEATURES_FILE)
+        fsync_path(folder / FEATURES_FILE)
         _save_synced(folder / LABELS_FILE, lambda handle: np.save(handle, labels))
         meta = {"key": key, "count": count, "dim": dim, "dtype": FEATURES_DTYPE.name, "features_crc32": crc,
                 "created": time.time(), **describe}
@@ -404,7 +404,7 @@ def _write_entry(folder: Path, key: str | None, *, count: int, dim: int, labels:
             del meta["key"]
         text = json.dumps(meta, indent=1, default=str).encode()
         _save_synced(folder / META_FILE, lambda handle: handle.write(text))  # last: it marks the entry complete
-        _fsync_folder(folder)
+        fsync_path(folder)
     except OSError as error:
         if error.errno in _DISK_FULL:
             raise _disk_full(cache_root, _entry_bytes(count, dim), error, hint=hint) from error
@@ -447,28 +447,6 @@ def _save_synced(path: Path, write: Callable) -> None:
         write(handle)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _fsync_file(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename or new file in `folder` durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def _build_in_temporary(key: str, *, count: int, dim: int, labels: np.ndarray, describe: dict,
