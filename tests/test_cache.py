@@ -127,8 +127,8 @@ KEY, OTHER = "a" * 24, "b" * 24
 
 def _entry(cache, key=KEY, *, count=5, dim=4, value=1.0):
     """A small entry made without a backbone: every feature `value`, labels 0, 1, 0, ..."""
-    def fill(out):
-        out[:] = value
+    def fill(out, start, written):
+        out[start:] = value
 
     return cache.build(key, count=count, dim=dim, labels=np.arange(count) % 2,
                        describe={"backbone": "test", "split": "val", "view": "plain"}, fill=fill)
@@ -184,7 +184,7 @@ def test_space_is_reserved_before_the_features_are_written(tmp_path):
     cache = FeatureCache(tmp_path / "cache")
     seen = []
 
-    def fill(out):
+    def fill(out, start, written):
         seen.append(os.stat(out.filename).st_blocks * 512)  # allocated, not a sparse promise
         out[:] = 1
 
@@ -413,3 +413,134 @@ def test_an_unwritable_cache_still_gives_features_with_one_warning(setup, tmp_pa
 
     store_derived(first, "fit", {"C": 1}, {"w": np.ones(3)})  # nowhere to keep it: quietly not kept
     assert load_derived(first, "fit", {"C": 1}) is None
+
+
+# 5. An interrupted extraction goes on from the batches it completed, bitwise the same features.
+
+BATCHES_OF_8 = QUIET.but(batch_size=8)  # 36 training images: an interruption at image 16 keeps 2 batches
+
+
+@pytest.fixture()
+def reads(monkeypatch):
+    """The indexes of the images read, in order; reading image `stop_at`, when set, is a Ctrl-C.
+    Progress is recorded after every batch (not at most once a second), so the test is exact."""
+    from graft.features import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "PROGRESS_EVERY_S", 0.0)
+    log = ReadLog()
+    real = extract_module.ViewDataset.__getitem__
+
+    def getitem(self, index):
+        if index == log.stop_at:
+            log.stop_at = None
+            raise KeyboardInterrupt
+        log.append(index)
+        return real(self, index)
+
+    monkeypatch.setattr(extract_module.ViewDataset, "__getitem__", getitem)
+    return log
+
+
+class ReadLog(list):
+    stop_at: int | None = None
+
+
+def _interrupted(setup, reads, *, at=16):
+    """Extract the training split, interrupted when image `at` is read; its partial build."""
+    backbone, splits, cache = setup
+    reads.stop_at = at
+    with pytest.raises(KeyboardInterrupt):
+        backbone_features(backbone, splits.train, split="train", cache=cache, runtime=BATCHES_OF_8)
+    (partial,) = cache.partials()
+    reads.clear()
+    return partial
+
+
+def _uninterrupted(setup, tmp_path):
+    backbone, splits, _ = setup
+    fresh = FeatureCache(tmp_path / "fresh")
+    return np.asarray(backbone_features(backbone, splits.train, split="train", cache=fresh,
+                                        runtime=BATCHES_OF_8).features)
+
+
+def _set_owner(partial, pid):
+    import socket
+
+    (partial.path / "owner.json").write_text(json.dumps({"pid": pid, "host": socket.gethostname(),
+                                                          "started": time.time()}))
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill -9"])
+def test_an_interrupted_extraction_goes_on_from_the_batches_it_completed(setup, reads, tmp_path, how):
+    backbone, splits, cache = setup
+    partial = _interrupted(setup, reads)
+    assert partial.name == f".partial-{partial.key}" and partial.abandoned  # found by its key; free to take
+    assert json.loads((partial.path / "progress.json").read_text())["rows"] == 16
+    if how == "ctrl-c":
+        assert partial.released and "interrupted" in partial.state  # this process gave it up
+    else:
+        _set_owner(partial, _dead_pid())  # a killed process: no chance to say so
+    resumed = backbone_features(backbone, splits.train, split="train", cache=cache, runtime=BATCHES_OF_8)
+    assert reads == list(range(16, len(splits.train)))  # only the rows not done, in order
+    assert _partials(cache) == [] and [e.key for e in cache.entries()] == [resumed.meta["key"]]
+    assert not {"owner.json", "progress.json"} & {path.name for path in resumed.path.iterdir()}
+    assert np.array_equal(np.asarray(resumed.features), _uninterrupted(setup, tmp_path))
+    assert cache.verify() == []  # its checksum covers the rows of both processes
+
+
+@pytest.mark.parametrize("owner", ["running", "holds the lock"])
+def test_a_partial_build_another_process_is_writing_is_left_alone(setup, reads, tmp_path, owner):
+    import fcntl
+
+    backbone, splits, cache = setup
+    partial = _interrupted(setup, reads)
+    lock = os.open(partial.path, os.O_RDONLY)
+    if owner == "running":
+        _set_owner(partial, os.getpid())  # this process: alive
+    else:
+        _set_owner(partial, _dead_pid())  # its pid says gone, but it is taking the folder over now
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        before = {path.name: path.read_bytes() for path in partial.path.iterdir()}
+        features = backbone_features(backbone, splits.train, split="train", cache=cache, runtime=BATCHES_OF_8)
+        assert reads == list(range(len(splits.train)))  # all of it, in a folder of its own
+        assert {path.name: path.read_bytes() for path in partial.path.iterdir()} == before  # theirs untouched
+        assert _partials(cache) == [partial.name] and len(cache.entries()) == 1
+        assert np.array_equal(np.asarray(features.features), _uninterrupted(setup, tmp_path))
+        assert [kept.name for kept in cache.remove().kept] == [partial.name]  # `cache rm` leaves it too
+    finally:
+        os.close(lock)
+
+
+def _short(path):
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+
+
+def _more_rows(path):
+    path.write_text(json.dumps({**json.loads(path.read_text()), "rows": 999}))
+
+
+def _other_shape(path):
+    path.unlink()
+    np.save(path, np.zeros((36, 7), dtype=np.float16))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda folder: _short(folder / "features.npy"),
+    lambda folder: _other_shape(folder / "features.npy"),
+    lambda folder: (folder / "features.npy").write_bytes(b"not a numpy file"),
+    lambda folder: (folder / "features.npy").unlink(),
+    lambda folder: _more_rows(folder / "progress.json"),
+    lambda folder: (folder / "progress.json").write_text("{"),
+], ids=["short", "other shape", "not npy", "no features", "rows beyond the end", "bad progress"])
+def test_a_partial_build_that_does_not_match_is_started_over(setup, reads, tmp_path, damage):
+    backbone, splits, cache = setup
+    partial = _interrupted(setup, reads)
+    damage(partial.path)
+    (partial.path / "labels.npy").write_bytes(b"left by a build that died before its rename")
+    features = backbone_features(backbone, splits.train, split="train", cache=cache, runtime=BATCHES_OF_8)
+    assert reads == list(range(len(splits.train)))
+    assert _partials(cache) == [] and len(cache.entries()) == 1
+    assert np.array_equal(np.asarray(features.features), _uninterrupted(setup, tmp_path))
+

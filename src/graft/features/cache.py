@@ -5,10 +5,19 @@ its weights, the preprocessing, the cut stage, the augmentation and view index, 
 with sizes and modification times. Features are float16 in a memory-mapped .npy, written in
 batches as they are computed, so a set larger than RAM streams through.
 
-An entry is built in a temporary folder (`.partial-KEY-*`, holding the builder's pid in
-owner.json) and renamed into place only when complete, so an interrupted extraction is never
-mistaken for a finished one. The space for the features is reserved before the memory map is
+An entry is built in a partial folder (`.partial-KEY`, holding the builder's pid, host and start
+time in owner.json) and renamed into place only when complete, so an interrupted extraction is
+never mistaken for a finished one. The space for the features is reserved before the memory map is
 written: a full disk is an error message up front, never a crash (SIGBUS) halfway through.
+
+An interrupted extraction resumes: as batches are written, the builder makes the rows durable
+(flush, fsync) and only then records their number in progress.json (atomically, at most every
+PROGRESS_EVERY_S). The next build of the same key takes over a partial folder whose builder is
+gone (its process ended on this host, it gave the folder up after an error, or it wrote nothing for
+STALE_AFTER_S) and nobody holds locked (the builder holds an flock on the folder), checks its
+features file, and computes only the rows from the recorded count on; a damaged file is started
+over. A partial folder another process is writing now is left alone: this build then uses a
+private one (`.partial-KEY-RANDOM`), as two concurrent runs of the same extraction always did.
 
 Every entry is checked when it is read (its files, their shapes and types against meta.json, and,
 for entries up to CHECKSUM_ON_READ_BYTES, a CRC-32 of the features); a damaged one is reported,
@@ -18,6 +27,7 @@ then built in a temporary folder, with one warning.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -36,18 +46,27 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GraftError
-from ..io import atomic_path, fsync_path
+from ..io import atomic_path, fsync_path, write_json_atomic
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; a partial build is then judged by its owner's pid alone
+    fcntl = None  # type: ignore[assignment]
 
 FEATURES_FILE = "features.npy"
 LABELS_FILE = "labels.npy"
 META_FILE = "meta.json"
 OWNER_FILE = "owner.json"  # in a partial build only: who is writing it
+PROGRESS_FILE = "progress.json"  # in a partial build only: how many rows are on disk for sure
 PARTIAL_PREFIX = ".partial-"
 FEATURES_DTYPE = np.dtype(np.float16)
 
 # A partial build nobody has written to for this long is abandoned, whoever owns it: extraction
 # writes rows every few seconds, so an hour without a write is a crashed or hung process.
 STALE_AFTER_S = 3600.0
+# Rows are made durable and recorded at most this often: a flush, two fsyncs and a rename cost a few
+# milliseconds, more than a batch takes on a fast GPU; a kill loses at most this much extraction.
+PROGRESS_EVERY_S = 1.0
 # The CRC-32 of the features is checked on every read up to this size: about 4 GB/s from the page
 # cache (measured: 60 ms for 256 MB on a 2-core machine, 0.15 s for SHA-256), more from a cold disk.
 # Larger entries get the structural checks on read; `graft cache verify` always checks the CRC.
@@ -56,6 +75,9 @@ CHECKSUM_ON_READ_BYTES = 64 * 2**20
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
 _warned_unwritable: set[str] = set()
+
+# What writes the features: fill(out, start, written), see FeatureCache.build.
+Fill = Callable[[np.ndarray, int, Callable[[int], None]], None]
 
 
 def default_cache_dir() -> Path:
@@ -108,6 +130,7 @@ class PartialBuild:
     last_write: float
     pid: int | None
     alive: bool | None  # whether the owning process still runs; None when unknown (another host, no owner.json)
+    released: bool = False  # its builder stopped (an error, Ctrl-C) and left it to be resumed
 
     @property
     def abandoned(self) -> bool:
@@ -115,6 +138,8 @@ class PartialBuild:
 
     @property
     def state(self) -> str:
+        if self.released:
+            return "interrupted (the next build of these features resumes it)"
         if self.alive is False:
             return f"abandoned (process {self.pid} is gone)"
         if self.abandoned:
@@ -178,15 +203,19 @@ class FeatureCache:
         dim: int,
         labels: np.ndarray,
         describe: dict,
-        fill: Callable[[np.ndarray], None],
+        fill: Fill,
     ) -> FeatureSet:
-        """Create an entry: `fill` writes rows into a float16 memmap of shape (count, dim).
+        """Create an entry: `fill(out, start, written)` writes rows into `out`, a float16 memmap of
+        shape (count, dim): rows `start` onwards (those before are on disk already), in order,
+        calling `written(rows)` whenever out[:rows] are written, so they are made durable and
+        recorded. An interrupted build keeps what was recorded, and the next build of `key` (in
+        this process or another) calls `fill` with that `start`.
 
         Where the cache folder cannot be written, the features are built in a temporary folder
         instead (one warning per folder and process) and not kept."""
         labels = np.asarray(labels, dtype=np.int64)
         try:
-            partial = self._claim(key)
+            partial, start, lock = self._claim(key, count=count, dim=dim)
         except OSError as error:
             if error.errno in _DISK_FULL:
                 raise _disk_full(self.root, _entry_bytes(count, dim), error) from error
@@ -194,14 +223,20 @@ class FeatureCache:
                 raise
             _warn_unwritable(self.root, error)
             return _build_in_temporary(key, count=count, dim=dim, labels=labels, describe=describe, fill=fill)
-        try:
+        try:  # a private folder (lock False) is never resumed: no progress to record
             _write_entry(partial, key, count=count, dim=dim, labels=labels, describe=describe, fill=fill,
-                         cache_root=self.root)
+                         cache_root=self.root, start=start, resumable=lock is not False)
+            (partial / PROGRESS_FILE).unlink(missing_ok=True)
             (partial / OWNER_FILE).unlink()
             return self._publish(partial, key)
         except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
+            if (partial / PROGRESS_FILE).exists():
+                _release(partial)  # rows are recorded: the next build goes on from them
+            else:
+                shutil.rmtree(partial, ignore_errors=True)
             raise
+        finally:
+            _unlock(lock)
 
     def remove(self, keys: list[str] | None = None) -> Removal:
         """Delete the given entries; with None, every entry and every abandoned partial build,
@@ -216,9 +251,11 @@ class FeatureCache:
             if keys is not None:
                 if folder.name not in keys:
                     continue
-            elif partial:
+            lock: int | bool | None = None
+            if partial and keys is None:
                 info = _partial_info(folder)
-                if not info.abandoned:
+                lock = _try_lock(folder) if info.abandoned else None
+                if not info.abandoned or lock is False:  # lock False: a build is taking it over now
                     removal.kept.append(info)
                     continue
             try:
@@ -228,6 +265,8 @@ class FeatureCache:
             except OSError as error:
                 removal.failed.append(f"{folder}: {error.strerror or error}")
                 continue
+            finally:
+                _unlock(lock)
             if partial:
                 removal.partials += 1
             else:
@@ -264,18 +303,45 @@ class FeatureCache:
             problem=problem,
         )
 
-    def _claim(self, key: str) -> Path:
-        """A new partial folder for `key`, with the builder's pid, host and start time."""
+    def _claim(self, key: str, *, count: int, dim: int) -> tuple[Path, int, int | bool | None]:
+        """The partial folder to build `key` in, the first row still to compute, and the lock held
+        on the folder (None where there is no flock).
+
+        `.partial-KEY`: new, or taken over from a builder that is gone, with the rows it recorded
+        (0 when its features file does not match). Where another process is building it now, a
+        new private folder `.partial-KEY-RANDOM` that nobody resumes (its lock: False)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        partial = self.root / f"{PARTIAL_PREFIX}{key}-{uuid.uuid4().hex[:8]}"
-        partial.mkdir()
+        shared = self.root / f"{PARTIAL_PREFIX}{key}"
         try:
-            owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-            (partial / OWNER_FILE).write_text(json.dumps(owner))
+            shared.mkdir()
+        except FileExistsError:
+            if shared.is_dir() and not shared.is_symlink() and _partial_info(shared).abandoned:
+                lock = _try_lock(shared)
+                if lock is not False:  # nobody else holds it: ours
+                    try:
+                        _write_owner(shared)
+                        return shared, _resumable_rows(shared, count=count, dim=dim), lock
+                    except BaseException:
+                        _unlock(lock)
+                        raise
+        else:
+            lock = _try_lock(shared)
+            if lock is not False:  # False: another build took the new folder over before we locked it
+                try:
+                    _write_owner(shared)
+                except BaseException:
+                    _unlock(lock)
+                    shutil.rmtree(shared, ignore_errors=True)
+                    raise
+                return shared, 0, lock
+        private = self.root / f"{PARTIAL_PREFIX}{key}-{uuid.uuid4().hex[:8]}"
+        private.mkdir()
+        try:
+            _write_owner(private)
         except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
+            shutil.rmtree(private, ignore_errors=True)
             raise
-        return partial
+        return private, 0, False
 
     def _publish(self, partial: Path, key: str) -> FeatureSet:
         """Rename the finished `partial` to the entry `key`. If another process finished the same
@@ -385,17 +451,31 @@ def _crc32(array: np.ndarray) -> str:
 
 
 def _write_entry(folder: Path, key: str | None, *, count: int, dim: int, labels: np.ndarray, describe: dict,
-                 fill: Callable[[np.ndarray], None], cache_root: Path, hint: str | None = None) -> None:
-    """Write features (through `fill`), labels and meta.json into `folder`, all synced to disk.
+                 fill: Fill, cache_root: Path, hint: str | None = None, start: int = 0,
+                 resumable: bool = False) -> None:
+    """Write features (through `fill`, from row `start`: the rows before are in the features file
+    already), labels and meta.json into `folder`, all synced to disk. `resumable`: record in
+    progress.json how many rows are durable, as `fill` reports them written.
 
     A full disk or quota, when the space is reserved or later, raises a GraftError naming
     `cache_root` (with `hint` on where else to put the cache)."""
     try:
-        features = _reserve_memmap(folder / FEATURES_FILE, (count, dim))
-        fill(features)
+        path = folder / FEATURES_FILE
+        features = _open_memmap(path, (count, dim)) if start else _reserve_memmap(path, (count, dim))
+        recorded = time.monotonic()
+
+        def written(rows: int) -> None:
+            nonlocal recorded
+            if not resumable or rows >= count or time.monotonic() - recorded < PROGRESS_EVERY_S:
+                return  # all rows done: the entry is about to be complete anyway
+            features.flush()  # the rows first, on disk for sure; only then the count that says so
+            fsync_path(path)
+            write_json_atomic(folder / PROGRESS_FILE, {"rows": rows, "count": count, "dim": dim})
+            recorded = time.monotonic()
+
+        fill(features, start, written)
         features.flush()
         crc = _crc32(features)
-        del features
         fsync_path(folder / FEATURES_FILE)
         _save_synced(folder / LABELS_FILE, lambda handle: np.save(handle, labels))
         meta = {"key": key, "count": count, "dim": dim, "dtype": FEATURES_DTYPE.name, "features_crc32": crc,
@@ -428,6 +508,14 @@ def _reserve_memmap(path: Path, shape: tuple[int, int]) -> np.memmap:
     return np.memmap(path, dtype=FEATURES_DTYPE, mode="r+", shape=shape, offset=offset)
 
 
+def _open_memmap(path: Path, shape: tuple[int, int]) -> np.memmap:
+    """The features file of a build being resumed, checked by `_resumable_rows`, to write on into."""
+    features = np.load(path, mmap_mode="r+", allow_pickle=False)
+    if features.shape != shape or features.dtype != FEATURES_DTYPE:  # changed since it was checked
+        raise OSError(errno.EIO, f"{FEATURES_FILE} changed while graft resumed it", str(path))
+    return features
+
+
 def _allocate(descriptor: int, size: int, folder: Path) -> None:
     allocate = getattr(os, "posix_fallocate", None)
     if allocate is not None:
@@ -450,7 +538,7 @@ def _save_synced(path: Path, write: Callable) -> None:
 
 
 def _build_in_temporary(key: str, *, count: int, dim: int, labels: np.ndarray, describe: dict,
-                        fill: Callable[[np.ndarray], None]) -> FeatureSet:
+                        fill: Fill) -> FeatureSet:
     """Features for a cache that cannot be written: built in a temporary folder, which is removed
     as soon as they are mapped (POSIX keeps a mapped file's data until it is unmapped), so nothing
     is left behind even if the process is killed. Not an entry: no key, no derived results."""
@@ -488,13 +576,105 @@ def _disk_full(folder: Path, needed: int, error: OSError, *, hint: str | None = 
 def _partial_info(folder: Path) -> PartialBuild:
     owner = _read_json_quietly(folder / OWNER_FILE)
     pid = owner.get("pid") if isinstance(owner.get("pid"), int) else None
+    released = owner.get("released") is True
     alive = _pid_alive(pid) if pid is not None and owner.get("host") == socket.gethostname() else None
+    if released:
+        alive = False  # its process may still run, but no longer builds it
     times = [_mtime(folder), *(_mtime(path) for path in _children(folder))]
     last_write = max(times)
     started = owner["started"] if isinstance(owner.get("started"), (int, float)) else _mtime(folder)
     key = folder.name[len(PARTIAL_PREFIX):].rsplit("-", 1)[0]
     return PartialBuild(name=folder.name, path=folder, key=key, size_bytes=_size(folder), started=started,
-                        last_write=last_write, pid=pid, alive=alive)
+                        last_write=last_write, pid=pid, alive=alive, released=released)
+
+
+def _write_owner(folder: Path) -> None:
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    write_json_atomic(folder / OWNER_FILE, owner)
+
+
+def _release(folder: Path) -> None:
+    """Mark a partial build its builder stopped (an error, Ctrl-C) as free to resume, even by this
+    same process; where that cannot be written, its pid or age frees it later."""
+    owner = _read_json_quietly(folder / OWNER_FILE)
+    with contextlib.suppress(OSError):
+        write_json_atomic(folder / OWNER_FILE, {**owner, "released": True})
+
+
+def _resumable_rows(folder: Path, *, count: int, dim: int) -> int:
+    """How many rows of a partial build taken over are on disk and can be kept: the count recorded
+    in progress.json, where the features file is the one this build would write (its header,
+    shape, type and length). Otherwise 0, and the folder is emptied to start over."""
+    progress = _read_json_quietly(folder / PROGRESS_FILE)
+    rows = _int_or_zero(progress.get("rows"))
+    if 0 < rows <= count and (progress.get("count"), progress.get("dim")) == (count, dim):
+        try:
+            features = np.load(folder / FEATURES_FILE, mmap_mode="r", allow_pickle=False)
+            size = (folder / FEATURES_FILE).stat().st_size
+        except (OSError, ValueError, EOFError):
+            pass
+        else:
+            if (features.shape == (count, dim) and features.dtype == FEATURES_DTYPE and not np.isfortran(features)
+                    and size == getattr(features, "offset", 0) + features.nbytes):
+                del features
+                _empty(folder, keep={OWNER_FILE, FEATURES_FILE, PROGRESS_FILE})
+                return rows
+    _empty(folder, keep={OWNER_FILE})
+    return 0
+
+
+def _empty(folder: Path, *, keep: set[str]) -> None:
+    """Remove what is in `folder` but the names in `keep` (a build that died left labels, meta or
+    temporary files behind; they are written again)."""
+    for path in _children(folder):
+        if path.name in keep:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _try_lock(folder: Path) -> int | bool | None:
+    """An exclusive flock on `folder`, without waiting: its descriptor, False where another process
+    (or another descriptor) holds it, None where locks are not available (then the pid decides).
+    The lock lives as long as the descriptor: a killed builder's lock is gone with it."""
+    if fcntl is None:
+        return None
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(descriptor)
+        return False if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
+    _held_locks.add(descriptor)
+    return descriptor
+
+
+def _unlock(lock: int | bool | None) -> None:
+    if isinstance(lock, int) and not isinstance(lock, bool):
+        _held_locks.discard(lock)
+        with contextlib.suppress(OSError):
+            os.close(lock)  # closing the descriptor releases the flock
+
+
+# A forked child (a DataLoader worker) shares the builder's locks; it closes its copies, so the
+# lock goes with the builder, not with workers that outlive it for a moment.
+_held_locks: set[int] = set()
+
+
+def _forget_locks() -> None:
+    for descriptor in _held_locks:
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_locks)
 
 
 def _pid_alive(pid: int) -> bool | None:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ..backbones import Backbone
@@ -103,25 +103,39 @@ def extract_into(
     *,
     runtime: Runtime,
     description: str = "features",
+    start: int = 0,
+    written: Callable[[int], None] | None = None,
 ) -> None:
-    """Write backbone(dataset[i]) into out[i], batch by batch (never the whole set in memory).
+    """Write backbone(dataset[i]) into out[i] for i from `start` on, batch by batch (never the whole
+    set in memory), calling `written(rows)` after each batch, when out[:rows] hold features.
+
+    `start` resumes an interrupted extraction (`FeatureCache.build`): the rows before it are
+    there already. Batches run from `start` as they ran from 0 when it is a multiple of the batch
+    size, and dataset[i] does not depend on what else is read (ViewDataset seeds by index), so
+    the rows are bitwise those an uninterrupted extraction writes.
 
     With `runtime.processes` > 1 (and `out` a memory-mapped .npy), each of that many spawned
-    processes computes every processes-th row, on its own GPU where there are several.
+    processes computes every processes-th row, on its own GPU where there are several; `written`
+    is then called once, at the end.
     """
     count = len(dataset)  # type: ignore[arg-type]  # a map-style dataset
+    remaining = max(0, count - start)
+    if start:
+        dataset = Subset(dataset, range(start, count))
     if runtime.processes > 1:
-        with image_progress(count, description, enabled=runtime.progress) as update:
-            _extract_sharded(backbone, dataset, out, runtime=runtime)  # type: ignore[arg-type]  # a memmap here
-            update(count)
+        with image_progress(remaining, description, enabled=runtime.progress) as update:
+            _extract_sharded(backbone, dataset, out, runtime=runtime, start=start)  # type: ignore[arg-type]  # a memmap here
+            update(remaining)
+        if written is not None:
+            written(count)
         return
     device = runtime.device
     loader = DataLoader(dataset, batch_size=runtime.batch_size, num_workers=runtime.workers, shuffle=False)
     was_training = backbone.training
     # Convert outside inference mode: parameters re-created inside it could never train again.
     backbone.eval().to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    row = 0
-    with torch.inference_mode(), image_progress(count, description, enabled=runtime.progress) as update:
+    row = start
+    with torch.inference_mode(), image_progress(remaining, description, enabled=runtime.progress) as update:
         for batch in loader:
             batch = batch.to(device=device, memory_format=torch.channels_last, non_blocking=True)
             with runtime.autocast(device):
@@ -129,10 +143,13 @@ def extract_into(
             out[row : row + len(batch)] = features.float().cpu().numpy()
             row += len(batch)
             update(len(batch))
+            if written is not None:
+                written(row)
     backbone.train(was_training)
 
 
-def _extract_sharded(backbone, dataset, out: np.memmap, *, runtime: Runtime) -> None:
+def _extract_sharded(backbone, dataset, out: np.memmap, *, runtime: Runtime, start: int = 0) -> None:
+    """`dataset` (rows `start` onwards of `out`) over runtime.processes spawned processes."""
     import torch.multiprocessing as mp
 
     if getattr(out, "filename", None) is None:
@@ -142,21 +159,22 @@ def _extract_sharded(backbone, dataset, out: np.memmap, *, runtime: Runtime) -> 
     shard = runtime.but(devices=1, num_nodes=1, workers=min(runtime.workers, 1), progress=False)
     mp.start_processes(
         _extract_shard,
-        args=(runtime.processes, backbone, dataset, str(out.filename), shard),
+        args=(runtime.processes, backbone, dataset, str(out.filename), shard, start),
         nprocs=runtime.processes,
         start_method="spawn",
     )
 
 
-def _extract_shard(rank, processes, backbone, dataset, filename, runtime: Runtime) -> None:
-    """One process's share: rows rank, rank + processes, ... written straight into the shared file."""
+def _extract_shard(rank, processes, backbone, dataset, filename, runtime: Runtime, start: int = 0) -> None:
+    """One process's share: dataset rows rank, rank + processes, ... written straight into the
+    shared file, at rows start + rank, start + rank + processes, ..."""
     if torch.cuda.is_available():
         torch.cuda.set_device(rank % torch.cuda.device_count())
     else:  # share the cores instead of every process claiming all of them
         torch.set_num_threads(max(1, (torch.get_num_threads() or 1) // processes))
     out = np.load(filename, mmap_mode="r+")
     rows = range(rank, len(dataset), processes)
-    extract_into(backbone, torch.utils.data.Subset(dataset, rows), out[rank::processes],  # a strided view: no copy
+    extract_into(backbone, torch.utils.data.Subset(dataset, rows), out[start + rank :: processes],  # a view: no copy
                  runtime=runtime)
     out.flush()
 
@@ -188,7 +206,8 @@ def backbone_features(
 
     A damaged cache entry is reported, removed and extracted again; a cache folder that cannot be
     written still gives the features (built in a temporary folder, with one warning); a full disk
-    is a GraftError before any image is processed (`FeatureCache.build`).
+    is a GraftError before any image is processed; an interrupted extraction (Ctrl-C, an error,
+    kill -9) goes on from the batches it completed (`FeatureCache.build`).
     """
     cache = cache or FeatureCache()
     augmented = view is not None and augment is not None
@@ -227,5 +246,6 @@ def backbone_features(
         dim=backbone.num_features,
         labels=labels,
         describe={**describe, "split": split},
-        fill=lambda out: extract_into(backbone, dataset, out, runtime=runtime, description=label),
+        fill=lambda out, start, written: extract_into(backbone, dataset, out, runtime=runtime, description=label,
+                                                     start=start, written=written),
     )
