@@ -107,6 +107,16 @@ class Classifier:
         logits = predict_logits(self.model, samples, self.data_config, runtime=self._runtime(batch_size))
         return evaluate_predictions([s.label for s in samples], logits.argmax(axis=1), self.classes)
 
+    def export(self, out: str | Path, *, format: str = "onnx", check_images: Sequence[str | Path] | None = None,
+               log=print):
+        """The whole classifier as one file another program runs alone (normalisation inside, class names
+        and preprocessing in its metadata), checked against this model on real images first."""
+        from .export.onnx import FORMATS, export_onnx
+
+        if format not in FORMATS:
+            raise GraftError(f"--format {format!r}: choose one of {', '.join(FORMATS)}.")
+        return export_onnx(self, out, check_images=[Path(p) for p in check_images] if check_images else None, log=log)
+
     def save(self, folder: str | Path) -> Path:
         if self.record is None:
             raise GraftError("This model has no run record (graft did not train it), so it cannot be saved as a graft model.")

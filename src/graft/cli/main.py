@@ -205,6 +205,22 @@ def predict(
         sys.exit(1)
 
 
+@app.command("export")
+def export_command(
+    model: Annotated[Path, typer.Argument(help="Run folder (or model folder).")],
+    format: Annotated[str, typer.Option("--format", help="onnx: one file that ONNX Runtime, OpenVINO and others run.")] = "onnx",
+    out: Annotated[Optional[Path], typer.Option("--out", help="The file to write (default: MODEL/model.onnx).")] = None,
+    check_images: Annotated[Optional[list[Path]], typer.Option("--check-images", help="Images to check the export on (default: the run's val images, else graft's sample).")] = None,
+) -> None:
+    """The whole classifier in one file for other programs, checked against the PyTorch model."""
+    from ..classifier import load
+
+    classifier = load(model)
+    target = out or (model if model.is_dir() else model.parent) / f"model.{format}"
+    exported = classifier.export(target, format=format, check_images=check_images, log=say)
+    say(f"Written {exported.path} and {exported.metadata_path.name} (class names, preprocessing, parity).")
+
+
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Run folder (or model folder).")],
