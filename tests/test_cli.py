@@ -129,18 +129,23 @@ def test_summary_of_a_saved_run(trained):
     assert "Trainable params: 3,843" in result.output  # the head: 1280 x 3 + 3
 
 
-def test_cache_ls_and_rm(trained):
+def test_cache_ls_and_rm(tiny_dataset, tmp_path):
+    """A cache of its own (--cache-dir): the session's shared cache holds whatever other tests left."""
     from graft.features import FeatureCache
     from graft.runtime import resolve_precision
 
-    keys = [entry.key for entry in FeatureCache().entries()]
-    listing = run("cache", "ls")
+    cache = tmp_path / "cache"
+    trained = run("train", tiny_dataset, "--strategy", "feature-extract", "--img-size", "32", "--head-epochs", "1",
+                  "--views", "1", "--workers", "0", "--no-audit", "--no-report", "--out", tmp_path, "--cache-dir", cache)
+    assert trained.exit_code == 0, trained.output
+    keys = [entry.key for entry in FeatureCache(cache / "features").entries()]
+    listing = run("cache", "ls", "--cache-dir", cache)
     # train (one view) and val features, plus val in fp32 where bf16 runs (for the agreement check)
     expected = 3 if resolve_precision("auto") == "bf16" else 2
     assert len(keys) == expected and f"{expected} entries" in listing.output
     assert all(key in listing.output for key in keys)
-    removed = run("cache", "rm")
-    assert "Removed" in removed.output and "0 entries" in run("cache", "ls").output
+    removed = run("cache", "rm", "--cache-dir", cache)
+    assert "Removed" in removed.output and "0 entries" in run("cache", "ls", "--cache-dir", cache).output
 
 
 @pytest.mark.slow

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from .backbones import create_backbone
 from .data.config import DataConfig
 from .data.dataset import ImageDataset
 from .data.discover import Sample, find_eval_data
+from .data.inputs import ImageInput, as_input_list, input_name, to_rgb_image
 from .data.transforms import eval_transform
-from .errors import GraftError, ModelFileError
+from .errors import BadImageError, GraftError, ModelFileError
 from .evaluation import Evaluation, evaluate_predictions
 from .export import META_FILE, WEIGHTS_FILE, read_model_files, save_model
 from .heads import HeadConfig, create_head
@@ -26,15 +27,57 @@ from .runtime import Runtime
 
 @dataclass
 class Prediction:
+    """The answer for one image: `top` holds (class name, probability), most likely first.
+
+    For an input that could not be read, `error` says why and `top` is empty.
+    """
+
     path: str
-    top: list[tuple[str, float]]  # (class name, probability), most likely first
+    top: list[tuple[str, float]]
+    error: str | None = None
 
     @property
     def label(self) -> str:
-        return self.top[0][0]
+        """The most likely class ("" for an image that could not be read)."""
+        return self.top[0][0] if self.top else ""
+
+    @property
+    def probability(self) -> float:
+        """The probability of `label` (nan for an image that could not be read)."""
+        return self.top[0][1] if self.top else float("nan")
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "label": self.label, "top": [{"class": c, "probability": p} for c, p in self.top]}
+        answer: dict = {"path": self.path, "label": self.label,
+                        "top": [{"class": c, "probability": p} for c, p in self.top]}
+        if self.error is not None:
+            answer["error"] = self.error
+        return answer
+
+
+class _InputDataset(Dataset):
+    """(index, pixels or None, error or None) per input: a bad input is an answer, not a crash."""
+
+    def __init__(self, items: Sequence[ImageInput], transform):
+        self.items = items
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        try:
+            image = to_rgb_image(self.items[index], input_name(self.items[index], index))
+        except BadImageError as error:
+            return index, None, error.reason
+        return index, self.transform(image), None
+
+
+def _collate_inputs(batch):
+    """Indices in order, the readable images stacked (None when there is none), errors by index."""
+    indices = [index for index, _, _ in batch]
+    pixels = [tensor for _, tensor, _ in batch if tensor is not None]
+    errors = {index: error for index, tensor, error in batch if tensor is None}
+    return indices, (torch.stack(pixels) if pixels else None), errors
 
 
 def predict_logits(
@@ -59,6 +102,17 @@ def predict_logits(
                 outputs.append(model(images).float().cpu())
     model.train(was_training)
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, len(model.head.state_dict())))
+
+
+def _probabilities(model: GraftModel, pixels: torch.Tensor, runtime: Runtime, *, tta: bool) -> torch.Tensor:
+    """Class probabilities (float32, on the CPU) for a batch of uint8 images; with `tta`, the mean of
+    the image's and its horizontal mirror's."""
+    pixels = pixels.to(device=runtime.device, memory_format=torch.channels_last)
+    with runtime.autocast(runtime.device):
+        probabilities = model(pixels).float().softmax(dim=-1)
+        if tta:
+            probabilities = (probabilities + model(pixels.flip(-1)).float().softmax(dim=-1)) / 2
+    return probabilities.cpu()
 
 
 class Classifier:
@@ -89,23 +143,66 @@ class Classifier:
         runtime = self.runtime or Runtime.resolve(precision=self.precision, batch_size=batch_size)
         return runtime.but(batch_size=batch_size, **({"precision": "32"} if self.precision == "32" else {}))
 
-    def predict(self, images: Sequence[str | Path], *, top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
-        """Top-k classes with probabilities for each image file."""
-        samples = [Sample(Path(p), -1) for p in images]
-        logits = predict_logits(self.model, samples, self.data_config, runtime=self._runtime(batch_size))
-        probabilities = torch.from_numpy(logits).softmax(dim=-1)
+    def predict(self, images: ImageInput | Iterable[ImageInput], *, top_k: int = 5, batch_size: int = 64,
+                tta: bool = False) -> list[Prediction]:
+        """Top-k classes with probabilities for each image; always a list, even for one image.
+
+        `images`: one image or a list of them, each a file path (str or Path), a PIL image, a uint8
+        numpy array (H x W x 3 RGB or H x W grey; an N x H x W x 3 array is N images) or the bytes of
+        an encoded image file. In a list, an input that cannot be read gives a Prediction with
+        `error` set and no `top`; a single unreadable image raises `BadImageError`.
+        `tta`: average the probabilities of each image and its horizontal mirror image.
+        """
+        items, single = as_input_list(images)
+        predictions = list(self.predict_iter(items, top_k=top_k, batch_size=batch_size, tta=tta))
+        if single and predictions[0].error is not None:
+            raise BadImageError(predictions[0].path, predictions[0].error)
+        return predictions
+
+    def predict_iter(self, images: Sequence[ImageInput], *, top_k: int = 5, batch_size: int = 64,
+                     tta: bool = False) -> Iterator[Prediction]:
+        """`predict`, one Prediction at a time in input order, reading only one batch of images at once."""
+        runtime = self._runtime(batch_size)
+        loader = DataLoader(_InputDataset(images, eval_transform(self.data_config, pixels=True)),
+                            batch_size=runtime.batch_size, num_workers=runtime.workers, collate_fn=_collate_inputs)
         k = max(1, min(top_k, len(self.classes)))
-        top = probabilities.topk(k, dim=-1)
-        return [
-            Prediction(str(path), [(self.classes[int(i)], float(p)) for p, i in zip(values, indices)])
-            for path, values, indices in zip(images, top.values, top.indices)
-        ]
+        model, device = self.model, runtime.device
+        was_training = model.training
+        model.eval().to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        try:
+            for indices, pixels, errors in loader:
+                values = classes = None
+                if pixels is not None:
+                    with torch.inference_mode():
+                        probabilities = _probabilities(model, pixels, runtime, tta=tta)
+                    top = probabilities.topk(k, dim=-1)
+                    values, classes = top.values.tolist(), top.indices.tolist()
+                row = 0
+                for index in indices:
+                    name = input_name(images[index], index)
+                    if index in errors:
+                        yield Prediction(name, [], errors[index])
+                        continue
+                    assert values is not None and classes is not None
+                    yield Prediction(name, [(self.classes[c], float(p)) for p, c in zip(values[row], classes[row])])
+                    row += 1
+        finally:
+            model.train(was_training)
 
     def evaluate(self, data: str | Path, *, batch_size: int = 64) -> Evaluation:
         """Accuracy, per-class metrics and confusion matrix on a folder or CSV of labelled images."""
+        return self.evaluate_images(data, batch_size=batch_size)[0]
+
+    def evaluate_images(self, data: str | Path, *, batch_size: int = 64) -> tuple[Evaluation, list[dict]]:
+        """`evaluate`, plus one row per image: path, true class, predicted class, its probability."""
         samples, _skipped = find_eval_data(data, self.classes)
         logits = predict_logits(self.model, samples, self.data_config, runtime=self._runtime(batch_size))
-        return evaluate_predictions([s.label for s in samples], logits.argmax(axis=1), self.classes)
+        predicted = logits.argmax(axis=1) if len(samples) else np.zeros(0, dtype=int)
+        probabilities = torch.from_numpy(logits).softmax(dim=-1).numpy() if len(samples) else logits
+        rows = [{"path": str(sample.path), "true": self.classes[sample.label], "predicted": self.classes[int(guess)],
+                 "probability": float(probabilities[row, int(guess)])}
+                for row, (sample, guess) in enumerate(zip(samples, predicted))]
+        return evaluate_predictions([s.label for s in samples], predicted, self.classes), rows
 
     def export(self, out: str | Path, *, format: str = "onnx", check_images: Sequence[str | Path] | None = None,
                log=print):

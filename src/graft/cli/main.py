@@ -153,54 +153,113 @@ def demo(**options) -> None:
 
 @app.command()
 def predict(
-    target: Annotated[list[str], typer.Argument(help="RUN_OR_MODEL IMAGE... (or just IMAGE... with --imagenet).")],
+    target: Annotated[list[str], typer.Argument(help="RUN_OR_MODEL PATH... (or just PATH... with --imagenet). A PATH is an "
+                                                     "image file, a folder (searched recursively) or a glob such as 'photos/**/*.jpg'.")],
     imagenet: Annotated[bool, typer.Option(help="Use the backbone's untouched ImageNet head.")] = False,
     backbone: Backbone = "tf_efficientnet_lite0",
     weights: Weights = "imagenet",
     top_k: Annotated[int, typer.Option(help="How many classes to show per image.")] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write a CSV: path,label,probability, the next classes "
+                                                                  "(class_2, probability_2, ...) and error.")] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Average each image's probabilities with its mirror image's.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images read and predicted at once.")] = 64,
 ) -> None:
     """Top-k classes with probabilities for each image.
 
-    An image that cannot be read is reported (path and reason) and the others are still answered;
-    the exit status is then 1."""
-    from ..data.images import load_image
+    Images are read and predicted in batches, so any number of them fits in memory. An image that
+    cannot be read is reported (path and reason) and the others are still answered; the exit
+    status is then 1."""
+    import contextlib
+    import csv
+    import itertools
+
+    from ..classifier import Prediction
+    from ..data.inputs import expand_inputs
     from ..errors import BadImageError
+    from ..features.extract import image_progress
+    from ..io import atomic_path
 
     if imagenet:
-        paths = target
+        arguments = target
     else:
         if len(target) < 2:
             raise GraftError("Give a run folder and at least one image: graft predict runs/NAME photo.jpg (or use --imagenet).")
-        model_path, paths = target[0], target[1:]
-    images, failed = [], []
-    for image in paths:  # check every image first: a bad file is reported, never the end of the others
-        try:
-            load_image(image)
-            images.append(image)
-        except BadImageError as error:
-            failed.append(error)
-    if not images:
-        raise GraftError("No image could be read: " + "; ".join(str(bad) for bad in failed))
+        model_path, arguments = target[0], target[1:]
+    if batch_size < 1:
+        raise GraftError(f"--batch-size {batch_size}: use 1 or more.")
+    paths, failed = expand_inputs(arguments)
+    if not paths:
+        raise GraftError("No image to predict: " + "; ".join(str(bad) for bad in failed))
     if imagenet:
+        if tta:
+            raise GraftError("--tta works with a trained model, not with --imagenet.")
         from ..backbones import predict_imagenet
+        from ..data.images import load_image
 
-        results = [(image, top) for image, top in zip(images, predict_imagenet(images, backbone=backbone, weights=weights, top_k=top_k))]
+        readable = []
+        for path in paths:
+            try:
+                load_image(path)
+                readable.append(path)
+            except BadImageError as error:
+                failed.append(error)
+        if not readable:
+            raise GraftError("No image could be read: " + "; ".join(str(bad) for bad in failed))
+        tops = predict_imagenet(readable, backbone=backbone, weights=weights, top_k=top_k)
+        answers = iter([Prediction(str(path), top) for path, top in zip(readable, tops)])
+        columns = max(1, top_k)
     else:
         from ..classifier import load
 
-        results = [(p.path, p.top) for p in load(model_path).predict(images, top_k=top_k)]
-    if json_out:
-        answers = [{"path": str(path), "top": [{"class": c, "probability": p} for c, p in top]} for path, top in results]
-        errors = [{"path": str(bad.path), "error": bad.reason} for bad in failed]
-        print(json.dumps(answers + errors, indent=2))
-    else:
-        for path, top in results:
-            console.print(f"[bold]{escape(str(path))}[/]")
-            for rank, (label, probability) in enumerate(top, 1):
-                say(f"  {rank}. {label:<40} {probability:6.1%}")
+        classifier = load(model_path)
+        answers = classifier.predict_iter(paths, top_k=top_k, batch_size=batch_size, tta=tta)
+        columns = max(1, min(top_k, len(classifier.classes)))
+    # Inputs that matched nothing (and, with --imagenet, images that did not decode) are answered first.
+    answers = itertools.chain([Prediction(str(bad.path), [], bad.reason) for bad in failed], answers)
+    failed = []
+    header = ["path", "label", "probability"]
+    for rank in range(2, columns + 1):
+        header += [f"class_{rank}", f"probability_{rank}"]
+    header.append("error")
+
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if csv_out is not None:
+            temporary = stack.enter_context(atomic_path(csv_out))
+            handle = stack.enter_context(temporary.open("x", newline="", encoding="utf-8"))
+            writer = csv.writer(handle)
+            writer.writerow(header)
+        update = stack.enter_context(image_progress(len(paths), "predict", enabled=bool(json_out or csv_out)))
+        if json_out:
+            print("[")
+        first, count = True, 0
+        for answer in answers:
+            count += 1
+            update(1)
+            if answer.error is not None:
+                failed.append(BadImageError(answer.path, answer.error))
+            if writer is not None:
+                cells: list = [answer.path]
+                for rank in range(columns):
+                    cells += list(answer.top[rank]) if rank < len(answer.top) else ["", ""]
+                writer.writerow([*cells, answer.error or ""])
+            if json_out:
+                item = ({"path": answer.path, "error": answer.error} if answer.error is not None else
+                        {"path": answer.path, "top": [{"class": c, "probability": p} for c, p in answer.top]})
+                print(("" if first else ",\n") + json.dumps(item), end="")
+                first = False
+            elif writer is None and answer.error is None:
+                console.print(f"[bold]{escape(answer.path)}[/]")
+                for rank, (label, probability) in enumerate(answer.top, 1):
+                    say(f"  {rank}. {label:<40} {probability:6.1%}")
+        if json_out:
+            print("\n]" if not first else "]")
     for bad in failed:
         error_console.print(f"[bold red]not read:[/] {escape(str(bad))}")
+    if csv_out is not None:
+        written = f"Written {count:,} predictions to {csv_out}" + (f" ({len(failed):,} not read)" if failed else "")
+        (error_console.print(escape(written)) if json_out else say(written))  # stdout stays JSON with --json
     if failed:
         sys.exit(1)
 
@@ -225,22 +284,45 @@ def export_command(
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Run folder (or model folder).")],
     data: Annotated[Path, typer.Argument(help="Folder of class folders, a split folder (uses test/ or val/), or a CSV.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON file for the results (default: MODEL/evaluation.json).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON file for the results (default: MODEL/evaluation.json, "
+                                                                          "or evaluation-2.json, ... when that exists).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Accuracy, per-class precision/recall/F1 and the confusion matrix of a model on DATA."""
-    from ..classifier import load
-    from ..io import write_json_atomic
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix of a model on DATA.
 
-    evaluation = load(model).evaluate(data)
-    target = output or (model if model.is_dir() else model.parent) / "evaluation.json"
-    write_json_atomic(Path(target), {"data": str(data), **evaluation.to_dict()})
+    Writes the results (JSON) and each image's prediction (a CSV beside it: path,true,predicted,
+    probability). An earlier evaluation is never overwritten: without --output the files are
+    evaluation.json, then evaluation-2.json, evaluation-3.json, ..."""
+    import csv
+
+    from ..classifier import load
+    from ..io import atomic_path, write_json_atomic
+
+    def _predictions_csv(evaluation_json: Path) -> Path:  # beside the JSON, named after it
+        return evaluation_json.with_name(f"{evaluation_json.stem}-predictions.csv")
+
+    evaluation, rows = load(model).evaluate_images(data)
+    if output is not None:
+        target = Path(output)
+    else:
+        folder, index = (model if model.is_dir() else model.parent), 1
+        while True:
+            target = folder / ("evaluation.json" if index == 1 else f"evaluation-{index}.json")
+            if not target.exists() and not _predictions_csv(target).exists():
+                break
+            index += 1
+    predictions = _predictions_csv(target)
+    with atomic_path(predictions) as temporary, temporary.open("x", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "true", "predicted", "probability"])
+        writer.writeheader()
+        writer.writerows(rows)
+    write_json_atomic(target, {"data": str(data), "predictions": str(predictions), **evaluation.to_dict()})
     if json_out:
         print(json.dumps(evaluation.to_dict(), indent=2))
         return
     for table in evaluation_tables(evaluation, str(data)):
         console.print(table)
-    say(f"Written to {target}")
+    say(f"Written to {target} (per-image predictions: {predictions})")
 
 
 @app.command()
