@@ -109,3 +109,18 @@ def wide_terminal(monkeypatch):
     on its width. Text lines are never wrapped at any width; the tests that check that narrow the
     terminal themselves with `set_terminal_width`."""
     set_terminal_width(monkeypatch, 200)
+
+
+# A small, fast run: tiny images, one view, no report or audit, silent. Tests that need any trained
+# model share `linear_probe_run`; tests that change a run work on their own.
+FAST = dict(img_size=32, batch_size=16, head_epochs=2, epochs=1, views=1, workers=0, report=False, audit=False,
+            log=None, progress=False)
+
+
+@pytest.fixture(scope="session")
+def linear_probe_run(tiny_dataset, tmp_path_factory):
+    """A linear-probe run on `tiny_dataset` (graft.train's RunResult), trained once per session."""
+    import graft
+
+    out = tmp_path_factory.mktemp("linear-probe-run")
+    return graft.train(tiny_dataset, strategy="linear-probe", out=out, name="lp", cache_dir=out, **FAST)

@@ -16,16 +16,11 @@ from graft.data.transforms import eval_transform
 from graft.export.onnx import ExportError
 from test_cli import run_main
 
-FAST = dict(img_size=32, batch_size=16, head_epochs=2, views=1, workers=0, report=False, audit=False, log=None,
-            progress=False)
-
 
 @pytest.fixture(scope="module")
-def exported(tiny_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export")
-    run = graft.train(tiny_dataset, strategy="linear-probe", out=out, name="lp", cache_dir=out, **FAST)
-    classifier = graft.load(run.run_dir)
-    return classifier, classifier.export(run.run_dir / "model.onnx", log=None)
+def exported(linear_probe_run):
+    classifier = graft.load(linear_probe_run.run_dir)
+    return classifier, classifier.export(linear_probe_run.run_dir / "model.onnx", log=None)
 
 
 def test_export_answers_like_the_model_and_carries_its_metadata(exported, tiny_dataset):

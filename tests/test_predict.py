@@ -12,20 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import graft
 from graft.data.inputs import expand_inputs
 from graft.errors import BadImageError
 from graft.io import RUN_MARKER
 from test_cli import run_main
-
-FAST = dict(img_size=32, batch_size=16, head_epochs=2, epochs=1, views=1, workers=0, report=False, audit=False,
-            log=None, progress=False)
-
-
-@pytest.fixture(scope="module")
-def probe(tiny_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("predict-runs")
-    return graft.train(tiny_dataset, strategy="linear-probe", out=out, name="lp", cache_dir=out, **FAST)
 
 
 @pytest.fixture
@@ -55,12 +45,12 @@ def test_folders_globs_and_files_expand_recursively_and_once(photos, tmp_path):
     assert glob_only == [photos / "nested" / "b.png"]
 
 
-def test_csv_has_top_k_columns_and_names_the_corrupt_file(probe, photos, tmp_path, capsys, monkeypatch):
+def test_csv_has_top_k_columns_and_names_the_corrupt_file(linear_probe_run, photos, tmp_path, capsys, monkeypatch):
     broken = photos / "nested" / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     target = tmp_path / "out" / "predictions.csv"
     target.parent.mkdir()
-    code, output = run_main(["predict", probe.run_dir, photos, "--csv", target, "--top-k", "2"], capsys, monkeypatch)
+    code, output = run_main(["predict", linear_probe_run.run_dir, photos, "--csv", target, "--top-k", "2"], capsys, monkeypatch)
     assert code == 1 and "Traceback" not in output and f"not read: {broken}" in output
     with target.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -70,15 +60,15 @@ def test_csv_has_top_k_columns_and_names_the_corrupt_file(probe, photos, tmp_pat
     bad = rows[2]
     assert bad["error"] and bad["label"] == "" and bad["probability"] == ""
     for row in (rows[0], rows[1], rows[3]):
-        assert row["error"] == "" and row["label"] in probe.classifier.classes
-        assert row["class_2"] in probe.classifier.classes and row["class_2"] != row["label"]
+        assert row["error"] == "" and row["label"] in linear_probe_run.classifier.classes
+        assert row["class_2"] in linear_probe_run.classifier.classes and row["class_2"] != row["label"]
         assert 1 >= float(row["probability"]) >= float(row["probability_2"]) >= 0
     assert [p.name for p in target.parent.iterdir()] == ["predictions.csv"]  # no temporary file left
 
 
-def test_json_lists_answers_and_errors(probe, photos, tmp_path, capsys, monkeypatch):
+def test_json_lists_answers_and_errors(linear_probe_run, photos, tmp_path, capsys, monkeypatch):
     missing = tmp_path / "missing.png"
-    code, output = run_main(["predict", probe.run_dir, str(photos / "*.png"), missing, "--json"], capsys, monkeypatch)
+    code, output = run_main(["predict", linear_probe_run.run_dir, str(photos / "*.png"), missing, "--json"], capsys, monkeypatch)
     assert code == 1
     stdout = output[: output.rindex("]") + 1]
     answers = json.loads(stdout)
@@ -86,9 +76,9 @@ def test_json_lists_answers_and_errors(probe, photos, tmp_path, capsys, monkeypa
     assert answers[1]["path"] == str(missing) and "not found" in answers[1]["error"]
 
 
-def test_every_input_kind_gives_the_same_answer(probe, tiny_dataset):
+def test_every_input_kind_gives_the_same_answer(linear_probe_run, tiny_dataset):
     path = sorted((tiny_dataset / "val" / "green").iterdir())[0]
-    classifier = probe.classifier
+    classifier = linear_probe_run.classifier
     expected = classifier.predict(path)
     assert isinstance(expected, list) and len(expected) == 1 and expected[0].error is None
     label = expected[0].label
@@ -107,24 +97,24 @@ def test_every_input_kind_gives_the_same_answer(probe, tiny_dataset):
     assert classifier.predict(np.asarray(Image.open(path).convert("RGB").convert("L").convert("RGB")))[0].label == grey.label
 
 
-def test_bad_items_in_a_list_are_answers_and_a_single_bad_item_raises(probe, tiny_dataset):
+def test_bad_items_in_a_list_are_answers_and_a_single_bad_item_raises(linear_probe_run, tiny_dataset):
     path = sorted((tiny_dataset / "val" / "red").iterdir())[0]
-    answers = probe.classifier.predict([path, b"not an image", np.zeros((4, 4), np.float32), path])
+    answers = linear_probe_run.classifier.predict([path, b"not an image", np.zeros((4, 4), np.float32), path])
     assert [a.error is None for a in answers] == [True, False, False, True]
     assert answers[1].top == [] and answers[1].label == "" and "error" in answers[1].to_dict()
     assert answers[0].to_dict()["label"] == answers[0].label
     with pytest.raises(BadImageError):
-        probe.classifier.predict(b"not an image")
-    assert probe.classifier.predict([]) == []
+        linear_probe_run.classifier.predict(b"not an image")
+    assert linear_probe_run.classifier.predict([]) == []
 
 
-def test_tta_gives_probabilities_that_sum_to_one(probe, tiny_dataset, tmp_path, capsys, monkeypatch):
+def test_tta_gives_probabilities_that_sum_to_one(linear_probe_run, tiny_dataset, tmp_path, capsys, monkeypatch):
     images = sorted((tiny_dataset / "val" / "blue").iterdir())[:2]
-    answers = probe.classifier.predict(images, top_k=10, tta=True)
+    answers = linear_probe_run.classifier.predict(images, top_k=10, tta=True)
     for answer in answers:
         assert sum(p for _, p in answer.top) == pytest.approx(1.0, abs=1e-4)
     target = tmp_path / "tta.csv"
-    code, output = run_main(["predict", probe.run_dir, *images, "--tta", "--csv", target], capsys, monkeypatch)
+    code, output = run_main(["predict", linear_probe_run.run_dir, *images, "--tta", "--csv", target], capsys, monkeypatch)
     assert code == 0, output
     with target.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -133,8 +123,8 @@ def test_tta_gives_probabilities_that_sum_to_one(probe, tiny_dataset, tmp_path, 
                for r in rows)
 
 
-def test_evaluate_writes_per_image_predictions_and_never_overwrites(probe, tiny_dataset, capsys, monkeypatch):
-    run_dir = probe.run_dir
+def test_evaluate_writes_per_image_predictions_and_never_overwrites(linear_probe_run, tiny_dataset, capsys, monkeypatch):
+    run_dir = linear_probe_run.run_dir
     for _ in range(2):
         code, output = run_main(["evaluate", run_dir, tiny_dataset / "val"], capsys, monkeypatch)
         assert code in (0, None), output
@@ -149,9 +139,9 @@ def test_evaluate_writes_per_image_predictions_and_never_overwrites(probe, tiny_
     assert accuracy == pytest.approx(sum(r["true"] == r["predicted"] for r in rows) / len(rows))
 
 
-def test_a_bytes_stream_input_is_read(probe, tiny_dataset):
+def test_a_bytes_stream_input_is_read(linear_probe_run, tiny_dataset):
     path = sorted((tiny_dataset / "val" / "red").iterdir())[0]
     buffer = io.BytesIO()
     Image.open(path).save(buffer, format="JPEG", quality=95)
-    answer = probe.classifier.predict(buffer.getvalue())[0]
-    assert answer.error is None and answer.label in probe.classifier.classes
+    answer = linear_probe_run.classifier.predict(buffer.getvalue())[0]
+    assert answer.error is None and answer.label in linear_probe_run.classifier.classes

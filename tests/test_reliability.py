@@ -15,20 +15,11 @@ import pytest
 import torch
 
 import graft
-from conftest import make_image
+from conftest import FAST, make_image
 from graft.errors import GraftError, ModelFileError, WeightsError
 from graft.io import RUN_MARKER, new_run_dir
 from graft.training.pipeline import RunInterrupted
 from test_cli import run_main
-
-FAST = dict(img_size=32, batch_size=16, head_epochs=2, epochs=1, views=1, workers=0, report=False, audit=False,
-            log=None, progress=False)
-
-
-@pytest.fixture(scope="module")
-def saved_run(tiny_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("saved")
-    return graft.train(tiny_dataset, strategy="linear-probe", out=out, name="lp", cache_dir=out, **FAST)
 
 
 def test_a_diverging_loss_stops_with_a_message_and_saves_nothing(tiny_dataset, tmp_path):
@@ -71,12 +62,12 @@ def test_a_report_that_cannot_be_written_leaves_a_complete_model(tiny_dataset, t
     assert json.loads((run.run_dir / "metrics.json").read_text())["val_accuracy"] == run.metrics.val_accuracy
 
 
-def test_an_edited_record_is_refused(saved_run, tmp_path):
+def test_an_edited_record_is_refused(linear_probe_run, tmp_path):
     """Swapping two class names used to mislabel every prediction silently: the checksum covers the record."""
     import shutil
 
     copy = tmp_path / "edited"
-    shutil.copytree(saved_run.run_dir, copy)
+    shutil.copytree(linear_probe_run.run_dir, copy)
     record = json.loads((copy / "graft.json").read_text())
     record["classes"][0], record["classes"][1] = record["classes"][1], record["classes"][0]
     (copy / "graft.json").write_text(json.dumps(record))
@@ -84,8 +75,8 @@ def test_an_edited_record_is_refused(saved_run, tmp_path):
         graft.load(copy)
 
 
-def test_model_files_get_the_same_permissions(saved_run):
-    weights, record = saved_run.run_dir / "model.safetensors", saved_run.run_dir / "graft.json"
+def test_model_files_get_the_same_permissions(linear_probe_run):
+    weights, record = linear_probe_run.run_dir / "model.safetensors", linear_probe_run.run_dir / "graft.json"
     assert weights.stat().st_mode & 0o777 == record.stat().st_mode & 0o777
 
 
@@ -114,11 +105,11 @@ def test_bad_unfreeze_fails_before_a_run_folder_is_made(tiny_dataset, tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_predict_answers_the_good_images_and_names_the_bad_one(saved_run, tiny_dataset, tmp_path, capsys, monkeypatch):
+def test_predict_answers_the_good_images_and_names_the_bad_one(linear_probe_run, tiny_dataset, tmp_path, capsys, monkeypatch):
     good = sorted((tiny_dataset / "val" / "red").iterdir())[:2]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    code, output = run_main(["predict", saved_run.run_dir, good[0], broken, good[1]], capsys, monkeypatch)
+    code, output = run_main(["predict", linear_probe_run.run_dir, good[0], broken, good[1]], capsys, monkeypatch)
     assert code == 1 and "Traceback" not in output
     assert str(good[0]) in output and str(good[1]) in output and "red" in output
     assert f"not read: {broken}" in output
@@ -155,9 +146,9 @@ def test_ctrl_c_in_the_image_phase_says_where_the_run_is(tiny_dataset, tmp_path,
     assert str(tmp_path / "cli") in output and "Traceback" not in output
 
 
-def test_no_temporary_files_are_left_behind(saved_run):
-    leftovers = [p for p in saved_run.run_dir.rglob("*") if ".tmp" in p.name]
-    assert not leftovers and os.listdir(saved_run.run_dir)
+def test_no_temporary_files_are_left_behind(linear_probe_run):
+    leftovers = [p for p in linear_probe_run.run_dir.rglob("*") if ".tmp" in p.name]
+    assert not leftovers and os.listdir(linear_probe_run.run_dir)
 
 
 # Resume ---------------------------------------------------------------------------------------------------
