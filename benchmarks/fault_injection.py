@@ -17,7 +17,6 @@ benchmarks/results.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -28,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _results import store
+
 COMMAND = ["--strategy", "finetune", "--img-size", "48", "--batch-size", "8", "--head-epochs", "5", "--epochs", "5",
            "--views", "2", "--workers", "0", "--precision", "32"]
 
@@ -142,10 +142,7 @@ def main() -> None:
         }
         print(f"{summary['killed']} runs killed ({summary['resumed']} resumed, the rest before their run folder "
               f"existed), {summary['identical']} of {summary['trials']} with weights identical to the reference")
-        results = ROOT / "benchmarks" / "results.json"
-        saved = json.loads(results.read_text()) if results.exists() else {}
-        saved["fault_injection"] = summary
-        results.write_text(json.dumps(saved, indent=2) + "\n")
+        store({"fault_injection": summary})
         if summary["identical"] != summary["trials"]:
             raise SystemExit(1)
     finally:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import statistics
@@ -28,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _results import store
+
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 
 
@@ -118,10 +118,7 @@ def main() -> None:
     }
     print(f"median: bare {summary['bare_img_s']} img/s, predict {summary['predict_img_s']} img/s, ratio "
           f"{summary['ratio']} (target >= 0.85), peak RSS {summary['peak_rss_mb']} MB (target <= 1024)")
-    results = ROOT / "benchmarks" / "results.json"
-    saved = json.loads(results.read_text()) if results.exists() else {}
-    saved["predict"] = summary
-    results.write_text(json.dumps(saved, indent=2) + "\n")
+    store({"predict": summary})
 
 
 if __name__ == "__main__":

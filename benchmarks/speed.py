@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from _results import store
 from PIL import Image
 from torch.nn import functional as F
 
@@ -277,9 +278,8 @@ def main() -> None:
     runtime = Runtime.resolve(progress=False)  # graft's defaults on this machine: precision auto, default workers
     chosen = set(args.only.split(","))
     # Other keys of the file (benchmarks not chosen this time, benchmarks/startup.py's "startup") are kept.
-    results = json.loads(args.json.read_text()) if args.json.exists() else {}
-    results.update({"machine": machine(), "precision": runtime.precision, "workers": runtime.workers,
-                    "args": {k: str(v) for k, v in vars(args).items()}})
+    results = {"machine": machine(), "precision": runtime.precision, "workers": runtime.workers,
+               "args": {k: str(v) for k, v in vars(args).items()}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = subset(args.data, tmp / "data", args.train_per_class, args.val_per_class)
@@ -298,8 +298,7 @@ def main() -> None:
             results["5_cache_reuse"] = report("5", bench_cache_reuse(data, runtime))
         if "6" in chosen:
             results["6_compile"] = report("6", bench_compile(224, runtime))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    store(results, args.json)
     print(f"written {args.json}")
 
 

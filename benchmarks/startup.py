@@ -36,6 +36,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from _results import store
+
 HELP_TARGET_S = 0.5
 CACHED_RUN_TARGET = 1.3  # (d) / (c)
 CLASSES, PER_CLASS = 3, 20
@@ -207,11 +209,7 @@ def main() -> None:
     for label, modules in imports.items():
         print(f"  {label} imported: {', '.join(modules) or 'none of ' + ', '.join(HEAVY)}")
 
-    stored = json.loads(args.json.read_text()) if args.json.exists() else {}
-    stored["startup"] = results
-    partial = args.json.with_name(args.json.name + ".partial")
-    partial.write_text(json.dumps(stored, indent=2) + "\n")
-    os.replace(partial, args.json)
+    store({"startup": results}, args.json)
     print(f"written {args.json} (\"startup\")")
 
 
