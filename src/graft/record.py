@@ -194,11 +194,6 @@ def read_json(path: Path) -> Any:
         raise ModelFileError(f"{path}: not valid JSON ({error}); the file is damaged.") from None
 
 
-def read_metrics(run_dir: str | Path) -> RunMetrics:
-    path = Path(run_dir) / METRICS_FILE
-    return RunMetrics.from_dict(read_json(path), source=str(path))
-
-
 def read_config(path: str | Path) -> tuple[TrainConfig, str | None]:
     """The config of a run record (graft.json) or of a JSON of config groups, and the data the run
     read (None for a bare config): what `graft train --config` replays."""

@@ -101,8 +101,6 @@ def _annotation(spec, kind, help_text: str | None, group: str | None = None):
 # Options that commands other than `graft train` declare by hand, with the config's help text.
 Backbone = annotated("backbone")
 Weights = annotated("weights")
-PretrainedWeights = annotated("weights", help="imagenet, or the path of a .safetensors/.pth file (pretrained weights only).")
-Precision = annotated("precision")
 Workers = annotated("workers")
 ImgSize = annotated("img_size")
 ValSplit = annotated("val_split")
