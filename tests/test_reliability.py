@@ -208,6 +208,38 @@ def test_an_interrupted_image_phase_resumes_to_the_same_weights(uninterrupted, t
     _same_run(uninterrupted, resumed)
 
 
+@pytest.mark.parametrize("stop_at", [(1, 0), (1, 2)])  # (head epoch, batch) where Ctrl-C lands
+def test_an_interrupted_head_phase_resumes_from_its_last_epoch_to_the_same_weights(uninterrupted, tiny_dataset, tmp_path,
+                                                                                   monkeypatch, stop_at):
+    """The head phase shuffles with its own generator: its state is saved with every epoch too."""
+    from graft.training.module import ClassifierModule
+    from graft.training.pipeline import resume_run
+
+    step = ClassifierModule.training_step
+
+    def interrupt(self, batch, batch_idx):
+        if batch[0].dim() == 2 and (self.current_epoch, batch_idx) == stop_at:
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassifierModule, "training_step", interrupt)
+    with pytest.raises(RunInterrupted) as caught:
+        graft.train(tiny_dataset, out=tmp_path, name="cut", cache_dir=tmp_path / "cache", **RESUMABLE)
+    assert caught.value.stage.startswith("the head phase")
+    assert (tmp_path / "cut" / "checkpoints" / "head-resume.pt").exists()
+    head_epochs_run = set()
+
+    def count(self, batch, batch_idx):
+        if batch[0].dim() == 2:
+            head_epochs_run.add(self.current_epoch)
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassifierModule, "training_step", count)
+    resumed = resume_run(caught.value.run_dir, log=None, progress=False)
+    assert head_epochs_run == {1}  # head epoch 0 is not run again
+    _same_run(uninterrupted, resumed)
+
+
 def test_resume_refuses_a_finished_run_and_a_folder_that_is_no_run(uninterrupted, tmp_path):
     from graft.training.pipeline import resume_run
 

@@ -123,7 +123,8 @@ class ResumePoint(L.Callback):
     At the start of each epoch after the first (and once more when the fit ends), `path` gets, in one
     atomic write: the network's weights, the optimizer's and the learning-rate scheduler's states,
     early stopping's and BestWeights' states, the history so far, the number of epochs done, and the
-    Python, numpy and torch random states. A new fit given the same `path` restores all of it before
+    Python, numpy and torch random states, and the state of the training loader's own shuffling
+    generator where it has one. A new fit given the same `path` restores all of it before
     its first epoch and starts at the next one, so it ends with the same weights as a fit that was
     never interrupted (bitwise, on CPU in fp32 with 0 loader workers; see docs/reliability.md).
 
@@ -158,6 +159,9 @@ class ResumePoint(L.Callback):
                     setattr(counter, stage, done)
         trainer.should_stop = bool(state["stopped"])
         _set_random_states(state["random"])
+        generator = _shuffle_generator(trainer)
+        if generator is not None and state.get("shuffle") is not None:
+            generator.set_state(state["shuffle"])
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch > 0 and trainer.is_global_zero:
@@ -180,10 +184,24 @@ class ResumePoint(L.Callback):
             "epochs_done": trainer.current_epoch if not stopped else trainer.fit_loop.epoch_progress.current.completed,
             "stopped": stopped,
             "random": _random_states(),
+            # a loader that shuffles with its own generator (the head phase's): where its sequence is
+            "shuffle": None if (generator := _shuffle_generator(trainer)) is None else generator.get_state(),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path) as temporary:
             torch.save(state, temporary)
+
+
+def _shuffle_generator(trainer: L.Trainer):
+    """The torch.Generator the training loader's sampler draws from, or None (the global one)."""
+    loader = trainer.train_dataloader
+    # A loader of whole batches (batch_size=None) holds a BatchSampler as its sampler: look inside it too.
+    for sampler in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
+        for candidate in (sampler, getattr(sampler, "sampler", None)):
+            generator = getattr(candidate, "generator", None)
+            if generator is not None:
+                return generator
+    return None
 
 
 def _random_states() -> dict:

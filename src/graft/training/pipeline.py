@@ -174,6 +174,7 @@ def train(
                     param_groups=[{"params": list(model.head.parameters()), "lr": optim.lr}],
                     phase="head", epochs=optim.head_epochs, extra_callbacks=[EpochSetter(train_set)],
                     runtime=runtime.but(devices=1, num_nodes=1),  # milliseconds an epoch: one process
+                    resumable=True, resume=resume is not None,
                     **training,
                 )
                 history += [EpochRow(**row) for row in result.history]
