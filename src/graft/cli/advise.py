@@ -33,6 +33,8 @@ def advise(
         return
     console.print(evidence_table(advice))
     say(advice.describe(data))
+    if advice.cut is not None:  # what the cut keeps, seen: the images its last stage's channels answer to
+        say(f"After training, see what stage {advice.cut} responds to: graft explain RUN --channels --stage {advice.cut}")
 
 
 def evidence_table(advice) -> Table:

@@ -1,4 +1,5 @@
-"""`graft explain RUN IMAGE...`: a thin command over graft.explain (class activation maps)."""
+"""`graft explain RUN IMAGE...`: a thin command over graft.explain (class activation maps, and what the
+layers inside respond to: --feature-maps, --channels)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from ..errors import GraftError
 from .options import Backbone, Weights
-from .render import console
+from .render import console, quote, say
 
 
 def register(app: typer.Typer) -> None:
@@ -20,27 +22,42 @@ def register(app: typer.Typer) -> None:
 
 
 def explain(
-    target: Annotated[list[str], typer.Argument(help="RUN IMAGE... (or just IMAGE... with --imagenet).")],
+    target: Annotated[list[str], typer.Argument(help="RUN IMAGE... (or just IMAGE... with --imagenet; just RUN with --channels).")],
     class_name: Annotated[Optional[str], typer.Option("--class", help="Class to explain (default: each image's predicted class).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNGs (default: RUN/explain/, or explain/ with --imagenet).")] = None,
     imagenet: Annotated[bool, typer.Option(help="Explain the backbone's untouched ImageNet head (1,000 classes).")] = False,
     backbone: Backbone = "tf_efficientnet_lite0",
     weights: Weights = "imagenet",
     method: Annotated[str, typer.Option(help="auto (CAM for a linear head on pooled features, else Grad-CAM), cam or grad-cam.")] = "auto",
+    feature_maps: Annotated[bool, typer.Option("--feature-maps", help="Instead of class maps: for each stage, its strongest channels' activation maps over each image.")] = False,
+    channels: Annotated[bool, typer.Option("--channels", help="The training images that activate a stage's strongest channels most (RUN only, no IMAGE).")] = False,
+    stage: Annotated[int, typer.Option(help="With --channels: the stage (0 is the first; -1, the default, the last).")] = -1,
+    images: Annotated[Optional[int], typer.Option("--images", help="With --channels: rank a stratified sample of this many training images (default: all).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Class activation maps: for each image, a PNG of the image beside where the model sees the class."""
+    """Class activation maps: for each image, a PNG of the image beside where the model sees the class.
+
+    --feature-maps shows what each stage of the backbone responds to in each image; --channels, the
+    training images that activate a stage's channels most (Zeiler and Fergus)."""
     from ..data.images import load_image
     from ..explain import explain as explain_images
 
+    if feature_maps and channels:
+        raise GraftError("--feature-maps and --channels are two different pictures: give one of them.")
+    if not channels and (stage != -1 or images is not None):
+        raise GraftError("--stage and --images choose what --channels ranks: add --channels (graft explain RUN --channels --stage K).")
+    if channels:
+        _channels(target, out=out, imagenet=imagenet, stage=stage, images=images, json_out=json_out)
+        return
     if imagenet:
-        images, folder = target, Path("explain")
+        image_paths, folder = target, Path("explain")
     elif len(target) < 2:
-        raise GraftError("Give a run folder and at least one image: graft explain runs/NAME photo.jpg (or use --imagenet).")
+        raise GraftError("Give a run folder and at least one image: graft explain runs/NAME photo.jpg (or use --imagenet; "
+                         "for a run's channels, graft explain runs/NAME --channels).")
     else:
-        run, images = Path(target[0]), target[1:]
+        run, image_paths = Path(target[0]), target[1:]
         folder = (run if run.is_dir() else run.parent) / "explain"
-    for image in images:  # check every image first: one bad file should not waste a model load
+    for image in image_paths:  # check every image first: one bad file should not waste a model load
         load_image(image)
     if imagenet:
         from ..explain import imagenet_classifier
@@ -50,7 +67,18 @@ def explain(
         from ..classifier import load
 
         classifier = load(run)
-    results = explain_images(classifier, images, class_name=class_name, out_dir=out or folder, method=method)
+    if feature_maps:
+        from ..explain import feature_maps as draw_feature_maps
+
+        drawn = draw_feature_maps(classifier, image_paths, out_dir=out or folder)
+        if json_out:
+            print(json.dumps([result.to_dict() for result in drawn], indent=2))
+            return
+        for drawing in drawn:
+            stages = ", ".join(f"{s.stage.index}: {s.size[0]}x{s.size[1]}x{s.stage.channels}" for s in drawing.stages)
+            console.print(f"[bold]{escape(drawing.path)}[/] -> {escape(str(drawing.png))}\n  stages {escape(stages)}")
+        return
+    results = explain_images(classifier, image_paths, class_name=class_name, out_dir=out or folder, method=method)
     if json_out:
         print(json.dumps([r.to_dict() for r in results], indent=2))
         return
@@ -58,3 +86,51 @@ def explain(
         predicted = "" if result.predicted == result.class_name else f" (predicted: {result.predicted}, {result.predicted_probability:.1%})"
         console.print(f"[bold]{escape(result.path)}[/] -> {escape(str(result.png))}\n"
                       f"  {result.method} for {escape(result.class_name)}: {result.probability:.1%}{escape(predicted)}")
+
+
+def _channels(target: list[str], *, out: Path | None, imagenet: bool, stage: int, images: int | None, json_out: bool) -> None:
+    """`graft explain RUN --channels`: rank the run's training images by a stage's channels."""
+    from ..classifier import load
+    from ..explain import run_top_channels
+
+    if imagenet:
+        raise GraftError("--channels ranks a run's training images: give a run folder, not --imagenet.")
+    if len(target) != 1:
+        raise GraftError("--channels takes a run folder and no image: graft explain runs/NAME --channels [--stage K].")
+    run = Path(target[0])
+    classifier = load(run)
+    result = run_top_channels(classifier, stage=stage, images=images, progress=not json_out,
+                              out_dir=out or (run if run.is_dir() else run.parent) / "explain")
+    if json_out:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    table = Table(title=escape(f"Stage {result.stage.index} ({result.stage.module}, {result.stage.channels} channels): "
+                               f"strongest channels over {result.images:,} training images"))
+    for column in ("channel", "strength", "top images (class, activation)"):
+        table.add_column(column, justify="left" if column.startswith("top") else "right")
+    for channel in result.channels:
+        tops = ", ".join(f"{top.label} {top.activation:.2f}" for top in channel.images)
+        table.add_row(str(channel.channel), f"{channel.strength:.2f}", escape(tops))
+    console.print(table)
+    source = "read from the feature cache" if result.cached else "computed in one pass and cached for next time"
+    say(f"Activations {source}. Figure: {result.png}")
+    if result.stage.index > 0:
+        say(f"Earlier stage: graft explain {quote(run)} --channels --stage {result.stage.index - 1}")
+
+
+def layers_table(table, *, title: str) -> Table:
+    """`graft summary --layers`: graft.explain.layers' LayerTable as a Rich table."""
+    grouped = table.depth is not None
+    size = " x ".join(str(s) for s in table.input_size)
+    shown = Table(title=f"{title}: layers" + (f" (depth {table.depth})" if grouped else "") + f", input {size}")
+    for column in ("layer", "type", "output shape", "parameters", "trains", "stage", "formula"):
+        shown.add_column(column, justify="right" if column in ("parameters", "stage") else "left", overflow="fold",
+                         no_wrap=column in ("output shape", "parameters", "trains", "stage"))
+    for row in table.rows:
+        trains = "-" if not row.parameters else ("yes" if row.trainable == row.parameters else
+                                                 "no" if not row.trainable else f"{row.trainable:,}")
+        last = f"({row.members} layers)" if grouped and row.members > 1 else row.formula
+        shown.add_row(escape(row.name), escape(row.kind), row.shape, f"{row.parameters:,}", trains, row.stage, escape(last))
+    shown.caption = (f"{len(table.rows)} rows, {table.parameters:,} parameters ({table.trainable:,} trainable); "
+                     "output shapes are channels x height x width (tokens x width for transformers)")
+    return shown

@@ -326,17 +326,19 @@ def evaluate(
 
 
 @app.command()
-@config_options(only=("strategy", "unfreeze", "cut", "hidden"))
+@config_options(only=("strategy", "unfreeze", "cut", "hidden", "img_size"))
 def summary(
     target: Annotated[str, typer.Argument(help="A backbone name or a run folder.")] = "tf_efficientnet_lite0",
     classes: Annotated[int, typer.Option(help="Number of classes of the new head.")] = 10,
     weights: Annotated[str, typer.Option(help="imagenet, none (random init: nothing to download), or a weights file.")] = "none",
+    layers: Annotated[bool, typer.Option("--layers", help="Every layer: output shape at the input size, parameters (with the convolution formula), stage, and whether it trains.")] = False,
+    depth: Annotated[Optional[int], typer.Option(help="With --layers: group layers by the first N parts of their names (1: stem, blocks, head; 2: each block).")] = None,
     **options,
 ) -> None:
     """Parameter counts (total, trainable, frozen) per stage, like Keras' model.summary().
 
     For a run folder, "trainable" counts what the run trained: the head, plus the stages its image
-    phase trained."""
+    phase trained. With --layers, every layer (or block, with --depth N) as well."""
     from ..backbones import create_backbone, stage_infos
     from ..config import TrainConfig
     from ..heads import HeadConfig, create_head
@@ -355,12 +357,19 @@ def summary(
     else:
         config = TrainConfig.from_options(**options, backbone=target)
         plan = get_strategy(config.strategy.strategy)
-        backbone = create_backbone(target, weights=weights, cut=plan.cut(config.strategy))
+        backbone = create_backbone(target, weights=weights, cut=plan.cut(config.strategy), img_size=options.get("img_size"))
         head = HeadConfig(hidden=config.strategy.hidden, dropout=config.strategy.dropout)
         model = GraftModel(backbone, create_head(backbone.num_features, classes, head))
         title = f"{target} + head for {classes} classes, strategy {plan.name}"
     trainable = plan.trainable(model.backbone, config.strategy) if plan.image_phase else None
     model.freeze_backbone(trainable or [])
+    if depth is not None and (not layers or depth < 1):
+        raise GraftError(f"--depth {depth}: use 1 or more, with --layers (e.g. --layers --depth 2).")
+    if layers:
+        from ..explain.layers import layer_table
+        from .explain import layers_table
+
+        console.print(layers_table(layer_table(model, depth=depth), title=escape(title)))
     table = Table(title=escape(title))
     for column in ("stage", "module", "channels", "stride", "parameters", "trainable"):
         table.add_column(column, justify="right")

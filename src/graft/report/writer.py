@@ -110,6 +110,7 @@ def write_report(
     for split, evaluation in metrics.evaluations.items():
         report.add(*_evaluation(split, evaluation))
     report.add(*_mistakes(mistakes, metrics, source=record.data.source if record.data else None))
+    report.add(*_channels(run_dir))
     report.add(*_audit(audit, plan))
     if record.advice:
         report.add(*_advice(record.advice))
@@ -194,6 +195,35 @@ def _mistakes(mistakes: Sequence[Mistake] | None, metrics: RunMetrics, *, source
     blocks.append(Picture("mistakes", png_bytes(mistakes_figure([m.pair for m in mistakes])), "Most confident mistakes"))
     rows = [[f"`{_relative(m.path, source)}`", m.true, m.predicted, f"{m.probability:.1%}"] for m in mistakes]
     return blocks + [Table(["file", "true class", "predicted", "probability"], rows)]
+
+
+# Training images ranked per stage for the report's channel figures: a sample keeps the report to a
+# few seconds on a CPU (one pass to each stage, cached); `graft explain RUN --channels` ranks them all.
+REPORT_CHANNEL_IMAGES = 60
+
+
+def _channels(run_dir: Path) -> list:
+    """The last two stages' strongest channels and the training images that activate them most."""
+    blocks: list = [Heading("What the last two stages respond to")]
+    try:
+        from ..classifier import load
+        from ..explain.channels import channels_figure, run_top_channels
+        from ..explain.feature_maps import backbone_stages
+
+        classifier = load(run_dir)
+        stages = backbone_stages(classifier.model.backbone)
+        results = [run_top_channels(classifier, stage=stage.index, images=REPORT_CHANNEL_IMAGES, progress=False,
+                                    channels=4, per_channel=5) for stage in stages[-2:]]
+    except Exception as error:  # noqa: BLE001 - the model is saved: a figure it cannot draw must not lose the report
+        return blocks + [Text(f"Not shown: {error}")]
+    first = results[0]
+    blocks.append(Text(
+        f"For each of the last two stages, its strongest channels (rows) and the training images that activate them "
+        f"most, out of {first.images} sampled: late stages respond to object parts, earlier ones to textures and "
+        f"colours. `graft explain {run_dir} --channels --stage K` ranks every training image for stage K."))
+    name = classifier.model.backbone.name
+    return blocks + [Picture(f"channels-stage-{r.stage.index}", png_bytes(channels_figure(r, backbone=name)),
+                             f"Top training images of stage {r.stage.index}'s strongest channels") for r in results]
 
 
 def _relative(path: str, source: str | None) -> str:
