@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from .data.dataset import ImageDataset
 from .data.discover import Sample, find_eval_data
 from .data.inputs import ImageInput, as_input_list, input_name, to_rgb_image
 from .data.transforms import eval_transform
+from .engines import Forward, frozen_forward
 from .errors import BadImageError, GraftError, ModelFileError
 from .evaluation import Evaluation, evaluate_predictions
 from .export import META_FILE, WEIGHTS_FILE, read_model_files, save_model
@@ -87,32 +89,21 @@ def predict_logits(
     *,
     runtime: Runtime,
 ) -> np.ndarray:
-    """Logits for each sample's image, in eval mode: batches of `runtime.batch_size`, in its precision."""
-    device = runtime.device
+    """Logits for each sample's image, in eval mode: batches of `runtime.batch_size`, in its engine and precision."""
     dataset = ImageDataset(samples, eval_transform(config, pixels=True))  # the backbone normalises the batch
     loader = DataLoader(dataset, batch_size=runtime.batch_size, num_workers=runtime.workers)
-    was_training = model.training
-    # Convert outside inference mode: parameters re-created inside it could never train again.
-    model.eval().to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    outputs = []
-    with torch.inference_mode():
-        for images, _ in loader:
-            images = images.to(device=device, memory_format=torch.channels_last)
-            with runtime.autocast(device):
-                outputs.append(model(images).float().cpu())
-    model.train(was_training)
+    with frozen_forward(model, runtime=runtime, images=len(samples), input_size=config.input_size) as forward:
+        outputs = [forward(images) for images, _ in loader]
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, len(model.head.state_dict())))
 
 
-def _probabilities(model: GraftModel, pixels: torch.Tensor, runtime: Runtime, *, tta: bool) -> torch.Tensor:
+def _probabilities(forward: Forward, pixels: torch.Tensor, *, tta: bool) -> torch.Tensor:
     """Class probabilities (float32, on the CPU) for a batch of uint8 images; with `tta`, the mean of
     the image's and its horizontal mirror's."""
-    pixels = pixels.to(device=runtime.device, memory_format=torch.channels_last)
-    with runtime.autocast(runtime.device):
-        probabilities = model(pixels).float().softmax(dim=-1)
-        if tta:
-            probabilities = (probabilities + model(pixels.flip(-1)).float().softmax(dim=-1)) / 2
-    return probabilities.cpu()
+    probabilities = forward(pixels).softmax(dim=-1)
+    if tta:
+        probabilities = (probabilities + forward(pixels.flip(-1).contiguous()).softmax(dim=-1)) / 2
+    return probabilities
 
 
 class Classifier:
@@ -138,13 +129,15 @@ class Classifier:
         """fp32 where training found bf16 changes answers; else the fastest this machine has."""
         return self.record.inference_precision if self.record is not None else "auto"
 
-    def _runtime(self, batch_size: int) -> Runtime:
-        """The runtime to predict with: fp32 wherever `precision` says so, whatever the runtime held."""
+    def _runtime(self, batch_size: int, engine: str | None = None) -> Runtime:
+        """The runtime to predict with: fp32 wherever `precision` says so, whatever the runtime held;
+        `engine` (auto, torch, onnxruntime, openvino; graft.engines) when given."""
         runtime = self.runtime or Runtime.resolve(precision=self.precision, batch_size=batch_size)
-        return runtime.but(batch_size=batch_size, **({"precision": "32"} if self.precision == "32" else {}))
+        return runtime.but(batch_size=batch_size, **({"precision": "32"} if self.precision == "32" else {}),
+                           **({"engine": engine} if engine is not None else {}))
 
     def predict(self, images: ImageInput | Iterable[ImageInput], *, top_k: int = 5, batch_size: int = 64,
-                tta: bool = False) -> list[Prediction]:
+                tta: bool = False, engine: str | None = None) -> list[Prediction]:
         """Top-k classes with probabilities for each image; always a list, even for one image.
 
         `images`: one image or a list of them, each a file path (str or Path), a PIL image, a uint8
@@ -152,29 +145,27 @@ class Classifier:
         an encoded image file. In a list, an input that cannot be read gives a Prediction with
         `error` set and no `top`; a single unreadable image raises `BadImageError`.
         `tta`: average the probabilities of each image and its horizontal mirror image.
+        `engine`: what runs the model (graft.engines; default: the runtime's, auto).
         """
         items, single = as_input_list(images)
-        predictions = list(self.predict_iter(items, top_k=top_k, batch_size=batch_size, tta=tta))
+        predictions = list(self.predict_iter(items, top_k=top_k, batch_size=batch_size, tta=tta, engine=engine))
         if single and predictions[0].error is not None:
             raise BadImageError(predictions[0].path, predictions[0].error)
         return predictions
 
     def predict_iter(self, images: Sequence[ImageInput], *, top_k: int = 5, batch_size: int = 64,
-                     tta: bool = False) -> Iterator[Prediction]:
+                     tta: bool = False, engine: str | None = None) -> Iterator[Prediction]:
         """`predict`, one Prediction at a time in input order, reading only one batch of images at once."""
-        runtime = self._runtime(batch_size)
+        runtime = self._runtime(batch_size, engine)
         loader = DataLoader(_InputDataset(images, eval_transform(self.data_config, pixels=True)),
                             batch_size=runtime.batch_size, num_workers=runtime.workers, collate_fn=_collate_inputs)
         k = max(1, min(top_k, len(self.classes)))
-        model, device = self.model, runtime.device
-        was_training = model.training
-        model.eval().to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-        try:
+        passes = len(images) * (2 if tta else 1)
+        with frozen_forward(self.model, runtime=runtime, images=passes, input_size=self.data_config.input_size) as forward:
             for indices, pixels, errors in loader:
                 values = classes = None
                 if pixels is not None:
-                    with torch.inference_mode():
-                        probabilities = _probabilities(model, pixels, runtime, tta=tta)
+                    probabilities = _probabilities(forward, pixels, tta=tta)
                     top = probabilities.topk(k, dim=-1)
                     values, classes = top.values.tolist(), top.indices.tolist()
                 row = 0
@@ -186,17 +177,27 @@ class Classifier:
                     assert values is not None and classes is not None
                     yield Prediction(name, [(self.classes[c], float(p)) for p, c in zip(values[row], classes[row])])
                     row += 1
-        finally:
-            model.train(was_training)
 
-    def evaluate(self, data: str | Path, *, batch_size: int = 64) -> Evaluation:
+    @contextmanager
+    def scorer(self, *, images: int, batch_size: int = 64, engine: str | None = None
+               ) -> Iterator[Callable[..., torch.Tensor]]:
+        """For callers that hold the model for many batches (graft serve): yields `score(pixels, tta=False)`,
+        class probabilities (float32, CPU) for a batch of uint8 pixels (N x 3 x H x W, already resized and
+        cropped by `eval_transform(self.data_config, pixels=True)`). `images`: about how many images
+        will pass (engine auto decides by it; a server passes a large number)."""
+        runtime = self._runtime(batch_size, engine)
+        with frozen_forward(self.model, runtime=runtime, images=images, input_size=self.data_config.input_size) as forward:
+            yield lambda pixels, tta=False: _probabilities(forward, pixels, tta=tta)
+
+    def evaluate(self, data: str | Path, *, batch_size: int = 64, engine: str | None = None) -> Evaluation:
         """Accuracy, per-class metrics and confusion matrix on a folder or CSV of labelled images."""
-        return self.evaluate_images(data, batch_size=batch_size)[0]
+        return self.evaluate_images(data, batch_size=batch_size, engine=engine)[0]
 
-    def evaluate_images(self, data: str | Path, *, batch_size: int = 64) -> tuple[Evaluation, list[dict]]:
+    def evaluate_images(self, data: str | Path, *, batch_size: int = 64,
+                        engine: str | None = None) -> tuple[Evaluation, list[dict]]:
         """`evaluate`, plus one row per image: path, true class, predicted class, its probability."""
         samples, _skipped = find_eval_data(data, self.classes)
-        logits = predict_logits(self.model, samples, self.data_config, runtime=self._runtime(batch_size))
+        logits = predict_logits(self.model, samples, self.data_config, runtime=self._runtime(batch_size, engine))
         predicted = logits.argmax(axis=1) if len(samples) else np.zeros(0, dtype=int)
         probabilities = torch.from_numpy(logits).softmax(dim=-1).numpy() if len(samples) else logits
         rows = [{"path": str(sample.path), "true": self.classes[sample.label], "predicted": self.classes[int(guess)],

@@ -186,13 +186,16 @@ class RuntimeOptions(Group):
     devices: int | str = option(1, "Devices (or processes on CPU) for Lightning: a number, auto, or GPU ids.",
                                 check=device_count)
     num_nodes: int = option(1, "Machines for distributed training.", check=at_least(1))
+    engine: str = option("auto", "What runs the frozen backbone's passes (features, predict, evaluate): auto, torch, "
+                                 "onnxruntime or openvino (auto: ONNX Runtime on CPUs where it is faster, torch on GPUs).",
+                         check=one_of("auto", "torch", "onnxruntime", "openvino"))
 
     def resolve(self, *, progress: bool = True):
         """The graft.runtime.Runtime these options give on this machine."""
         from .runtime import Runtime
 
         return Runtime.resolve(precision=self.precision, workers=self.workers, batch_size=self.batch_size,
-                               devices=self.devices, num_nodes=self.num_nodes, progress=progress)
+                               devices=self.devices, num_nodes=self.num_nodes, progress=progress, engine=self.engine)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 PRECISIONS = ("auto", "32", "bf16")
-ENGINES = ("torch",)
+ENGINES = ("auto", "torch", "onnxruntime", "openvino")  # see graft.engines
 
 
 @lru_cache(maxsize=1)
@@ -37,6 +37,16 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return any(flag in flags for flag in (" amx_bf16", " avx512_bf16"))
+
+
+@lru_cache(maxsize=1)
+def cpu_has_amx() -> bool:
+    """True when the CPU has AMX tile units for bf16 (Sapphire Rapids and later Xeons)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return " amx_bf16" in handle.read()
+    except OSError:
+        return False
 
 
 def resolve_precision(precision: str) -> str:
@@ -86,7 +96,8 @@ class Runtime:
     - `processes`: processes that share feature extraction and train under DDP on one machine
       (`devices` as Lightning names it; a string such as "auto" is passed to Lightning unchanged);
     - `num_nodes`: machines; `progress`: show progress (bars in a terminal, lines elsewhere);
-    - `engine`: what runs frozen forward passes ("torch").
+    - `engine`: what runs frozen forward passes: "torch", "onnxruntime", "openvino", or "auto", which
+      `graft.engines.choose_engine` decides per pass (it depends on the number of images).
     """
 
     precision: str = "32"
@@ -95,7 +106,7 @@ class Runtime:
     devices: int | str = 1
     num_nodes: int = 1
     progress: bool = True
-    engine: str = "torch"
+    engine: str = "auto"
 
     @classmethod
     def resolve(
@@ -107,7 +118,7 @@ class Runtime:
         devices: int | str = 1,
         num_nodes: int = 1,
         progress: bool = True,
-        engine: str = "torch",
+        engine: str = "auto",
     ) -> Runtime:
         from .errors import GraftError
 

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import GraftError
-from .options import Backbone, Weights, config_options, explicit_options
+from .options import Backbone, Engine, Weights, config_options, explicit_options
 from .render import console, error_console, evaluation_tables, history_table, quote, results_table, say
 
 app = typer.Typer(
@@ -164,6 +164,7 @@ def predict(
                                                                   "(class_2, probability_2, ...) and error.")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average each image's probabilities with its mirror image's.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images read and predicted at once.")] = 64,
+    engine: Engine = "auto",
 ) -> None:
     """Top-k classes with probabilities for each image.
 
@@ -213,7 +214,7 @@ def predict(
         from ..classifier import load
 
         classifier = load(model_path)
-        answers = classifier.predict_iter(paths, top_k=top_k, batch_size=batch_size, tta=tta)
+        answers = classifier.predict_iter(paths, top_k=top_k, batch_size=batch_size, tta=tta, engine=engine)
         columns = max(1, min(top_k, len(classifier.classes)))
     # Inputs that matched nothing (and, with --imagenet, images that did not decode) are answered first.
     answers = itertools.chain([Prediction(str(bad.path), [], bad.reason) for bad in failed], answers)
@@ -287,6 +288,7 @@ def evaluate(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON file for the results (default: MODEL/evaluation.json, "
                                                                           "or evaluation-2.json, ... when that exists).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    engine: Engine = "auto",
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a model on DATA.
 
@@ -301,7 +303,7 @@ def evaluate(
     def _predictions_csv(evaluation_json: Path) -> Path:  # beside the JSON, named after it
         return evaluation_json.with_name(f"{evaluation_json.stem}-predictions.csv")
 
-    evaluation, rows = load(model).evaluate_images(data)
+    evaluation, rows = load(model).evaluate_images(data, engine=engine)
     if output is not None:
         target = Path(output)
     else:

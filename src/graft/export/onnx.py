@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..engines import trace_onnx
 from ..errors import GraftError
 from ..io import atomic_path, write_json_atomic
 
@@ -113,7 +114,7 @@ def export_onnx(classifier: Classifier, out: str | Path, *, check_images: list[P
     example = torch.zeros((2, *size), dtype=torch.uint8)
     info = metadata(classifier)
     with atomic_path(out) as temporary:
-        _trace(model, example, temporary)
+        trace_onnx(model, example, temporary, output_names=["logits", "probabilities"])
         graph = onnx.load(str(temporary))
         graph.metadata_props.extend(
             onnx.StringStringEntryProto(key=key, value=json.dumps(value)) for key, value in info.items())
@@ -132,17 +133,6 @@ def export_onnx(classifier: Classifier, out: str | Path, *, check_images: list[P
     metadata_path = out.with_name(out.name + ".json")
     write_json_atomic(metadata_path, {**info, "parity": asdict(parity)})
     return Exported(path=out, metadata_path=metadata_path, parity=parity)
-
-
-def _trace(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
-    import contextlib
-    import io
-
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    # The exporter narrates its steps on stdout: keep them out of graft's own output.
-    with contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(model, (example,), str(path), input_names=["pixels"], output_names=["logits", "probabilities"],
-                          dynamic_shapes={"pixels": {0: batch}}, dynamo=True, external_data=False, verbose=False)
 
 
 def parity_images(classifier: Classifier) -> tuple[list[Path], str]:

@@ -298,7 +298,8 @@ class FeatureCache:
             size_bytes=_size(folder),
             count=_int_or_zero(meta.get("count")),
             dim=_int_or_zero(meta.get("dim")),
-            description=f"{meta.get('backbone', '?')} {meta.get('split', '?')} view {meta.get('view', '?')}",
+            description=f"{meta.get('backbone', '?')} {meta.get('split', '?')} view {meta.get('view', '?')}"
+                        + (f" ({meta['engine']})" if meta.get("engine") else ""),
             created=meta["created"] if isinstance(meta.get("created"), (int, float)) else 0.0,
             problem=problem,
         )

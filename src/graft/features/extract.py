@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from ..backbones import Backbone
 from ..data.discover import Sample, files_fingerprint
 from ..data.images import load_image
 from ..data.transforms import Augment, eval_transform, train_transform
+from ..engines import CompileError, choose_engine, frozen_forward
 from ..runtime import Runtime
 from .cache import FeatureCache, FeatureSet, cache_key
 
@@ -105,16 +107,18 @@ def extract_into(
     description: str = "features",
     start: int = 0,
     written: Callable[[int], None] | None = None,
+    engines: Path | None = None,
 ) -> None:
     """Write backbone(dataset[i]) into out[i] for i from `start` on, batch by batch (never the whole
     set in memory), calling `written(rows)` after each batch, when out[:rows] hold features.
 
+    The backbone runs in `runtime.engine` (graft.engines; compiled graphs kept in `engines`).
     `start` resumes an interrupted extraction (`FeatureCache.build`): the rows before it are
     there already. Batches run from `start` as they ran from 0 when it is a multiple of the batch
     size, and dataset[i] does not depend on what else is read (ViewDataset seeds by index), so
     the rows are bitwise those an uninterrupted extraction writes.
 
-    With `runtime.processes` > 1 (and `out` a memory-mapped .npy), each of that many spawned
+    With `runtime.processes` > 1 in torch (and `out` a memory-mapped .npy), each of that many spawned
     processes computes every processes-th row, on its own GPU where there are several; `written`
     is then called once, at the end.
     """
@@ -122,30 +126,24 @@ def extract_into(
     remaining = max(0, count - start)
     if start:
         dataset = Subset(dataset, range(start, count))
-    if runtime.processes > 1:
+    if runtime.processes > 1 and runtime.engine == "torch":  # another engine uses every core from one process
         with image_progress(remaining, description, enabled=runtime.progress) as update:
             _extract_sharded(backbone, dataset, out, runtime=runtime, start=start)  # type: ignore[arg-type]  # a memmap here
             update(remaining)
         if written is not None:
             written(count)
         return
-    device = runtime.device
     loader = DataLoader(dataset, batch_size=runtime.batch_size, num_workers=runtime.workers, shuffle=False)
-    was_training = backbone.training
-    # Convert outside inference mode: parameters re-created inside it could never train again.
-    backbone.eval().to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     row = start
-    with torch.inference_mode(), image_progress(remaining, description, enabled=runtime.progress) as update:
+    with frozen_forward(backbone, runtime=runtime, images=remaining, input_size=backbone.data_config.input_size,
+                        folder=engines) as forward, \
+            image_progress(remaining, description, enabled=runtime.progress) as update:
         for batch in loader:
-            batch = batch.to(device=device, memory_format=torch.channels_last, non_blocking=True)
-            with runtime.autocast(device):
-                features = backbone(batch)
-            out[row : row + len(batch)] = features.float().cpu().numpy()
+            out[row : row + len(batch)] = forward(batch).numpy()
             row += len(batch)
             update(len(batch))
             if written is not None:
                 written(row)
-    backbone.train(was_training)
 
 
 def _extract_sharded(backbone, dataset, out: np.memmap, *, runtime: Runtime, start: int = 0) -> None:
@@ -197,10 +195,11 @@ def backbone_features(
 ) -> FeatureSet:
     """Features of `samples` (one plain view, or augmented view number `view`), from the cache if there.
 
-    The key holds everything that changes the numbers; the split name and the precision are
-    recorded but only the precision is part of the key (the same files are the same features).
-    Extraction runs with `runtime`: its precision, workers, batch size and progress, sharded over
-    `runtime.processes`. Batches of 32 (Runtime's default): against 64, they ran Lite0 faster on a
+    The key holds everything that changes the numbers, the engine and its precision included, so
+    features computed by different engines are never mixed; the split name is recorded but not part
+    of the key (the same files are the same features). Extraction runs with `runtime`: its engine
+    (auto decides here, by the number of images: graft.engines), precision, workers, batch size and
+    progress, sharded over `runtime.processes` in torch. Batches of 32 (Runtime's default): against 64, they ran Lite0 faster on a
     2-core CPU and peaked about 200 MB lower (the activations of early, wide layers dominate
     memory; benchmarks/profile_steps.py).
 
@@ -210,6 +209,25 @@ def backbone_features(
     kill -9) goes on from the batches it completed (`FeatureCache.build`).
     """
     cache = cache or FeatureCache()
+    engines = cache.root.parent / "engines"
+    requested = runtime.engine
+    if requested == "auto":  # decided now: the engine is part of the key
+        runtime = runtime.but(engine=choose_engine("auto", runtime=runtime, images=len(samples),
+                                                   compiled=_compiled(backbone, engines)))
+    try:
+        return _backbone_features(backbone, samples, split=split, runtime=runtime, cache=cache, view=view,
+                                  augment=augment, seed=seed, engines=engines)
+    except CompileError as error:
+        if requested != "auto":
+            raise
+        print(f"Warning: {error} Extracting with PyTorch instead.", file=sys.stderr)
+        return _backbone_features(backbone, samples, split=split, runtime=runtime.but(engine="torch"), cache=cache,
+                                  view=view, augment=augment, seed=seed, engines=engines)
+
+
+def _backbone_features(backbone: Backbone, samples: Sequence[Sample], *, split: str, runtime: Runtime,
+                       cache: FeatureCache, view: int | None, augment: Augment | None, seed: int,
+                       engines: Path) -> FeatureSet:
     augmented = view is not None and augment is not None
     view_number = view if view is not None else 0
     paths = [s.path for s in samples]
@@ -223,9 +241,11 @@ def backbone_features(
         "view": view if augmented else "plain",
         "augment": augment.to_dict() if augment is not None and augmented else None,
         "seed": seed if augmented else None,
-        "precision": runtime.precision,
+        "precision": runtime.precision if runtime.engine == "torch" else "32",
         "files": files_fingerprint(paths, labels),
     }
+    if runtime.engine != "torch":  # keys of torch's features stay as they were before engines existed
+        describe["engine"] = runtime.engine
     config = backbone.data_config
     transform = train_transform(config, augment, pixels=True) if augmented else eval_transform(config, pixels=True)
     describe["transform"] = repr(transform)  # any change to preprocessing code changes the key
@@ -247,5 +267,13 @@ def backbone_features(
         labels=labels,
         describe={**describe, "split": split},
         fill=lambda out, start, written: extract_into(backbone, dataset, out, runtime=runtime, description=label,
-                                                     start=start, written=written),
+                                                     start=start, written=written, engines=engines),
     )
+
+
+def _compiled(backbone: Backbone, engines: Path) -> bool:
+    """Whether the backbone's graph is on disk already (then ONNX Runtime costs nothing to start)."""
+    from ..engines import installed
+    from ..engines.compile import compiled_path
+
+    return installed("onnxruntime") and compiled_path(backbone, backbone.data_config.input_size, engines).exists()

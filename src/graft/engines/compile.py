@@ -1,0 +1,114 @@
+"""A PyTorch module as an ONNX graph that inference engines run: traced once, kept on disk by content.
+
+The graph takes uint8 RGB pixels (N x 3 x H x W, N dynamic) and returns the module's one output
+(features for a backbone, logits for a classifier): graft's networks normalise raw pixels
+themselves, so the graph holds the preprocessing too. Tracing Lite0 takes about 7 s, so the file
+is kept under a key computed from everything that changes the graph (the architecture, every
+weight and buffer, the input size, the torch and onnx versions) and traced again only when one of
+them changes. Before a new file is kept, it must give the module's outputs on sample pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import GraftError
+from ..io import atomic_path, write_json_atomic
+
+FORMAT = 1  # bump when the way graphs are traced changes: older files are then traced again
+TOLERANCE = 1e-3  # largest output difference, relative to the largest output, a compiled graph may show
+
+
+class CompileError(GraftError):
+    """A module could not be turned into a graph that answers like it."""
+
+
+def trace_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | Path, *,
+               output_names: list[str]) -> None:
+    """Write `module` as ONNX to `path`, input "pixels" with a dynamic batch dimension."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    # The exporter narrates its steps on stdout: keep them out of graft's own output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(module, (example,), str(path), input_names=["pixels"], output_names=output_names,
+                          dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False)
+
+
+def content_key(module: torch.nn.Module, input_size: tuple[int, ...]) -> str:
+    """A hash of what decides the graph's answers: architecture, weights and buffers, input size, versions.
+
+    Hashing every tensor costs about 15 ms for Lite0's 13 MB, against 7 s to trace it again.
+    """
+    import onnx
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps([FORMAT, list(input_size), torch.__version__, onnx.__version__, repr(module)]).encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(np.ascontiguousarray(tensor.detach().cpu().float().numpy()).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def compiled_path(module: torch.nn.Module, input_size: tuple[int, ...], folder: Path) -> Path:
+    return folder / f"{content_key(module, input_size)}.onnx"
+
+
+def compile_onnx(module: torch.nn.Module, input_size: tuple[int, ...], folder: Path) -> Path:
+    """The ONNX file for `module` in `folder`, traced and checked now if it is not there yet.
+
+    A folder that cannot be written gets a temporary one instead (the graph then lives as long as
+    this process). Raises CompileError when tracing fails or the graph answers differently.
+    """
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+    except ImportError:
+        raise CompileError("Running a model in ONNX Runtime or OpenVINO needs the onnx package: "
+                           "pip install onnx onnxscript") from None
+    path = compiled_path(module, input_size, folder)
+    if path.exists():
+        return path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="graft-engines-"))
+        path = folder / path.name
+    was_training = module.training
+    module.eval()
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randint(0, 256, (2, *input_size), dtype=torch.uint8, generator=generator)
+    try:
+        with atomic_path(path) as temporary:
+            try:
+                trace_onnx(module, example, temporary, output_names=["outputs"])
+            except Exception as error:  # the exporter raises many kinds; the message says which
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise CompileError(f"{type(module).__name__} could not be traced to ONNX: {first[:300]}") from None
+            difference = _difference(module, temporary, example)
+            if not difference <= TOLERANCE:  # also refuses NaN
+                raise CompileError(f"The ONNX graph of {type(module).__name__} differs from PyTorch by {difference:.2e} "
+                                   f"(relative; at most {TOLERANCE:g} allowed): it was not kept.")
+        write_json_atomic(path.with_suffix(".json"), {"input_size": list(input_size), "relative_difference": difference,
+                                                      "module": type(module).__name__, "torch": torch.__version__})
+    finally:
+        module.train(was_training)
+    return path
+
+
+def _difference(module: torch.nn.Module, path: Path, example: torch.Tensor) -> float:
+    """Largest |graph - module| output on `example`, relative to the module's largest |output|."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    graph = session.run(None, {"pixels": example.numpy()})[0]
+    with torch.inference_mode():
+        reference = module(example).float().numpy()
+    return float(np.abs(graph - reference).max() / max(1.0, float(np.abs(reference).max())))

@@ -1,0 +1,156 @@
+"""Frozen forward passes (feature extraction, predict, evaluate) in the fastest engine the machine has.
+
+Eager PyTorch is slow on CPUs for the depthwise convolutions of mobile backbones. Measured on a
+2-core EPYC (AVX-512 with bf16, no AMX), Lite0 at 224 px, batch 32, interleaved rounds: torch fp32
+26 img/s, torch bf16 autocast 132, ONNX Runtime fp32 163, OpenVINO fp32 149; on an AVX2-only EPYC
+the issue measured torch 23, ONNX Runtime 67, OpenVINO 76 (`python benchmarks/engines.py`,
+docs/benchmarks.md "Engines"). ONNX Runtime answers like fp32 PyTorch (within 1.1e-5), where bf16
+moves features by 0.2.
+
+`--engine auto` (the default) decides per pass:
+- on a GPU: torch (its kernels are fast there; the graphs here run on the CPU);
+- on a CPU with AMX: torch, which runs bf16 there in matrix units (not measured: no AMX machine was
+  available; the conservative choice);
+- elsewhere on a CPU: ONNX Runtime when the graph is already compiled (on disk, by content), or
+  when the pass is long enough to repay compiling it (about 7 s for Lite0): from 500 images where
+  torch would run fp32 (AVX2: a 2.9x faster pass saves 0.03 s an image), from 5,000 where torch runs
+  native bf16 (1.2x: 0.0015 s an image); else torch.
+Explicit `torch`, `onnxruntime` or `openvino` is always followed (an error when it is not installed).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from ..errors import GraftError
+from ..runtime import ENGINES, Runtime, cache_root, cpu_has_amx
+from .compile import CompileError, compile_onnx, compiled_path
+
+AUTO_MIN_IMAGES = {"32": 500, "bf16": 5000}  # by the precision torch would run in; see the module's text
+PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+class Forward(Protocol):
+    engine: str  # "torch", "onnxruntime" or "openvino"
+    precision: str  # what the numbers are computed in: "32" or "bf16"
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels (N x 3 x H x W) in; the module's output, float32 on the CPU, out."""
+        ...
+
+
+def engines_folder() -> Path:
+    """Where compiled graphs are kept: $GRAFT_CACHE/engines (see graft.runtime.cache_root)."""
+    return cache_root() / "engines"
+
+
+def installed(engine: str) -> bool:
+    return engine == "torch" or find_spec(PACKAGES[engine]) is not None
+
+
+def choose_engine(requested: str, *, runtime: Runtime, images: int, compiled: bool = False) -> str:
+    """The engine a forward pass over `images` images runs in; `compiled`: its graph is on disk."""
+    if requested not in ENGINES:
+        raise GraftError(f"--engine {requested!r}: choose one of {', '.join(ENGINES)}.")
+    if requested != "auto":
+        if not installed(requested):
+            raise GraftError(f"--engine {requested}: the {PACKAGES[requested]} package is not installed "
+                             f"(pip install {PACKAGES[requested]}), or use --engine auto.")
+        return requested
+    if runtime.device.type != "cpu" or (runtime.precision == "bf16" and cpu_has_amx()):
+        return "torch"
+    if not installed("onnxruntime"):
+        return "torch"
+    return "onnxruntime" if compiled or images >= AUTO_MIN_IMAGES[runtime.precision] else "torch"
+
+
+class _TorchForward:
+    engine = "torch"
+
+    def __init__(self, module: torch.nn.Module, runtime: Runtime):
+        self.module, self.runtime, self.precision = module, runtime, runtime.precision
+        self.device = runtime.device
+        # Convert outside inference mode: parameters re-created inside it could never train again.
+        module.to(device=self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(device=self.device, memory_format=torch.channels_last, non_blocking=True)
+        with torch.inference_mode(), self.runtime.autocast(self.device):
+            return self.module(pixels).float().cpu()
+
+
+class _OnnxRuntimeForward:
+    engine, precision = "onnxruntime", "32"
+
+    def __init__(self, path: Path):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the cores torch would use, no more
+        options.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {"pixels": np.ascontiguousarray(pixels.numpy())})[0])
+
+
+class _OpenVinoForward:
+    engine, precision = "openvino", "32"
+
+    def __init__(self, path: Path):
+        import openvino
+
+        # f32: on CPUs with bf16 OpenVINO would otherwise compute in bf16 and move answers (0.5 on Lite0's features).
+        self.model = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.model(np.ascontiguousarray(pixels.numpy()))[0]))
+
+
+@contextmanager
+def frozen_forward(module: torch.nn.Module, *, runtime: Runtime, images: int, input_size: tuple[int, ...],
+                   folder: Path | None = None, log=None) -> Iterator[Forward]:
+    """Run `module` (in eval mode, its weights unchanged) in the engine `runtime.engine` picks for a
+    pass over `images` images of `input_size` (C, H, W); its training mode is restored afterwards.
+
+    Compiled graphs are kept in `folder` (default: engines_folder()). Under auto, a module that cannot
+    be compiled runs in torch with one warning on stderr (`log` to send it elsewhere).
+    """
+    folder = folder or engines_folder()
+    was_training = module.training
+    module.eval()
+    try:
+        yield _forward(module, runtime=runtime, images=images, input_size=input_size, folder=folder, log=log)
+    finally:
+        module.train(was_training)
+
+
+def _forward(module: torch.nn.Module, *, runtime: Runtime, images: int, input_size: tuple[int, ...], folder: Path,
+             log) -> Forward:
+    requested = runtime.engine
+    compiled = requested == "auto" and installed("onnxruntime") and compiled_path(module, input_size, folder).exists()
+    engine = choose_engine(requested, runtime=runtime, images=images, compiled=compiled)
+    if engine == "torch":
+        return _TorchForward(module, runtime)
+    try:
+        path = compile_onnx(module, input_size, folder)
+        try:
+            return _OnnxRuntimeForward(path) if engine == "onnxruntime" else _OpenVinoForward(path)
+        except Exception:  # a damaged file on disk: trace it once more
+            path.unlink(missing_ok=True)
+            path = compile_onnx(module, input_size, folder)
+            return _OnnxRuntimeForward(path) if engine == "onnxruntime" else _OpenVinoForward(path)
+    except CompileError as error:
+        if requested != "auto":
+            raise
+        say = log or (lambda message: print(message, file=sys.stderr))
+        say(f"Warning: {error} Running it in PyTorch instead.")
+        return _TorchForward(module, runtime)

@@ -1,0 +1,152 @@
+"""Inference engines for frozen forward passes: the same answers as PyTorch, never mixed in the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import graft
+from graft.backbones import create_backbone
+from graft.data.discover import find_data
+from graft.engines import AUTO_MIN_IMAGES, CompileError, choose_engine, frozen_forward, installed
+from graft.errors import GraftError
+from graft.features import FeatureCache
+from graft.features.extract import backbone_features
+from graft.runtime import Runtime
+from test_cli import run_main
+
+FP32 = Runtime(precision="32", progress=False)
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return create_backbone("tf_efficientnet_lite0", weights="imagenet", img_size=32)
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory) -> Path:
+    """One folder of compiled graphs for the module: each network is traced once (seconds). It is the
+    folder a feature cache in its parent's features/ uses."""
+    return tmp_path_factory.mktemp("engine-cache") / "engines"
+
+
+def test_onnxruntime_features_equal_torchs_and_are_cached_apart(lite0, tiny_dataset, tmp_path, engines):
+    samples = find_data(tiny_dataset).train
+    cache = FeatureCache(engines.parent / "features")
+    from_torch = backbone_features(lite0, samples, split="train", runtime=FP32.but(engine="torch"), cache=cache)
+    from_ort = backbone_features(lite0, samples, split="train", runtime=FP32.but(engine="onnxruntime"), cache=cache)
+    # the cache stores float16: the engines may differ by one float16 step (1e-3 relative), no more
+    assert np.allclose(np.asarray(from_ort.features, dtype=np.float32), np.asarray(from_torch.features, dtype=np.float32),
+                       rtol=1e-3, atol=1e-4)
+    entries = cache.entries()
+    assert len(entries) == 2  # one per engine: features of one are never read as the other's
+    assert from_ort.meta["engine"] == "onnxruntime" and "engine" not in from_torch.meta
+    assert sorted(e.description for e in entries) == ["tf_efficientnet_lite0 train view plain",
+                                                       "tf_efficientnet_lite0 train view plain (onnxruntime)"]
+    graphs = list((cache.root.parent / "engines").glob("*.onnx"))
+    again = backbone_features(lite0, samples, split="train", runtime=FP32.but(engine="onnxruntime"), cache=cache)
+    assert np.array_equal(np.asarray(again.features), np.asarray(from_ort.features))
+    assert list((cache.root.parent / "engines").glob("*.onnx")) == graphs  # read from the cache: nothing traced
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed (pip install 'graft[openvino]')")
+def test_openvino_answers_like_torch(lite0, engines):
+    pixels = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    outputs = {}
+    for engine in ("torch", "openvino"):
+        with frozen_forward(lite0, runtime=FP32.but(engine=engine), images=3, input_size=(3, 32, 32),
+                            folder=engines) as forward:
+            outputs[engine] = forward(pixels)
+            assert forward.engine == engine
+    assert torch.allclose(outputs["openvino"], outputs["torch"], atol=1e-4)
+
+
+def test_predict_and_evaluate_give_the_same_answers_in_every_engine(linear_probe_run, tiny_dataset, monkeypatch,
+                                                                    engines):
+    monkeypatch.setattr("graft.engines.forward.engines_folder", lambda: engines)
+    classifier = linear_probe_run.classifier
+    monkeypatch.setattr(classifier, "runtime", FP32)  # torch in fp32 too, whatever this CPU has
+    images = sorted((Path(tiny_dataset) / "val").rglob("*.png"))
+    answers = {engine: classifier.predict(images, top_k=3, engine=engine, tta=True) for engine in ("torch", "onnxruntime")}
+    for a, b in zip(answers["torch"], answers["onnxruntime"]):
+        assert a.label == b.label and a.probability == pytest.approx(b.probability, abs=1e-4)
+    assert classifier.evaluate(Path(tiny_dataset) / "val", engine="onnxruntime").accuracy == \
+        classifier.evaluate(Path(tiny_dataset) / "val", engine="torch").accuracy
+    assert not classifier.model.training  # the model is left as it was
+
+
+def test_auto_picks_by_device_images_and_what_is_compiled(monkeypatch):
+    cpu = Runtime(precision="32")
+    assert choose_engine("auto", runtime=cpu, images=10) == "torch"  # tracing would cost more than it saves
+    assert choose_engine("auto", runtime=cpu, images=AUTO_MIN_IMAGES["32"]) == "onnxruntime"
+    assert choose_engine("auto", runtime=cpu, images=10, compiled=True) == "onnxruntime"  # nothing to trace
+    assert choose_engine("auto", runtime=cpu.but(precision="bf16"), images=AUTO_MIN_IMAGES["32"]) == "torch"
+    assert choose_engine("auto", runtime=cpu.but(precision="bf16"), images=AUTO_MIN_IMAGES["bf16"]) == "onnxruntime"
+    assert choose_engine("torch", runtime=cpu, images=10**6) == "torch"  # an explicit choice is followed
+    monkeypatch.setattr("graft.engines.forward.cpu_has_amx", lambda: True)
+    assert choose_engine("auto", runtime=cpu.but(precision="bf16"), images=10**6) == "torch"
+    monkeypatch.setattr("graft.runtime.accelerator_device", lambda: torch.device("cuda"))
+    assert choose_engine("auto", runtime=cpu, images=10**6, compiled=True) == "torch"
+
+
+def test_a_missing_or_unknown_engine_is_a_clear_error(monkeypatch):
+    with pytest.raises(GraftError, match=r"--engine 'tensorrt': choose one of auto, torch, onnxruntime, openvino"):
+        choose_engine("tensorrt", runtime=FP32, images=1)
+    monkeypatch.setattr("graft.engines.forward.find_spec", lambda name: None)
+    with pytest.raises(GraftError, match=r"--engine openvino: the openvino package is not installed \(pip install openvino\)"):
+        choose_engine("openvino", runtime=FP32, images=1)
+    assert choose_engine("auto", runtime=FP32, images=10**6) == "torch"  # auto does without
+
+
+def test_a_damaged_graph_on_disk_is_traced_again(tmp_path):
+    net = create_backbone("resnet10t", weights="none", img_size=32)
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with frozen_forward(net, runtime=FP32.but(engine="onnxruntime"), images=2, input_size=(3, 32, 32),
+                        folder=tmp_path) as forward:
+        first = forward(pixels)
+    (graph,) = tmp_path.glob("*.onnx")
+    graph.write_bytes(b"not an onnx graph")
+    with frozen_forward(net, runtime=FP32.but(engine="onnxruntime"), images=2, input_size=(3, 32, 32),
+                        folder=tmp_path) as forward:
+        assert torch.equal(forward(pixels), first)
+    assert graph.stat().st_size > 1000
+
+
+def test_a_network_that_cannot_be_traced_falls_back_to_torch_under_auto_only(tmp_path, monkeypatch):
+    def untraceable(*args, **kwargs):
+        raise RuntimeError("data-dependent control flow")
+
+    monkeypatch.setattr("graft.engines.compile.trace_onnx", untraceable)
+    net = create_backbone("resnet10t", weights="none", img_size=32)
+    warnings: list[str] = []
+    with frozen_forward(net, runtime=FP32, images=10**6, input_size=(3, 32, 32), folder=tmp_path,
+                        log=warnings.append) as forward:
+        assert forward.engine == "torch"
+    assert "could not be traced to ONNX: data-dependent control flow" in warnings[0] and "PyTorch instead" in warnings[0]
+    with pytest.raises(CompileError, match="could not be traced"):
+        with frozen_forward(net, runtime=FP32.but(engine="onnxruntime"), images=1, input_size=(3, 32, 32), folder=tmp_path):
+            pass
+    assert not list(tmp_path.iterdir())  # nothing half-written left
+
+
+def test_cli_predict_takes_an_engine(linear_probe_run, tiny_dataset, capsys, monkeypatch, engines):
+    monkeypatch.setenv("GRAFT_CACHE", str(engines.parent / "cli-cache"))
+    image = next((Path(tiny_dataset) / "val" / "red").glob("*.png"))
+    code, output = run_main(["predict", linear_probe_run.run_dir, image, "--engine", "onnxruntime"], capsys, monkeypatch)
+    assert code == 0 and "red" in output
+    code, output = run_main(["predict", linear_probe_run.run_dir, image, "--engine", "tpu"], capsys, monkeypatch)
+    assert code == 2 and "--engine 'tpu'" in output and "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_a_run_trained_on_onnxruntime_features_equals_the_torch_run(tiny_dataset, tmp_path):
+    from conftest import FAST
+
+    runs = {engine: graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name=engine, engine=engine,
+                                cache_dir=tmp_path / "cache", precision="32", **FAST) for engine in ("torch", "onnxruntime")}
+    assert runs["torch"].metrics.evaluations == runs["onnxruntime"].metrics.evaluations
+    assert runs["onnxruntime"].record.config.runtime.engine == "onnxruntime"
