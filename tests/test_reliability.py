@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,18 @@ def test_a_diverging_loss_stops_with_a_message_and_saves_nothing(tiny_dataset, t
         graft.train(tiny_dataset, strategy="feature-extract", lr=1e30, out=tmp_path, name="nan", cache_dir=tmp_path,
                     **{**FAST, "head_epochs": 3})
     assert not (tmp_path / "nan" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "inf"), ("--seed", "-1"), ("--devices", "abc"),
+                                         ("--num-nodes", "0"), ("--unfreeze", "99")])
+def test_a_bad_value_on_the_command_line_stops_before_any_work(tiny_dataset, tmp_path, capsys, monkeypatch, flag, value):
+    """Defects 2 and 10 as a user meets them: these trained (a NaN model, exit 0), passed silently, or
+    failed late with a traceback. Each is now refused at once, naming the flag, with no run folder."""
+    strategy = "partial" if flag == "--unfreeze" else "linear-probe"
+    code, output = run_main(["train", tiny_dataset, "--strategy", strategy, "--img-size", "32", "--no-report", "--no-audit",
+                             "--out", tmp_path / "runs", "--cache-dir", tmp_path / "cache", flag, value], capsys, monkeypatch)
+    assert code == 2 and flag in output and "Traceback" not in output
+    assert not list((tmp_path / "runs").glob("*/graft.json")) and not list((tmp_path / "runs").glob("*/run.json"))
 
 
 def test_out_that_is_a_file_fails_before_any_work(tiny_dataset, tmp_path, capsys, monkeypatch):
@@ -60,6 +73,7 @@ def test_a_report_that_cannot_be_written_leaves_a_complete_model(tiny_dataset, t
     assert any("report could not be written" in m and "saved and complete" in m for m in messages)
     assert graft.load(run.run_dir).classes == run.record.classes
     assert json.loads((run.run_dir / "metrics.json").read_text())["val_accuracy"] == run.metrics.val_accuracy
+    assert not [p for p in run.run_dir.rglob("*") if ".tmp" in p.name]  # the failed write left nothing behind
 
 
 def test_an_edited_record_is_refused(linear_probe_run, tmp_path):
@@ -122,7 +136,10 @@ def test_a_pickled_weights_file_is_refused_without_suggesting_unsafe_loading(tmp
     torch.save({"model": torch.nn.Linear(2, 2)}, path)  # a pickled module, not a state dict
     with pytest.raises(WeightsError) as error:
         create_backbone("tf_efficientnet_lite0", weights=str(path), img_size=32)
-    assert "never unpickles" in str(error.value) and "weights_only=False" not in str(error.value)
+    message = str(error.value)
+    # torch's own message said re-running with `weights_only` set to `False` "will likely succeed"
+    assert "never unpickles" in message and "will likely succeed" not in message
+    assert not re.search(r"weights_only\W{0,5}(set to\W{0,5})?False", message)
 
 
 def test_ctrl_c_in_the_image_phase_says_where_the_run_is(tiny_dataset, tmp_path, capsys, monkeypatch):
