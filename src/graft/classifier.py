@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,17 +176,6 @@ class Classifier:
                     assert values is not None and classes is not None
                     yield Prediction(name, [(self.classes[c], float(p)) for p, c in zip(values[row], classes[row])])
                     row += 1
-
-    @contextmanager
-    def scorer(self, *, images: int, batch_size: int = 64, engine: str | None = None
-               ) -> Iterator[Callable[..., torch.Tensor]]:
-        """For callers that hold the model for many batches (graft serve): yields `score(pixels, tta=False)`,
-        class probabilities (float32, CPU) for a batch of uint8 pixels (N x 3 x H x W, already resized and
-        cropped by `eval_transform(self.data_config, pixels=True)`). `images`: about how many images
-        will pass (engine auto decides by it; a server passes a large number)."""
-        runtime = self._runtime(batch_size, engine)
-        with frozen_forward(self.model, runtime=runtime, images=images, input_size=self.data_config.input_size) as forward:
-            yield lambda pixels, tta=False: _probabilities(forward, pixels, tta=tta)
 
     def evaluate(self, data: str | Path, *, batch_size: int = 64, engine: str | None = None) -> Evaluation:
         """Accuracy, per-class metrics and confusion matrix on a folder or CSV of labelled images."""

@@ -1,0 +1,114 @@
+"""graft serve's web page in a real browser: Playwright drives Debian's headless Chromium against a
+uvicorn server on loopback serving the session's linear-probe run.
+
+Skipped, saying why, where Playwright or a `chromium` executable is missing; `.ci/run` installs
+both (Playwright through the test extra, chromium with apt), so CI runs these tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable on PATH (Debian: apt-get install chromium; .ci/run does it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def served(linear_probe_run):
+    """(base URL, classifier, engine): uvicorn in a thread of this process, on 127.0.0.1 and a free port."""
+    import uvicorn
+
+    import graft
+    from graft.serve import bind, create_app, url
+
+    classifier = graft.load(linear_probe_run.run_dir)
+    app = create_app(classifier, name="lp")
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield url(sock), classifier, app.state.batcher.engine
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+        app.state.batcher.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    yield context.new_page()
+    context.close()
+
+
+def _loaded(image) -> bool:
+    return image.evaluate("img => img.complete && img.naturalWidth > 0")
+
+
+def test_upload_shows_class_bars_and_activation_map(served, page, tiny_dataset):
+    base, classifier, engine = served
+    path = sorted((tiny_dataset / "val" / "green").glob("*.png"))[0]
+    expected = classifier.predict(path, top_k=3, engine=engine)[0]
+    page.goto(base)
+    playwright_api.expect(page.locator("#model-info")).to_contain_text("linear-probe")
+    playwright_api.expect(page.locator("#model-info")).to_contain_text(", ".join(classifier.classes))
+    page.set_input_files("#file", str(path))
+    card = page.locator("article.card").first
+    playwright_api.expect(card.locator(".label")).to_have_text(expected.label, timeout=30_000)
+    bars = card.locator(".bar")
+    assert bars.count() == len(classifier.classes)
+    assert bars.first.get_attribute("aria-label") == f"{expected.label}: {100 * expected.probability:.1f}%"
+    heatmap = card.locator(".cam img.heatmap")
+    playwright_api.expect(heatmap).to_be_visible()
+    assert _loaded(heatmap) and _loaded(card.locator(".cam img").first)
+    assert "activation map" in heatmap.get_attribute("alt")
+    card.locator(".cam input[type=range]").fill("90")  # the slider sets the map's opacity
+    assert float(heatmap.evaluate("img => img.style.opacity")) == pytest.approx(0.9)
+
+
+def test_drop_several_images_and_a_bad_file(served, page, tiny_dataset):
+    """Dropped files (a DataTransfer, as a drag from the desktop makes): each gets its own card, a file
+    that is not an image gets the server's message, and the others still get their answers."""
+    base, classifier, engine = served
+    paths = [sorted((tiny_dataset / "val" / name).glob("*.png"))[1] for name in ("red", "blue")]
+    expected = {f"{p.parent.name}-{p.name}": pred.label for p, pred in zip(paths, classifier.predict(paths, top_k=1, engine=engine))}
+    page.goto(base)
+    files = [{"name": f"{p.parent.name}-{p.name}", "bytes": list(p.read_bytes()), "type": "image/png"} for p in paths]
+    files.append({"name": "notes<b>.txt", "bytes": list(b"just some text"), "type": "text/plain"})
+    page.evaluate("""files => {
+        const transfer = new DataTransfer();
+        for (const f of files) transfer.items.add(new File([new Uint8Array(f.bytes)], f.name, {type: f.type}));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+    }""", files)
+    cards = page.locator("article.card")
+    playwright_api.expect(cards).to_have_count(3)
+    for name, label in expected.items():
+        card = cards.filter(has_text=name)
+        playwright_api.expect(card.locator(".label")).to_have_text(label, timeout=30_000)
+        playwright_api.expect(card.locator(".cam img.heatmap")).to_be_visible()
+    bad = cards.filter(has_text="notes<b>.txt")  # shown as text, never as markup
+    playwright_api.expect(bad.locator(".error")).to_contain_text("not an image")
+    assert bad.locator("b").count() == 0
