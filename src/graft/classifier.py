@@ -195,13 +195,17 @@ class Classifier:
 
     def export(self, out: str | Path, *, format: str = "onnx", check_images: Sequence[str | Path] | None = None,
                log=print):
-        """The whole classifier as one file another program runs alone (normalisation inside, class names
-        and preprocessing in its metadata), checked against this model on real images first."""
-        from .export.onnx import FORMATS, export_onnx
+        """The whole classifier for another program to run alone (normalisation inside, class names and
+        preprocessing in its metadata), checked against this model on real images first.
 
-        if format not in FORMATS:
-            raise GraftError(f"--format {format!r}: choose one of {', '.join(FORMATS)}.")
-        return export_onnx(self, out, check_images=[Path(p) for p in check_images] if check_images else None, log=log)
+        `format`: "onnx" (out: model.onnx), "openvino" (model.xml, its weights in model.bin beside it;
+        needs pip install 'graft[openvino]') or "torchscript" (model.pt; loading it runs TorchScript
+        code, so load only archives you trust). Returns graft.export.common.Exported (the file, the
+        JSON beside it, the parity figures); raises ExportError when an answer would change."""
+        from .export.formats import export
+
+        return export(self, out, format=format, log=log,
+                      check_images=[Path(p) for p in check_images] if check_images else None)
 
     def save(self, folder: str | Path) -> Path:
         if self.record is None:

@@ -269,15 +269,20 @@ def predict(
 @app.command("export")
 def export_command(
     model: Annotated[Path, typer.Argument(help="Run folder (or model folder).")],
-    format: Annotated[str, typer.Option("--format", help="onnx: one file that ONNX Runtime, OpenVINO and others run.")] = "onnx",
-    out: Annotated[Optional[Path], typer.Option("--out", help="The file to write (default: MODEL/model.onnx).")] = None,
+    format: Annotated[str, typer.Option("--format", help="onnx: one file that ONNX Runtime, OpenVINO and others run; "
+                                                         "openvino: OpenVINO IR (model.xml + model.bin; pip install 'graft\\[openvino]'); "
+                                                         "torchscript: model.pt for libtorch / torch.jit.load.")] = "onnx",
+    out: Annotated[Optional[Path], typer.Option("--out", help="The file to write (default: MODEL/model.onnx, model.xml or model.pt).")] = None,
     check_images: Annotated[Optional[list[Path]], typer.Option("--check-images", help="Images to check the export on (default: the run's val images, else graft's sample).")] = None,
 ) -> None:
-    """The whole classifier in one file for other programs, checked against the PyTorch model."""
+    """The whole classifier for other programs (ONNX, OpenVINO IR or TorchScript), checked against the PyTorch model."""
     from ..classifier import load
+    from ..export.formats import FILE_NAMES, FORMATS
 
+    if format not in FORMATS:
+        raise GraftError(f"--format {format!r}: choose one of {', '.join(FORMATS)}.")
     classifier = load(model)
-    target = out or (model if model.is_dir() else model.parent) / f"model.{format}"
+    target = out or (model if model.is_dir() else model.parent) / FILE_NAMES[format]
     exported = classifier.export(target, format=format, check_images=check_images, log=say)
     say(f"Written {exported.path} and {exported.metadata_path.name} (class names, preprocessing, parity).")
 

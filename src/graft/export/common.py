@@ -1,0 +1,168 @@
+"""What every export format shares: the wrapped model, its metadata, and the parity check.
+
+Each export holds the whole classifier: uint8 RGB pixels in (N x 3 x H x W, N dynamic, already
+resized and cropped as the metadata says; normalisation is inside), `logits` and `probabilities`
+out. The class names, input size, mean/std, interpolation and crop travel in the file itself and in
+a JSON file beside it (the export's name + ".json").
+
+Every export is run beside the PyTorch model on real images (the run's own val or test images when
+they are still there, else the embedded CIFAR-10 sample): the largest logit difference and the
+top-1 agreement are printed and saved beside the export, and an export that changes any top-1
+answer is refused, with nothing left on disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..errors import GraftError
+
+if TYPE_CHECKING:
+    from ..classifier import Classifier
+
+# The formats `graft export --format` takes, and the file each writes by default in the run folder.
+FILE_NAMES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.pt"}
+FORMATS = tuple(FILE_NAMES)
+PARITY_IMAGES = 64  # enough to see a changed answer, few enough for seconds on a CPU
+DEMO_DATA = "demo_data/cifar10-sample"
+OUTPUTS = ["logits", "probabilities"]
+
+
+class ExportError(GraftError):
+    """An export could not be made, or it would not answer like the model."""
+
+
+@dataclass(frozen=True)
+class Parity:
+    images: int
+    source: str  # where the images came from
+    max_abs_logit_diff: float
+    top1_agreement: float
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path  # the model file (OpenVINO: the .xml, its weights in the .bin beside it)
+    metadata_path: Path  # the JSON beside it
+    parity: Parity
+
+
+class _PixelsToScores(torch.nn.Module):
+    """uint8 pixels in; logits and probabilities out (the backbone normalises the batch itself)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(pixels).float()
+        return logits, logits.softmax(dim=-1)
+
+
+def metadata(classifier: Classifier, format: str = "onnx") -> dict:
+    """What a program needs to feed the exported model and read its answers."""
+    config = classifier.data_config
+    record = classifier.record
+    return {
+        "format": f"graft-{format}",
+        "version": 1,
+        "classes": classifier.classes,
+        "input": {
+            "name": "pixels",
+            "dtype": "uint8",
+            "layout": "NCHW, RGB",
+            "size": list(config.input_size),
+            "preprocessing": (f"resize the short side to {int(config.image_size / config.crop_pct)} px "
+                              f"({config.interpolation}), then crop the centre {config.image_size} x "
+                              f"{config.image_size}; images smaller than that are resized whole to it. "
+                              "Normalisation is inside the model."),
+            "interpolation": config.interpolation,
+            "crop_pct": config.crop_pct,
+            "crop_mode": config.crop_mode,
+            "mean": list(config.mean),
+            "std": list(config.std),
+        },
+        "outputs": list(OUTPUTS),
+        "backbone": record.backbone if record else None,
+        "strategy": record.strategy if record else None,
+        "val_accuracy": record.accuracy.get("val") if record else None,
+    }
+
+
+def require_suffix(out: Path, suffix: str, what: str) -> None:
+    if out.suffix != suffix:
+        raise ExportError(f"--out {out}: {what} file name ends in {suffix} (e.g. {out.with_suffix(suffix).name}).")
+
+
+def parity_images(classifier: Classifier) -> tuple[list[Path], str]:
+    """Real images to check an export on: the run's val/test images if they are still there, else the
+    embedded CIFAR-10 sample (any real photos show a changed answer; their labels do not matter)."""
+    from ..data.discover import find_eval_data
+
+    record = classifier.record
+    source = record.data.source if record and record.data else None
+    if source and Path(source).exists():
+        try:
+            samples, _ = find_eval_data(source, classifier.classes, check_images=False)
+            if samples:
+                return [s.path for s in samples[:PARITY_IMAGES]], f"the run's own images in {source}"
+        except GraftError:
+            pass
+    demo = Path(str(files("graft").joinpath(DEMO_DATA))) / "val"
+    paths = sorted(p for p in demo.rglob("*") if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return paths[:: max(1, len(paths) // PARITY_IMAGES)][:PARITY_IMAGES], "graft's embedded CIFAR-10 sample"
+
+
+def images_to_check(classifier: Classifier, check_images: list[Path] | None) -> tuple[list[Path], str]:
+    return (list(check_images), "given images") if check_images else parity_images(classifier)
+
+
+def check_parity(run: Callable[[np.ndarray], np.ndarray], classifier: Classifier, images: list[Path], *,
+                 source: str) -> Parity:
+    """Compare `run` (the export: uint8 pixels N x 3 x H x W in, logits out) with the PyTorch model
+    (fp32) on the same pixels. The export is run on the first image alone, then on the rest as one
+    batch, so a batch size fixed into it shows here too."""
+    from ..data.images import load_image
+    from ..data.transforms import eval_transform
+
+    if not images:
+        raise ExportError("No image to check the export on: give --check-images with some image files.")
+    transform = eval_transform(classifier.data_config, pixels=True)
+    pixels = torch.stack([transform(load_image(image)) for image in images])
+    batches = [pixels[:1], pixels[1:]] if len(pixels) > 1 else [pixels]
+    try:
+        exported = np.concatenate([np.asarray(run(np.ascontiguousarray(batch.numpy())), dtype=np.float32)
+                                   for batch in batches])
+    except Exception as error:  # each runtime raises its own kinds; the message says which
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ExportError(f"The export could not be run on {len(images)} images of {tuple(pixels.shape[1:])} "
+                          f"(batches of {', '.join(str(len(b)) for b in batches)}): {first[:300]}") from None
+    model = classifier.model.eval()
+    with torch.inference_mode():
+        reference = model(pixels).float().numpy()
+    if exported.shape != reference.shape:
+        raise ExportError(f"The export answered {exported.shape} logits for {reference.shape} expected.")
+    return Parity(images=len(images), source=source,
+                  max_abs_logit_diff=float(np.abs(exported - reference).max()),
+                  top1_agreement=float((exported.argmax(axis=1) == reference.argmax(axis=1)).mean()))
+
+
+def judge(parity: Parity, what: str, remedy: str, log) -> None:
+    """Print the parity figures; refuse an export that changes any top-1 answer (or gives NaN)."""
+    if log:
+        log(f"Parity with PyTorch on {parity.images} images ({parity.source}): top-1 agreement "
+            f"{parity.top1_agreement:.1%}, largest logit difference {parity.max_abs_logit_diff:.2e}")
+    if not np.isfinite(parity.max_abs_logit_diff):
+        raise ExportError(f"The {what} export answers NaN or infinity on {parity.source}: it was not written. {remedy}")
+    if not parity.top1_agreement >= 1.0:
+        raise ExportError(
+            f"The {what} export changes {round((1 - parity.top1_agreement) * parity.images)} of {parity.images} "
+            f"top-1 answers (largest logit difference {parity.max_abs_logit_diff:.2e}): it was not written. "
+            f"{remedy}")
