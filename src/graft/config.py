@@ -81,8 +81,28 @@ def strategy_name(value) -> str | None:
 def strategy_help() -> str:
     from .strategies import STRATEGIES
 
-    return (f"{', '.join(STRATEGIES)}, or {AUTO} (measure the data and follow `graft advise`); "
-            "see `graft strategies`.")
+    return (f"{AUTO} (the default: a linear probe first, then fine-tuning where the data and --budget say it "
+            f"pays), or one of {', '.join(STRATEGIES)}; see `graft strategies`.")
+
+
+def parse_duration(value: str) -> float | None:
+    """Seconds in "90s", "10m", "1.5h" or "600"; None for "0" or "none" (no limit). ValueError otherwise."""
+    text = str(value).strip().lower()
+    if text in ("0", "none", "off"):
+        return None
+    number, unit = (text[:-1], text[-1]) if text[-1:] in "smh" else (text, "s")
+    seconds = float(number) * {"s": 1, "m": 60, "h": 3600}[unit]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(value)
+    return seconds
+
+
+def duration(value) -> str | None:
+    try:
+        parse_duration(value)
+    except (ValueError, IndexError):
+        return "a duration such as 90s, 10m or 2h (0 or none: no limit)"
+    return None
 
 
 def device_count(value) -> str | None:
@@ -136,7 +156,9 @@ class DataOptions(Group):
 
 @dataclass(frozen=True)
 class StrategyOptions(Group):
-    strategy: str = option("finetune", strategy_help, check=strategy_name, short="-s")
+    strategy: str = option(AUTO, strategy_help, check=strategy_name, short="-s")
+    budget: str = option("10m", "auto: time for the whole run (e.g. 90s, 10m, 2h; 0: no limit). Fine-tuning runs only "
+                                "when its measured epochs fit in what is left.", check=duration)
     backbone: str = option(DEFAULT_BACKBONE, "Any timm model name (see `graft backbones`).", short="-b")
     weights: str = option("imagenet", "imagenet, none (random init), or the path of a .safetensors/.pth file.")
     unfreeze: int = option(2, "partial: how many of the last stages train.", check=at_least(1))

@@ -135,12 +135,16 @@ class Advice:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def headline(self) -> str:
+        """One line: the case and why in brief."""
+        relation = "to" if self.similarity == "similar" else "from"
+        return (f"Case {self.case}: {self.size} data ({self.images_per_class:g} training images per class), "
+                f"{self.similarity} {relation} ImageNet.")
+
     def describe(self, data: str | Path = "DATA") -> str:
         """A few lines for the terminal: the case, the recommendation (for `data`) and why."""
-        relation = "to" if self.similarity == "similar" else "from"
         lines = [
-            (f"Case {self.case}: {self.size} data ({self.images_per_class:g} training images per class), "
-             f"{self.similarity} {relation} ImageNet."),
+            self.headline(),
             f"Recommended: {self.command(data)}",
             *(f"  - {reason}" for reason in self.reasons),
         ]

@@ -14,7 +14,7 @@ from .options import config_options
 from .render import console, say
 
 
-@config_options(only=("backbone", "weights", "img_size", "val_split", "seed", "precision", "workers"),
+@config_options(only=("backbone", "weights", "img_size", "val_split", "seed", "precision", "workers", "budget"),
                 help={"weights": "imagenet, or the path of a .safetensors/.pth file (pretrained weights only)."})
 def advise(
     data: Annotated[Path, typer.Argument(help="Training data, as for `graft train`.")],
@@ -25,14 +25,18 @@ def advise(
 ) -> None:
     """Measure DATA (size, similarity to ImageNet, best stage to cut) and recommend a strategy."""
     from ..advise import advise as measure_and_advise
+    from ..advise.auto import auto_plan
 
+    budget = options.pop("budget")
     advice = measure_and_advise(data, sample_per_class=sample_per_class, large_per_class=large_per_class,
                                 progress=not json_out, **options)
+    plan = auto_plan(advice, budget=budget)
     if json_out:
-        print(json.dumps(advice.to_dict(), indent=2))
+        print(json.dumps({**advice.to_dict(), "auto": {"strategy": plan.strategy, "reasons": plan.reasons}}, indent=2))
         return
     console.print(evidence_table(advice))
     say(advice.describe(data))
+    say(f"What `graft train {data}` (strategy auto, the default) does with this data:\n{plan.describe()}")
     if advice.cut is not None:  # what the cut keeps, seen: the images its last stage's channels answer to
         say(f"After training, see what stage {advice.cut} responds to: graft explain RUN --channels --stage {advice.cut}")
 

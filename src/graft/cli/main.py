@@ -334,7 +334,8 @@ def evaluate(
 
 
 @app.command()
-@config_options(only=("strategy", "unfreeze", "cut", "hidden", "img_size"))
+@config_options(only=("strategy", "unfreeze", "cut", "hidden", "img_size"), defaults={"strategy": "finetune"},
+                help={"strategy": "The strategy whose trainable parameters to count (auto decides from data: name one)."})
 def summary(
     target: Annotated[str, typer.Argument(help="A backbone name or a run folder.")] = "tf_efficientnet_lite0",
     classes: Annotated[int, typer.Option(help="Number of classes of the new head.")] = 10,
@@ -364,6 +365,9 @@ def summary(
         plan = get_strategy(record.strategy)
     else:
         config = TrainConfig.from_options(**options, backbone=target)
+        if config.strategy.strategy == "auto":
+            raise GraftError("--strategy auto decides from the data which strategy trains; summary needs one named, "
+                             "e.g. --strategy finetune or --strategy linear-probe.")
         plan = get_strategy(config.strategy.strategy)
         backbone = create_backbone(target, weights=weights, cut=plan.cut(config.strategy), img_size=options.get("img_size"))
         head = HeadConfig(hidden=config.strategy.hidden, dropout=config.strategy.dropout)

@@ -44,6 +44,24 @@ class Finetune(Strategy):
 
 
 @register
+class ProbeFinetune(Strategy):
+    """LP-FT (Kumar et al., 2022: fine-tuning from a linear probe distorts pretrained features less than
+    from a random head). graft's auto runs it where fine-tuning is worth trying: the probe is the
+    cheap first answer, and the image phase keeps an epoch only where it beats the probe on val."""
+
+    name = "probe-finetune"
+    summary = "A linear probe first (logistic regression on cached features), then everything fine-tuned from it; image epochs kept only where they beat the probe."
+    case = "large data: what --strategy auto fine-tunes with"
+    cases = (3, 4)
+    head_phase = "logreg"
+    image_phase = True
+
+    def check(self, config):
+        if config.strategy.hidden is not None:
+            raise GraftError("probe-finetune starts from a logistic regression, a linear head: leave out --hidden.")
+
+
+@register
 class Partial(Strategy):
     name = "partial"
     summary = "Like finetune, but only the last N stages of the base train (--unfreeze N)."

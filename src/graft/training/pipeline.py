@@ -94,20 +94,23 @@ def train(
     # 1. Data, then the strategy (measured from the data with "auto"), backbone and head.
     splits = find_data(data, val_split=config.data.val_split, seed=seed)
     say(splits.describe())
-    advice = None
-    if config.strategy.strategy == AUTO:
+    advice, auto, auto_trail = None, config.strategy.strategy == AUTO, {}
+    if auto:
         from ..advise import advise_splits
+        from ..advise.auto import auto_plan
 
         advice = advise_splits(splits, backbone=config.strategy.backbone, weights=config.strategy.weights,
                                img_size=config.data.img_size, seed=seed, runtime=runtime)
-        say(advice.describe())
-        config = config.replace(**advice.train_options())
+        chosen = auto_plan(advice, budget=config.strategy.budget)
+        say(f"{advice.headline()}\n{chosen.describe()}")
+        config = config.replace(**chosen.options)
+        auto_trail = {"strategy": chosen.strategy, "reasons": chosen.reasons}  # kept in graft.json with the evidence
     plan = get_strategy(config.strategy.strategy)
     plan.check(config)
     net, model = _build_model(config, plan, classes=len(splits.classes))
     trainable = plan.trainable(net, config.strategy) if plan.image_phase else None  # a bad --unfreeze fails here
     if resume is None:
-        run_dir = new_run_dir(config.output.out, config.output.name or f"{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = new_run_dir(config.output.out, config.output.name or f"{AUTO if auto else plan.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         # What `graft train --resume` needs to run the same thing again: the data and the config as run.
         write_json_atomic(run_dir / RESUME_FILE, {"data": str(Path(data).resolve()), "config": config.to_dict()})
     else:
@@ -182,8 +185,19 @@ def train(
             head_evaluation, _ = _evaluate(model, splits, "val", val_features, runtime=runtime)
             head_score = head_evaluation.accuracy
 
-        # 3. Image phase: train the stages the strategy names (and the head) on images.
+        # 3. Image phase: train the stages the strategy names (and the head) on images. Under auto,
+        # only where the probe leaves room and the measured epochs fit in the budget.
         stage.name = "the image phase"
+        if auto and trainable is not None and head_score is not None:
+            epochs, auto_trail["finetune"] = _auto_finetune_epochs(model, trainable, splits, config, runtime=runtime,
+                                                                   probe=head_score, started=started, say=say)
+            if epochs == 0:  # the probe is the model: the run is, and is recorded as, a linear probe
+                trainable, plan = None, get_strategy("linear-probe")
+                config = config.replace(strategy=plan.name)
+            else:
+                config = config.replace(epochs=epochs)
+            # what --resume runs: the decision as made, not made again on another measurement
+            write_json_atomic(run_dir / RESUME_FILE, {"data": str(Path(data).resolve()), "config": config.to_dict()})
         if trainable is not None:
             from .datasets import image_loader
             from .fit import fit
@@ -248,7 +262,7 @@ def train(
             strategy=plan.name,
             # as run: auto's choices, the chosen C and the input size filled in, so --config replays it
             config=config.replace(img_size=net.data_config.image_size, logreg_c=chosen_c or config.strategy.logreg_c),
-            advice=advice.to_dict() if advice is not None else None,
+            advice={**advice.to_dict(), "auto": auto_trail} if advice is not None else None,
             inference_precision="auto" if inference.precision == "bf16" else "32",
             accuracy=metrics.accuracies(),
             data=DataSummary(source=str(splits.source), counts={s: len(getattr(splits, s)) for s in ("train", "val", "test")}),
@@ -325,6 +339,36 @@ class _Stage:
     def __exit__(self, kind, error, traceback) -> None:
         if kind is not None and issubclass(kind, KeyboardInterrupt) and not isinstance(error, RunInterrupted):
             raise RunInterrupted(self.run_dir, self.name, self.saved) from None
+
+
+def _auto_finetune_epochs(model: GraftModel, trainable: list[str], splits: DataSplits, config: TrainConfig, *,
+                          runtime: Runtime, probe: float, started: float, say: Callable[[str], None]) -> tuple[int, str]:
+    """Image epochs auto runs after the probe (0: keep the probe), decided by the probe's val accuracy
+    and, where there is a budget, a training step timed on a few batches (graft.advise.auto)."""
+    from ..advise.auto import PROBE_GOOD_ENOUGH, VAL_COST, decide_finetune, epoch_seconds
+    from ..config import parse_duration
+    from .budget import seconds_per_image
+    from .datasets import image_loader
+
+    budget = parse_duration(config.strategy.budget)
+    seconds_spent = time.perf_counter() - started
+    seconds_left = None if budget is None else budget - seconds_spent
+    estimate = None
+    if probe < PROBE_GOOD_ENOUGH and seconds_left is not None:
+        net = model.backbone
+        model.freeze_backbone(trainable)
+        augment = config.augment.to_augment()
+        sample = ImageDataset(splits.train, train_transform(net.data_config, augment, pixels=True))
+        loader = image_loader(sample, batch_size=runtime.batch_size, shuffle=True, workers=runtime.workers)
+        per_image = seconds_per_image(model, loader, runtime=runtime)
+        model.freeze_backbone()
+        estimate = epoch_seconds(per_image, train_images=len(splits.train), val_images=len(splits.val))
+        # keep time for the evaluation after the last epoch (val and test, forward passes)
+        seconds_left -= per_image * VAL_COST * (len(splits.val) + len(splits.test))
+    decision = decide_finetune(probe_accuracy=probe, epochs=config.optim.epochs, epoch_seconds=estimate,
+                               seconds_left=seconds_left, seconds_spent=seconds_spent)
+    say(f"auto: {decision.reason}")
+    return decision.epochs, decision.reason
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,0 +1,134 @@
+"""`--strategy auto` (the default): the cheap answer first, fine-tuning only where it is likely to pay.
+
+1. `graft advise`'s measurements (seconds: one forward pass over a sample) place the data in one of
+   the course's four cases.
+2. Small data (cases 1 and 2): a frozen base, which is all such data can train without overfitting:
+   `linear-probe`, or on data unlike ImageNet `truncate` at an earlier stage where that stage's probe
+   beat the last stage's by PROBE_MARGIN (a tie goes to the whole base: on generated colour images
+   every stage probed 100%, and truncate's head trained to 67% where the linear probe got 100%).
+3. Large data (cases 3 and 4): `probe-finetune`. Its head phase *is* the linear probe (logistic
+   regression on cached features, seconds once they are cached). Then, before any image epoch:
+   - the probe's validation accuracy decides whether fine-tuning is worth its time: at or above
+     PROBE_GOOD_ENOUGH it is not (little error left to remove);
+   - the time budget decides how many epochs: one training step is timed on a few batches, and
+     only the epochs that fit in what is left of `--budget` run (none: the probe is kept);
+   - an image epoch is kept only if it beats the probe on validation (early stopping against it),
+     so the result is never worse on val than the probe.
+
+The thresholds come from the measurements in docs/advise.md ("auto"), few so far:
+| data | per class | linear probe | fine-tuned | gain |
+| CIFAR-10, 224 px (docs/results.md) | 450 | 78.0% | 85.5% | +7.5 |
+| CIFAR-10 subset, 224 px (docs/results.md) | 100 | 74.2% | 80.0% | +5.8 |
+| insect photos, 224 px (issue #11) | ~120 | 96.1% | 96.7% | +0.6 in 6.6x the time |
+| CIFAR, 3 classes, 64 px (issue #11) | 40 | 75.0% | 66.7% | -8.3 |
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..config import parse_duration
+from .advice import LARGE_PER_CLASS, PROBE_MARGIN, Advice
+
+# Fine-tuning is tried only below this probe accuracy on val: the insect photos (96.1%) gained 0.6
+# points for 6.6x the time, CIFAR-10 (74-78%) gained 6-8 points.
+PROBE_GOOD_ENOUGH = 0.90
+# A validation pass is a forward pass only: about a third of a training step's time per image.
+VAL_COST = 1 / 3
+
+
+@dataclass
+class AutoPlan:
+    """What auto runs first, and whether fine-tuning may follow."""
+
+    strategy: str  # "linear-probe", "truncate" or "probe-finetune"
+    options: dict  # graft.train keywords the plan sets (strategy, cut, learning rates)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def may_finetune(self) -> bool:
+        return self.strategy == "probe-finetune"
+
+    def describe(self) -> str:
+        return "\n".join([f"auto: {self.strategy}", *(f"  - {reason}" for reason in self.reasons)])
+
+
+def auto_plan(advice: Advice, *, budget: str = "10m") -> AutoPlan:
+    """The plan `--strategy auto` follows for data `advice` measured (graft advise prints it too)."""
+    limit = parse_duration(budget)
+    within = "no time limit" if limit is None else f"the --budget of {budget}"
+    if advice.case == 1:
+        return AutoPlan("linear-probe", {"strategy": "linear-probe"}, [
+            f"Small data ({advice.images_per_class:g} per class, under {LARGE_PER_CLASS}) similar to ImageNet: a linear "
+            "probe on the frozen base; fine-tuning would not be tried (too few images to retrain the base)."])
+    if advice.case == 2:
+        probes = [stage.probe_accuracy for stage in advice.stages if stage.probe_accuracy is not None]
+        best, last = advice.best_stage, advice.stages[-1]
+        complete = len(probes) == len(advice.stages) > 1
+        lead = max(probes[:-1]) - probes[-1] if complete and best != last.index else None
+        if lead is not None and lead >= PROBE_MARGIN:
+            return AutoPlan("truncate", {"strategy": "truncate", "cut": best, "lr": advice.lr}, [
+                f"Small data unlike ImageNet: a head on the frozen base cut after stage {best}, whose features probed "
+                f"{lead * 100:.0f} points better than the last stage's."])
+        return AutoPlan("linear-probe", {"strategy": "linear-probe"}, [
+            "Small data unlike ImageNet, but no earlier stage probed clearly better than the last (by "
+            f"{PROBE_MARGIN * 100:.0f} points or more): a linear probe on the whole frozen base."])
+    options = {"strategy": "probe-finetune", "lr": advice.lr, "backbone_lr_ratio": advice.backbone_lr_ratio}
+    reasons = [
+        f"Large data ({advice.images_per_class:g} per class): a linear probe first; then fine-tuning everything from it "
+        f"(base at {advice.backbone_lr_ratio:g} x lr) if the probe's val accuracy is under {PROBE_GOOD_ENOUGH:.0%} and "
+        f"measured epochs fit in {within}; an epoch is kept only if it beats the probe."]
+    sampled = advice.stages[-1].probe_accuracy if advice.stages else None
+    if sampled is not None:
+        reasons.append(f"On advise's sample the last stage probed {sampled:.0%} (a rough guess of the probe: "
+                       "training measures the real one on val).")
+    return AutoPlan("probe-finetune", options, reasons)
+
+
+@dataclass
+class FinetuneDecision:
+    epochs: int  # image epochs to run (0: keep the probe)
+    reason: str
+
+
+def decide_finetune(*, probe_accuracy: float, epochs: int, epoch_seconds: float | None,
+                    seconds_left: float | None, seconds_spent: float = 0.0) -> FinetuneDecision:
+    """After the probe: how many fine-tuning epochs (up to `epochs`) are worth running and fit.
+
+    `epoch_seconds`: one image epoch's estimated time (None: not measured, as when the probe is good
+    enough); `seconds_left`: what the budget leaves (None: no limit); `seconds_spent`: the run's time so
+    far (the budget a message suggests covers it too).
+    """
+    if probe_accuracy >= PROBE_GOOD_ENOUGH:
+        return FinetuneDecision(0, f"the linear probe reached {probe_accuracy:.1%} on val (at least "
+                                   f"{PROBE_GOOD_ENOUGH:.0%}): fine-tuning would cost minutes for little; kept the probe.")
+    if epoch_seconds is None or seconds_left is None:
+        return FinetuneDecision(epochs, f"the linear probe reached {probe_accuracy:.1%} on val: fine-tuning up to {epochs} "
+                                        "epochs (no time limit).")
+    fit = int(max(0.0, seconds_left) // max(epoch_seconds, 1e-9))
+    if fit < 1:
+        return FinetuneDecision(0, f"the linear probe reached {probe_accuracy:.1%} on val, but one fine-tuning epoch "
+                                   f"takes about {_duration(epoch_seconds)} and the budget leaves {_duration(seconds_left)}: "
+                                   f"kept the probe (--budget {_budget_for(epoch_seconds, epochs, seconds_spent)} would fine-tune "
+                                   f"{epochs} epochs).")
+    run = min(epochs, fit)
+    capped = "" if run == epochs else f" (the budget caps {epochs} at {run}; --budget {_budget_for(epoch_seconds, epochs, seconds_spent)} allows all)"
+    return FinetuneDecision(run, f"the linear probe reached {probe_accuracy:.1%} on val: fine-tuning {run} epochs of about "
+                                 f"{_duration(epoch_seconds)} each (measured), {_duration(seconds_left)} left in the budget"
+                                 f"{capped}.")
+
+
+def epoch_seconds(seconds_per_image: float, *, train_images: int, val_images: int) -> float:
+    """One image epoch: a training step per training image and a forward pass per val image."""
+    return seconds_per_image * (train_images + VAL_COST * val_images)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _budget_for(epoch_seconds: float, epochs: int, spent: float) -> str:
+    """A --budget in whole minutes with room for what is spent, `epochs` epochs and a 20% margin."""
+    minutes = math.ceil((spent + epoch_seconds * epochs) * 1.2 / 60)
+    return f"{minutes}m"

@@ -1,0 +1,103 @@
+"""--strategy auto, the default: a linear probe first, fine-tuning only where the probe leaves room
+and the measured epochs fit in --budget; never worse on val than the probe."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import graft
+from conftest import FAST
+from graft.advise.advice import StageEvidence, recommend
+from graft.advise.auto import PROBE_GOOD_ENOUGH, AutoPlan, auto_plan, decide_finetune
+from graft.config import TrainConfig, parse_duration
+from graft.errors import GraftError
+from test_cli import run_main
+
+
+def _advice(case: int, probes: list[float], per_class: float = 50):
+    stages = [StageEvidence(index=i, channels=8, bn_drift=0.2, probe_accuracy=p) for i, p in enumerate(probes)]
+    best = max(range(len(probes)), key=lambda i: (probes[i], -i))
+    return recommend(case, stages=stages, best=best, reasons=[], images_per_class=per_class)
+
+
+def test_auto_is_the_default_strategy_and_budget_reads_durations():
+    assert TrainConfig().strategy.strategy == "auto" and TrainConfig().strategy.budget == "10m"
+    assert [parse_duration(text) for text in ("90s", "10m", "1.5h", "600", "0", "none")] == [90, 600, 5400, 600, None, None]
+    with pytest.raises(GraftError, match=r"--budget 'soon': a duration such as 90s, 10m or 2h"):
+        TrainConfig.from_options(budget="soon")
+    with pytest.raises(GraftError, match=r"--budget '-5m'"):
+        TrainConfig.from_options(budget="-5m")
+
+
+def test_the_plan_follows_the_case_and_truncates_only_on_a_clear_lead():
+    assert auto_plan(_advice(1, [0.5, 0.9])).strategy == "linear-probe"
+    assert auto_plan(_advice(2, [1.0, 1.0])).strategy == "linear-probe"  # a tie: the whole base
+    plan = auto_plan(_advice(2, [0.9, 0.6]))
+    assert plan.strategy == "truncate" and plan.options["cut"] == 0 and "30 points better" in plan.reasons[0]
+    for case in (3, 4):
+        plan = auto_plan(_advice(case, [0.5, 0.7], per_class=200), budget="20m")
+        assert plan.strategy == "probe-finetune" and plan.may_finetune and "the --budget of 20m" in plan.reasons[0]
+        assert "probed 70%" in plan.reasons[1]
+
+
+def test_finetuning_runs_only_below_the_probe_line_and_within_the_budget():
+    good = decide_finetune(probe_accuracy=PROBE_GOOD_ENOUGH, epochs=5, epoch_seconds=1.0, seconds_left=1e6)
+    assert good.epochs == 0 and "kept the probe" in good.reason
+    assert decide_finetune(probe_accuracy=0.7, epochs=5, epoch_seconds=None, seconds_left=None).epochs == 5
+    capped = decide_finetune(probe_accuracy=0.7, epochs=5, epoch_seconds=100.0, seconds_left=250.0, seconds_spent=50.0)
+    assert capped.epochs == 2 and "caps 5 at 2" in capped.reason
+    assert "--budget 11m allows all" in capped.reason  # (50 s spent + 5 x 100 s) x 1.2, in whole minutes
+    short = decide_finetune(probe_accuracy=0.7, epochs=3, epoch_seconds=300.0, seconds_left=100.0)
+    assert short.epochs == 0 and "takes about 5.0 min" in short.reason and "--budget 18m would fine-tune 3 epochs" in short.reason
+
+
+def test_auto_on_small_easy_data_is_the_linear_probe(tiny_dataset, tmp_path):
+    messages: list[str] = []
+    auto = graft.train(tiny_dataset, out=tmp_path, cache_dir=tmp_path / "cache", **{**FAST, "log": messages.append})
+    probe = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, cache_dir=tmp_path / "cache", **FAST)
+    assert auto.run_dir.name.startswith("auto-") and auto.record.strategy == "linear-probe"
+    assert auto.metrics.val_accuracy == probe.metrics.val_accuracy
+    assert any(m.startswith("Case ") for m in messages) and any("auto: linear-probe" in m for m in messages)
+    assert auto.record.advice is not None  # the evidence is kept in graft.json
+
+
+@pytest.fixture
+def finetune_plan(monkeypatch):
+    """Make auto fine-tune on the tiny data (which is small and too easy for it)."""
+    monkeypatch.setattr("graft.advise.auto.auto_plan", lambda advice, budget: AutoPlan(
+        "probe-finetune", {"strategy": "probe-finetune"}, ["forced by the test"]))
+    monkeypatch.setattr("graft.advise.auto.PROBE_GOOD_ENOUGH", 1.01)
+
+
+def test_auto_finetunes_from_the_probe_and_is_never_worse_than_it(tiny_dataset, tmp_path, finetune_plan):
+    messages: list[str] = []
+    run = graft.train(tiny_dataset, out=tmp_path, cache_dir=tmp_path / "cache", budget="0",
+                      **{**FAST, "epochs": 2, "log": messages.append})
+    assert run.record.strategy == "probe-finetune"
+    assert any("fine-tuning up to 2 epochs (no time limit)" in m for m in messages)
+    images = [row for row in run.history if row.phase == "images"]
+    assert len(images) == 2
+    probe = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, cache_dir=tmp_path / "cache", **FAST)
+    assert run.metrics.val_accuracy >= probe.metrics.val_accuracy  # an epoch is kept only if it beats the probe
+
+
+def test_a_budget_too_short_for_an_epoch_keeps_the_probe_and_records_it(tiny_dataset, tmp_path, finetune_plan,
+                                                                         monkeypatch):
+    measured = []
+    monkeypatch.setattr("graft.training.budget.seconds_per_image", lambda *a, **k: measured.append(1) or 1.0)
+    messages: list[str] = []
+    run = graft.train(tiny_dataset, out=tmp_path, name="short", cache_dir=tmp_path / "cache", budget="20s",
+                      **{**FAST, "log": messages.append})
+    assert run.record.strategy == "linear-probe" and not [r for r in run.history if r.phase == "images"], messages
+    assert measured and any("takes about 40 s and the budget leaves" in m and "kept the probe" in m for m in messages)
+    # --resume and --config replay the decision as made
+    assert json.loads((run.run_dir / "run.json").read_text())["config"]["strategy"]["strategy"] == "linear-probe"
+
+
+def test_cli_budget_and_advise_say_what_auto_does(tiny_dataset, tmp_path, capsys, monkeypatch):
+    code, output = run_main(["train", tiny_dataset, "--budget", "ten minutes", "--out", tmp_path], capsys, monkeypatch)
+    assert code == 2 and "--budget 'ten minutes'" in output and not list(tmp_path.iterdir())
+    code, output = run_main(["advise", tiny_dataset, "--img-size", "32"], capsys, monkeypatch)
+    assert code == 0 and "(strategy auto, the default) does with this data" in output and "auto: " in output
