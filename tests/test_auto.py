@@ -32,7 +32,8 @@ def test_auto_is_the_default_strategy_and_budget_reads_durations():
 
 
 def test_the_plan_follows_the_case_and_truncates_only_on_a_clear_lead():
-    assert auto_plan(_advice(1, [0.5, 0.9])).strategy == "linear-probe"
+    assert auto_plan(_advice(1, [0.5, 0.9], per_class=40)).strategy == "linear-probe"  # too few to retrain the base
+    assert auto_plan(_advice(1, [0.5, 0.9], per_class=80)).strategy == "probe-finetune"  # the probe decides
     assert auto_plan(_advice(2, [1.0, 1.0])).strategy == "linear-probe"  # a tie: the whole base
     plan = auto_plan(_advice(2, [0.9, 0.6]))
     assert plan.strategy == "truncate" and plan.options["cut"] == 0 and "30 points better" in plan.reasons[0]
