@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from _results import store
+from _runs import train_small_probe
 
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 
@@ -75,16 +76,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="graft-predict-"))
     env = {**os.environ, "GRAFT_CACHE": str(work / "cache")}
     graft = [sys.executable, "-c", "from graft.cli.main import main; main()"]
-    small = work / "small"
-    for folder in sorted((options.data / "train").iterdir()):
-        if folder.is_dir():
-            (small / folder.name).mkdir(parents=True)
-            for image in sorted(folder.iterdir())[:20]:
-                (small / folder.name / image.name).symlink_to(image.resolve())
     size = ["--img-size", str(options.img_size)] if options.img_size else []
-    subprocess.run([*graft, "train", str(small), "--strategy", "linear-probe", "--no-report", "--no-audit",
-                    "--out", str(work), "--name", "model", *size], env=env, check=True, capture_output=True)
-    run_dir = work / "model"
+    run_dir = train_small_probe(options.data, work, env, size)
 
     files = sorted(p for p in options.data.rglob("*") if p.suffix.lower() in EXTENSIONS)
     folder = work / "images"

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _results import store
+from _runs import train_small_probe
 
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 
@@ -85,16 +86,7 @@ def main() -> None:
     os.environ.update(env)
     run = options.run
     if run is None:
-        small = work / "small"
-        for folder in sorted((options.data / "train").iterdir()):
-            if folder.is_dir():
-                (small / folder.name).mkdir(parents=True)
-                for image in sorted(folder.iterdir())[:20]:
-                    (small / folder.name / image.name).symlink_to(image.resolve())
-        subprocess.run([sys.executable, "-c", "from graft.cli.main import main; main()", "train", str(small),
-                        "--strategy", "linear-probe", "--no-report", "--no-audit", "--out", str(work), "--name", "model"],
-                       env=env, check=True, capture_output=True)
-        run = work / "model"
+        run = train_small_probe(options.data, work, env)
     bodies = [(p.name, p.read_bytes()) for p in sorted(options.data.rglob("*")) if p.suffix.lower() in EXTENSIONS][:2000]
     if not bodies:
         raise SystemExit(f"{options.data}: no images")

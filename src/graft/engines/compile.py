@@ -43,7 +43,7 @@ def trace_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | Path,
 def content_key(module: torch.nn.Module, input_size: tuple[int, ...]) -> str:
     """A hash of what decides the graph's answers: architecture, weights and buffers, input size, versions.
 
-    Hashing every tensor costs about 15 ms for Lite0's 13 MB, against 7 s to trace it again.
+    Hashing every tensor is cheap next to the 7-8 s tracing Lite0 takes (docs/benchmarks.md, "Engines").
     """
     import onnx
 

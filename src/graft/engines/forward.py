@@ -2,9 +2,9 @@
 
 Eager PyTorch is slow on CPUs for the depthwise convolutions of mobile backbones. Measured on a
 2-core EPYC (AVX-512 with bf16, no AMX), Lite0 at 224 px, batch 32, interleaved rounds: torch fp32
-26 img/s, torch bf16 autocast 132, ONNX Runtime fp32 163, OpenVINO fp32 149; on an AVX2-only EPYC
+50 img/s, torch bf16 autocast 127, ONNX Runtime fp32 189, OpenVINO fp32 163; on an AVX2-only EPYC
 the issue measured torch 23, ONNX Runtime 67, OpenVINO 76 (`python benchmarks/engines.py`,
-docs/benchmarks.md "Engines"). ONNX Runtime answers like fp32 PyTorch (within 1.1e-5), where bf16
+docs/benchmarks.md "Engines"). ONNX Runtime answers like fp32 PyTorch (within 1.2e-5), where bf16
 moves features by 0.2.
 
 `--engine auto` (the default) decides per pass:
@@ -54,6 +54,11 @@ def engines_folder() -> Path:
 
 def installed(engine: str) -> bool:
     return engine == "torch" or find_spec(PACKAGES[engine]) is not None
+
+
+def is_compiled(module: torch.nn.Module, input_size: tuple[int, ...], folder: Path) -> bool:
+    """Whether ONNX Runtime can run `module` with nothing to trace: its graph is on disk already."""
+    return installed("onnxruntime") and compiled_path(module, input_size, folder).exists()
 
 
 def choose_engine(requested: str, *, runtime: Runtime, images: int, compiled: bool = False) -> str:
@@ -136,18 +141,18 @@ def frozen_forward(module: torch.nn.Module, *, runtime: Runtime, images: int, in
 def _forward(module: torch.nn.Module, *, runtime: Runtime, images: int, input_size: tuple[int, ...], folder: Path,
              log) -> Forward:
     requested = runtime.engine
-    compiled = requested == "auto" and installed("onnxruntime") and compiled_path(module, input_size, folder).exists()
+    compiled = requested == "auto" and is_compiled(module, input_size, folder)
     engine = choose_engine(requested, runtime=runtime, images=images, compiled=compiled)
     if engine == "torch":
         return _TorchForward(module, runtime)
+    load = _OnnxRuntimeForward if engine == "onnxruntime" else _OpenVinoForward
     try:
         path = compile_onnx(module, input_size, folder)
         try:
-            return _OnnxRuntimeForward(path) if engine == "onnxruntime" else _OpenVinoForward(path)
+            return load(path)
         except Exception:  # a damaged file on disk: trace it once more
             path.unlink(missing_ok=True)
-            path = compile_onnx(module, input_size, folder)
-            return _OnnxRuntimeForward(path) if engine == "onnxruntime" else _OpenVinoForward(path)
+            return load(compile_onnx(module, input_size, folder))
     except CompileError as error:
         if requested != "auto":
             raise

@@ -25,6 +25,7 @@ from ..data.discover import Sample, files_fingerprint
 from ..data.images import load_image
 from ..data.transforms import Augment, eval_transform, train_transform
 from ..engines import CompileError, choose_engine, frozen_forward
+from ..engines.forward import is_compiled
 from ..runtime import Runtime
 from .cache import FeatureCache, FeatureSet, cache_key
 
@@ -213,7 +214,7 @@ def backbone_features(
     requested = runtime.engine
     if requested == "auto":  # decided now: the engine is part of the key
         runtime = runtime.but(engine=choose_engine("auto", runtime=runtime, images=len(samples),
-                                                   compiled=_compiled(backbone, engines)))
+                                                   compiled=is_compiled(backbone, backbone.data_config.input_size, engines)))
     try:
         return _backbone_features(backbone, samples, split=split, runtime=runtime, cache=cache, view=view,
                                   augment=augment, seed=seed, engines=engines)
@@ -270,10 +271,3 @@ def _backbone_features(backbone: Backbone, samples: Sequence[Sample], *, split: 
                                                      start=start, written=written, engines=engines),
     )
 
-
-def _compiled(backbone: Backbone, engines: Path) -> bool:
-    """Whether the backbone's graph is on disk already (then ONNX Runtime costs nothing to start)."""
-    from ..engines import installed
-    from ..engines.compile import compiled_path
-
-    return installed("onnxruntime") and compiled_path(backbone, backbone.data_config.input_size, engines).exists()
