@@ -1,4 +1,4 @@
-"""`graft predict RUN FOLDER --csv` against the bare forward pass of the same model, and its memory.
+"""`graft predict --csv` (from the run folder, and from its ONNX export) against the bare forward pass, and memory.
 
     python benchmarks/predict.py --data ../shared/datasets/cifar10-dev [--images 10000] [--rounds 3]
         [--engine auto|torch|onnxruntime|openvino] [--img-size 224]
@@ -11,9 +11,13 @@
    in memory, in the engine `graft predict` picks for that many images (graft.engines; the graph
    traced before the timing) at graft's precision, for about as many images as 20 s allows; (b)
    `graft predict RUN FOLDER --csv OUT --engine ENGINE` as a user types it, timed from the start of the process to its end, with its
-   peak RSS (VmHWM of the process, read while it runs; loader workers, where there are any, apart).
-Prints images/s of each, the ratio (b)/(a) (target >= 0.85) and peak RSS (target <= 1 GB); writes
-them under "predict" (or "predict_IMAGES" for another --images) in benchmarks/results.json.
+   peak RSS (VmHWM of the process, read while it runs; loader workers, where there are any, apart);
+   (c) the bare rate of the run's ONNX export (`graft export`, done once before the rounds) in
+   ONNX Runtime, the same way; (d) `graft predict model.onnx FOLDER --csv OUT`, which runs without
+   torch, timed and measured like (b).
+Prints images/s of each, the ratios (b)/(a) and (d)/(c) (target >= 0.85), peak RSS (target <= 1 GB)
+and how many top-1 answers (d) gives differently from (b) (Pillow against torchvision resizing);
+writes them under "predict" (or "predict_IMAGES" for another --images) in benchmarks/results.json.
 """
 
 from __future__ import annotations
@@ -56,12 +60,46 @@ def bare_rate(run_dir: Path, *, engine: str, images: int, seconds: float = 20.0,
         return done / (time.perf_counter() - started), forward.engine
 
 
+def exported_bare_rate(model: Path, *, seconds: float = 20.0, batch: int = 64) -> float:
+    """Images/s of an exported model alone in ONNX Runtime, as `graft predict model.onnx` runs it."""
+    import numpy as np
+
+    from graft.export.exported import ExportedModel
+
+    exported = ExportedModel(model)
+    pixels = np.random.default_rng(0).integers(0, 256, (batch, *exported.input_size), dtype=np.uint8)
+    exported.probabilities(pixels)  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        exported.probabilities(pixels)
+        done += batch
+    return done / (time.perf_counter() - started)
+
+
 def _vm_hwm_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as status:
             return next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
     except (OSError, StopIteration):
         return 0
+
+
+def timed_predict(command: list[str], out: Path, env: dict) -> tuple[float, float, dict[str, str]]:
+    """(images/s from the process's start to its end, its peak RSS in MB, path -> label) of one predict."""
+    started = time.perf_counter()
+    process = subprocess.Popen([*command, "--csv", str(out)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    peak_kb = 0
+    while process.poll() is None:  # VmHWM of this process itself, read while it runs
+        peak_kb = max(peak_kb, _vm_hwm_kb(process.pid))
+        time.sleep(0.2)
+    seconds = time.perf_counter() - started
+    errors = process.stderr.read() if process.stderr else ""
+    if process.returncode != 0:
+        raise SystemExit(errors)
+    with out.open(newline="") as handle:
+        labels = {row["path"]: row["label"] for row in csv.DictReader(handle)}
+    return len(labels) / seconds, peak_kb / 1024, labels
 
 
 def main() -> None:
@@ -78,6 +116,8 @@ def main() -> None:
     graft = [sys.executable, "-c", "from graft.cli.main import main; main()"]
     size = ["--img-size", str(options.img_size)] if options.img_size else []
     run_dir = train_small_probe(options.data, work, env, size)
+    model = work / "model.onnx"
+    subprocess.run([*graft, "export", str(run_dir), "--out", str(model)], env=env, check=True, capture_output=True)
 
     files = sorted(p for p in options.data.rglob("*") if p.suffix.lower() in EXTENSIONS)
     folder = work / "images"
@@ -86,39 +126,40 @@ def main() -> None:
         source = files[index % len(files)]
         (folder / f"{index:06d}{source.suffix}").symlink_to(source.resolve())
 
-    bare, piped, peaks = [], [], []
+    measured: dict[str, list[float]] = {key: [] for key in ("bare", "run", "run_rss", "bare_onnx", "onnx", "onnx_rss")}
+    changed = 0
     for round_ in range(1, options.rounds + 1):
         rate, engine = bare_rate(run_dir, engine=options.engine, images=options.images)
-        bare.append(rate)
-        out = work / f"predictions-{round_}.csv"
-        started = time.perf_counter()
-        process = subprocess.Popen([*graft, "predict", str(run_dir), str(folder), "--csv", str(out),
-                                    "--engine", options.engine], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        peak_kb = 0
-        while process.poll() is None:  # VmHWM of this process itself, read while it runs
-            peak_kb = max(peak_kb, _vm_hwm_kb(process.pid))
-            time.sleep(0.2)
-        seconds = time.perf_counter() - started
-        errors = process.stderr.read() if process.stderr else ""
-        if process.returncode != 0:
-            raise SystemExit(errors)
-        with out.open() as handle:
-            rows = sum(1 for _ in csv.reader(handle)) - 1
-        piped.append(rows / seconds)
-        peaks.append(peak_kb / 1024)
-        print(f"round {round_}: bare ({engine}) {bare[-1]:.1f} img/s, graft predict --csv {piped[-1]:.1f} img/s "
-              f"({rows} rows in {seconds:.1f} s), peak RSS {peaks[-1]:.0f} MB")
-    ratios = [p / b for p, b in zip(piped, bare)]
+        measured["bare"].append(rate)
+        rate, peak, from_run = timed_predict([*graft, "predict", str(run_dir), str(folder), "--engine", options.engine],
+                                             work / f"run-{round_}.csv", env)
+        measured["run"].append(rate)
+        measured["run_rss"].append(peak)
+        measured["bare_onnx"].append(exported_bare_rate(model))
+        rate, peak, from_export = timed_predict([*graft, "predict", str(model), str(folder)], work / f"onnx-{round_}.csv", env)
+        measured["onnx"].append(rate)
+        measured["onnx_rss"].append(peak)
+        changed = sum(from_run[path] != label for path, label in from_export.items())
+        print(f"round {round_}: run folder: bare ({engine}) {measured['bare'][-1]:.1f} img/s, predict "
+              f"{measured['run'][-1]:.1f} img/s, peak RSS {measured['run_rss'][-1]:.0f} MB | model.onnx: bare "
+              f"{measured['bare_onnx'][-1]:.1f} img/s, predict {measured['onnx'][-1]:.1f} img/s, peak RSS "
+              f"{measured['onnx_rss'][-1]:.0f} MB | {changed} of {len(from_export)} answers differ", flush=True)
+    median = {key: statistics.median(values) for key, values in measured.items()}
+    run_ratios = [p / b for p, b in zip(measured["run"], measured["bare"])]
+    onnx_ratios = [p / b for p, b in zip(measured["onnx"], measured["bare_onnx"])]
     summary = {
         "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
         "images": options.images, "rounds": options.rounds, "engine": engine, "img_size": options.img_size or 224,
-        "bare_img_s": round(statistics.median(bare), 1), "predict_img_s": round(statistics.median(piped), 1),
-        "ratio": round(statistics.median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
-        "peak_rss_mb": round(max(peaks)),
+        "bare_img_s": round(median["bare"], 1), "predict_img_s": round(median["run"], 1),
+        "ratio": round(statistics.median(run_ratios), 3), "ratios": [round(r, 3) for r in run_ratios],
+        "peak_rss_mb": round(max(measured["run_rss"])), "peak_rss_mb_rounds": [round(v) for v in measured["run_rss"]],
+        "onnx_bare_img_s": round(median["bare_onnx"], 1), "onnx_predict_img_s": round(median["onnx"], 1),
+        "onnx_ratio": round(statistics.median(onnx_ratios), 3), "onnx_ratios": [round(r, 3) for r in onnx_ratios],
+        "onnx_peak_rss_mb": round(max(measured["onnx_rss"])), "onnx_changed_answers": changed,
     }
-    print(f"median: bare {summary['bare_img_s']} img/s, predict {summary['predict_img_s']} img/s, ratio "
-          f"{summary['ratio']} (target >= 0.85), peak RSS {summary['peak_rss_mb']} MB (target <= 1024)")
+    print(f"median: run folder {summary['predict_img_s']} img/s = {summary['ratio']} x bare, peak RSS "
+          f"{summary['peak_rss_mb']} MB; model.onnx {summary['onnx_predict_img_s']} img/s = {summary['onnx_ratio']} x bare, "
+          f"peak RSS {summary['onnx_peak_rss_mb']} MB (targets: >= 0.85, <= 1024 MB)")
     store({"predict" if options.images == 10_000 else f"predict_{options.images}": summary})
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from graft.features import extract as extract_module
+from graft import progress as progress_module
 from graft.runtime import Runtime
 from graft.training.fit import fit
 
@@ -73,22 +73,22 @@ def test_a_terminal_gets_a_bar_per_epoch_counted_from_one(tmp_path, monkeypatch)
 
 
 def test_extraction_outside_a_terminal_says_one_line_when_done(monkeypatch, capsys):
-    with extract_module.image_progress(10, "train features", enabled=True) as update:
+    with progress_module.image_progress(10, "train features", enabled=True) as update:
         update(10)
     assert capsys.readouterr().err == ""  # quick work: nothing to say
-    monkeypatch.setattr(extract_module, "LONG_S", 0.0)
-    with extract_module.image_progress(10, "train features", enabled=True) as update:
+    monkeypatch.setattr(progress_module, "LONG_S", 0.0)
+    with progress_module.image_progress(10, "train features", enabled=True) as update:
         for _ in range(5):
             update(2)
     (line,) = _lines(capsys.readouterr().err)
     assert line.startswith("train features: 10 images in ")
-    with extract_module.image_progress(10, "train features", enabled=False) as update:
+    with progress_module.image_progress(10, "train features", enabled=False) as update:
         update(10)
     assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_extraction_error_propagates_through_progress(enabled):
-    with pytest.raises(RuntimeError), extract_module.image_progress(4, "x", enabled=enabled) as update:
+    with pytest.raises(RuntimeError), progress_module.image_progress(4, "x", enabled=enabled) as update:
         update(1)
         raise RuntimeError("boom")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,37 +21,9 @@ from .evaluation import Evaluation, evaluate_predictions
 from .export import META_FILE, WEIGHTS_FILE, read_model_files, save_model
 from .heads import HeadConfig, create_head
 from .model import GraftModel
+from .prediction import Prediction
 from .record import RunRecord
 from .runtime import Runtime
-
-
-@dataclass
-class Prediction:
-    """The answer for one image: `top` holds (class name, probability), most likely first.
-
-    For an input that could not be read, `error` says why and `top` is empty.
-    """
-
-    path: str
-    top: list[tuple[str, float]]
-    error: str | None = None
-
-    @property
-    def label(self) -> str:
-        """The most likely class ("" for an image that could not be read)."""
-        return self.top[0][0] if self.top else ""
-
-    @property
-    def probability(self) -> float:
-        """The probability of `label` (nan for an image that could not be read)."""
-        return self.top[0][1] if self.top else float("nan")
-
-    def to_dict(self) -> dict:
-        answer: dict = {"path": self.path, "label": self.label,
-                        "top": [{"class": c, "probability": p} for c, p in self.top]}
-        if self.error is not None:
-            answer["error"] = self.error
-        return answer
 
 
 class _InputDataset(Dataset):
@@ -87,12 +58,18 @@ def predict_logits(
     config: DataConfig,
     *,
     runtime: Runtime,
+    tta: bool = False,
 ) -> np.ndarray:
-    """Logits for each sample's image, in eval mode: batches of `runtime.batch_size`, in its engine and precision."""
+    """Logits for each sample's image, in eval mode: batches of `runtime.batch_size`, in its engine and precision.
+
+    With `tta`, the log of the mean of the image's and its mirror image's probabilities: softmax of
+    these is the averaged probabilities, their argmax the averaged answer.
+    """
     dataset = ImageDataset(samples, eval_transform(config, pixels=True))  # the backbone normalises the batch
     loader = DataLoader(dataset, batch_size=runtime.batch_size, num_workers=runtime.workers)
-    with frozen_forward(model, runtime=runtime, images=len(samples), input_size=config.input_size) as forward:
-        outputs = [forward(images) for images, _ in loader]
+    passes = len(samples) * (2 if tta else 1)
+    with frozen_forward(model, runtime=runtime, images=passes, input_size=config.input_size) as forward:
+        outputs = [_probabilities(forward, images, tta=True).log() if tta else forward(images) for images, _ in loader]
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, len(model.head.state_dict())))
 
 
@@ -177,15 +154,18 @@ class Classifier:
                     yield Prediction(name, [(self.classes[c], float(p)) for p, c in zip(values[row], classes[row])])
                     row += 1
 
-    def evaluate(self, data: str | Path, *, batch_size: int = 64, engine: str | None = None) -> Evaluation:
-        """Accuracy, per-class metrics and confusion matrix on a folder or CSV of labelled images."""
-        return self.evaluate_images(data, batch_size=batch_size, engine=engine)[0]
+    def evaluate(self, data: str | Path, *, batch_size: int = 64, engine: str | None = None,
+                 tta: bool = False) -> Evaluation:
+        """Accuracy, per-class metrics and confusion matrix on a folder or CSV of labelled images.
 
-    def evaluate_images(self, data: str | Path, *, batch_size: int = 64,
-                        engine: str | None = None) -> tuple[Evaluation, list[dict]]:
+        `tta`: judge each image by the mean of its and its mirror image's probabilities."""
+        return self.evaluate_images(data, batch_size=batch_size, engine=engine, tta=tta)[0]
+
+    def evaluate_images(self, data: str | Path, *, batch_size: int = 64, engine: str | None = None,
+                        tta: bool = False) -> tuple[Evaluation, list[dict]]:
         """`evaluate`, plus one row per image: path, true class, predicted class, its probability."""
         samples, _skipped = find_eval_data(data, self.classes)
-        logits = predict_logits(self.model, samples, self.data_config, runtime=self._runtime(batch_size, engine))
+        logits = predict_logits(self.model, samples, self.data_config, runtime=self._runtime(batch_size, engine), tta=tta)
         predicted = logits.argmax(axis=1) if len(samples) else np.zeros(0, dtype=int)
         probabilities = torch.from_numpy(logits).softmax(dim=-1).numpy() if len(samples) else logits
         rows = [{"path": str(sample.path), "true": self.classes[sample.label], "predicted": self.classes[int(guess)],

@@ -26,7 +26,8 @@ from ..data.dataset import ImageDataset
 from ..data.discover import Sample
 from ..data.transforms import eval_transform
 from ..errors import GraftError
-from ..features.extract import draft_size_for, image_progress
+from ..features.extract import draft_size_for
+from ..progress import image_progress
 from ..runtime import Runtime
 
 

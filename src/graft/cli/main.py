@@ -154,7 +154,9 @@ def demo(**options) -> None:
 
 @app.command()
 def predict(
-    target: Annotated[list[str], typer.Argument(help="RUN_OR_MODEL PATH... (or just PATH... with --imagenet). A PATH is an "
+    target: Annotated[list[str], typer.Argument(help="RUN_OR_MODEL PATH... (or just PATH... with --imagenet). RUN_OR_MODEL "
+                                                     "is a run folder, or a model.onnx from `graft export` (runs without "
+                                                     "torch). A PATH is an "
                                                      "image file, a folder (searched recursively) or a glob such as 'photos/**/*.jpg'.")],
     imagenet: Annotated[bool, typer.Option(help="Use the backbone's untouched ImageNet head.")] = False,
     backbone: Backbone = "tf_efficientnet_lite0",
@@ -176,11 +178,11 @@ def predict(
     import csv
     import itertools
 
-    from ..classifier import Prediction
     from ..data.inputs import expand_inputs
     from ..errors import BadImageError
-    from ..features.extract import image_progress
     from ..io import atomic_path
+    from ..prediction import Prediction
+    from ..progress import image_progress
 
     if imagenet:
         arguments = target
@@ -211,6 +213,15 @@ def predict(
         tops = predict_imagenet(readable, backbone=backbone, weights=weights, top_k=top_k)
         answers = iter([Prediction(str(path), top) for path, top in zip(readable, tops)])
         columns = max(1, top_k)
+    elif Path(model_path).suffix.lower() == ".onnx":  # an exported model: ONNX Runtime alone, no torch
+        from ..export.exported import ExportedModel
+
+        if engine not in ("auto", "onnxruntime"):
+            raise GraftError(f"--engine {engine}: an exported .onnx model runs in ONNX Runtime; drop --engine, "
+                             "or predict with the run folder.")
+        exported = ExportedModel(model_path)
+        answers = exported.predict_iter(paths, top_k=top_k, batch_size=batch_size, tta=tta)
+        columns = max(1, min(top_k, len(exported.classes)))
     else:
         from ..classifier import load
 
@@ -294,6 +305,8 @@ def evaluate(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON file for the results (default: MODEL/evaluation.json, "
                                                                           "or evaluation-2.json, ... when that exists).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    tta: Annotated[bool, typer.Option("--tta", help="Judge each image by the mean of its and its mirror image's "
+                                                    "probabilities (twice the work).")] = False,
     engine: Engine = "auto",
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a model on DATA.
@@ -309,7 +322,7 @@ def evaluate(
     def _predictions_csv(evaluation_json: Path) -> Path:  # beside the JSON, named after it
         return evaluation_json.with_name(f"{evaluation_json.stem}-predictions.csv")
 
-    evaluation, rows = load(model).evaluate_images(data, engine=engine)
+    evaluation, rows = load(model).evaluate_images(data, engine=engine, tta=tta)
     if output is not None:
         target = Path(output)
     else:
@@ -324,7 +337,7 @@ def evaluate(
         writer = csv.DictWriter(handle, fieldnames=["path", "true", "predicted", "probability"])
         writer.writeheader()
         writer.writerows(rows)
-    write_json_atomic(target, {"data": str(data), "predictions": str(predictions), **evaluation.to_dict()})
+    write_json_atomic(target, {"data": str(data), "predictions": str(predictions), "tta": tta, **evaluation.to_dict()})
     if json_out:
         print(json.dumps(evaluation.to_dict(), indent=2))
         return

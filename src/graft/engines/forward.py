@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import GraftError
-from ..runtime import ENGINES, Runtime, cache_root, cpu_has_amx
+from ..runtime import ENGINES, PIXELS_PER_RUN, Runtime, cache_root, cpu_has_amx
 from .compile import CompileError, compile_onnx, compiled_path
 
 AUTO_MIN_IMAGES = {"32": 500, "bf16": 5000}  # by the precision torch would run in; see the module's text
@@ -92,6 +92,14 @@ class _TorchForward:
             return self.module(pixels).float().cpu()
 
 
+def _in_slices(run, pixels: torch.Tensor) -> torch.Tensor:
+    """`run` (uint8 numpy batch -> float32 numpy outputs) over `pixels` in slices of PIXELS_PER_RUN."""
+    step = max(1, PIXELS_PER_RUN // max(1, pixels.shape[-2] * pixels.shape[-1]))
+    array = pixels.numpy()
+    outputs = [run(np.ascontiguousarray(array[start:start + step])) for start in range(0, max(1, len(array)), step)]
+    return torch.from_numpy(np.concatenate(outputs) if len(outputs) != 1 else outputs[0])
+
+
 class _OnnxRuntimeForward:
     engine, precision = "onnxruntime", "32"
 
@@ -104,7 +112,7 @@ class _OnnxRuntimeForward:
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {"pixels": np.ascontiguousarray(pixels.numpy())})[0])
+        return _in_slices(lambda batch: self.session.run(None, {"pixels": batch})[0], pixels)
 
 
 class _OpenVinoForward:
@@ -117,7 +125,7 @@ class _OpenVinoForward:
         self.model = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self.model(np.ascontiguousarray(pixels.numpy()))[0]))
+        return _in_slices(lambda batch: np.asarray(self.model(batch)[0]), pixels)
 
 
 @contextmanager
