@@ -123,6 +123,22 @@ def test_tta_gives_probabilities_that_sum_to_one(linear_probe_run, tiny_dataset,
                for r in rows)
 
 
+def test_evaluate_tta_judges_each_image_as_predict_tta_does(linear_probe_run, tiny_dataset, capsys, monkeypatch):
+    classifier = linear_probe_run.classifier
+    evaluation, rows = classifier.evaluate_images(tiny_dataset / "val", tta=True)
+    _, plain_rows = classifier.evaluate_images(tiny_dataset / "val")
+    answers = {a.path: a for a in classifier.predict([row["path"] for row in rows], top_k=1, tta=True)}
+    for row in rows:
+        assert row["predicted"] == answers[row["path"]].label
+        assert row["probability"] == pytest.approx(answers[row["path"]].probability, abs=1e-5)
+    assert any(abs(r["probability"] - p["probability"]) > 1e-4 for r, p in zip(rows, plain_rows))  # the mirror counts
+    assert evaluation.accuracy == sum(r["predicted"] == r["true"] for r in rows) / len(rows)
+    code, output = run_main(["evaluate", linear_probe_run.run_dir, tiny_dataset / "val", "--tta", "--output",
+                             linear_probe_run.run_dir.parent / "tta-eval.json"], capsys, monkeypatch)
+    assert code in (0, None), output
+    assert json.loads((linear_probe_run.run_dir.parent / "tta-eval.json").read_text())["tta"] is True
+
+
 def test_evaluate_writes_per_image_predictions_and_never_overwrites(linear_probe_run, tiny_dataset, capsys, monkeypatch):
     run_dir = linear_probe_run.run_dir
     for _ in range(2):

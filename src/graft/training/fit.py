@@ -48,6 +48,7 @@ def fit(
     patience: int = 5,
     weight_decay: float = 1e-4,
     label_smoothing: float = 0.1,
+    class_weights: list[float] | None = None,
     plateau_patience: int = 2,
     extra_callbacks: list[L.Callback] | None = None,
     initial_score: float | None = None,
@@ -68,6 +69,7 @@ def fit(
         param_groups,
         weight_decay=weight_decay,
         label_smoothing=label_smoothing,
+        class_weights=class_weights,
         plateau_patience=plateau_patience,
     )
     best = BestWeights(run_dir / "checkpoints" / f"{phase}-best.safetensors", monitor="val_acc", mode="max",

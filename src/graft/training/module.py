@@ -27,6 +27,7 @@ class ClassifierModule(L.LightningModule):
         *,
         weight_decay: float = 1e-4,
         label_smoothing: float = 0.1,
+        class_weights: list[float] | None = None,
         plateau_patience: int = 2,
         plateau_factor: float = 0.2,
     ):
@@ -35,6 +36,7 @@ class ClassifierModule(L.LightningModule):
         self.param_groups = param_groups
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
+        self.class_weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         self.plateau_patience = plateau_patience
         self.plateau_factor = plateau_factor
 
@@ -49,8 +51,11 @@ class ClassifierModule(L.LightningModule):
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        # Label smoothing only while training; validation loss stays the plain, comparable one.
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
+        # Label smoothing and class weights only while training; validation loss stays the plain, comparable one.
+        training = stage == "train"
+        weight = self.class_weights.to(logits.device) if training and self.class_weights is not None else None
+        loss = F.cross_entropy(logits, y, weight=weight,
+                               label_smoothing=self.label_smoothing if training else 0.0)
         if stage == "train" and not torch.isfinite(loss):
             # Diverged: stop now, before a non-finite step reaches the weights that would be kept.
             rates = ", ".join(f"{group['lr']:g}" for group in self.param_groups)

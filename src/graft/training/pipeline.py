@@ -128,8 +128,9 @@ def train(
         timings: dict[str, float] = {}
         cache = FeatureCache(Path(config.output.cache_dir) / "features" if config.output.cache_dir else None)
         optim = config.optim
+        weights = _class_weights(splits, optim.class_weight)
         training: dict[str, Any] = dict(run_dir=run_dir, patience=optim.patience, weight_decay=optim.weight_decay,
-                                        label_smoothing=optim.label_smoothing)
+                                        label_smoothing=optim.label_smoothing, class_weights=weights)
 
         # 2. Head phase: the backbone is frozen, so it runs once per image (and view), into the cache.
         stage.name = "the head phase (features of the frozen backbone, then the head)"
@@ -158,7 +159,8 @@ def train(
             if plan.head_phase == "logreg":
                 from ..heads.logistic import fit_logistic_head
 
-                chosen_c = fit_logistic_head(model.head, train_views[0], C=config.strategy.logreg_c, seed=seed)
+                chosen_c = fit_logistic_head(model.head, train_views[0], C=config.strategy.logreg_c, seed=seed,
+                                             balanced=weights is not None)
                 say(f"Logistic regression: C = {chosen_c:g}"
                     + (" (5-fold cross-validation on train)" if config.strategy.logreg_c is None else ""))
             else:
@@ -369,6 +371,14 @@ def _auto_finetune_epochs(model: GraftModel, trainable: list[str], splits: DataS
                                seconds_left=seconds_left, seconds_spent=seconds_spent)
     say(f"auto: {decision.reason}")
     return decision.epochs, decision.reason
+
+
+def _class_weights(splits: DataSplits, mode: str) -> list[float] | None:
+    """--class-weight balanced: train images / (classes x the class's own), scikit-learn's "balanced"."""
+    if mode == "none":
+        return None
+    counts = list(splits.counts("train").values())
+    return [sum(counts) / (len(counts) * max(1, count)) for count in counts]
 
 
 def _seed_everything(seed: int) -> None:
