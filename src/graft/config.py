@@ -177,9 +177,10 @@ class OptimOptions(Group):
     lr: float = option(1e-3, "Learning rate of the head.", check=positive)
     backbone_lr_ratio: float = option(0.1, "Backbone learning rate as a fraction of --lr.", check=positive)
     label_smoothing: float = option(0.1, "Label smoothing of the training loss.", check=below_one)
-    class_weight: str = option("none", "none, or balanced: weight each class by train images / (classes x its own), in "
-                                       "the loss and the logistic fit, so rare classes count as much as common ones.",
-                               check=one_of("none", "balanced"))
+    class_weight: str = option("auto", "balanced: weight each class by train images / (classes x its own), in the loss "
+                                       "and the logistic fit, so rare classes count as much as common ones; none; auto: "
+                                       "balanced where the audit's imbalance check flags a class.",
+                               check=one_of("auto", "none", "balanced"))
     weight_decay: float = option(1e-4, "AdamW weight decay.", check=at_least(0))
     patience: int = option(5, "Early stopping: epochs without improvement.", check=at_least(1))
 

@@ -34,6 +34,9 @@ class Strategy:
     head_phase: ClassVar[HeadPhase | None] = "sgd"
     image_phase: ClassVar[bool] = False  # train (part of) the backbone on images after the head phase
     augment_images: ClassVar[bool] = True  # the image phase sees augmented images
+    # Before the image phase, replace the head-phase head (a probe) by a new head trained on augmented
+    # views, and keep the probe unless an image epoch beats it on val (probe-finetune).
+    fresh_head_for_images: ClassVar[bool] = False
 
     def cut(self, options: StrategyOptions) -> int | None:
         """Stage after which to cut the backbone (None keeps all of it)."""

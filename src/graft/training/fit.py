@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 @dataclass
 class FitResult:
     history: list[dict] = field(default_factory=list)  # one row per epoch run (see History)
+    best_epoch: int | None = None  # the epoch (from 0) whose weights were kept; None: none beat initial_score
 
 
 def quiet_lightning() -> None:
@@ -103,8 +104,8 @@ def fit(
             raise KeyboardInterrupt from None
         raise
     # Read results back from disk: with several processes the callbacks ran in the workers.
-    best.restore(net)
-    return FitResult(history=History.load(history.path))
+    _, best_epoch = best.restore(net)
+    return FitResult(history=History.load(history.path), best_epoch=best_epoch)
 
 
 def _strategy(devices: int | str, num_nodes: int) -> str:
