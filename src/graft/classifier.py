@@ -21,7 +21,7 @@ from .evaluation import Evaluation, evaluate_predictions
 from .export import META_FILE, WEIGHTS_FILE, read_model_files, save_model
 from .heads import HeadConfig, create_head
 from .model import GraftModel
-from .prediction import Prediction
+from .prediction import Prediction, in_input_order
 from .record import RunRecord
 from .runtime import Runtime
 
@@ -139,20 +139,12 @@ class Classifier:
         passes = len(images) * (2 if tta else 1)
         with frozen_forward(self.model, runtime=runtime, images=passes, input_size=self.data_config.input_size) as forward:
             for indices, pixels, errors in loader:
-                values = classes = None
+                tops = []
                 if pixels is not None:
-                    probabilities = _probabilities(forward, pixels, tta=tta)
-                    top = probabilities.topk(k, dim=-1)
-                    values, classes = top.values.tolist(), top.indices.tolist()
-                row = 0
-                for index in indices:
-                    name = input_name(images[index], index)
-                    if index in errors:
-                        yield Prediction(name, [], errors[index])
-                        continue
-                    assert values is not None and classes is not None
-                    yield Prediction(name, [(self.classes[c], float(p)) for p, c in zip(values[row], classes[row])])
-                    row += 1
+                    top = _probabilities(forward, pixels, tta=tta).topk(k, dim=-1)
+                    tops = [[(self.classes[c], float(p)) for p, c in zip(values, classes)]
+                            for values, classes in zip(top.values.tolist(), top.indices.tolist())]
+                yield from in_input_order(images, indices, errors, tops)
 
     def evaluate(self, data: str | Path, *, batch_size: int = 64, engine: str | None = None,
                  tta: bool = False) -> Evaluation:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 
@@ -32,3 +33,15 @@ class Prediction:
         if self.error is not None:
             answer["error"] = self.error
         return answer
+
+
+def in_input_order(images: Sequence, indices: Iterable[int], errors: dict[int, str],
+                   tops: list[list[tuple[str, float]]]) -> Iterator[Prediction]:
+    """One Prediction per index, in order: an index in `errors` gets its reason, the others take the
+    next of `tops` (one per readable input, in the same order)."""
+    from .data.inputs import input_name
+
+    readable = iter(tops)
+    for index in indices:
+        name = input_name(images[index], index)
+        yield Prediction(name, [], errors[index]) if index in errors else Prediction(name, next(readable))

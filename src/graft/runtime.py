@@ -24,6 +24,16 @@ ENGINES = ("auto", "torch", "onnxruntime", "openvino")  # see graft.engines
 PIXELS_PER_RUN = 4 * 224 * 224
 
 
+def run_in_slices(run, pixels):
+    """`run` (a uint8 numpy batch N x C x H x W -> a numpy output per image) over `pixels` in slices of
+    at most PIXELS_PER_RUN pixels per image plane, the outputs concatenated in order."""
+    import numpy as np
+
+    step = max(1, PIXELS_PER_RUN // max(1, pixels.shape[-2] * pixels.shape[-1]))
+    outputs = [run(np.ascontiguousarray(pixels[start:start + step])) for start in range(0, max(1, len(pixels)), step)]
+    return np.concatenate(outputs) if len(outputs) != 1 else outputs[0]
+
+
 @lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU computes bf16 natively (AVX512-BF16 or AMX).

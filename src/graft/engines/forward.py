@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import GraftError
-from ..runtime import ENGINES, PIXELS_PER_RUN, Runtime, cache_root, cpu_has_amx
+from ..runtime import ENGINES, Runtime, cache_root, cpu_has_amx, run_in_slices
 from .compile import CompileError, compile_onnx, compiled_path
 
 AUTO_MIN_IMAGES = {"32": 500, "bf16": 5000}  # by the precision torch would run in; see the module's text
@@ -93,11 +93,8 @@ class _TorchForward:
 
 
 def _in_slices(run, pixels: torch.Tensor) -> torch.Tensor:
-    """`run` (uint8 numpy batch -> float32 numpy outputs) over `pixels` in slices of PIXELS_PER_RUN."""
-    step = max(1, PIXELS_PER_RUN // max(1, pixels.shape[-2] * pixels.shape[-1]))
-    array = pixels.numpy()
-    outputs = [run(np.ascontiguousarray(array[start:start + step])) for start in range(0, max(1, len(array)), step)]
-    return torch.from_numpy(np.concatenate(outputs) if len(outputs) != 1 else outputs[0])
+    """`run` (uint8 numpy batch -> float32 numpy outputs) over `pixels` in slices (graft.runtime.run_in_slices)."""
+    return torch.from_numpy(run_in_slices(run, pixels.numpy()))
 
 
 class _OnnxRuntimeForward:

@@ -25,8 +25,8 @@ from PIL import Image
 
 from ..data.inputs import ImageInput, input_name, to_rgb_image
 from ..errors import BadImageError, ModelFileError
-from ..prediction import Prediction
-from ..runtime import PIXELS_PER_RUN
+from ..prediction import Prediction, in_input_order
+from ..runtime import run_in_slices
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
              "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
@@ -89,10 +89,7 @@ class ExportedModel:
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities for a uint8 batch (N x 3 x H x W), run in slices to bound memory."""
-        step = max(1, PIXELS_PER_RUN // (self.size * self.size))
-        parts = [self.session.run(["probabilities"], {"pixels": np.ascontiguousarray(pixels[start:start + step])})[0]
-                 for start in range(0, len(pixels), step)]
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), np.float32)
+        return run_in_slices(lambda batch: self.session.run(["probabilities"], {"pixels": batch})[0], pixels)
 
     def predict_iter(self, images: Sequence[ImageInput], *, top_k: int = 5, batch_size: int = 64,
                      tta: bool = False) -> Iterator[Prediction]:
@@ -111,16 +108,9 @@ class ExportedModel:
             probabilities = self.probabilities(batch) if batch is not None else None
             if tta and batch is not None and probabilities is not None:
                 probabilities = (probabilities + self.probabilities(batch[..., ::-1])) / 2
-            row = 0
-            for index in chunk:
-                name = input_name(images[index], index)
-                if index in errors:
-                    yield Prediction(name, [], errors[index])
-                    continue
-                assert probabilities is not None
-                top = np.argsort(-probabilities[row], kind="stable")[:k]
-                yield Prediction(name, [(self.classes[c], float(probabilities[row, c])) for c in top])
-                row += 1
+            tops = [[(self.classes[c], float(row[c])) for c in np.argsort(-row, kind="stable")[:k]]
+                    for row in (probabilities if probabilities is not None else [])]
+            yield from in_input_order(images, chunk, errors, tops)
 
     def predict(self, images: Sequence[ImageInput], *, top_k: int = 5, batch_size: int = 64,
                 tta: bool = False) -> list[Prediction]:
