@@ -243,7 +243,7 @@ def test_a_second_identical_linear_probe_reuses_the_stored_fit(tiny_dataset, tmp
 
     options = dict(out=tmp_path, cache_dir=tmp_path, report=False, audit=False, **FAST)
     first = graft.train(tiny_dataset, strategy="linear-probe", name="first", **options)
-    monkeypatch.setattr(logistic, "_fit", lambda *args: pytest.fail("fitted again instead of reusing the stored fit"))
+    monkeypatch.setattr(logistic, "_fit", lambda *args, **kwargs: pytest.fail("fitted again instead of reusing the stored fit"))
     second = graft.train(tiny_dataset, strategy="linear-probe", name="second", **options)
     assert second.metrics.logreg_c == first.metrics.logreg_c
     for a, b in zip(first.classifier.model.head.parameters(), second.classifier.model.head.parameters()):
