@@ -52,6 +52,31 @@ def test_onnxruntime_features_equal_torchs_and_are_cached_apart(lite0, tiny_data
     assert list((cache.root.parent / "engines").glob("*.onnx")) == graphs  # read from the cache: nothing traced
 
 
+def test_a_batch_longer_than_a_slice_answers_in_order_in_every_engine(lite0, engines, monkeypatch):
+    """CPU passes run in slices (graft.runtime.PIXELS_PER_RUN): 7 images in slices of 2 answer, in
+    order, as the module does for each image alone."""
+    import graft.runtime
+
+    monkeypatch.setattr(graft.runtime, "PIXELS_PER_RUN", 2 * 32 * 32)
+    pixels = torch.randint(0, 256, (7, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    lite0.eval()
+    with torch.inference_mode():
+        alone = torch.cat([lite0(pixels[i:i + 1]) for i in range(len(pixels))])
+    calls = []
+    forward_of_module = lite0.forward
+    monkeypatch.setattr(lite0, "forward", lambda batch: calls.append(len(batch)) or forward_of_module(batch))
+    for engine in ("torch", "onnxruntime"):
+        calls.clear()
+        with frozen_forward(lite0, runtime=FP32.but(engine=engine), images=7, input_size=(3, 32, 32),
+                            folder=engines) as forward:
+            calls.clear()  # tracing calls the module too
+            outputs = forward(pixels)
+        assert outputs.shape == alone.shape
+        assert torch.allclose(outputs, alone, rtol=1e-4, atol=1e-4), engine
+        if engine == "torch":
+            assert calls == [2, 2, 2, 1]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed (pip install 'graft[openvino]')")
 def test_openvino_answers_like_torch(lite0, engines):

@@ -17,19 +17,26 @@ from typing import Literal
 
 PRECISIONS = ("auto", "32", "bf16")
 ENGINES = ("auto", "torch", "onnxruntime", "openvino")  # see graft.engines
-# ONNX Runtime and OpenVINO run a batch in slices of at most this many pixels (4 images at 224 px):
-# they keep every intermediate of a run in memory at once, and ONNX Runtime held 876 MB for batches
-# of 64 Lite0 images at 224 px against 147 MB for slices of 4, at the same speed (195 and 207 img/s
-# on the 2-core EPYC).
+# Frozen forward passes on the CPU run a batch in slices of at most this many pixels (4 images at
+# 224 px): every intermediate of a run stays in memory at once, and small slices also stay in the
+# CPU's caches. ONNX Runtime held 876 MB for batches of 64 Lite0 images at 224 px against 147 MB for
+# slices of 4, at the same speed (195 and 207 img/s); eager torch ran faster in slices of 4 than in
+# one run of 64 (fp32 72 against 44 img/s, bf16 129 against 88; peak RSS 856 against 1,653 MB),
+# on the 2-core EPYC with AVX-512-BF16.
 PIXELS_PER_RUN = 4 * 224 * 224
 
 
+def images_per_slice(height: int, width: int) -> int:
+    """How many images of height x width a slice of PIXELS_PER_RUN pixels per image plane holds."""
+    return max(1, PIXELS_PER_RUN // max(1, height * width))
+
+
 def run_in_slices(run, pixels):
-    """`run` (a uint8 numpy batch N x C x H x W -> a numpy output per image) over `pixels` in slices of
-    at most PIXELS_PER_RUN pixels per image plane, the outputs concatenated in order."""
+    """`run` (a uint8 numpy batch N x C x H x W -> a numpy output per image) over `pixels` in slices
+    (images_per_slice), the outputs concatenated in order."""
     import numpy as np
 
-    step = max(1, PIXELS_PER_RUN // max(1, pixels.shape[-2] * pixels.shape[-1]))
+    step = images_per_slice(pixels.shape[-2], pixels.shape[-1])
     outputs = [run(np.ascontiguousarray(pixels[start:start + step])) for start in range(0, max(1, len(pixels)), step)]
     return np.concatenate(outputs) if len(outputs) != 1 else outputs[0]
 
