@@ -159,7 +159,9 @@ class StrategyOptions(Group):
     strategy: str = option(AUTO, strategy_help, check=strategy_name, short="-s")
     budget: str = option("10m", "auto: time for the whole run (e.g. 90s, 10m, 2h; 0: no limit). Fine-tuning runs only "
                                 "when its measured epochs fit in what is left.", check=duration)
-    backbone: str = option(DEFAULT_BACKBONE, "Any timm model name (see `graft backbones`).", short="-b")
+    backbone: str = option(DEFAULT_BACKBONE, "Any timm model name (see `graft backbones`), or auto: the offline "
+                                           "EfficientNet-Lite0/1/2 whose features a cross-validated linear probe fits best.",
+                           short="-b")
     weights: str = option("imagenet", "imagenet, none (random init), or the path of a .safetensors/.pth file.")
     unfreeze: int = option(2, "partial: how many of the last stages train.", check=at_least(1))
     cut: int = option(-2, "truncate: keep stages 0..K (negative counts from the end).")

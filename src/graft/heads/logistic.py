@@ -31,16 +31,8 @@ def fit_logistic_head(head: nn.Module, features: FeatureSet, *, C: float | None,
     unless given it is chosen by stratified k-fold cross-validation on the training features only.
     `balanced`: weight each class inversely to its number of images (scikit-learn's class_weight="balanced").
     """
-    # Everything besides the features that changes the fit, scikit-learn's version included.
-    parts = {"C": C, "grid": LOGREG_GRID, "seed": seed, "sklearn": version("scikit-learn"), "max_iter": 2000,
-             **({"class_weight": "balanced"} if balanced else {})}  # absent when off: older entries stay valid
-    arrays = load_derived(features, "logreg", parts)
-    if arrays is not None:
-        weight, bias, chosen = arrays["weight"], arrays["bias"], float(arrays["C"][0])
-    else:
-        weight, bias, chosen = _fit(np.asarray(features.features, dtype=np.float32), np.asarray(features.labels), C, seed,
-                                    class_weight="balanced" if balanced else None)
-        store_derived(features, "logreg", parts, {"weight": weight, "bias": bias, "C": np.array([chosen])})
+    arrays = _fitted(features, C=C, seed=seed, balanced=balanced)
+    weight, bias, chosen = arrays["weight"], arrays["bias"], float(arrays["C"][0])
     linear = final_linear(head)
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(weight.astype(np.float32)))
@@ -48,8 +40,34 @@ def fit_logistic_head(head: nn.Module, features: FeatureSet, *, C: float | None,
     return chosen
 
 
+def probe_cv_accuracy(features: FeatureSet, *, seed: int, balanced: bool = False) -> float | None:
+    """The linear probe's cross-validated accuracy on `features` (the mean over the folds at the C the
+    cross-validation chose), or None with too few images per class to cross-validate.
+
+    It is the fit fit_logistic_head(C=None) makes, stored the same way: measuring it first makes the
+    probe's fit free afterwards.
+    """
+    accuracy = float(_fitted(features, C=None, seed=seed, balanced=balanced)["cv_accuracy"][0])
+    return None if np.isnan(accuracy) else accuracy
+
+
+def _fitted(features: FeatureSet, *, C: float | None, seed: int, balanced: bool) -> dict[str, np.ndarray]:
+    """The fit's weight, bias, C and cv_accuracy (NaN without cross-validation), stored in the
+    features' cache entry and read from there when the same fit was made before."""
+    # Everything besides the features that changes the fit, scikit-learn's version included.
+    parts = {"C": C, "grid": LOGREG_GRID, "seed": seed, "sklearn": version("scikit-learn"), "max_iter": 2000,
+             **({"class_weight": "balanced"} if balanced else {})}  # absent when off: older entries stay valid
+    arrays = load_derived(features, "logreg", parts)
+    if arrays is None or "cv_accuracy" not in arrays:  # entries stored before cv_accuracy was kept: fit again
+        weight, bias, chosen, accuracy = _fit(np.asarray(features.features, dtype=np.float32), np.asarray(features.labels),
+                                              C, seed, class_weight="balanced" if balanced else None)
+        arrays = {"weight": weight, "bias": bias, "C": np.array([chosen]), "cv_accuracy": np.array([accuracy])}
+        store_derived(features, "logreg", parts, arrays)
+    return arrays
+
+
 def _fit(x: np.ndarray, y: np.ndarray, C: float | None, seed: int,
-         class_weight: str | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+         class_weight: str | None = None) -> tuple[np.ndarray, np.ndarray, float, float]:
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
@@ -68,11 +86,13 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float | None, seed: int,
                                             class_weight=class_weight)
         regression.fit(scaler.transform(x), y)
     chosen = float(regression.C_[0]) if hasattr(regression, "C_") else float(regression.C)
+    # scores_: one (folds x Cs) array per class, the same for every class of a multinomial fit
+    accuracy = float(np.mean(next(iter(regression.scores_.values())), axis=0).max()) if hasattr(regression, "scores_") else np.nan
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     weight = regression.coef_ / scale
     bias = regression.intercept_ - weight @ scaler.mean_
     if weight.shape[0] == 1:  # scikit-learn gives one row for two classes: logits (-z/2, z/2)
         weight, bias = np.vstack([-weight / 2, weight / 2]), np.array([-bias[0] / 2, bias[0] / 2])
-    return weight, bias, chosen
+    return weight, bias, chosen, accuracy
 
 

@@ -95,6 +95,20 @@ def train(
     splits = find_data(data, val_split=config.data.val_split, seed=seed)
     say(splits.describe())
     advice, auto, auto_trail, good_enough = None, config.strategy.strategy == AUTO, {}, 1.0
+    cache = FeatureCache(Path(config.output.cache_dir) / "features" if config.output.cache_dir else None)
+    weights = _class_weights(splits, config.optim.class_weight)
+    backbone_choice = None
+    if config.strategy.backbone == AUTO:  # the offline backbone whose features probe best (graft.advise.backbone)
+        from ..advise.backbone import choose_backbone
+
+        if config.strategy.weights != "imagenet":
+            raise GraftError(f"--backbone auto compares ImageNet backbones; with --weights {config.strategy.weights} "
+                             "name the backbone those weights are for (--backbone NAME).")
+        backbone_choice = choose_backbone(splits.train, img_size=config.data.img_size, seed=seed, runtime=runtime,
+                                          cache=cache, balanced=weights is not None, budget=config.strategy.budget,
+                                          say=say)
+        say(backbone_choice.describe())
+        config = config.replace(backbone=backbone_choice.backbone)
     if auto:
         from ..advise import advise_splits
         from ..advise.auto import auto_plan
@@ -131,9 +145,7 @@ def train(
     with stage:
         history: list[EpochRow] = []
         timings: dict[str, float] = {}
-        cache = FeatureCache(Path(config.output.cache_dir) / "features" if config.output.cache_dir else None)
         optim = config.optim
-        weights = _class_weights(splits, optim.class_weight)
         if weights is not None:
             say("Class weights: balanced (" + ("--class-weight balanced" if optim.class_weight == "balanced" else
                 "some classes have far fewer training images; --class-weight none to turn this off") + ").")
@@ -301,7 +313,8 @@ def train(
             strategy=plan.name,
             # as run: auto's choices, the chosen C and the input size filled in, so --config replays it
             config=config.replace(img_size=net.data_config.image_size, logreg_c=chosen_c or config.strategy.logreg_c),
-            advice={**advice.to_dict(), "auto": auto_trail} if advice is not None else None,
+            advice=({**advice.to_dict(), "auto": auto_trail} if advice is not None else {})
+            | ({"backbone_choice": backbone_choice.to_dict()} if backbone_choice is not None else {}) or None,
             inference_precision="auto" if inference.precision == "bf16" else "32",
             accuracy=metrics.accuracies(),
             data=DataSummary(source=str(splits.source), counts={s: len(getattr(splits, s)) for s in ("train", "val", "test")}),

