@@ -77,3 +77,36 @@ def test_the_budget_and_missing_weights_skip_candidates_with_the_reason(tiny_dat
 def test_auto_backbone_with_other_weights_is_a_clear_error(tiny_dataset, tmp_path):
     with pytest.raises(GraftError, match="--backbone auto compares ImageNet backbones; with --weights none"):
         graft.train(tiny_dataset, strategy="linear-probe", backbone="auto", weights="none", out=tmp_path, **FAST)
+
+
+def test_advise_chooses_the_backbone_as_train_does_and_says_so(tiny_dataset, capsys, monkeypatch):
+    from test_cli import run_main
+
+    code, out = run_main(["advise", tiny_dataset, "--backbone", "auto", "--img-size", "32", "--budget", "0",
+                          "--sample-per-class", "4"], capsys, monkeypatch)
+    assert code in (0, None), out
+    assert "tf_efficientnet_lite1 at 32 px: probe" in out
+    chosen = out.split("--backbone auto: ")[1].split()[0]
+    assert chosen in ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
+    assert f"{chosen}, 32 px" in out  # the evidence table is measured on the backbone chosen
+
+
+def test_the_probes_cross_validated_accuracy_tells_informative_features_from_noise(tmp_path):
+    import numpy as np
+
+    from graft.features import FeatureSet
+    from graft.heads.logistic import probe_cv_accuracy
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 30)
+    noise = rng.normal(0, 1, (90, 16)).astype(np.float32)
+    informative = noise.copy()
+    informative[np.arange(90), labels] += 3.0  # each class lifts its own feature
+    score = {name: probe_cv_accuracy(FeatureSet(values, labels, {}, tmp_path), seed=0)
+             for name, values in (("informative", informative), ("noise", noise))}
+    assert score["informative"] > 0.9
+    assert score["noise"] < 0.6  # chance is 1/3
+    two_each = FeatureSet(informative[::15], labels[::15], {}, tmp_path)  # 2 per class: still 2 folds
+    assert probe_cv_accuracy(two_each, seed=0) is not None
+    one_each = FeatureSet(informative[[0, 30, 60]], labels[[0, 30, 60]], {}, tmp_path)
+    assert probe_cv_accuracy(one_each, seed=0) is None  # nothing to cross-validate with

@@ -11,7 +11,7 @@ from conftest import COLOURS, FAST
 from graft.data.discover import find_data
 from graft.heads.logistic import _fit
 from graft.training import module as training_module
-from graft.training.pipeline import _class_weights
+from graft.training.pipeline import class_weights
 from test_cli import run_main
 
 
@@ -33,12 +33,12 @@ def imbalanced_dataset(tmp_path_factory):
 def test_balanced_weights_are_train_images_over_classes_times_the_class_count(imbalanced_dataset, tiny_dataset):
     splits = find_data(imbalanced_dataset)
     assert splits.classes == ["blue", "green", "red"]
-    assert _class_weights(splits, "none") is None
-    assert _class_weights(splits, "balanced") == pytest.approx([27 / (3 * 3), 27 / (3 * 12), 27 / (3 * 12)])
+    assert class_weights(splits, "none") is None
+    assert class_weights(splits, "balanced") == pytest.approx([27 / (3 * 3), 27 / (3 * 12), 27 / (3 * 12)])
     # auto, the default: balanced where the audit flags a class (3 blue against 12: under half the median)
     assert graft.TrainConfig().optim.class_weight == "auto"
-    assert _class_weights(splits, "auto") == _class_weights(splits, "balanced")
-    assert _class_weights(find_data(tiny_dataset), "auto") is None  # 12 of each
+    assert class_weights(splits, "auto") == class_weights(splits, "balanced")
+    assert class_weights(find_data(tiny_dataset), "auto") is None  # 12 of each
 
 
 def test_a_balanced_logistic_fit_finds_the_rare_class_an_unweighted_one_misses():
@@ -51,7 +51,7 @@ def test_a_balanced_logistic_fit_finds_the_rare_class_an_unweighted_one_misses()
     test_rare[:, 0] += 1.5
     recall = {}
     for weight in (None, "balanced"):
-        w, b, _ = _fit(x, y, None, 0, class_weight=weight)
+        w, b, _, _ = _fit(x, y, None, 0, class_weight=weight)
         recall[weight] = float(((test_rare @ w.T + b).argmax(axis=1) == 1).mean())
     assert recall[None] < 0.1  # the unweighted fit all but never names the rare class
     assert recall["balanced"] > 0.5

@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import DEFAULT_BACKBONE, TrainConfig
+from ..config import AUTO, DEFAULT_BACKBONE, TrainConfig
 from ..errors import GraftError
 from ..runtime import Runtime
 from ..strategies import strategies_for_case
 
 if TYPE_CHECKING:
     from ..data.discover import DataSplits
+    from .backbone import BackboneChoice
 
 # Size. "Large" starts at this median number of training images per class. The course calls the
 # line subjective; graft draws it where its finetune starts to beat linear-probe. On the CIFAR-10
@@ -116,6 +117,7 @@ class Advice:
     img_size: int | None = None  # the input size measured at (None: the backbone's own)
     sampled: int = 0  # images the measurements used
     seconds: float = 0.0
+    backbone_choice: BackboneChoice | None = None  # --backbone auto: the candidates' probes (graft.advise.backbone)
 
     def train_options(self) -> dict:
         """The keywords of `graft.train` this advice sets."""
@@ -144,6 +146,7 @@ class Advice:
     def describe(self, data: str | Path = "DATA") -> str:
         """A few lines for the terminal: the case, the recommendation (for `data`) and why."""
         lines = [
+            *([self.backbone_choice.describe()] if self.backbone_choice is not None else []),
             self.headline(),
             f"Recommended: {self.command(data)}",
             *(f"  - {reason}" for reason in self.reasons),
@@ -166,16 +169,33 @@ def advise(
     workers: int | None = None,
     precision: str = "auto",
     progress: bool = True,
+    budget: str = "10m",
 ) -> Advice:
-    """Find the data in `data` (as `graft train` would split it) and advise on it."""
+    """Find the data in `data` (as `graft train` would split it) and advise on it.
+
+    `backbone="auto"` first chooses among the offline Lite backbones as `graft train --backbone auto`
+    does (`budget` bounds that choice the same way), and advises for the one chosen.
+    """
     from ..data.discover import find_data
 
     _check_options(sample_per_class=sample_per_class, weights=weights, large_per_class=large_per_class)
     runtime = Runtime.resolve(precision=precision, workers=workers, progress=progress)
     splits = find_data(data, val_split=val_split, seed=seed)
-    return advise_splits(splits, backbone=backbone, weights=weights, img_size=img_size,
-                         sample_per_class=sample_per_class, large_per_class=large_per_class, seed=seed,
-                         runtime=runtime)
+    choice = None
+    if backbone == AUTO:
+        from ..features import FeatureCache
+        from ..training.pipeline import class_weights
+        from .backbone import check_weights, choose_backbone
+
+        check_weights(weights)
+
+        choice = choose_backbone(splits.train, img_size=img_size, seed=seed, runtime=runtime, cache=FeatureCache(),
+                                 balanced=class_weights(splits, "auto") is not None, budget=budget)
+        backbone = choice.backbone
+    advice = advise_splits(splits, backbone=backbone, weights=weights, img_size=img_size,
+                           sample_per_class=sample_per_class, large_per_class=large_per_class, seed=seed,
+                           runtime=runtime)
+    return replace(advice, backbone_choice=choice)
 
 
 def advise_splits(

@@ -59,6 +59,13 @@ class BackboneChoice:
         return {"backbone": self.backbone, "trials": [asdict(trial) for trial in self.trials], "skipped": self.skipped}
 
 
+def check_weights(weights: str) -> None:
+    """--backbone auto chooses among ImageNet backbones: other weights belong to one named backbone."""
+    if weights != "imagenet":
+        raise GraftError(f"--backbone auto compares ImageNet backbones; with --weights {weights} name the backbone "
+                         "those weights are for (--backbone NAME).")
+
+
 def choose_backbone(train, *, img_size: int | None, seed: int, runtime, cache, balanced: bool = False,
                     budget: str = "10m", candidates: tuple[str, ...] = CANDIDATES,
                     say: Callable[[str], None] | None = None) -> BackboneChoice:

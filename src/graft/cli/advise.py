@@ -29,7 +29,7 @@ def advise(
 
     budget = options.pop("budget")
     advice = measure_and_advise(data, sample_per_class=sample_per_class, large_per_class=large_per_class,
-                                progress=not json_out, **options)
+                                progress=not json_out, budget=budget, **options)
     plan = auto_plan(advice, budget=budget)
     if json_out:
         print(json.dumps({**advice.to_dict(), "auto": {"strategy": plan.strategy, "reasons": plan.reasons}}, indent=2))

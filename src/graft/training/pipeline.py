@@ -96,14 +96,12 @@ def train(
     say(splits.describe())
     advice, auto, auto_trail, good_enough = None, config.strategy.strategy == AUTO, {}, 1.0
     cache = FeatureCache(Path(config.output.cache_dir) / "features" if config.output.cache_dir else None)
-    weights = _class_weights(splits, config.optim.class_weight)
+    weights = class_weights(splits, config.optim.class_weight)
     backbone_choice = None
     if config.strategy.backbone == AUTO:  # the offline backbone whose features probe best (graft.advise.backbone)
-        from ..advise.backbone import choose_backbone
+        from ..advise.backbone import check_weights, choose_backbone
 
-        if config.strategy.weights != "imagenet":
-            raise GraftError(f"--backbone auto compares ImageNet backbones; with --weights {config.strategy.weights} "
-                             "name the backbone those weights are for (--backbone NAME).")
+        check_weights(config.strategy.weights)
         backbone_choice = choose_backbone(splits.train, img_size=config.data.img_size, seed=seed, runtime=runtime,
                                           cache=cache, balanced=weights is not None, budget=config.strategy.budget,
                                           say=say)
@@ -424,7 +422,7 @@ def _auto_finetune_epochs(model: GraftModel, trainable: list[str], splits: DataS
     return decision.epochs, decision.reason
 
 
-def _class_weights(splits: DataSplits, mode: str) -> list[float] | None:
+def class_weights(splits: DataSplits, mode: str) -> list[float] | None:
     """--class-weight balanced: train images / (classes x the class's own), scikit-learn's "balanced";
     auto: balanced where the audit's imbalance check flags a class (it raised the rare class's recall
     from 52% to 64% on flowers-dev with 8 daisies, linear probe; benchmarks/class_weight.py), else none."""
