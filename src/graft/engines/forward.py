@@ -1,8 +1,9 @@
 """Frozen forward passes (feature extraction, predict, evaluate) in the fastest engine the machine has.
 
 Eager PyTorch is slow on CPUs for the depthwise convolutions of mobile backbones. Measured on a
-2-core EPYC (AVX-512 with bf16, no AMX), Lite0 at 224 px, batch 32, interleaved rounds: torch fp32
-50 img/s, torch bf16 autocast 127, ONNX Runtime fp32 189, OpenVINO fp32 163; on an AVX2-only EPYC
+2-core EPYC (AVX-512 with bf16, no AMX), Lite0 at 224 px, batch 32 run in slices of 4, interleaved
+rounds: torch fp32 74 img/s, torch bf16 autocast 165, ONNX Runtime fp32 216, OpenVINO fp32 193
+(end-to-end extraction: ONNX Runtime 2.39x torch fp32, 1.34x torch bf16); on an AVX2-only EPYC
 the issue measured torch 23, ONNX Runtime 67, OpenVINO 76 (`python benchmarks/engines.py`,
 docs/benchmarks.md "Engines"). ONNX Runtime answers like fp32 PyTorch (within 1.2e-5), where bf16
 moves features by 0.2.
@@ -13,8 +14,9 @@ moves features by 0.2.
   available; the conservative choice);
 - elsewhere on a CPU: ONNX Runtime when the graph is already compiled (on disk, by content), or
   when the pass is long enough to repay compiling it (about 7 s for Lite0): from 500 images where
-  torch would run fp32 (AVX2: a 2.9x faster pass saves 0.03 s an image), from 5,000 where torch runs
-  native bf16 (1.2x: 0.0015 s an image); else torch.
+  torch would run fp32 (2.4x faster extraction saves 0.0085 s an image, and the graph then serves
+  the run's later passes too), from 5,000 where torch runs native bf16 (1.34x: 0.002 s an image);
+  else torch.
 Explicit `torch`, `onnxruntime` or `openvino` is always followed (an error when it is not installed).
 """
 
