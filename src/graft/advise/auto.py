@@ -25,7 +25,7 @@ The thresholds fit these measurements (docs/advise.md, "auto"), still few:
 | flowers-dev, 224 px (benchmarks/auto_calibrate.py) | 80 | 93% val, 86.0% test | 89.2% test | +3.2 in 7.9x the time |
 | insect photos, 224 px (issue #11) | ~120 | 96.1% | 96.7% | +0.6 in 6.6x the time |
 | CIFAR, 3 classes, 64 px (issue #11; auto_calibrate.py) | 40 | 81.7% test | 74.2% test | -7.5 |
-| generated digits, 64 px, unlike ImageNet (auto_calibrate.py) | 135 | 98% val, 96.8% test | 98.8% test | +2.0 |
+| generated digits, 64 px, unlike ImageNet (auto_calibrate.py) | 120 | 98% val, 96.8% test | 98.8% test | +2.0 |
 """
 
 from __future__ import annotations

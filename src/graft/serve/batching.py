@@ -60,7 +60,7 @@ class Batcher:
         # The engine (graft.engines) is chosen and, where it compiles, compiled here, before the first request.
         self._resources = ExitStack()
         self.forward = self._resources.enter_context(frozen_forward(
-            classifier.model, runtime=classifier._runtime(max_batch, engine), images=SERVER_IMAGES,
+            classifier.model, runtime=classifier.inference_runtime(max_batch, engine), images=SERVER_IMAGES,
             input_size=classifier.data_config.input_size))
         if window_ms is None:  # batching where it measured faster: see AUTO_WINDOW_MS
             window_ms = AUTO_WINDOW_MS.get(self.forward.engine, 0.0)
