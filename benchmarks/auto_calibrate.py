@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import store
+from _results import RESULTS, store
 
 EVERY = ["auto", "linear-probe", "finetune"]
 RUNS = {
@@ -119,6 +119,28 @@ def run(key: str, data: Path, strategy: str, extra: list[str], work: Path) -> di
             "auto": decisions}
 
 
+COMPARED = "linear-probe,feature-extract,truncate,partial,finetune,scratch"  # all six, 5 epochs as auto's default
+
+
+def run_compare(key: str, data: Path, extra: list[str], work: Path) -> dict:
+    """`graft compare` on DATA with the same options as the rows (auto's --budget aside): each strategy's
+    val and test accuracy and time, the best test accuracy, and compare's wall time."""
+    extra = [arg for i, arg in enumerate(extra) if arg != "--budget" and (i == 0 or extra[i - 1] != "--budget")]
+    args = [sys.executable, "-c", "from graft.cli.main import main; main()", "compare", str(data), "--epochs", "5",
+            "--strategies", COMPARED, "--out", str(work / "runs"), "--name", f"compare-{key}",
+            "--cache-dir", str(work / f"cache-compare-{key}"), *extra]
+    started = time.perf_counter()
+    result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    table = json.loads((work / "runs" / f"compare-{key}" / "compare.json").read_text())
+    rows = [{"strategy": row["strategy"], "val": row["best_val_acc"], "test": row["test_acc"], "seconds": round(row["total_s"], 1)}
+            for row in table["strategies"]]
+    best = max(rows, key=lambda row: row["test"] or 0.0)
+    return {"seconds": round(seconds, 1), "strategies": rows, "best": best["strategy"], "best_test": best["test"]}
+
+
 DESCRIBED = {  # data key: (what it is, training images per class after the val split, input)
     "flowers": ("flowers-dev photos", 80, "Lite0 224 px"),
     "cifar3": ("CIFAR-10, 3 classes", 32, "Lite0 64 px"),
@@ -134,13 +156,12 @@ DESCRIBED = {  # data key: (what it is, training images per class after the val 
 
 def calibration_table() -> str:
     """docs/advise.md's table from the rows in benchmarks/results.json (see the module's text)."""
-    from _results import RESULTS
-
-    rows = json.loads(RESULTS.read_text())["auto"]["rows"]
-    found = {(row["data"], row["strategy"]): row for row in rows}
+    stored = json.loads(RESULTS.read_text())["auto"]
+    found = {(row["data"], row["strategy"]): row for row in stored["rows"]}
+    compared = stored.get("compare", {})
     lines = ["| data | per class | input | auto: kept | auto test | time | linear probe | time | finetune | time "
-             "| auto >= LP - 0.5 | within 1 of best | time <= 1.5x LP where LP is best |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| best of `graft compare` (time) | auto >= LP - 0.5 | within 1 of best | time <= 1.5x LP where LP is best |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, (what, per_class, size) in DESCRIBED.items():
         auto = found.get((key, "auto"))
         if auto is None:
@@ -152,6 +173,10 @@ def calibration_table() -> str:
             return ("-", "-") if row is None else (f"{row['test']:.1%}", f"{row['seconds']:.0f} s")
 
         measured = [row["test"] for row in (auto, probe, tune) if row is not None]
+        comparison = compared.get(key)
+        if comparison is not None:
+            measured.append(comparison["best_test"])
+        best = "-" if comparison is None else f"{comparison['best']} {comparison['best_test']:.1%} ({comparison['seconds']:.0f} s)"
         checks = ["-", "-", "-"]
         if probe is not None:
             checks[0] = "yes" if auto["test"] >= probe["test"] - 0.005 else "**no**"
@@ -160,7 +185,7 @@ def calibration_table() -> str:
             ratio = auto["seconds"] / probe["seconds"]
             checks[2] = (f"{ratio:.1f}x: " + ("yes" if ratio <= 1.5 else "**no**")) if probe_best else f"{ratio:.1f}x (LP not best)"
         lines.append(f"| {what} | {per_class} | {size} | {auto['kept']} | {cell(auto)[0]} | {cell(auto)[1]} | "
-                     f"{' | '.join(cell(probe))} | {' | '.join(cell(tune))} | {' | '.join(checks)} |")
+                     f"{' | '.join(cell(probe))} | {' | '.join(cell(tune))} | {best} | {' | '.join(checks)} |")
     return "\n".join(lines)
 
 
@@ -171,11 +196,21 @@ def main() -> None:
                         help=f"data sets, comma-separated, from {', '.join(RUNS)} (cifar10 takes about 20 minutes)")
     parser.add_argument("--strategies", default=None, help="run only these strategies (comma-separated)")
     parser.add_argument("--table", action="store_true", help="print the calibration table from the stored rows, run nothing")
+    parser.add_argument("--compare", action="store_true",
+                        help=f"run `graft compare --epochs 5 --strategies {COMPARED}` on each data set instead")
     args = parser.parse_args()
     if args.table:
         print(calibration_table())
         return
     work = Path(tempfile.mkdtemp(prefix="graft-auto-"))
+    if args.compare:
+        comparisons = {}
+        for key in args.only.split(","):
+            comparisons[key] = run_compare(key, build(key, args.shared, work), RUNS[key][0], work)
+            print(json.dumps(comparisons[key]), flush=True)
+        stored = json.loads(RESULTS.read_text()).get("auto", {}) if RESULTS.exists() else {}
+        store({"auto": {**stored, "compare": {**stored.get("compare", {}), **comparisons}}})
+        return
     rows = []
     for key in args.only.split(","):
         extra, strategies = RUNS[key]
@@ -191,12 +226,10 @@ def main() -> None:
         test = "-" if row["test"] is None else f"{row['test']:.1%}"
         print(f"| {row['data']} | {row['strategy']} | {row['kept']} | {row['val']:.1%} | {test} | {row['seconds']} |")
     # rows of data sets not run this time are kept (--only reruns some)
-    from _results import RESULTS
-
-    kept = json.loads(RESULTS.read_text()).get("auto", {}).get("rows", []) if RESULTS.exists() else []
+    stored = json.loads(RESULTS.read_text()).get("auto", {}) if RESULTS.exists() else {}
     fresh = {(row["data"], row["strategy"]) for row in rows}
-    merged = [row for row in kept if (row["data"], row["strategy"]) not in fresh] + rows
-    store({"auto": {"rows": merged, "date": time.strftime("%Y-%m-%d")}})
+    merged = [row for row in stored.get("rows", []) if (row["data"], row["strategy"]) not in fresh] + rows
+    store({"auto": {**stored, "rows": merged, "date": time.strftime("%Y-%m-%d")}})
 
 
 if __name__ == "__main__":
