@@ -8,7 +8,7 @@ import pytest
 
 import graft
 from conftest import FAST
-from graft.advise.backbone import MARGIN, choose_backbone
+from graft.advise.backbone import MARGIN, choose_backbone, required_lead
 from graft.data.discover import find_data
 from graft.errors import GraftError
 from graft.features import FeatureCache
@@ -31,18 +31,21 @@ def test_auto_backbone_measures_the_candidates_and_the_probe_reuses_the_winners_
     assert [trial["backbone"] for trial in trials][:2] == list(TWO)
     assert all(0.0 <= trial["cv_accuracy"] <= 1.0 for trial in trials)
     # the winner: the larger only by MARGIN, so a tie (these colours probe alike) goes to Lite0
-    best = trials[0]
+    best, images = trials[0], len(find_data(tiny_dataset).train)
     for trial in trials[1:]:
-        best = trial if trial["cv_accuracy"] >= best["cv_accuracy"] + MARGIN else best
+        best = trial if trial["cv_accuracy"] >= best["cv_accuracy"] + required_lead(best["cv_accuracy"], images) else best
     assert result.record.backbone == best["backbone"]
     assert record["config"]["strategy"]["backbone"] == result.record.backbone  # --config replays the choice
     assert len(fits) == len(trials)  # one fit per candidate; the run's own probe read the winner's from the cache
 
 
-@pytest.mark.parametrize(("scores", "winner"), [((0.80, 0.80 + MARGIN / 2), "tf_efficientnet_lite0"),
-                                                 ((0.80, 0.80 + MARGIN), "tf_efficientnet_lite1"),
+LEAD = required_lead(0.80, 36)  # tiny_dataset: 36 training images, so the standard error (6.7 points) decides
+
+
+@pytest.mark.parametrize(("scores", "winner"), [((0.80, 0.80 + LEAD - 0.001), "tf_efficientnet_lite0"),
+                                                 ((0.80, 0.80 + LEAD), "tf_efficientnet_lite1"),
                                                  ((None, 0.5), "tf_efficientnet_lite1")])
-def test_a_larger_backbone_wins_only_by_the_margin(tiny_dataset, tmp_path, monkeypatch, scores, winner):
+def test_a_larger_backbone_wins_only_by_a_clear_lead(tiny_dataset, tmp_path, monkeypatch, scores, winner):
     from graft.heads import logistic
 
     measured = iter(scores)
@@ -110,3 +113,9 @@ def test_the_probes_cross_validated_accuracy_tells_informative_features_from_noi
     assert probe_cv_accuracy(two_each, seed=0) is not None
     one_each = FeatureSet(informative[[0, 30, 60]], labels[[0, 30, 60]], {}, tmp_path)
     assert probe_cv_accuracy(one_each, seed=0) is None  # nothing to cross-validate with
+
+
+def test_the_lead_a_larger_backbone_needs_is_the_probes_noise_or_the_margin():
+    assert required_lead(0.88, 400) == pytest.approx(0.01625, abs=1e-4)  # flowers-dev: a 1.25-point lead is noise
+    assert required_lead(0.99, 100_000) == MARGIN  # on much data the margin decides
+    assert required_lead(0.5, 0) == pytest.approx(0.5)  # never a division by zero
