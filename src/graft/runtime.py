@@ -26,18 +26,19 @@ ENGINES = ("auto", "torch", "onnxruntime", "openvino")  # see graft.engines
 PIXELS_PER_RUN = 4 * 224 * 224
 
 
-def images_per_slice(height: int, width: int) -> int:
-    """How many images of height x width a slice of PIXELS_PER_RUN pixels per image plane holds."""
-    return max(1, PIXELS_PER_RUN // max(1, height * width))
+def pixel_slices(count: int, height: int, width: int) -> list[slice]:
+    """The slices of a batch of `count` images of height x width, each at most PIXELS_PER_RUN pixels
+    per image plane (at least one image; one empty slice for an empty batch)."""
+    step = max(1, PIXELS_PER_RUN // max(1, height * width))
+    return [slice(start, start + step) for start in range(0, max(1, count), step)]
 
 
 def run_in_slices(run, pixels):
-    """`run` (a uint8 numpy batch N x C x H x W -> a numpy output per image) over `pixels` in slices
-    (images_per_slice), the outputs concatenated in order."""
+    """`run` (a uint8 numpy batch N x C x H x W -> a numpy output per image) over `pixels` in
+    pixel_slices, the outputs concatenated in order."""
     import numpy as np
 
-    step = images_per_slice(pixels.shape[-2], pixels.shape[-1])
-    outputs = [run(np.ascontiguousarray(pixels[start:start + step])) for start in range(0, max(1, len(pixels)), step)]
+    outputs = [run(np.ascontiguousarray(pixels[part])) for part in pixel_slices(len(pixels), *pixels.shape[-2:])]
     return np.concatenate(outputs) if len(outputs) != 1 else outputs[0]
 
 

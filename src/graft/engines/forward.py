@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import GraftError
-from ..runtime import ENGINES, Runtime, cache_root, cpu_has_amx, images_per_slice, run_in_slices
+from ..runtime import ENGINES, Runtime, cache_root, cpu_has_amx, pixel_slices, run_in_slices
 from .compile import CompileError, compile_onnx, compiled_path
 
 AUTO_MIN_IMAGES = {"32": 500, "bf16": 5000}  # by the precision torch would run in; see the module's text
@@ -92,9 +92,9 @@ class _TorchForward:
         pixels = pixels.to(device=self.device, memory_format=torch.channels_last, non_blocking=True)
         # On the CPU in slices (graft.runtime.PIXELS_PER_RUN): faster and a fraction of the memory;
         # a GPU takes the batch whole.
-        step = images_per_slice(*pixels.shape[-2:]) if self.device.type == "cpu" else max(1, len(pixels))
+        parts = pixel_slices(len(pixels), *pixels.shape[-2:]) if self.device.type == "cpu" else [slice(None)]
         with torch.inference_mode(), self.runtime.autocast(self.device):
-            outputs = [self.module(pixels[start:start + step]).float().cpu() for start in range(0, max(1, len(pixels)), step)]
+            outputs = [self.module(pixels[part]).float().cpu() for part in parts]
         return torch.cat(outputs) if len(outputs) != 1 else outputs[0]
 
 
