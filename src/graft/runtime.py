@@ -21,8 +21,8 @@ ENGINES = ("auto", "torch", "onnxruntime", "openvino")  # see graft.engines
 # 224 px): every intermediate of a run stays in memory at once, and small slices also stay in the
 # CPU's caches. ONNX Runtime held 876 MB for batches of 64 Lite0 images at 224 px against 147 MB for
 # slices of 4, at the same speed (195 and 207 img/s); eager torch ran faster in slices of 4 than in
-# one run of 64 (fp32 72 against 44 img/s, bf16 129 against 88; peak RSS 856 against 1,653 MB),
-# on the 2-core EPYC with AVX-512-BF16.
+# one run of 64 (fp32 64.5 against 46.3 img/s, bf16 127.9 against 93.5; peak RSS 855 against
+# 1,728 MB in fp32), on the 2-core EPYC with AVX-512-BF16 (`python benchmarks/slices.py`).
 PIXELS_PER_RUN = 4 * 224 * 224
 
 
