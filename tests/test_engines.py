@@ -105,26 +105,27 @@ def test_predict_and_evaluate_give_the_same_answers_in_every_engine(linear_probe
 
 
 def test_auto_picks_by_device_images_and_what_is_compiled(monkeypatch):
-    cpu = Runtime(precision="32")
-    assert choose_engine("auto", runtime=cpu, images=10) == "torch"  # tracing would cost more than it saves
-    assert choose_engine("auto", runtime=cpu, images=AUTO_MIN_IMAGES["32"]) == "onnxruntime"
-    assert choose_engine("auto", runtime=cpu, images=10, compiled=True) == "onnxruntime"  # nothing to trace
-    assert choose_engine("auto", runtime=cpu.but(precision="bf16"), images=AUTO_MIN_IMAGES["32"]) == "torch"
-    assert choose_engine("auto", runtime=cpu.but(precision="bf16"), images=AUTO_MIN_IMAGES["bf16"]) == "onnxruntime"
-    assert choose_engine("torch", runtime=cpu, images=10**6) == "torch"  # an explicit choice is followed
-    monkeypatch.setattr("graft.engines.forward.cpu_has_amx", lambda: True)
-    assert choose_engine("auto", runtime=cpu.but(precision="bf16"), images=10**6) == "torch"
-    monkeypatch.setattr("graft.runtime.accelerator_device", lambda: torch.device("cuda"))
-    assert choose_engine("auto", runtime=cpu, images=10**6, compiled=True) == "torch"
+    def choose(requested="auto", *, device="cpu", precision="32", images, compiled=False):
+        return choose_engine(requested, device=device, precision=precision, images=images, compiled=compiled)
+
+    assert choose(images=10) == "torch"  # tracing would cost more than it saves
+    assert choose(images=AUTO_MIN_IMAGES["32"]) == "onnxruntime"
+    assert choose(images=10, compiled=True) == "onnxruntime"  # nothing to trace
+    assert choose(precision="bf16", images=AUTO_MIN_IMAGES["32"]) == "torch"
+    assert choose(precision="bf16", images=AUTO_MIN_IMAGES["bf16"]) == "onnxruntime"
+    assert choose("torch", images=10**6) == "torch"  # an explicit choice is followed
+    monkeypatch.setattr("graft.engines.choice.cpu_has_amx", lambda: True)
+    assert choose(precision="bf16", images=10**6) == "torch"
+    assert choose(device="cuda", images=10**6, compiled=True) == "torch"
 
 
 def test_a_missing_or_unknown_engine_is_a_clear_error(monkeypatch):
     with pytest.raises(GraftError, match=r"--engine 'tensorrt': choose one of auto, torch, onnxruntime, openvino"):
-        choose_engine("tensorrt", runtime=FP32, images=1)
-    monkeypatch.setattr("graft.engines.forward.find_spec", lambda name: None)
+        choose_engine("tensorrt", device="cpu", precision="32", images=1)
+    monkeypatch.setattr("graft.engines.choice.find_spec", lambda name: None)
     with pytest.raises(GraftError, match=r"--engine openvino: the openvino package is not installed \(pip install openvino\)"):
-        choose_engine("openvino", runtime=FP32, images=1)
-    assert choose_engine("auto", runtime=FP32, images=10**6) == "torch"  # auto does without
+        choose_engine("openvino", device="cpu", precision="32", images=1)
+    assert choose_engine("auto", device="cpu", precision="32", images=10**6) == "torch"  # auto does without
 
 
 def test_a_damaged_graph_on_disk_is_traced_again(tmp_path):

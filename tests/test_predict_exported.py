@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +82,70 @@ def test_bad_exported_models_are_refused_with_the_fix(onnx_model, tiny_dataset, 
     assert code == 2 and "runs in ONNX Runtime" in output
     code, output = run_main(["predict", tmp_path / "bare.onnx", image], capsys, monkeypatch)
     assert code == 2 and "graft export" in output and "Traceback" not in output
+
+
+
+def _predict_in_a_process(arguments: list[str], env: dict) -> subprocess.CompletedProcess:
+    """`graft ARGUMENTS` in a fresh process that prints which of torch, timm, torchvision it imported."""
+    script = ("import sys; from graft.cli.main import main\n"
+              "try:\n    main()\nexcept SystemExit as done:\n    code = done.code\n"
+              "print('LOADED', [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules])\n")
+    return subprocess.run([sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=300,
+                          env=env)
+
+
+def test_a_run_folder_predicts_from_its_cached_export_without_torch(linear_probe_run, tiny_dataset, tmp_path):
+    """Where ONNX Runtime is the engine, `graft predict RUN` exports the run once (in a child process)
+    and predicts from the export: the command itself never imports torch, the first time or later."""
+    import os
+
+    env = {**os.environ, "GRAFT_CACHE": str(tmp_path / "cache")}
+    arguments = ["predict", str(linear_probe_run.run_dir), str(tiny_dataset / "val"), "--engine", "onnxruntime"]
+    first = _predict_in_a_process([*arguments, "--csv", str(tmp_path / "first.csv")], env)
+    assert "LOADED []" in first.stdout and "Exporting" in first.stderr, first.stdout + first.stderr
+    kept = list((tmp_path / "cache" / "engines" / "runs").glob("*.onnx"))
+    assert len(kept) == 1 and kept[0].with_name(kept[0].name + ".json").exists()
+    again = _predict_in_a_process([*arguments, "--csv", str(tmp_path / "again.csv")], env)
+    assert "LOADED []" in again.stdout and "Exporting" not in again.stderr, again.stdout + again.stderr
+    rows = {}
+    for name in ("first", "again"):
+        with (tmp_path / f"{name}.csv").open(newline="") as handle:
+            rows[name] = [(row["path"], row["label"], row["probability"]) for row in csv.DictReader(handle)]
+    assert rows["first"] == rows["again"] and len(rows["first"]) == 12
+    by_torch = linear_probe_run.classifier.predict([path for path, _, _ in rows["first"]], engine="torch")
+    assert [label for _, label, _ in rows["first"]] == [answer.label for answer in by_torch]
+
+
+def test_which_predictions_take_the_export_and_a_failed_export_falls_back(linear_probe_run, tmp_path, monkeypatch):
+    from graft.errors import GraftError
+    from graft.export import cached
+
+    monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "cache"))
+    run = linear_probe_run.run_dir
+    assert cached.exported_run(run, engine="torch", images=10**6) is None  # an explicit engine is followed
+    assert cached.exported_run(run, engine="auto", images=10) is None  # too few images to repay an export
+    monkeypatch.setattr(cached, "GPU_DEVICE_FILES", (str(tmp_path),))  # "a GPU is here": torch decides
+    assert cached.exported_run(run, engine="auto", images=10**6) is None
+    monkeypatch.setattr(cached, "GPU_DEVICE_FILES", ())
+    # A cache that cannot be written: under auto a warning and torch; asked for, a clear error.
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    said: list[str] = []
+    assert cached.exported_run(run, engine="auto", images=10**6, log=said.append) is None
+    assert "Predicting in PyTorch instead" in said[-1] and "failed" in said[-1]
+    with pytest.raises(GraftError, match="The ONNX export of .* failed"):
+        cached.exported_run(run, engine="onnxruntime", images=1, log=said.append)
+
+
+def test_the_export_is_kept_per_model(linear_probe_run, tmp_path):
+    """The same model files share one export; renamed classes (which the export holds) get their own."""
+    import dataclasses
+    import shutil
+
+    from graft.export.cached import export_path
+
+    shutil.copytree(linear_probe_run.run_dir, tmp_path / "copy")
+    assert export_path(tmp_path / "copy") == export_path(Path(linear_probe_run.run_dir))
+    classifier = graft.load(tmp_path / "copy")
+    classifier.record = dataclasses.replace(classifier.record, classes=["rot", "gruen", "blau"])
+    classifier.save(tmp_path / "renamed")
+    assert export_path(tmp_path / "renamed") != export_path(tmp_path / "copy")

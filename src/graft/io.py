@@ -9,6 +9,7 @@ interrupted write leaves no temporary file behind.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import uuid
@@ -140,3 +141,12 @@ def fsync_path(path: str | Path) -> None:
         pass
     finally:
         os.close(descriptor)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -12,7 +12,6 @@ falls back to random weights without being asked to.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 from dataclasses import dataclass
@@ -234,9 +233,3 @@ def _in_hub_cache(repo_id: str) -> bool:
     )
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

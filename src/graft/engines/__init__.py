@@ -1,17 +1,26 @@
-"""Inference engines for frozen forward passes: PyTorch, ONNX Runtime, OpenVINO (see forward.py)."""
+"""Inference engines for frozen forward passes: PyTorch, ONNX Runtime, OpenVINO (see forward.py).
 
-from .compile import CompileError, compile_onnx, trace_onnx
-from .forward import AUTO_MIN_IMAGES, ENGINES, Forward, choose_engine, engines_folder, frozen_forward, installed
+Names are imported on first use: graft.engines.choice decides without torch, the rest needs it."""
 
-__all__ = [
-    "AUTO_MIN_IMAGES",
-    "ENGINES",
-    "CompileError",
-    "Forward",
-    "choose_engine",
-    "compile_onnx",
-    "engines_folder",
-    "frozen_forward",
-    "installed",
-    "trace_onnx",
-]
+_LAZY = {
+    "AUTO_MIN_IMAGES": "graft.engines.choice",
+    "choose_engine": "graft.engines.choice",
+    "installed": "graft.engines.choice",
+    "CompileError": "graft.engines.compile",
+    "compile_onnx": "graft.engines.compile",
+    "trace_onnx": "graft.engines.compile",
+    "Forward": "graft.engines.forward",
+    "engines_folder": "graft.engines.forward",
+    "frozen_forward": "graft.engines.forward",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'graft.engines' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

@@ -8,16 +8,7 @@ the issue measured torch 23, ONNX Runtime 67, OpenVINO 76 (`python benchmarks/en
 docs/benchmarks.md "Engines"). ONNX Runtime answers like fp32 PyTorch (within 1.2e-5), where bf16
 moves features by 0.2.
 
-`--engine auto` (the default) decides per pass:
-- on a GPU: torch (its kernels are fast there; the graphs here run on the CPU);
-- on a CPU with AMX: torch, which runs bf16 there in matrix units (not measured: no AMX machine was
-  available; the conservative choice);
-- elsewhere on a CPU: ONNX Runtime when the graph is already compiled (on disk, by content), or
-  when the pass is long enough to repay compiling it (about 7 s for Lite0): from 500 images where
-  torch would run fp32 (2.4x faster extraction saves 0.0085 s an image, and the graph then serves
-  the run's later passes too), from 5,000 where torch runs native bf16 (1.34x: 0.002 s an image);
-  else torch.
-Explicit `torch`, `onnxruntime` or `openvino` is always followed (an error when it is not installed).
+`--engine auto` decides per pass (graft.engines.choice.choose_engine).
 """
 
 from __future__ import annotations
@@ -25,19 +16,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from ..errors import GraftError
-from ..runtime import ENGINES, Runtime, cache_root, cpu_has_amx, pixel_slices, run_in_slices
+from ..runtime import Runtime, cache_root, pixel_slices, run_in_slices
+from .choice import choose_engine, installed
 from .compile import CompileError, compile_onnx, compiled_path
-
-AUTO_MIN_IMAGES = {"32": 500, "bf16": 5000}  # by the precision torch would run in; see the module's text
-PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 
 
 class Forward(Protocol):
@@ -54,29 +41,9 @@ def engines_folder() -> Path:
     return cache_root() / "engines"
 
 
-def installed(engine: str) -> bool:
-    return engine == "torch" or find_spec(PACKAGES[engine]) is not None
-
-
 def is_compiled(module: torch.nn.Module, input_size: tuple[int, ...], folder: Path) -> bool:
     """Whether ONNX Runtime can run `module` with nothing to trace: its graph is on disk already."""
     return installed("onnxruntime") and compiled_path(module, input_size, folder).exists()
-
-
-def choose_engine(requested: str, *, runtime: Runtime, images: int, compiled: bool = False) -> str:
-    """The engine a forward pass over `images` images runs in; `compiled`: its graph is on disk."""
-    if requested not in ENGINES:
-        raise GraftError(f"--engine {requested!r}: choose one of {', '.join(ENGINES)}.")
-    if requested != "auto":
-        if not installed(requested):
-            raise GraftError(f"--engine {requested}: the {PACKAGES[requested]} package is not installed "
-                             f"(pip install {PACKAGES[requested]}), or use --engine auto.")
-        return requested
-    if runtime.device.type != "cpu" or (runtime.precision == "bf16" and cpu_has_amx()):
-        return "torch"
-    if not installed("onnxruntime"):
-        return "torch"
-    return "onnxruntime" if compiled or images >= AUTO_MIN_IMAGES[runtime.precision] else "torch"
 
 
 class _TorchForward:
@@ -153,7 +120,8 @@ def _forward(module: torch.nn.Module, *, runtime: Runtime, images: int, input_si
              log) -> Forward:
     requested = runtime.engine
     compiled = requested == "auto" and is_compiled(module, input_size, folder)
-    engine = choose_engine(requested, runtime=runtime, images=images, compiled=compiled)
+    engine = choose_engine(requested, device=runtime.device.type, precision=runtime.precision, images=images,
+                           compiled=compiled)
     if engine == "torch":
         return _TorchForward(module, runtime)
     load = _OnnxRuntimeForward if engine == "onnxruntime" else _OpenVinoForward

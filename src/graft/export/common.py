@@ -127,10 +127,12 @@ def images_to_check(classifier: Classifier, check_images: list[Path] | None) -> 
 def check_parity(run: Callable[[np.ndarray], np.ndarray], classifier: Classifier, images: list[Path], *,
                  source: str) -> Parity:
     """Compare `run` (the export: uint8 pixels N x 3 x H x W in, logits out) with the PyTorch model
-    (fp32) on the same pixels. The export is run on the first image alone, then on the rest as one
-    batch, so a batch size fixed into it shows here too."""
+    (fp32) on the same pixels. The export is run on the first image alone, then on the rest in
+    batches of several (graft.runtime.pixel_slices, as the model too, which bounds the memory), so a
+    batch size fixed into it shows here too."""
     from ..data.images import load_image
     from ..data.transforms import eval_transform
+    from ..runtime import pixel_slices, run_in_slices
 
     if not images:
         raise ExportError("No image to check the export on: give --check-images with some image files.")
@@ -138,15 +140,15 @@ def check_parity(run: Callable[[np.ndarray], np.ndarray], classifier: Classifier
     pixels = torch.stack([transform(load_image(image)) for image in images])
     batches = [pixels[:1], pixels[1:]] if len(pixels) > 1 else [pixels]
     try:
-        exported = np.concatenate([np.asarray(run(np.ascontiguousarray(batch.numpy())), dtype=np.float32)
+        exported = np.concatenate([run_in_slices(lambda part: np.asarray(run(part), dtype=np.float32), batch.numpy())
                                    for batch in batches])
     except Exception as error:  # each runtime raises its own kinds; the message says which
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ExportError(f"The export could not be run on {len(images)} images of {tuple(pixels.shape[1:])} "
-                          f"(batches of {', '.join(str(len(b)) for b in batches)}): {first[:300]}") from None
+                          f"(the first alone, then the rest in batches): {first[:300]}") from None
     model = classifier.model.eval()
     with torch.inference_mode():
-        reference = model(pixels).float().numpy()
+        reference = torch.cat([model(pixels[part]).float() for part in pixel_slices(len(pixels), *pixels.shape[-2:])]).numpy()
     if exported.shape != reference.shape:
         raise ExportError(f"The export answered {exported.shape} logits for {reference.shape} expected.")
     return Parity(images=len(images), source=source,

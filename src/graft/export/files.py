@@ -9,12 +9,14 @@ renamed, so a crash mid-save leaves either the previous complete model or a mism
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ModelFileError
-from ..io import atomic_path, write_json_atomic
+from ..io import atomic_path, file_sha256, write_json_atomic
 from ..record import RECORD_FILE, RECORD_VERSION, RunRecord, read_json
+
+if TYPE_CHECKING:  # the module stays torch-free: graft.export.cached reads model files without torch
+    import torch
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = RECORD_FILE
@@ -22,8 +24,6 @@ META_FILE = RECORD_FILE
 
 def save_model(model: torch.nn.Module, record: RunRecord, folder: str | Path) -> Path:
     from safetensors.torch import save_file
-
-    from ..backbones.weights import file_sha256
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,12 +62,9 @@ def resolve_model_folder(path: str | Path) -> Path:
     return path
 
 
-def read_model_files(path: str | Path) -> tuple[RunRecord, dict[str, torch.Tensor], Path]:
-    """The record and the weights of a saved model, checked against each other."""
-    from safetensors.torch import load_file
-
-    from ..backbones.weights import file_sha256
-
+def read_record(path: str | Path) -> tuple[RunRecord, Path]:
+    """The record of a saved model and its folder, checked against itself and against the weights
+    file (without reading the weights into tensors, and without torch)."""
     folder = resolve_model_folder(path)
     data = read_json(folder / META_FILE)
     # Version 1 records had no checksum of their own; every later one is sealed by save_model.
@@ -83,4 +80,12 @@ def read_model_files(path: str | Path) -> tuple[RunRecord, dict[str, torch.Tenso
             f"{folder / WEIGHTS_FILE} does not match {META_FILE} (checksum differs): the save was "
             "interrupted or a file was replaced. Train again or restore both files together."
         )
+    return record, folder
+
+
+def read_model_files(path: str | Path) -> tuple[RunRecord, dict[str, torch.Tensor], Path]:
+    """The record and the weights of a saved model, checked against each other."""
+    from safetensors.torch import load_file
+
+    record, folder = read_record(path)
     return record, load_file(str(folder / WEIGHTS_FILE)), folder

@@ -174,8 +174,9 @@ def backbone_features(
     engines = cache.root.parent / "engines"
     requested = runtime.engine
     if requested == "auto":  # decided now: the engine is part of the key
-        runtime = runtime.but(engine=choose_engine("auto", runtime=runtime, images=len(samples),
-                                                   compiled=is_compiled(backbone, backbone.data_config.input_size, engines)))
+        compiled = is_compiled(backbone, backbone.data_config.input_size, engines)
+        runtime = runtime.but(engine=choose_engine("auto", device=runtime.device.type, precision=runtime.precision,
+                                                   images=len(samples), compiled=compiled))
     try:
         return _backbone_features(backbone, samples, split=split, runtime=runtime, cache=cache, view=view,
                                   augment=augment, seed=seed, engines=engines)

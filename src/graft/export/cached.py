@@ -1,0 +1,110 @@
+"""A run's ONNX export kept in graft's cache, so that `graft predict RUN` runs without torch.
+
+Once imported, torch and timm alone hold about 720 MB and take seconds to load (`python -c "import
+torch, timm"`: VmHWM 718 MB on the 2-core EPYC); ONNX Runtime with the exported classifier holds
+about 200 MB (docs/benchmarks.md, "Batch prediction"). So where ONNX Runtime is the engine a
+prediction would run in here (graft.engines.choice), `graft predict RUN` predicts from the run's
+export: the first time, a child process writes it (graft.export.onnx, with its parity check on real
+images) to $GRAFT_CACHE/engines/runs/KEY.onnx while this process, which never imports torch, waits;
+later predicts only open the file. KEY hashes graft.json, which seals the weights' SHA-256, and the
+versions of what traces the graph, so a retrained model or a new torch is exported afresh.
+
+The export resizes images with Pillow where `graft.load(RUN).predict` uses torchvision's uint8
+kernels, so probabilities can differ slightly (graft.export.exported); benchmarks/predict.py counts
+the top-1 answers that change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from ..engines.choice import choose_engine
+from ..errors import GraftError
+from ..io import file_sha256
+from ..runtime import cache_root, cpu_has_fast_bf16
+from .exported import ExportedModel
+from .files import META_FILE, read_record
+
+FORMAT = 1  # bump when what the export holds changes: older exports are then written again
+TRACERS = ("torch", "onnx", "onnxscript")  # their versions decide the graph
+# Device files of the GPUs torch uses (NVIDIA; AMD's ROCm): where one exists, torch decides.
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd")
+
+
+def export_path(folder: Path) -> Path:
+    """Where the export of the model in `folder` is kept (it may not be there yet)."""
+    versions: list[str | None] = []
+    for package in TRACERS:
+        try:
+            versions.append(version(package))
+        except PackageNotFoundError:
+            versions.append(None)
+    digest = hashlib.sha256(json.dumps([FORMAT, versions, file_sha256(folder / META_FILE)]).encode())
+    return cache_root() / "engines" / "runs" / f"{digest.hexdigest()[:32]}.onnx"
+
+
+def gpu_may_be_present() -> bool:
+    """Whether torch might run on a GPU here, known without importing torch."""
+    return any(Path(device).exists() for device in GPU_DEVICE_FILES)
+
+
+def exported_run(model: str | Path, *, engine: str = "auto", images: int, log=None) -> ExportedModel | None:
+    """The run's export ready in ONNX Runtime, where that is the engine `engine` ("auto" or
+    "onnxruntime") means for `images` forward passes on this machine; None where torch should predict
+    (graft.load). Writes the export first when it is not in the cache.
+
+    An export that fails (a backbone the tracer cannot follow, a changed answer, a cache that cannot
+    be written) is an error under --engine onnxruntime; under auto it is reported through `log`
+    (default: stderr) and None is returned.
+    """
+    if engine not in ("auto", "onnxruntime"):
+        return None
+    record, folder = read_record(model)
+    if engine == "auto" and gpu_may_be_present():
+        return None
+    # What torch would compute in here: fp32 where training found bf16 changes answers, else the
+    # CPU's fastest (graft.runtime.resolve_precision on a CPU).
+    precision = "32" if record.inference_precision == "32" or not cpu_has_fast_bf16() else "bf16"
+    path = export_path(folder)
+    if choose_engine(engine, device="cpu", precision=precision, images=images, compiled=path.exists()) != "onnxruntime":
+        return None
+    if not path.exists():
+        say = log or (lambda message: print(message, file=sys.stderr))
+        say(f"Exporting {folder} to ONNX once for fast prediction (kept in {path.parent}).")
+        try:
+            _export_in_child(folder, path)
+        except GraftError as error:
+            if engine != "auto":
+                raise
+            say(f"Warning: {error} Predicting in PyTorch instead.")
+            return None
+    return ExportedModel(path)
+
+
+def _export_in_child(folder: Path, path: Path) -> None:
+    """Export in a process of its own: torch and the tracer's memory go when it ends."""
+    result = subprocess.run([sys.executable, "-m", "graft.export.cached", str(folder), str(path)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        raise GraftError(f"The ONNX export of {folder} failed: {lines[-1] if lines else 'no message'}")
+
+
+def _main(folder: str, out: str) -> None:
+    from ..classifier import load
+    from .onnx import export_onnx
+
+    try:
+        export_onnx(load(folder), out, log=None)
+    except GraftError as error:
+        print(error, file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    _main(*sys.argv[1:3])
