@@ -1,16 +1,18 @@
-"""Does `--class-weight balanced` help when one class has few training images?
+"""Does `--class-weight balanced`, or `--sampler balanced`, help when one class has few training images?
 
     python benchmarks/class_weight.py [--shared ../shared/datasets] [--rare 10]
+        [--strategies linear-probe,feature-extract] [--only flowers,cifar5] [--key class_weight]
 
 Two imbalanced versions of real photo sets, each with a balanced test split: every class keeps
 its training images but one (the first alphabetically), which keeps only `--rare`. For each,
-`graft train --strategy S --class-weight none|balanced` (S: linear-probe and feature-extract; one
-shared feature cache, so both settings see the same features), reading from each run's metrics.json:
-test accuracy, balanced accuracy (the mean of the per-class recalls) and the rare class's recall.
+`graft train --strategy S` with `--class-weight none|balanced` and, where batches are drawn (not the
+linear probe's logistic fit), `--class-weight none --sampler balanced` (one shared feature cache,
+so every setting sees the same features), reading from each run's metrics.json: test accuracy,
+balanced accuracy (the mean of the per-class recalls) and the rare class's recall.
 - flowers: flowers-dev, 224 px (80 training photos per class after the val split; rare: daisy);
 - cifar5: 5 CIFAR-10 classes (airplane, automobile, bird, cat, deer), 100 training images each,
   64 px, 100 test images each (rare: airplane).
-Prints a markdown table and stores it under "class_weight" in benchmarks/results.json.
+Prints a markdown table and stores it under KEY (default "class_weight") in benchmarks/results.json.
 """
 
 from __future__ import annotations
@@ -44,10 +46,10 @@ def imbalanced(source: Path, root: Path, *, classes: list[str] | None, per_class
     return root
 
 
-def run(data: Path, key: str, strategy: str, weight: str, extra: list[str], work: Path) -> dict:
-    name = f"{key}-{strategy}-{weight}"
+def run(data: Path, key: str, strategy: str, weight: str, sampler: str, extra: list[str], work: Path) -> dict:
+    name = f"{key}-{strategy}-{weight}-{sampler}"
     args = [sys.executable, "-c", "from graft.cli.main import main; main()", "train", str(data), "--strategy", strategy,
-            "--class-weight", weight, "--out", str(work / "runs"), "--name", name, "--cache-dir", str(work / "cache"),
+            "--class-weight", weight, "--sampler", sampler, "--out", str(work / "runs"), "--name", name, "--cache-dir", str(work / "cache"),
             "--no-report", "--no-audit", *extra]
     started = time.perf_counter()
     result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
@@ -57,7 +59,7 @@ def run(data: Path, key: str, strategy: str, weight: str, extra: list[str], work
     test = json.loads((work / "runs" / name / "metrics.json").read_text())["evaluations"]["test"]
     recalls = [row["recall"] for row in test["per_class"].values()]
     rare = sorted(test["per_class"])[0]
-    return {"data": key, "strategy": strategy, "class_weight": weight, "test": round(test["accuracy"], 4),
+    return {"data": key, "strategy": strategy, "class_weight": weight, "sampler": sampler, "test": round(test["accuracy"], 4),
             "balanced": round(sum(recalls) / len(recalls), 4), "rare_class": rare,
             "rare_recall": round(test["per_class"][rare]["recall"], 4), "seconds": round(seconds, 1)}
 
@@ -66,6 +68,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared/datasets")
     parser.add_argument("--rare", type=int, default=10)
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--only", default="flowers,cifar5")
+    parser.add_argument("--key", default="class_weight")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="graft-class-weight-"))
     sets = {
@@ -77,18 +82,23 @@ def main() -> None:
     }
     rows = []
     for key, (data, extra) in sets.items():
-        for strategy in STRATEGIES:
-            for weight in ("none", "balanced"):
-                row = run(data, key, strategy, weight, extra, work)
+        if key not in args.only.split(","):
+            continue
+        for strategy in args.strategies.split(","):
+            settings = [("none", "shuffle"), ("balanced", "shuffle")]
+            if strategy != "linear-probe":  # a logistic fit draws no batches
+                settings.append(("none", "balanced"))
+            for weight, sampler in settings:
+                row = run(data, key, strategy, weight, sampler, extra, work)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     print(f"\n{args.rare} training images in the rare class\n"
-          "| data | strategy | class weight | test accuracy | balanced accuracy | rare class recall | time (s) |\n"
-          "|---|---|---|---|---|---|---|")
+          "| data | strategy | class weight | sampler | test accuracy | balanced accuracy | rare class recall | time (s) |\n"
+          "|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['data']} | {row['strategy']} | {row['class_weight']} | {row['test']:.1%} | {row['balanced']:.1%} | "
-              f"{row['rare_recall']:.1%} ({row['rare_class']}) | {row['seconds']} |")
-    store({"class_weight": {"rows": rows, "rare": args.rare, "date": time.strftime("%Y-%m-%d")}})
+        print(f"| {row['data']} | {row['strategy']} | {row['class_weight']} | {row['sampler']} | {row['test']:.1%} | "
+              f"{row['balanced']:.1%} | {row['rare_recall']:.1%} ({row['rare_class']}) | {row['seconds']} |")
+    store({args.key: {"rows": rows, "rare": args.rare, "date": time.strftime("%Y-%m-%d")}})
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ import torch
 
 import graft
 from conftest import COLOURS, FAST
+from graft.audit.checks import class_weights
 from graft.data.discover import find_data
 from graft.heads.logistic import _fit
 from graft.training import module as training_module
-from graft.training.pipeline import class_weights
 from test_cli import run_main
 
 
@@ -85,3 +85,40 @@ def test_a_bad_class_weight_is_refused_with_the_choices(tiny_dataset, tmp_path, 
                             capsys, monkeypatch)
     assert code == 2 and "--class-weight" in output and "none" in output and "balanced" in output
     assert "Traceback" not in output and not (tmp_path / "runs").exists()
+
+
+def test_a_balanced_sampler_draws_each_class_about_equally_often_and_repeatably():
+    from graft.training.datasets import balanced_sampler
+
+    labels = [0] * 3 + [1] * 30 + [2] * 60
+    draws = [labels[i] for _ in range(20) for i in balanced_sampler(labels, torch.Generator().manual_seed(1))]
+    shares = np.bincount(draws) / len(draws)
+    assert len(draws) == 20 * len(labels)  # an epoch is as long as the data
+    assert shares == pytest.approx([1 / 3] * 3, abs=0.04)  # 1,860 draws: a share's standard error is 0.011
+    again = [labels[i] for _ in range(20) for i in balanced_sampler(labels, torch.Generator().manual_seed(1))]
+    assert again == draws
+
+
+def test_balanced_batches_replace_the_weighted_loss_and_the_run_records_them(imbalanced_dataset, tmp_path, monkeypatch):
+    from graft.training import datasets
+
+    seen: list[torch.Tensor | None] = []
+    drawn: list[int] = []
+    original_loss, original_sampler = training_module.F.cross_entropy, datasets.balanced_sampler
+
+    def spy(logits, target, weight=None, **options):
+        seen.append(weight)
+        return original_loss(logits, target, weight=weight, **options)
+
+    def counting_sampler(labels, generator=None):
+        sampler = original_sampler(labels, generator)
+        drawn.append(len(labels))
+        return sampler
+
+    monkeypatch.setattr(training_module.F, "cross_entropy", spy)
+    monkeypatch.setattr(datasets, "balanced_sampler", counting_sampler)
+    run = graft.train(imbalanced_dataset, strategy="finetune", class_weight="balanced", sampler="balanced",
+                      out=tmp_path, cache_dir=tmp_path / "cache", name="bal", **FAST)
+    assert drawn == [27, 27]  # the head phase's cached features, then the images
+    assert seen and all(weight is None for weight in seen)  # batches are balanced: the loss is not weighted again
+    assert run.record.config.optim.sampler == "balanced"

@@ -183,6 +183,11 @@ class OptimOptions(Group):
                                        "and the logistic fit, so rare classes count as much as common ones; none; auto: "
                                        "balanced where the audit's imbalance check flags a class.",
                                check=one_of("auto", "none", "balanced"))
+    sampler: str = option("shuffle", "How training batches are drawn: shuffle (each image once an epoch); balanced "
+                                     "(each class equally often, a rare class's images repeated; the loss is then "
+                                     "unweighted, as the batches are balanced already; the linear probe's logistic fit "
+                                     "still follows --class-weight).",
+                          check=one_of("shuffle", "balanced"))
     weight_decay: float = option(1e-4, "AdamW weight decay.", check=at_least(0))
     patience: int = option(5, "Early stopping: epochs without improvement.", check=at_least(1))
 

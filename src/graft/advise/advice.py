@@ -183,8 +183,8 @@ def advise(
     splits = find_data(data, val_split=val_split, seed=seed)
     choice = None
     if backbone == AUTO:
+        from ..audit.checks import class_weights
         from ..features import FeatureCache
-        from ..training.pipeline import class_weights
         from .backbone import check_weights, choose_backbone
 
         check_weights(weights)

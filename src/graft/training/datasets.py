@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    WeightedRandomSampler,
+)
 
 from ..features import FeatureSet
 
@@ -35,19 +43,39 @@ class FeatureViews(Dataset):
         return torch.from_numpy(np.asarray(features, dtype=np.float32)), self.labels[positions]
 
 
-def feature_loader(dataset: FeatureViews, *, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(dataset)
+def balanced_sampler(labels, generator: torch.Generator | None = None) -> WeightedRandomSampler:
+    """Draws an epoch of len(labels) items, each class equally often on average: an item is drawn
+    with probability 1 / (classes x its class's count), with replacement, so a rare class's few
+    images recur within an epoch while a common class's are not all seen."""
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels)
+    weights = 1.0 / counts[labels]
+    return WeightedRandomSampler(torch.from_numpy(weights), num_samples=len(labels), replacement=True, generator=generator)
+
+
+def feature_loader(dataset: FeatureViews, *, batch_size: int, shuffle: bool, seed: int = 0,
+                   balanced: bool = False) -> DataLoader:
+    """Whole batches of cached features; `balanced`: drawn by balanced_sampler instead of shuffled."""
+    generator = torch.Generator().manual_seed(seed)
+    sampler: Sampler
+    if balanced:
+        sampler = balanced_sampler(dataset.labels.numpy(), generator)
+    else:
+        sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size=batch_size, drop_last=False), batch_size=None)
 
 
-def image_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: int) -> DataLoader:
+def image_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: int, labels=None) -> DataLoader:
     """Shuffling draws from the global generator, seeded by the run (no torch.Generator here: one
-    cannot be sent to the processes DDP spawns, and DistributedSampler seeds itself)."""
+    cannot be sent to the processes DDP spawns, and DistributedSampler seeds itself). With `labels`
+    (one per image), batches are drawn by balanced_sampler instead; under DDP, Lightning splits that
+    sampler's draws between the processes."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and labels is None,
+        sampler=balanced_sampler(labels) if labels is not None else None,
         num_workers=workers,
         persistent_workers=workers > 0,
-        drop_last=shuffle and len(dataset) > batch_size,  # type: ignore[arg-type]  # a 1-image batch breaks BatchNorm
+        drop_last=(shuffle or labels is not None) and len(dataset) > batch_size,  # type: ignore[arg-type]  # a 1-image batch breaks BatchNorm
     )
