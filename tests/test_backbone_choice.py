@@ -8,7 +8,7 @@ import pytest
 
 import graft
 from conftest import FAST
-from graft.advise.backbone import MARGIN, choose_backbone, required_lead
+from graft.advise.backbone import MARGIN, choose_backbone, input_side, required_lead
 from graft.data.discover import find_data
 from graft.errors import GraftError
 from graft.features import FeatureCache
@@ -62,8 +62,14 @@ def test_the_budget_and_missing_weights_skip_candidates_with_the_reason(tiny_dat
     train = find_data(tiny_dataset).train
     runtime = Runtime(precision="32", progress=False)
     cache = FeatureCache(tmp_path)
+    built: list[str] = []
+    from graft.backbones import create_backbone as original
+
+    monkeypatch.setattr("graft.backbones.create_backbone", lambda name, **options: built.append(name) or original(name, **options))
     tight = choose_backbone(train, img_size=32, seed=0, runtime=runtime, cache=cache, budget="0.01s", candidates=TWO)
     assert tight.backbone == "tf_efficientnet_lite0" and len(tight.trials) == 1
+    assert built == ["tf_efficientnet_lite0"]  # the skipped candidate's weights were never loaded
+    assert [input_side(name, None) for name in TWO] == [224, 240] and input_side("tf_efficientnet_lite1", 32) == 32
     assert "tf_efficientnet_lite1: about" in tight.skipped[0] and "--budget of 0.01s" in tight.skipped[0]
     assert "tf_efficientnet_lite1: about" in tight.describe()
 

