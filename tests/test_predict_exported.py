@@ -149,3 +149,28 @@ def test_the_export_is_kept_per_model(linear_probe_run, tmp_path):
     classifier.record = dataclasses.replace(classifier.record, classes=["rot", "gruen", "blau"])
     classifier.save(tmp_path / "renamed")
     assert export_path(tmp_path / "renamed") != export_path(tmp_path / "copy")
+
+
+def test_a_run_that_trained_for_minutes_is_exported_at_its_end(tiny_dataset, tmp_path, monkeypatch):
+    """Past EXPORT_AFTER_SECONDS of training on a CPU, the run leaves its export in the cache: its
+    first predict opens it instead of exporting."""
+    from conftest import FAST
+    from graft.export import cached
+    from graft.training import pipeline
+
+    monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cached, "GPU_DEVICE_FILES", ())
+    monkeypatch.setattr(pipeline, "EXPORT_AFTER_SECONDS", 0.0)  # "minutes" for a run of seconds
+    run = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="long", cache_dir=tmp_path / "features",
+                      **FAST)
+    kept = cached.export_path(run.run_dir)
+    assert kept.exists() and run.metrics.timings["export_s"] > 0
+    said: list[str] = []
+    exported = cached.exported_run(run.run_dir, engine="auto", images=1, log=said.append)
+    assert exported is not None and exported.path == kept and not said  # compiled: used at once, nothing exported
+    assert [a.label for a in exported.predict(sorted((tiny_dataset / "val").rglob("*.png")))] == \
+        [a.label for a in run.classifier.predict(sorted((tiny_dataset / "val").rglob("*.png")), engine="torch")]
+    monkeypatch.setattr(pipeline, "EXPORT_AFTER_SECONDS", 3600.0)
+    short = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="short", cache_dir=tmp_path / "features",
+                        seed=1, **FAST)
+    assert not cached.export_path(short.run_dir).exists() and "export_s" not in short.metrics.timings

@@ -6,7 +6,9 @@ about 200 MB (docs/benchmarks.md, "Batch prediction"). So where ONNX Runtime is 
 prediction would run in here (graft.engines.choice), `graft predict RUN` predicts from the run's
 export: the first time, a child process writes it (graft.export.onnx, with its parity check on real
 images) to $GRAFT_CACHE/engines/runs/KEY.onnx while this process, which never imports torch, waits;
-later predicts only open the file. KEY hashes graft.json, which seals the weights' SHA-256, and the
+later predicts only open the file. A run that trained for minutes on such a CPU is exported at the
+end of its training instead (export_after_training: seconds more in a process that holds torch
+already), so even its first predict starts at once. KEY hashes graft.json, which seals the weights' SHA-256, and the
 versions of what traces the graph, so a retrained model or a new torch is exported afresh.
 
 The export resizes images with Pillow where `graft.load(RUN).predict` uses torchvision's uint8
@@ -84,6 +86,27 @@ def exported_run(model: str | Path, *, engine: str = "auto", images: int, log=No
             say(f"Warning: {error} Predicting in PyTorch instead.")
             return None
     return ExportedModel(path)
+
+
+def export_after_training(folder: Path, classifier, *, say=None) -> Path | None:
+    """Write the kept export of a run just trained, in this process (torch is loaded already), where
+    ONNX Runtime is the engine that would predict it on this CPU; the path, or None where it is not
+    (or the export failed: said through `say`, and the run stands as it is)."""
+    from ..engines.choice import AUTO_MIN_IMAGES
+    from .onnx import export_onnx
+
+    precision = "32" if classifier.precision == "32" or not cpu_has_fast_bf16() else "bf16"
+    path = export_path(folder)
+    if path.exists() or choose_engine("auto", device="cpu", precision=precision,
+                                      images=AUTO_MIN_IMAGES[precision]) != "onnxruntime":
+        return None
+    try:
+        export_onnx(classifier, path, log=None)
+    except (GraftError, OSError) as error:
+        if say:
+            say(f"Note: the run was not exported for fast prediction ({error}); graft predict will try again.")
+        return None
+    return path
 
 
 def _export_in_child(folder: Path, path: Path) -> None:

@@ -50,7 +50,7 @@ def balanced_sampler(labels, generator: torch.Generator | None = None) -> Weight
     labels = np.asarray(labels, dtype=np.int64)
     counts = np.bincount(labels)
     weights = 1.0 / counts[labels]
-    return WeightedRandomSampler(torch.from_numpy(weights), num_samples=len(labels), replacement=True, generator=generator)
+    return WeightedRandomSampler(weights.tolist(), num_samples=len(labels), replacement=True, generator=generator)
 
 
 def feature_loader(dataset: FeatureViews, *, batch_size: int, shuffle: bool, seed: int = 0,
