@@ -101,8 +101,8 @@ class ExportedModel:
 
         The next batch is read and decoded in a thread while ONNX Runtime, which releases the GIL,
         runs this one (its threads do not spin while they wait, so the reader gets the CPU): 3,000
-        flowers-dev photos on 2 cores went at 163-167 img/s against 141-156 read in turn, the bare
-        model 196-207 (`python benchmarks/read_ahead.py`, docs/benchmarks.md "Batch prediction")."""
+        flowers-dev photos on 2 cores went at 146-172 img/s against 134-138 read in turn, the bare
+        model 184-198 (`python benchmarks/read_ahead.py`, docs/benchmarks.md "Batch prediction")."""
         k = max(1, min(top_k, len(self.classes)))
         chunks = [range(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size)]
         if not chunks:
