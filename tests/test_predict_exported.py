@@ -174,3 +174,17 @@ def test_a_run_that_trained_for_minutes_is_exported_at_its_end(tiny_dataset, tmp
     short = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="short", cache_dir=tmp_path / "features",
                         seed=1, **FAST)
     assert not cached.export_path(short.run_dir).exists() and "export_s" not in short.metrics.timings
+
+
+def test_a_damaged_export_in_the_cache_is_exported_again(linear_probe_run, tmp_path, monkeypatch):
+    from graft.export import cached
+
+    monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "cache"))
+    run = linear_probe_run.run_dir
+    kept = cached.export_path(Path(run))
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"half a model")  # what a disk fault, not graft (which renames whole files), leaves
+    said: list[str] = []
+    exported = cached.exported_run(run, engine="onnxruntime", images=1, log=said.append)
+    assert exported is not None and any("Exporting" in message for message in said)
+    assert kept.stat().st_size > 1000 and exported.classes == linear_probe_run.classifier.classes

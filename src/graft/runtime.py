@@ -84,7 +84,13 @@ def resolve_precision(precision: str) -> str:
 
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "32"
-    return "bf16" if cpu_has_fast_bf16() else "32"
+    return resolve_cpu_precision(precision)
+
+
+def resolve_cpu_precision(precision: str) -> str:
+    """resolve_precision for the CPU, without importing torch: 'auto' -> 'bf16' where the CPU
+    computes bf16 natively, else '32'; '32' and 'bf16' stay as they are."""
+    return precision if precision != "auto" else ("bf16" if cpu_has_fast_bf16() else "32")
 
 
 def default_workers() -> int:

@@ -173,9 +173,10 @@ def predict(
 
     Images are read and predicted in batches, so any number of them fits in memory. An image that
     cannot be read is reported (path and reason) and the others are still answered; the exit
-    status is then 1. Where ONNX Runtime is the engine (on a CPU from 500 images, or once a run has
-    been predicted that way), a run is predicted from its ONNX export, written into graft's cache
-    the first time, and torch is not loaded at all."""
+    status is then 1. Where ONNX Runtime is the engine (on a CPU from 500 images, or whenever the
+    run's export is in graft's cache already), a run is predicted from its ONNX export, written
+    there at the end of a training of two minutes or more, else the first time, and torch is not
+    loaded at all."""
     import contextlib
     import csv
     import itertools

@@ -6,10 +6,11 @@ about 200 MB (docs/benchmarks.md, "Batch prediction"). So where ONNX Runtime is 
 prediction would run in here (graft.engines.choice), `graft predict RUN` predicts from the run's
 export: the first time, a child process writes it (graft.export.onnx, with its parity check on real
 images) to $GRAFT_CACHE/engines/runs/KEY.onnx while this process, which never imports torch, waits;
-later predicts only open the file. A run that trained for minutes on such a CPU is exported at the
-end of its training instead (export_after_training: seconds more in a process that holds torch
-already), so even its first predict starts at once. KEY hashes graft.json, which seals the weights' SHA-256, and the
-versions of what traces the graph, so a retrained model or a new torch is exported afresh.
+later predicts only open the file (a damaged one is exported again). A run that trained for minutes
+on such a CPU is exported at the end of its training instead (export_after_training: seconds more
+in a process that holds torch already), so even its first predict starts at once. KEY hashes
+graft.json, which seals the weights' SHA-256, and the versions of what traces the graph, so a
+retrained model or a new torch is exported afresh.
 
 The export resizes images with Pillow where `graft.load(RUN).predict` uses torchvision's uint8
 kernels, so probabilities can differ slightly (graft.export.exported); benchmarks/predict.py counts
@@ -26,9 +27,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ..engines.choice import choose_engine
-from ..errors import GraftError
+from ..errors import GraftError, ModelFileError
 from ..io import file_sha256
-from ..runtime import cache_root, cpu_has_fast_bf16
+from ..runtime import cache_root, resolve_cpu_precision
 from .exported import ExportedModel
 from .files import META_FILE, read_record
 
@@ -69,22 +70,25 @@ def exported_run(model: str | Path, *, engine: str = "auto", images: int, log=No
     record, folder = read_record(model)
     if engine == "auto" and gpu_may_be_present():
         return None
-    # What torch would compute in here: fp32 where training found bf16 changes answers, else the
-    # CPU's fastest (graft.runtime.resolve_precision on a CPU).
-    precision = "32" if record.inference_precision == "32" or not cpu_has_fast_bf16() else "bf16"
     path = export_path(folder)
+    # What torch would compute in here: the precision the run predicts in, resolved for this CPU.
+    precision = resolve_cpu_precision(record.inference_precision)
     if choose_engine(engine, device="cpu", precision=precision, images=images, compiled=path.exists()) != "onnxruntime":
         return None
-    if not path.exists():
-        say = log or (lambda message: print(message, file=sys.stderr))
-        say(f"Exporting {folder} to ONNX once for fast prediction (kept in {path.parent}).")
+    if path.exists():
         try:
-            _export_in_child(folder, path)
-        except GraftError as error:
-            if engine != "auto":
-                raise
-            say(f"Warning: {error} Predicting in PyTorch instead.")
-            return None
+            return ExportedModel(path)
+        except ModelFileError:  # damaged in the cache (files there are written whole): export it again
+            path.unlink(missing_ok=True)
+    say = log or (lambda message: print(message, file=sys.stderr))
+    say(f"Exporting {folder} to ONNX once for fast prediction (kept in {path.parent}).")
+    try:
+        _export_in_child(folder, path)
+    except GraftError as error:
+        if engine != "auto":
+            raise
+        say(f"Warning: {error} Predicting in PyTorch instead.")
+        return None
     return ExportedModel(path)
 
 
@@ -95,7 +99,7 @@ def export_after_training(folder: Path, classifier, *, say=None) -> Path | None:
     from ..engines.choice import AUTO_MIN_IMAGES
     from .onnx import export_onnx
 
-    precision = "32" if classifier.precision == "32" or not cpu_has_fast_bf16() else "bf16"
+    precision = resolve_cpu_precision(classifier.precision)
     path = export_path(folder)
     if path.exists() or choose_engine("auto", device="cpu", precision=precision,
                                       images=AUTO_MIN_IMAGES[precision]) != "onnxruntime":
