@@ -11,7 +11,8 @@
    of DATA/train with `--engine torch` (at graft's default precision here) and `--engine onnxruntime`
    (graph already traced), each into a fresh cache, alternating, --rounds times. Ratio of the medians.
 Writes the figures under "engines" in benchmarks/results.json ("engines_fp32" where graft's torch
-path runs fp32: on CPUs without native bf16, or with GRAFT_CPU_BF16=0).
+path runs fp32: on CPUs without native bf16, or with GRAFT_CPU_BF16=0; "engines_amx" where it runs
+bf16 on a CPU with AMX).
 """
 
 from __future__ import annotations
@@ -98,6 +99,18 @@ def extraction(data: Path, size: int, rounds: int) -> dict:
             "speed_ratio_onnxruntime_to_torch": round(medians["torch"] / medians["onnxruntime"], 2)}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/datasets/flowers-dev")
@@ -107,7 +120,9 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    from graft.runtime import cpu_has_amx
+
+    machine = {"cpu": cpu_model(), "amx": cpu_has_amx(), "threads": torch.get_num_threads(),
                "python": sys.version.split()[0], "torch": torch.__version__}
     forward = forward_rates(args.size, args.rounds, args.batches)
     print("forward pass, img/s:", forward["img_per_s"], "ratio to torch fp32:", forward["ratio_to_torch_fp32"])
@@ -116,8 +131,10 @@ def main() -> None:
     if extract:
         print(f"extraction of {extract['images']} images: img/s {extract['img_per_s']}, "
               f"ONNX Runtime {extract['speed_ratio_onnxruntime_to_torch']}x torch ({extract['torch_precision']})")
-    # one key per precision graft's torch path runs in (GRAFT_CPU_BF16=0 measures the fp32 path of an AVX2 CPU)
+    # one key per precision graft's torch path runs in (GRAFT_CPU_BF16=0 measures the fp32 path of an
+    # AVX2 CPU), and AMX's bf16 apart from AVX-512's
     key = "engines" if extract is None or extract["torch_precision"] == "bf16" else "engines_fp32"
+    key = f"{key}_amx" if machine["amx"] and key == "engines" else key
     store({key: {"machine": machine, "forward": forward, "extraction": extract, "date": time.strftime("%Y-%m-%d")}})
 
 

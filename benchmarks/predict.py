@@ -7,9 +7,10 @@
    backbone's own, 224 px), so the model is a real Lite0 classifier.
 2. The image list: every image under DATA, repeated (as symlinks in a temporary folder) up to
    `--images` files, so the command reads that many files.
-3. The first `graft predict RUN FOLDER --csv OUT --engine ENGINE`, as a user types it: where ONNX
-   Runtime is the engine, it exports the run first (graft.export.cached, in a child process), so
-   its time and memory are reported on their own.
+3. The first `graft predict RUN FOLDER --csv OUT --engine ENGINE`, as a user types it after
+   training, reported on its own: where ONNX Runtime is the engine, it predicts from the export the
+   training left (the backbone's graph plus the head: graft.export.cached), or, where there is none,
+   exports the run first in a child process.
 4. In interleaved rounds: (a) the bare forward rate of what `graft predict RUN` runs: the run's kept
    export in ONNX Runtime (or, where the engine is not ONNX Runtime, the model in graft.engines at
    graft's precision) on random uint8 batches of 64 already in memory, for about 20 s; (b) `graft
@@ -160,7 +161,7 @@ def main() -> None:
 
     command = [*graft, "predict", str(run_dir), str(folder), "--engine", options.engine]
     first_rate, first_peak, _ = timed_predict(command, work / "run-first.csv", env)
-    print(f"first predict of the run (exports it where ONNX Runtime runs): {first_rate:.1f} img/s, peak RSS "
+    print(f"first predict of the run (from the export training left, or exporting it): {first_rate:.1f} img/s, peak RSS "
           f"{first_peak:.0f} MB", flush=True)
     measured: dict[str, list[float]] = {key: [] for key in ("bare", "run", "run_rss", "bare_onnx", "onnx", "onnx_rss")}
     changed = 0

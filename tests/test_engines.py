@@ -52,6 +52,24 @@ def test_onnxruntime_features_equal_torchs_and_are_cached_apart(lite0, tiny_data
     assert list((cache.root.parent / "engines").glob("*.onnx")) == graphs  # read from the cache: nothing traced
 
 
+def test_under_auto_torchs_cached_features_are_used_once_a_graph_appears(lite0, tiny_dataset, tmp_path, monkeypatch):
+    """Once the backbone's graph is traced (e.g. for a run's export), auto extracts a few images in
+    ONNX Runtime; features torch cached before that are used as they are, not extracted again."""
+    from graft.engines.compile import compile_onnx
+
+    monkeypatch.setattr("graft.engines.choice.cpu_has_amx", lambda: False)  # whatever this CPU has
+    samples = find_data(tiny_dataset).train
+    cache = FeatureCache(tmp_path / "features")
+    auto = FP32.but(engine="auto")
+    from_torch = backbone_features(lite0, samples, split="train", runtime=auto, cache=cache)
+    assert "engine" not in from_torch.meta  # 36 images: not worth a trace
+    compile_onnx(lite0, lite0.data_config.input_size, cache.engines)
+    again = backbone_features(lite0, samples, split="train", runtime=auto, cache=cache)
+    assert again.path == from_torch.path and len(cache.entries()) == 1
+    others = find_data(tiny_dataset).val  # images torch never saw: the graph extracts them
+    assert backbone_features(lite0, others, split="val", runtime=auto, cache=cache).meta["engine"] == "onnxruntime"
+
+
 def test_a_batch_longer_than_a_slice_answers_in_order_in_every_engine(lite0, engines, monkeypatch):
     """CPU passes run in slices (graft.runtime.PIXELS_PER_RUN): 7 images in slices of 2 answer, in
     order, as the module does for each image alone."""
@@ -108,6 +126,7 @@ def test_auto_picks_by_device_images_and_what_is_compiled(monkeypatch):
     def choose(requested="auto", *, device="cpu", precision="32", images, compiled=False):
         return choose_engine(requested, device=device, precision=precision, images=images, compiled=compiled)
 
+    monkeypatch.setattr("graft.engines.choice.cpu_has_amx", lambda: False)  # whatever this CPU has
     assert choose(images=10) == "torch"  # tracing would cost more than it saves
     assert choose(images=AUTO_MIN_IMAGES["32"]) == "onnxruntime"
     assert choose(images=10, compiled=True) == "onnxruntime"  # nothing to trace

@@ -17,6 +17,16 @@ from graft.export.exported import ExportedModel
 from test_cli import run_main
 
 
+@pytest.fixture
+def onnxruntime_cpu(monkeypatch):
+    """A CPU where `--engine auto` predicts in ONNX Runtime: no GPU, no AMX (where torch's bf16 is
+    kept), whatever this machine has."""
+    from graft.export import cached
+
+    monkeypatch.setattr(cached, "GPU_DEVICE_FILES", ())
+    monkeypatch.setattr("graft.engines.choice.cpu_has_amx", lambda: False)
+
+
 @pytest.fixture(scope="module")
 def onnx_model(linear_probe_run, tmp_path_factory):
     path = tmp_path_factory.mktemp("exported") / "model.onnx"
@@ -116,7 +126,8 @@ def test_a_run_folder_predicts_from_its_cached_export_without_torch(linear_probe
     assert [label for _, label, _ in rows["first"]] == [answer.label for answer in by_torch]
 
 
-def test_which_predictions_take_the_export_and_a_failed_export_falls_back(linear_probe_run, tmp_path, monkeypatch):
+def test_which_predictions_take_the_export_and_a_failed_export_falls_back(linear_probe_run, tmp_path, monkeypatch,
+                                                                          onnxruntime_cpu):
     from graft.errors import GraftError
     from graft.export import cached
 
@@ -151,29 +162,61 @@ def test_the_export_is_kept_per_model(linear_probe_run, tmp_path):
     assert export_path(tmp_path / "renamed") != export_path(tmp_path / "copy")
 
 
-def test_a_run_that_trained_for_minutes_is_exported_at_its_end(tiny_dataset, tmp_path, monkeypatch):
-    """Past EXPORT_AFTER_SECONDS of training on a CPU, the run leaves its export in the cache: its
-    first predict opens it instead of exporting."""
+def test_a_fine_tuned_run_is_exported_at_its_end_after_minutes_of_training(tiny_dataset, tmp_path, monkeypatch,
+                                                                           onnxruntime_cpu):
+    """Past EXPORT_AFTER_SECONDS of training on a CPU, a fine-tuned run is traced and leaves its
+    export in the cache: its first predict opens it instead of exporting. A shorter one does not."""
     from conftest import FAST
     from graft.export import cached
     from graft.training import pipeline
 
     monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(cached, "GPU_DEVICE_FILES", ())
     monkeypatch.setattr(pipeline, "EXPORT_AFTER_SECONDS", 0.0)  # "minutes" for a run of seconds
-    run = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="long", cache_dir=tmp_path / "features",
-                      **FAST)
+    run = graft.train(tiny_dataset, strategy="finetune", out=tmp_path, name="long", cache_dir=tmp_path / "cache", **FAST)
     kept = cached.export_path(run.run_dir)
     assert kept.exists() and run.metrics.timings["export_s"] > 0
     said: list[str] = []
     exported = cached.exported_run(run.run_dir, engine="auto", images=1, log=said.append)
     assert exported is not None and exported.path == kept and not said  # compiled: used at once, nothing exported
-    assert [a.label for a in exported.predict(sorted((tiny_dataset / "val").rglob("*.png")))] == \
-        [a.label for a in run.classifier.predict(sorted((tiny_dataset / "val").rglob("*.png")), engine="torch")]
+    images = sorted((tiny_dataset / "val").rglob("*.png"))
+    assert [a.label for a in exported.predict(images)] == [a.label for a in run.classifier.predict(images, engine="torch")]
     monkeypatch.setattr(pipeline, "EXPORT_AFTER_SECONDS", 3600.0)
-    short = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="short", cache_dir=tmp_path / "features",
+    short = graft.train(tiny_dataset, strategy="finetune", out=tmp_path, name="short", cache_dir=tmp_path / "cache",
                         seed=1, **FAST)
     assert not cached.export_path(short.run_dir).exists() and "export_s" not in short.metrics.timings
+
+
+def test_a_frozen_run_is_exported_at_its_end_as_its_backbone_graph_plus_the_head(tiny_dataset, tmp_path, monkeypatch,
+                                                                               onnxruntime_cpu):
+    """However short, a run whose backbone kept its pretrained weights leaves its export: the
+    backbone's graph (traced once, kept in the engines' cache) with the head's operators after it.
+    The next such run traces nothing, and its first predict needs neither torch nor an export."""
+    from conftest import FAST
+    from graft.engines import compile as compiling
+    from graft.export import cached
+    from graft.export import onnx as onnx_export
+
+    monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "cache"))
+    traced: list[str] = []
+
+    def counted(trace):
+        return lambda *args, **kwargs: (traced.append(kwargs["output_names"][0]), trace(*args, **kwargs))
+
+    monkeypatch.setattr(compiling, "trace_onnx", counted(compiling.trace_onnx))
+    monkeypatch.setattr(onnx_export, "trace_onnx", counted(onnx_export.trace_onnx))
+    probe = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="probe", cache_dir=tmp_path / "cache",
+                        **FAST)
+    assert traced == ["outputs"] and cached.export_path(probe.run_dir).exists()  # the backbone, once
+    run = graft.train(tiny_dataset, strategy="feature-extract", hidden=8, out=tmp_path, name="frozen",
+                      cache_dir=tmp_path / "cache", **FAST)
+    kept = cached.export_path(run.run_dir)
+    assert traced == ["outputs"] and kept.exists() and "export_s" in run.metrics.timings
+    exported = cached.exported_run(run.run_dir, engine="auto", images=1)
+    assert exported is not None and exported.path == kept
+    images = sorted((tiny_dataset / "val").rglob("*.png"))
+    scores = np.array([[p for _, p in sorted(a.top)] for a in exported.predict(images, top_k=3)])
+    reference = np.array([[p for _, p in sorted(a.top)] for a in run.classifier.predict(images, top_k=3, engine="torch")])
+    assert np.abs(scores - reference).max() < 0.05  # Pillow's resize against torchvision's, as above
 
 
 def test_a_damaged_export_in_the_cache_is_exported_again(linear_probe_run, tmp_path, monkeypatch):
@@ -188,3 +231,4 @@ def test_a_damaged_export_in_the_cache_is_exported_again(linear_probe_run, tmp_p
     exported = cached.exported_run(run, engine="onnxruntime", images=1, log=said.append)
     assert exported is not None and any("Exporting" in message for message in said)
     assert kept.stat().st_size > 1000 and exported.classes == linear_probe_run.classifier.classes
+

@@ -6,9 +6,12 @@ about 200 MB (docs/benchmarks.md, "Batch prediction"). So where ONNX Runtime is 
 prediction would run in here (graft.engines.choice), `graft predict RUN` predicts from the run's
 export: the first time, a child process writes it (graft.export.onnx, with its parity check on real
 images) to $GRAFT_CACHE/engines/runs/KEY.onnx while this process, which never imports torch, waits;
-later predicts only open the file (a damaged one is exported again). A run that trained for minutes
-on such a CPU is exported at the end of its training instead (export_after_training: seconds more
-in a process that holds torch already), so even its first predict starts at once. KEY hashes
+later predicts only open the file (a damaged one is exported again). Most runs on such a CPU are
+exported at the end of their training instead, in the process that holds torch already
+(export_after_training), so that even their first predict starts at once: a run whose backbone kept
+its pretrained weights (the frozen strategies) as that backbone's graph, kept in the engines' cache,
+plus the head (under a second); any other run that trained for minutes by tracing it whole (seconds
+more). Only a short fine-tune waits for the child process. KEY hashes
 graft.json, which seals the weights' SHA-256, and the versions of what traces the graph, so a
 retrained model or a new torch is exported afresh.
 
@@ -37,6 +40,9 @@ FORMAT = 1  # bump when what the export holds changes: older exports are then wr
 TRACERS = ("torch", "onnx", "onnxscript")  # their versions decide the graph
 # Device files of the GPUs torch uses (NVIDIA; AMD's ROCm): where one exists, torch decides.
 GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd")
+
+
+QUICK_PARITY_IMAGES = 16  # checked when a kept export is put together from a checked backbone graph
 
 
 def export_path(folder: Path) -> Path:
@@ -92,12 +98,18 @@ def exported_run(model: str | Path, *, engine: str = "auto", images: int, log=No
     return ExportedModel(path)
 
 
-def export_after_training(folder: Path, classifier, *, say=None) -> Path | None:
+def export_after_training(folder: Path, classifier, *, graphs: Path, frozen_backbone: bool, may_trace: bool,
+                          say=None) -> Path | None:
     """Write the kept export of a run just trained, in this process (torch is loaded already), where
-    ONNX Runtime is the engine that would predict it on this CPU; the path, or None where it is not
-    (or the export failed: said through `say`, and the run stands as it is)."""
+    ONNX Runtime is the engine that would predict it on this CPU. A run whose backbone kept its
+    pretrained weights (`frozen_backbone`) is put together from that backbone's graph in `graphs`:
+    under a second, once the graph is there (traced the first time a backbone is used at a size, a few
+    seconds, and kept for every later run and feature extraction with it). Any other run is traced
+    whole, only where `may_trace` (it trained for minutes). The path, or None where nothing was
+    written (a failed export is said through `say`, and the run stands as it is)."""
     from ..engines.choice import AUTO_MIN_IMAGES
-    from .onnx import export_onnx
+    from ..engines.compile import compile_onnx
+    from .onnx import can_add_head, export_onnx, parity_images
 
     precision = resolve_cpu_precision(classifier.precision)
     path = export_path(folder)
@@ -105,8 +117,18 @@ def export_after_training(folder: Path, classifier, *, say=None) -> Path | None:
                                       images=AUTO_MIN_IMAGES[precision]) != "onnxruntime":
         return None
     try:
-        export_onnx(classifier, path, log=None)
-    except (GraftError, OSError) as error:
+        if frozen_backbone and not can_add_head(classifier, graphs=graphs):
+            if say:
+                say("Tracing the backbone to ONNX for fast prediction and extraction (once per backbone and size)...")
+            compile_onnx(classifier.model.backbone, classifier.data_config.input_size, graphs)
+        added = can_add_head(classifier, graphs=graphs)
+        if not (may_trace or added):
+            return None
+        # The backbone's graph was checked against torch when it was traced: the whole is checked on a
+        # few real images (a second on a 2-core CPU), a traced export on graft export's full set.
+        images = parity_images(classifier)[0][:QUICK_PARITY_IMAGES] if added else None
+        export_onnx(classifier, path, graphs=graphs, check_images=images, log=None)
+    except (GraftError, OSError) as error:  # CompileError is a GraftError
         if say:
             say(f"Note: the run was not exported for fast prediction ({error}); graft predict will try again.")
         return None

@@ -6,6 +6,7 @@ torchscript: model.pt (libtorch / torch.jit.load). See graft.export.common for w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ __all__ = ["FILE_NAMES", "FORMATS", "export"]
 
 def export(classifier: Classifier, out: str | Path, *, format: str = "onnx", check_images: list[Path] | None = None,
            log=print) -> Exported:
+    write: Callable[..., Exported]
     if format == "onnx":
         from .onnx import export_onnx as write
     elif format == "openvino":

@@ -5,6 +5,11 @@ The graph takes uint8 RGB pixels, N x 3 x H x W, already resized and cropped as 
 `probabilities` for N images (N is dynamic). The class names, input size, mean/std, interpolation
 and crop travel in the ONNX file's metadata (each key's value as JSON) and in a JSON file beside it.
 The parity check (graft.export.common) runs it in ONNX Runtime.
+
+A run whose backbone is still the one that extracted its features in ONNX Runtime (the frozen
+strategies) finds that backbone's graph in the engines' cache: its export is that graph with the
+head's few operators added after it, in well under a second, where tracing the whole network takes
+seconds and, in a process of its own, most of a gigabyte.
 """
 
 from __future__ import annotations
@@ -40,16 +45,84 @@ __all__ = ["FORMATS", "ExportError", "Exported", "Parity", "check_parity", "expo
            "parity_images", "write_onnx"]
 
 
-def write_onnx(classifier: Classifier, path: Path) -> None:
-    """The classifier (pixels in, logits and probabilities out, batch dynamic) as ONNX at `path`."""
+def write_onnx(classifier: Classifier, path: Path, *, graphs: Path | None = None) -> None:
+    """The classifier (pixels in, logits and probabilities out, batch dynamic) as ONNX at `path`:
+    its backbone's graph plus the head where `graphs` (default: the engines' cache) holds that graph,
+    else traced."""
+    graph = backbone_graph(classifier, graphs=graphs)
+    if graph is not None and _add_head(graph, classifier.model.head, path):
+        return
     model = _PixelsToScores(classifier.model).eval()
     example = torch.zeros((2, *classifier.data_config.input_size), dtype=torch.uint8)
     trace_onnx(model, example, path, output_names=list(OUTPUTS))
 
 
+def backbone_graph(classifier: Classifier, *, graphs: Path | None = None) -> Path | None:
+    """The graph of the classifier's backbone, exactly as it is now, if `graphs` (default: the
+    engines' cache, graft.engines.forward.engines_folder) holds it."""
+    from ..engines.compile import compiled_path
+    from ..engines.forward import engines_folder
+
+    path = compiled_path(classifier.model.backbone, classifier.data_config.input_size, graphs or engines_folder())
+    return path if path.exists() else None
+
+
+def can_add_head(classifier: Classifier, *, graphs: Path | None = None) -> bool:
+    """Whether write_onnx puts the export together from the cached backbone graph (no tracing)."""
+    return _head_operators(classifier.model.head) is not None and backbone_graph(classifier, graphs=graphs) is not None
+
+
+def _head_operators(head: torch.nn.Module) -> list[torch.nn.Module] | None:
+    """The head's layers that act at inference (Linear, ReLU: graft.heads.create_head's), in order;
+    None for a head made of anything else, which is then traced with the backbone."""
+    layers = list(head.children()) if isinstance(head, torch.nn.Sequential) else [head]
+    if not all(isinstance(layer, (torch.nn.Linear, torch.nn.ReLU, torch.nn.Dropout, torch.nn.Identity))
+               for layer in layers):
+        return None
+    acting: list[torch.nn.Module] = [layer for layer in layers if isinstance(layer, (torch.nn.Linear, torch.nn.ReLU))]
+    return acting if acting and isinstance(acting[-1], torch.nn.Linear) else None
+
+
+def _add_head(backbone: Path, head: torch.nn.Module, path: Path) -> bool:
+    """Write at `path` the backbone's graph (pixels -> pooled float features) followed by the head in
+    eval mode (Gemm and Relu; Dropout is the identity) and a softmax: outputs `logits`, `probabilities`.
+    False (nothing written) where the head or the graph is of another kind."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    operators = _head_operators(head)
+    model = onnx.load(str(backbone))
+    graph = model.graph
+    if not operators or len(graph.output) != 1 or graph.output[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        return False
+    features = graph.output[0]
+    batch = features.type.tensor_type.shape.dim[0]
+    current = features.name
+    for index, layer in enumerate(operators):
+        output = "logits" if index == len(operators) - 1 else f"head.{index}"
+        if isinstance(layer, torch.nn.Linear):
+            weights = [numpy_helper.from_array(tensor.detach().float().cpu().numpy(), f"head.{index}.{name}")
+                       for name, tensor in (("weight", layer.weight), ("bias", layer.bias)) if tensor is not None]
+            graph.initializer.extend(weights)
+            graph.node.append(helper.make_node("Gemm", [current, *(w.name for w in weights)], [output], transB=1,
+                                               name=f"head.{index}"))
+        else:
+            graph.node.append(helper.make_node("Relu", [current], [output], name=f"head.{index}"))
+        current = output
+    graph.node.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1, name="softmax"))
+    classes = operators[-1].out_features
+    shape = [batch.dim_param or batch.dim_value, classes]
+    del graph.output[:]
+    graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape) for name in OUTPUTS)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return True
+
+
 def export_onnx(classifier: Classifier, out: str | Path, *, check_images: list[Path] | None = None,
-                log=print) -> Exported:
-    """Write `out` (e.g. model.onnx) and `out`.json; refuse an export that changes a top-1 answer."""
+                graphs: Path | None = None, log=print) -> Exported:
+    """Write `out` (e.g. model.onnx) and `out`.json; refuse an export that changes a top-1 answer.
+    `graphs`: where to look for the backbone's graph (write_onnx)."""
     try:
         import onnx
         import onnxruntime
@@ -61,7 +134,7 @@ def export_onnx(classifier: Classifier, out: str | Path, *, check_images: list[P
     out.parent.mkdir(parents=True, exist_ok=True)
     info = metadata(classifier, "onnx")
     with atomic_path(out) as temporary:
-        write_onnx(classifier, temporary)
+        write_onnx(classifier, temporary, graphs=graphs)
         graph = onnx.load(str(temporary))
         graph.metadata_props.extend(
             onnx.StringStringEntryProto(key=key, value=json.dumps(value)) for key, value in info.items())

@@ -166,6 +166,11 @@ class FeatureCache:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
 
+    @property
+    def engines(self) -> Path:
+        """Where the graphs that extract these features are kept (graft.engines): beside the cache."""
+        return self.root.parent / "engines"
+
     # Reading
 
     def get(self, key: str) -> FeatureSet | None:

@@ -161,9 +161,11 @@ def backbone_features(
     features computed by different engines are never mixed; the split name is recorded but not part
     of the key (the same files are the same features). Extraction runs with `runtime`: its engine
     (auto decides here, by the number of images: graft.engines), precision, workers, batch size and
-    progress, sharded over `runtime.processes` in torch. Batches of 32 (Runtime's default): against 64, they ran Lite0 faster on a
-    2-core CPU and peaked about 200 MB lower (the activations of early, wide layers dominate
-    memory; benchmarks/profile_steps.py).
+    progress, sharded over `runtime.processes` in torch. Under auto, features torch cached for these
+    images before the backbone had a graph are used as they are (each entry holds one engine's
+    features, named in its key and meta). Batches of 32 (Runtime's default): against 64, they ran
+    Lite0 faster on a 2-core CPU and peaked about 200 MB lower (the activations of early, wide
+    layers dominate memory; benchmarks/profile_steps.py).
 
     A damaged cache entry is reported, removed and extracted again; a cache folder that cannot be
     written still gives the features (built in a temporary folder, with one warning); a full disk
@@ -171,12 +173,18 @@ def backbone_features(
     kill -9) goes on from the batches it completed (`FeatureCache.build`).
     """
     cache = cache or FeatureCache()
-    engines = cache.root.parent / "engines"
+    engines = cache.engines
     requested = runtime.engine
     if requested == "auto":  # decided now: the engine is part of the key
         compiled = is_compiled(backbone, backbone.data_config.input_size, engines)
         runtime = runtime.but(engine=choose_engine("auto", device=runtime.device.type, precision=runtime.precision,
                                                    images=len(samples), compiled=compiled))
+        if runtime.engine != "torch":  # torch's features of these images, cached before the graph was: no work
+            describe, _ = _describe(backbone, samples, runtime=runtime.but(engine="torch"), view=view, augment=augment,
+                                    seed=seed)
+            found = cache.get(cache_key(describe))
+            if found is not None:
+                return found
     try:
         return _backbone_features(backbone, samples, split=split, runtime=runtime, cache=cache, view=view,
                                   augment=augment, seed=seed, engines=engines)
@@ -188,13 +196,10 @@ def backbone_features(
                                   view=view, augment=augment, seed=seed, engines=engines)
 
 
-def _backbone_features(backbone: Backbone, samples: Sequence[Sample], *, split: str, runtime: Runtime,
-                       cache: FeatureCache, view: int | None, augment: Augment | None, seed: int,
-                       engines: Path) -> FeatureSet:
+def _describe(backbone: Backbone, samples: Sequence[Sample], *, runtime: Runtime, view: int | None,
+              augment: Augment | None, seed: int):
+    """What the cache key of these features holds, and the transform that prepares their images."""
     augmented = view is not None and augment is not None
-    view_number = view if view is not None else 0
-    paths = [s.path for s in samples]
-    labels = np.array([s.label for s in samples], dtype=np.int64)
     describe = {
         "backbone": backbone.name,
         # Random weights differ run to run unless seeded; never reuse their features.
@@ -205,13 +210,24 @@ def _backbone_features(backbone: Backbone, samples: Sequence[Sample], *, split: 
         "augment": augment.to_dict() if augment is not None and augmented else None,
         "seed": seed if augmented else None,
         "precision": runtime.precision if runtime.engine == "torch" else "32",
-        "files": files_fingerprint(paths, labels),
+        "files": files_fingerprint([s.path for s in samples], np.array([s.label for s in samples], dtype=np.int64)),
     }
     if runtime.engine != "torch":  # keys of torch's features stay as they were before engines existed
         describe["engine"] = runtime.engine
     config = backbone.data_config
     transform = train_transform(config, augment, pixels=True) if augmented else eval_transform(config, pixels=True)
     describe["transform"] = repr(transform)  # any change to preprocessing code changes the key
+    return describe, transform
+
+
+def _backbone_features(backbone: Backbone, samples: Sequence[Sample], *, split: str, runtime: Runtime,
+                       cache: FeatureCache, view: int | None, augment: Augment | None, seed: int,
+                       engines: Path) -> FeatureSet:
+    augmented = view is not None and augment is not None
+    view_number = view if view is not None else 0
+    paths = [s.path for s in samples]
+    labels = np.array([s.label for s in samples], dtype=np.int64)
+    describe, transform = _describe(backbone, samples, runtime=runtime, view=view, augment=augment, seed=seed)
     key = cache_key(describe)
     found = cache.get(key)
     if found is not None:

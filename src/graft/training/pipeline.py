@@ -62,8 +62,9 @@ class RunResult:
         return self.metrics.val
 
 
-# Runs that trained at least this long are exported for prediction at their end (about 11 s for
-# Lite0 at 224 px: under a tenth of such a run); shorter ones when first predicted.
+# Runs that trained at least this long are exported for prediction at their end by tracing (about
+# 11 s for Lite0 at 224 px: under a tenth of such a run); shorter ones only where their frozen
+# backbone's graph is cached (under a second, graft.export.cached), else when first predicted.
 EXPORT_AFTER_SECONDS = 120.0
 
 
@@ -353,13 +354,16 @@ def train(
             timings["report_s"] = time.perf_counter() - tick
         classifier = Classifier(model, splits.classes, record)
 
-        # 6. A run that trained for minutes on a CPU leaves its ONNX export in graft's cache (seconds
-        # more), so that `graft predict RUN` needs no torch and no export even the first time.
-        if runtime.device.type == "cpu" and time.perf_counter() - started >= EXPORT_AFTER_SECONDS:
+        # 6. A run on a CPU leaves its ONNX export in graft's cache where that is cheap (its frozen
+        # backbone's graph is cached: under a second) or small next to the run (tracing: seconds, after
+        # minutes of training), so that `graft predict RUN` needs no torch and no export the first time.
+        if runtime.device.type == "cpu":
             from ..export.cached import export_after_training
 
             tick = time.perf_counter()
-            if export_after_training(run_dir, classifier, say=say) is not None:
+            if export_after_training(run_dir, classifier, graphs=cache.engines, say=say,
+                                     frozen_backbone=plan.pretrained and not plan.image_phase,
+                                     may_trace=tick - started >= EXPORT_AFTER_SECONDS) is not None:
                 timings["export_s"] = time.perf_counter() - tick
         write_json_atomic(run_dir / "metrics.json", metrics.to_dict())
         return RunResult(run_dir=run_dir, classifier=classifier, record=record, metrics=metrics)
