@@ -52,12 +52,11 @@ def test_onnxruntime_features_equal_torchs_and_are_cached_apart(lite0, tiny_data
     assert list((cache.root.parent / "engines").glob("*.onnx")) == graphs  # read from the cache: nothing traced
 
 
-def test_under_auto_torchs_cached_features_are_used_once_a_graph_appears(lite0, tiny_dataset, tmp_path, monkeypatch):
+def test_under_auto_torchs_cached_features_are_used_once_a_graph_appears(lite0, tiny_dataset, tmp_path):
     """Once the backbone's graph is traced (e.g. for a run's export), auto extracts a few images in
     ONNX Runtime; features torch cached before that are used as they are, not extracted again."""
     from graft.engines.compile import compile_onnx
 
-    monkeypatch.setattr("graft.engines.choice.cpu_has_amx", lambda: False)  # whatever this CPU has
     samples = find_data(tiny_dataset).train
     cache = FeatureCache(tmp_path / "features")
     auto = FP32.but(engine="auto")
@@ -122,19 +121,16 @@ def test_predict_and_evaluate_give_the_same_answers_in_every_engine(linear_probe
     assert not classifier.model.training  # the model is left as it was
 
 
-def test_auto_picks_by_device_images_and_what_is_compiled(monkeypatch):
+def test_auto_picks_by_device_images_and_what_is_compiled():
     def choose(requested="auto", *, device="cpu", precision="32", images, compiled=False):
         return choose_engine(requested, device=device, precision=precision, images=images, compiled=compiled)
 
-    monkeypatch.setattr("graft.engines.choice.cpu_has_amx", lambda: False)  # whatever this CPU has
     assert choose(images=10) == "torch"  # tracing would cost more than it saves
     assert choose(images=AUTO_MIN_IMAGES["32"]) == "onnxruntime"
     assert choose(images=10, compiled=True) == "onnxruntime"  # nothing to trace
     assert choose(precision="bf16", images=AUTO_MIN_IMAGES["32"]) == "torch"
     assert choose(precision="bf16", images=AUTO_MIN_IMAGES["bf16"]) == "onnxruntime"
     assert choose("torch", images=10**6) == "torch"  # an explicit choice is followed
-    monkeypatch.setattr("graft.engines.choice.cpu_has_amx", lambda: True)
-    assert choose(precision="bf16", images=10**6) == "torch"
     assert choose(device="cuda", images=10**6, compiled=True) == "torch"
 
 

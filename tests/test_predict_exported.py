@@ -19,12 +19,10 @@ from test_cli import run_main
 
 @pytest.fixture
 def onnxruntime_cpu(monkeypatch):
-    """A CPU where `--engine auto` predicts in ONNX Runtime: no GPU, no AMX (where torch's bf16 is
-    kept), whatever this machine has."""
+    """A CPU where `--engine auto` predicts in ONNX Runtime: no GPU, whatever this machine has."""
     from graft.export import cached
 
     monkeypatch.setattr(cached, "GPU_DEVICE_FILES", ())
-    monkeypatch.setattr("graft.engines.choice.cpu_has_amx", lambda: False)
 
 
 @pytest.fixture(scope="module")

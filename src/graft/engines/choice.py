@@ -3,13 +3,11 @@ can choose ONNX Runtime before paying for torch at all (graft.export.cached).
 
 `--engine auto` (the default) decides per pass:
 - on a GPU: torch (its kernels are fast there; the graphs here run on the CPU);
-- on a CPU with AMX: torch, which runs bf16 there in matrix units (not measured: no AMX machine was
-  available; the conservative choice);
-- elsewhere on a CPU: ONNX Runtime when the graph is already compiled (on disk, by content), or
-  when the pass is long enough to repay compiling it (about 7 s for Lite0): from 500 images where
-  torch would run fp32 (2.4x faster extraction saves 0.0085 s an image, and the graph then serves
-  the run's later passes too), from 5,000 where torch runs native bf16 (1.34x: 0.002 s an image);
-  else torch.
+- on a CPU: ONNX Runtime when the graph is already compiled (on disk, by content), or when the pass
+  is long enough to repay compiling it (about 7-10 s for Lite0): from 500 images where torch would
+  run fp32 (2.4x faster extraction saves 0.0085 s an image, and the graph then serves the run's
+  later passes too), from 5,000 where torch runs native bf16 (1.34x with AVX-512 bf16: 0.002 s an
+  image; 1.5-1.7x with AMX, whose bf16 matrix units torch uses: 0.004 s); else torch.
 Explicit `torch`, `onnxruntime` or `openvino` is always followed (an error when it is not installed).
 The measurements are in graft.engines.forward and docs/benchmarks.md, "Engines".
 """
@@ -19,7 +17,7 @@ from __future__ import annotations
 from importlib.util import find_spec
 
 from ..errors import GraftError
-from ..runtime import ENGINES, cpu_has_amx
+from ..runtime import ENGINES
 
 AUTO_MIN_IMAGES = {"32": 500, "bf16": 5000}  # by the precision torch would run in; see the module's text
 PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
@@ -42,7 +40,7 @@ def choose_engine(requested: str, *, device: str, precision: str, images: int, c
             raise GraftError(f"--engine {requested}: the {PACKAGES[requested]} package is not installed "
                              f"(pip install {PACKAGES[requested]}), or use --engine auto.")
         return requested
-    if device != "cpu" or (precision == "bf16" and cpu_has_amx()):
+    if device != "cpu":
         return "torch"
     if not installed("onnxruntime"):
         return "torch"
