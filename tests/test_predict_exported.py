@@ -230,3 +230,31 @@ def test_a_damaged_export_in_the_cache_is_exported_again(linear_probe_run, tmp_p
     assert exported is not None and any("Exporting" in message for message in said)
     assert kept.stat().st_size > 1000 and exported.classes == linear_probe_run.classifier.classes
 
+
+
+
+def test_a_big_jpeg_is_decoded_small_alike_in_the_export_graft_predict_and_evaluate(onnx_model, linear_probe_run,
+                                                                                    tmp_path):
+    """A photo many times the input size is decoded at a reduced JPEG scale (what the run's features
+    were extracted from), not whole: the export, graft's own predict and evaluate all see that image."""
+    from graft.classifier import predict_logits
+    from graft.data.discover import Sample
+    from graft.data.images import eval_draft_size, load_image
+
+    ramp = np.linspace(0, 255, 1280, dtype=np.uint8)[None, :].repeat(960, axis=0)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(np.stack([ramp, np.fliplr(ramp), np.full_like(ramp, 90)], axis=-1)).save(path, quality=90)
+    classifier = linear_probe_run.classifier
+    drafted = load_image(path, draft_size=eval_draft_size(classifier.data_config.image_size))
+    assert drafted.size == (160, 120)  # 1/8 of 1280 x 960 still covers 1.15 x 32 px
+    whole = load_image(path)
+    for model, options in ((ExportedModel(onnx_model), {}), (classifier, {"engine": "torch"})):
+        from_path, from_draft, from_whole = (dict(model.predict([image], top_k=3, **options)[0].top)
+                                             for image in (path, drafted, whole))
+        assert from_path == pytest.approx(from_draft, abs=1e-6)
+        assert from_path != pytest.approx(from_whole, abs=1e-6)  # the whole image would answer otherwise
+    runtime = classifier.inference_runtime(16, "torch")
+    logits = predict_logits(classifier.model, [Sample(path, 0)], classifier.data_config, runtime=runtime)
+    probabilities = np.exp(logits[0] - logits[0].max()) / np.exp(logits[0] - logits[0].max()).sum()
+    from_draft = dict(classifier.predict([drafted], top_k=3, engine="torch")[0].top)
+    assert dict(zip(classifier.classes, probabilities)) == pytest.approx(from_draft, abs=1e-5)  # evaluate's path

@@ -13,6 +13,7 @@ from .backbones import create_backbone
 from .data.config import DataConfig
 from .data.dataset import ImageDataset
 from .data.discover import Sample, find_eval_data
+from .data.images import eval_draft_size
 from .data.inputs import ImageInput, as_input_list, input_name, to_rgb_image
 from .data.transforms import eval_transform
 from .engines import Forward, frozen_forward
@@ -29,16 +30,17 @@ from .runtime import Runtime
 class _InputDataset(Dataset):
     """(index, pixels or None, error or None) per input: a bad input is an answer, not a crash."""
 
-    def __init__(self, items: Sequence[ImageInput], transform):
+    def __init__(self, items: Sequence[ImageInput], transform, *, draft_size: tuple[int, int]):
         self.items = items
         self.transform = transform
+        self.draft_size = draft_size
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int):
         try:
-            image = to_rgb_image(self.items[index], input_name(self.items[index], index))
+            image = to_rgb_image(self.items[index], input_name(self.items[index], index), draft_size=self.draft_size)
         except BadImageError as error:
             return index, None, error.reason
         return index, self.transform(image), None
@@ -65,7 +67,8 @@ def predict_logits(
     With `tta`, the log of the mean of the image's and its mirror image's probabilities: softmax of
     these is the averaged probabilities, their argmax the averaged answer.
     """
-    dataset = ImageDataset(samples, eval_transform(config, pixels=True))  # the backbone normalises the batch
+    # the backbone normalises the batch; big JPEGs decode at a reduced scale, as for the run's features
+    dataset = ImageDataset(samples, eval_transform(config, pixels=True), draft_size=eval_draft_size(config.image_size))
     loader = DataLoader(dataset, batch_size=runtime.batch_size, num_workers=runtime.workers)
     passes = len(samples) * (2 if tta else 1)
     with frozen_forward(model, runtime=runtime, images=passes, input_size=config.input_size) as forward:
@@ -133,7 +136,8 @@ class Classifier:
                      tta: bool = False, engine: str | None = None) -> Iterator[Prediction]:
         """`predict`, one Prediction at a time in input order, reading only one batch of images at once."""
         runtime = self.inference_runtime(batch_size, engine)
-        loader = DataLoader(_InputDataset(images, eval_transform(self.data_config, pixels=True)),
+        loader = DataLoader(_InputDataset(images, eval_transform(self.data_config, pixels=True),
+                                          draft_size=eval_draft_size(self.data_config.image_size)),
                             batch_size=runtime.batch_size, num_workers=runtime.workers, collate_fn=_collate_inputs)
         k = max(1, min(top_k, len(self.classes)))
         passes = len(images) * (2 if tta else 1)

@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader
 from ..backbones import Backbone, stage_infos
 from ..data.dataset import ImageDataset
 from ..data.discover import Sample
+from ..data.images import draft_size_for
 from ..data.transforms import eval_transform
 from ..errors import GraftError
-from ..features.extract import draft_size_for
 from ..progress import image_progress
 from ..runtime import Runtime
 

@@ -39,6 +39,19 @@ _ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap w
 _OPEN_LOCK = threading.Lock()
 
 
+def draft_size_for(image_size: int, augmented: bool) -> int:
+    """How small a big JPEG may be decoded (`load_image`'s draft_size, each side): enough pixels for
+    the crop the transform will take. One rule for training's features and every prediction, so a
+    photo is prepared the same way in both."""
+    return int(image_size * (1.75 if augmented else 1.15))
+
+
+def eval_draft_size(image_size: int) -> tuple[int, int]:
+    """`load_image`'s draft_size for a prediction or evaluation at `image_size` px."""
+    side = draft_size_for(image_size, augmented=False)
+    return side, side
+
+
 def load_image(path: str | Path, *, draft_size: tuple[int, int] | None = None) -> Image.Image:
     """Decode `path` completely and return it as an 8-bit RGB image, upright.
 

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 
 from ..errors import BadImageError
 from .discover import _is_graft_output, _is_ignored
-from .images import _DECODE_ERRORS, IMAGE_EXTENSIONS, _refuse_bomb, _to_rgb, load_image
+from .images import _DECODE_ERRORS, IMAGE_EXTENSIONS, _apply_draft, _refuse_bomb, _to_rgb, load_image
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray, bytes, bytearray, memoryview]
 """One image for `Classifier.predict`: a file path, a PIL image, an H x W x 3 (or H x W grey) uint8
@@ -52,16 +52,18 @@ def input_name(item: ImageInput, index: int) -> str:
     return f"<{type(item).__name__} #{index}>"
 
 
-def to_rgb_image(item: ImageInput, name: str) -> Image.Image:
-    """`item` as an upright 8-bit RGB PIL image; `BadImageError(name, reason)` when it cannot be one."""
+def to_rgb_image(item: ImageInput, name: str, *, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """`item` as an upright 8-bit RGB PIL image; `BadImageError(name, reason)` when it cannot be one.
+    `draft_size`: a JPEG file or JPEG bytes may decode at a reduced scale still covering it
+    (`load_image`); images already decoded are taken as they are."""
     if isinstance(item, (str, Path)):
-        return load_image(item)
+        return load_image(item, draft_size=draft_size)
     if isinstance(item, Image.Image):
         return _from_pil(item, name)
     if isinstance(item, np.ndarray):
         return _from_array(item, name)
     if isinstance(item, (bytes, bytearray, memoryview)):
-        return _from_bytes(bytes(item), name)
+        return _from_bytes(bytes(item), name, draft_size)
     raise BadImageError(name, f"unsupported input {type(item).__name__}; give a path, a PIL image, a uint8 "
                               "numpy array (H x W x 3 or H x W) or the bytes of an image file")
 
@@ -90,7 +92,7 @@ def _from_array(array: np.ndarray, name: str) -> Image.Image:
                               "H x W (grey) pixels")
 
 
-def _from_bytes(data: bytes, name: str) -> Image.Image:
+def _from_bytes(data: bytes, name: str, draft_size: tuple[int, int] | None = None) -> Image.Image:
     if not data:
         raise BadImageError(name, "no bytes (empty input)")
     try:
@@ -98,6 +100,8 @@ def _from_bytes(data: bytes, name: str) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
         _refuse_bomb(Path(name), image.size)
+        if draft_size is not None:
+            _apply_draft(image, draft_size)
         image.load()
     except Image.DecompressionBombError as error:
         raise BadImageError(name, f"image is too large ({error})") from None

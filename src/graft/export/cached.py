@@ -102,13 +102,15 @@ def export_after_training(folder: Path, classifier, *, graphs: Path, frozen_back
                           say=None) -> Path | None:
     """Write the kept export of a run just trained, in this process (torch is loaded already), where
     ONNX Runtime is the engine that would predict it on this CPU. A run whose backbone kept its
-    pretrained weights (`frozen_backbone`) is put together from that backbone's graph in `graphs`:
-    under a second, once the graph is there (traced the first time a backbone is used at a size, a few
-    seconds, and kept for every later run and feature extraction with it). Any other run is traced
+    pretrained weights (`frozen_backbone`) is put together from that backbone's graph, found where
+    the run's features were extracted (`graphs`) or in graft's own cache: under a second once the
+    graph is there (else traced into graft's cache first, about 10 s once per backbone and size,
+    kept for every later run). Any other run is traced
     whole, only where `may_trace` (it trained for minutes). The path, or None where nothing was
     written (a failed export is said through `say`, and the run stands as it is)."""
     from ..engines.choice import AUTO_MIN_IMAGES
     from ..engines.compile import compile_onnx
+    from ..engines.forward import engines_folder
     from .onnx import can_add_head, export_onnx, parity_images
 
     precision = resolve_cpu_precision(classifier.precision)
@@ -116,18 +118,20 @@ def export_after_training(folder: Path, classifier, *, graphs: Path, frozen_back
     if path.exists() or choose_engine("auto", device="cpu", precision=precision,
                                       images=AUTO_MIN_IMAGES[precision]) != "onnxruntime":
         return None
+    shared = engines_folder()  # graft's own cache: one graph per backbone and size for every run
     try:
-        if frozen_backbone and not can_add_head(classifier, graphs=graphs):
+        where = next((folder for folder in (graphs, shared) if can_add_head(classifier, graphs=folder)), None)
+        if frozen_backbone and where is None:
             if say:
-                say("Tracing the backbone to ONNX for fast prediction and extraction (once per backbone and size)...")
-            compile_onnx(classifier.model.backbone, classifier.data_config.input_size, graphs)
-        added = can_add_head(classifier, graphs=graphs)
-        if not (may_trace or added):
+                say("Tracing the backbone to ONNX for fast prediction (once per backbone and size)...")
+            compile_onnx(classifier.model.backbone, classifier.data_config.input_size, shared)
+            where = shared if can_add_head(classifier, graphs=shared) else None
+        if not (may_trace or where):
             return None
         # The backbone's graph was checked against torch when it was traced: the whole is checked on a
         # few real images (a second on a 2-core CPU), a traced export on graft export's full set.
-        images = parity_images(classifier)[0][:QUICK_PARITY_IMAGES] if added else None
-        export_onnx(classifier, path, graphs=graphs, check_images=images, log=None)
+        images = parity_images(classifier)[0][:QUICK_PARITY_IMAGES] if where else None
+        export_onnx(classifier, path, graphs=where, check_images=images, log=None)
     except (GraftError, OSError) as error:  # CompileError is a GraftError
         if say:
             say(f"Note: the run was not exported for fast prediction ({error}); graft predict will try again.")

@@ -11,6 +11,8 @@ the centre cropped (images smaller than the input are resized whole). graft's ow
 the same way with torchvision's uint8 kernels, which round a few pixels differently (bicubic: up to
 9/255 on about 1.4% of the pixels of flowers-dev and CIFAR-10 photos), so probabilities can differ
 slightly from `graft predict RUN`; `benchmarks/predict.py` counts the top-1 answers that change.
+A JPEG far larger than the input decodes at a reduced scale (JPEG's draft mode, 1/2 to 1/8) still
+covering 1.15 times the input side, as in graft's own predict and the run's feature extraction.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..data.images import eval_draft_size
 from ..data.inputs import ImageInput, input_name, to_rgb_image
 from ..errors import BadImageError, ModelFileError
 from ..prediction import Prediction, in_input_order
@@ -73,6 +76,7 @@ class ExportedModel:
                                  "input is not supported here; predict with the run folder instead.")
         self.size = self.input_size[1]
         self.resize_to = math.floor(self.size / crop_pct)  # timm's rule, as graft.data.transforms
+        self.draft_size = eval_draft_size(self.size)  # big JPEGs decode smaller, as graft's own pipeline does
         self.metadata = info
 
     def pixels(self, image: Image.Image) -> np.ndarray:
@@ -125,7 +129,8 @@ class ExportedModel:
         ready, errors = [], {}
         for index in chunk:
             try:
-                ready.append(self.pixels(to_rgb_image(images[index], input_name(images[index], index))))
+                ready.append(self.pixels(to_rgb_image(images[index], input_name(images[index], index),
+                                                      draft_size=self.draft_size)))
             except BadImageError as error:
                 errors[index] = error.reason
         return (np.stack(ready) if ready else None), errors

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..backbones import Backbone
 from ..data.discover import Sample, files_fingerprint
-from ..data.images import load_image
+from ..data.images import draft_size_for, load_image
 from ..data.transforms import Augment, eval_transform, train_transform
 from ..engines import CompileError, choose_engine, frozen_forward
 from ..engines.forward import is_compiled
@@ -137,11 +137,6 @@ def _extract_shard(rank, processes, backbone, dataset, filename, runtime: Runtim
     extract_into(backbone, torch.utils.data.Subset(dataset, rows), out[start + rank :: processes],  # a view: no copy
                  runtime=runtime)
     out.flush()
-
-
-def draft_size_for(image_size: int, augmented: bool) -> int:
-    """How small a big JPEG may be decoded: enough pixels for the crop the transform will take."""
-    return int(image_size * (1.75 if augmented else 1.15))
 
 
 def backbone_features(

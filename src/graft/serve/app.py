@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ..classifier import Classifier
+from ..data.images import eval_draft_size
 from ..data.transforms import eval_transform
 from .batching import Batcher
 from .uploads import RequestError, decode
@@ -60,6 +61,7 @@ def create_app(
     batcher = Batcher(classifier, window_ms=batch_window_ms, max_batch=max_batch, engine=engine)
     decoding = threading.BoundedSemaphore(decoders or min(8, max(2, os.cpu_count() or 2)))
     pixels_transform = eval_transform(classifier.data_config, pixels=True)
+    draft = eval_draft_size(classifier.data_config.image_size)  # big JPEGs decode smaller, as in predict
     page = files("graft.serve").joinpath("static/index.html").read_text(encoding="utf-8")
     max_bytes = int(max_mb * 1024 * 1024)
 
@@ -97,7 +99,8 @@ def create_app(
     @app.post("/predict")
     async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000), cam: bool = False) -> dict:
         uploads = await _read_uploads(request, max_images)
-        images, pixels = await run_in_threadpool(_prepare, uploads, decoding, pixels_transform, keep=cam)
+        images, pixels = await run_in_threadpool(_prepare, uploads, decoding, pixels_transform, draft_size=draft,
+                                                 keep=cam)
         del uploads
         probabilities = await asyncio.wrap_future(batcher.submit(pixels))
         k = min(top_k, len(classifier.classes))
@@ -158,14 +161,14 @@ async def _read_uploads(request: Request, max_images: int) -> list[tuple[str, by
 
 
 def _prepare(uploads: list[tuple[str, bytes]], decoding: threading.BoundedSemaphore, transform, *,
-             keep: bool) -> tuple[list[tuple[str, Image.Image | None]], torch.Tensor]:
+             draft_size: tuple[int, int], keep: bool) -> tuple[list[tuple[str, Image.Image | None]], torch.Tensor]:
     """Decode and preprocess every upload (at most `decoding`'s count of images at once, server-wide);
     the pictures are kept only when the activation maps need them."""
     images: list[tuple[str, Image.Image | None]] = []
     tensors = []
     for name, data in uploads:
         with decoding:
-            image = decode(data, name)
+            image = decode(data, name, draft_size=draft_size)
             tensors.append(transform(image))
         images.append((name, image if keep else None))
     return images, torch.stack(tensors)

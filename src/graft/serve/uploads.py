@@ -30,8 +30,9 @@ class RequestError(GraftError):
         super().__init__(message)
 
 
-def decode(data: bytes, name: str) -> Image.Image:
-    """`data` as an upright 8-bit RGB image, or a RequestError (400, 415 or 422) naming `name`."""
+def decode(data: bytes, name: str, *, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """`data` as an upright 8-bit RGB image, or a RequestError (400, 415 or 422) naming `name`;
+    a JPEG decoded at a reduced scale still covering `draft_size` (graft.data.images.load_image)."""
     if not data:
         raise RequestError(400, f"{name}: the file is empty (0 bytes); choose an image file.")
     try:
@@ -46,6 +47,6 @@ def decode(data: bytes, name: str) -> Image.Image:
     except _DECODE_ERRORS as error:
         raise RequestError(422, f"{name}: cannot read the image header ({error}); the file may be corrupt.") from None
     try:
-        return to_rgb_image(data, name)
+        return to_rgb_image(data, name, draft_size=draft_size)
     except BadImageError as error:
         raise RequestError(422, f"{name}: {error.reason}; re-export the image or send another one.") from None
