@@ -19,3 +19,17 @@ def train_small_probe(data: Path, work: Path, env: dict, extra: list[str] | None
                     "--strategy", "linear-probe", "--no-report", "--no-audit", "--out", str(work), "--name", "model",
                     *(extra or [])], env=env, check=True, capture_output=True)
     return work / "model"
+
+
+def small_probe_export(data: Path, prefix: str) -> tuple[Path, Path]:
+    """A fresh work folder (its own GRAFT_CACHE) holding train_small_probe's run of DATA and its
+    `graft export` as WORK/model.onnx: (work, model.onnx)."""
+    import os
+    import tempfile
+
+    import graft
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    run_dir = train_small_probe(data, work, {**os.environ, "GRAFT_CACHE": str(work / "cache")})
+    graft.load(run_dir).export(work / "model.onnx", log=None)
+    return work, work / "model.onnx"

@@ -14,16 +14,14 @@ accuracy of each; stores them under "big_photos" in benchmarks/results.json.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from _results import store
-from _runs import train_small_probe
+from _runs import small_probe_export
 
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 
@@ -57,16 +55,12 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=3024)
     parser.add_argument("--rounds", type=int, default=2)
     options = parser.parse_args()
-    import graft
     from graft.export.exported import ExportedModel
 
-    work = Path(tempfile.mkdtemp(prefix="graft-big-photos-"))
-    env = {**os.environ, "GRAFT_CACHE": str(work / "cache")}
-    run_dir = train_small_probe(options.data, work, env)
-    graft.load(run_dir).export(work / "model.onnx", log=None)
+    work, model_file = small_probe_export(options.data, "graft-big-photos-")
     big = enlarge(options.data / "test", work / "big", options.side)
     original = sorted(p for p in (options.data / "test").rglob("*") if p.suffix.lower() in EXTENSIONS)
-    drafted, whole = ExportedModel(work / "model.onnx"), ExportedModel(work / "model.onnx")
+    drafted, whole = ExportedModel(model_file), ExportedModel(model_file)
     whole.draft_size = None  # decode every photo whole: graft's way before the draft
     rates: dict[str, list[float]] = {"draft": [], "whole": []}
     accuracy: dict[str, float] = {}

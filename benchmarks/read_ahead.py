@@ -16,16 +16,14 @@ read in a thread while this one runs, idle threads sleeping. Prints images/s; st
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from _results import store
-from _runs import train_small_probe
+from _runs import small_probe_export
 
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 
@@ -75,16 +73,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     options = parser.parse_args()
 
-    import graft
     from graft.export.exported import ExportedModel
 
-    work = Path(tempfile.mkdtemp(prefix="graft-read-ahead-"))
-    env = {**os.environ, "GRAFT_CACHE": str(work / "cache")}
-    run_dir = train_small_probe(options.data, work, env)
-    graft.load(run_dir).export(work / "model.onnx", log=None)
+    _, model_file = small_probe_export(options.data, "graft-read-ahead-")
     files = sorted(p for p in options.data.rglob("*") if p.suffix.lower() in EXTENSIONS)
     paths = [files[index % len(files)] for index in range(options.images)]
-    sleeping = ExportedModel(work / "model.onnx")
+    sleeping = ExportedModel(model_file)
     spinning_model = spinning(sleeping)
     rows: dict[str, list[float]] = {"bare_spinning": [], "in_turn_spinning": [], "bare_sleeping": [], "read_ahead": []}
     for round_ in range(1, options.rounds + 1):
