@@ -14,13 +14,11 @@ accuracy of each; stores them under "big_photos" in benchmarks/results.json.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-from _results import store
+from _results import machine, store
 from _runs import small_probe_export
 
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
@@ -76,7 +74,7 @@ def main() -> None:
           f"({medians['draft'] / medians['whole']:.2f}x); original photos {original_rate:.1f} img/s, "
           f"top-1 {accuracy['original']:.1%}")
     store({"big_photos": {
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": sys.version.split()[0]},
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"), "data": str(options.data), "photos": len(big), "side": options.side,
         "img_per_s": {name: [round(v, 1) for v in values] for name, values in rates.items()},
         "speedup": round(medians["draft"] / medians["whole"], 2), "original_img_per_s": round(original_rate, 1),

@@ -18,13 +18,12 @@ bf16 on a CPU with AMX).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _results import machine as this_machine
 from _results import store
 
 
@@ -99,18 +98,6 @@ def extraction(data: Path, size: int, rounds: int) -> dict:
             "speed_ratio_onnxruntime_to_torch": round(medians["torch"] / medians["onnxruntime"], 2)}
 
 
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/datasets/flowers-dev")
@@ -120,10 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from graft.runtime import cpu_has_amx
-
-    machine = {"cpu": cpu_model(), "amx": cpu_has_amx(), "threads": torch.get_num_threads(),
-               "python": sys.version.split()[0], "torch": torch.__version__}
+    machine = {**this_machine(), "threads": torch.get_num_threads()}
     forward = forward_rates(args.size, args.rounds, args.batches)
     print("forward pass, img/s:", forward["img_per_s"], "ratio to torch fp32:", forward["ratio_to_torch_fp32"])
     print("largest difference from torch fp32:", forward["max_abs_diff_from_torch_fp32"], "trace:", forward["trace_s"], "s")

@@ -25,7 +25,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -33,10 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from _results import store
+from _results import machine, store
 
 HELP_TARGET_S = 0.5
 CACHED_RUN_TARGET = 1.3  # (d) / (c)
@@ -97,22 +95,6 @@ def imported(arguments: list[str], env: dict[str, str], tmp: Path) -> list[str]:
     path = tmp / "imported.json"
     run([sys.executable, "-c", IMPORTS_PROBE.format(HEAVY=HEAVY), str(path), *arguments], env)
     return json.loads(path.read_text())
-
-
-def machine() -> dict:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-                 platform.processor())
-    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    versions = {}
-    for package in ("torch", "lightning", "graft"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return {"cpu": model, "cores": cores, "avx512_bf16": "avx512_bf16" in flags,
-            "amx": bool({"amx_tile", "amx_bf16"} & flags), "python": platform.python_version(), **versions}
 
 
 def commit() -> str | None:

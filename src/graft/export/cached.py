@@ -111,7 +111,7 @@ def export_after_training(folder: Path, classifier, *, graphs: Path, frozen_back
     from ..engines.choice import AUTO_MIN_IMAGES
     from ..engines.compile import compile_onnx
     from ..engines.forward import engines_folder
-    from .onnx import can_add_head, export_onnx, parity_images
+    from .onnx import backbone_graph, export_onnx, head_operators, parity_images
 
     precision = resolve_cpu_precision(classifier.precision)
     path = export_path(folder)
@@ -120,18 +120,18 @@ def export_after_training(folder: Path, classifier, *, graphs: Path, frozen_back
         return None
     shared = engines_folder()  # graft's own cache: one graph per backbone and size for every run
     try:
-        where = next((folder for folder in (graphs, shared) if can_add_head(classifier, graphs=folder)), None)
-        if frozen_backbone and where is None:
+        addable = head_operators(classifier.model.head) is not None
+        graph = backbone_graph(classifier, folders=(graphs, shared)) if addable else None
+        if frozen_backbone and addable and graph is None:
             if say:
                 say("Tracing the backbone to ONNX for fast prediction (once per backbone and size)...")
-            compile_onnx(classifier.model.backbone, classifier.data_config.input_size, shared)
-            where = shared if can_add_head(classifier, graphs=shared) else None
-        if not (may_trace or where):
+            graph = compile_onnx(classifier.model.backbone, classifier.data_config.input_size, shared)
+        if not (may_trace or graph):
             return None
         # The backbone's graph was checked against torch when it was traced: the whole is checked on a
         # few real images (a second on a 2-core CPU), a traced export on graft export's full set.
-        images = parity_images(classifier)[0][:QUICK_PARITY_IMAGES] if where else None
-        export_onnx(classifier, path, graphs=where, check_images=images, log=None)
+        images = parity_images(classifier)[0][:QUICK_PARITY_IMAGES] if graph else None
+        export_onnx(classifier, path, graph=graph, check_images=images, log=None)
     except (GraftError, OSError) as error:  # CompileError is a GraftError
         if say:
             say(f"Note: the run was not exported for fast prediction ({error}); graft predict will try again.")

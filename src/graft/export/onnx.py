@@ -15,6 +15,7 @@ seconds and, in a process of its own, most of a gigabyte.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,11 +46,11 @@ __all__ = ["FORMATS", "ExportError", "Exported", "Parity", "check_parity", "expo
            "parity_images", "write_onnx"]
 
 
-def write_onnx(classifier: Classifier, path: Path, *, graphs: Path | None = None) -> None:
+def write_onnx(classifier: Classifier, path: Path, *, graph: Path | None = None) -> None:
     """The classifier (pixels in, logits and probabilities out, batch dynamic) as ONNX at `path`:
-    its backbone's graph plus the head where `graphs` (default: the engines' cache) holds that graph,
-    else traced."""
-    graph = backbone_graph(classifier, graphs=graphs)
+    its backbone's graph (`graph`, else the one in the engines' cache if there) plus the head, else
+    traced."""
+    graph = graph or backbone_graph(classifier)
     if graph is not None and _add_head(graph, classifier.model.head, path):
         return
     model = _PixelsToScores(classifier.model).eval()
@@ -57,22 +58,17 @@ def write_onnx(classifier: Classifier, path: Path, *, graphs: Path | None = None
     trace_onnx(model, example, path, output_names=list(OUTPUTS))
 
 
-def backbone_graph(classifier: Classifier, *, graphs: Path | None = None) -> Path | None:
-    """The graph of the classifier's backbone, exactly as it is now, if `graphs` (default: the
-    engines' cache, graft.engines.forward.engines_folder) holds it."""
+def backbone_graph(classifier: Classifier, *, folders: Sequence[Path] = ()) -> Path | None:
+    """The graph of the classifier's backbone, exactly as it is now, from the first of `folders`
+    (default: the engines' cache, graft.engines.forward.engines_folder) that holds it; None if none."""
     from ..engines.compile import compiled_path
     from ..engines.forward import engines_folder
 
-    path = compiled_path(classifier.model.backbone, classifier.data_config.input_size, graphs or engines_folder())
-    return path if path.exists() else None
+    name = compiled_path(classifier.model.backbone, classifier.data_config.input_size, Path()).name  # hashed once
+    return next((folder / name for folder in (folders or [engines_folder()]) if (folder / name).exists()), None)
 
 
-def can_add_head(classifier: Classifier, *, graphs: Path | None = None) -> bool:
-    """Whether write_onnx puts the export together from the cached backbone graph (no tracing)."""
-    return _head_operators(classifier.model.head) is not None and backbone_graph(classifier, graphs=graphs) is not None
-
-
-def _head_operators(head: torch.nn.Module) -> list[torch.nn.Module] | None:
+def head_operators(head: torch.nn.Module) -> list[torch.nn.Module] | None:
     """The head's layers that act at inference (Linear, ReLU: graft.heads.create_head's), in order;
     None for a head made of anything else, which is then traced with the backbone."""
     layers = list(head.children()) if isinstance(head, torch.nn.Sequential) else [head]
@@ -90,7 +86,7 @@ def _add_head(backbone: Path, head: torch.nn.Module, path: Path) -> bool:
     import onnx
     from onnx import helper, numpy_helper
 
-    operators = _head_operators(head)
+    operators = head_operators(head)
     model = onnx.load(str(backbone))
     graph = model.graph
     if not operators or len(graph.output) != 1 or graph.output[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
@@ -120,9 +116,9 @@ def _add_head(backbone: Path, head: torch.nn.Module, path: Path) -> bool:
 
 
 def export_onnx(classifier: Classifier, out: str | Path, *, check_images: list[Path] | None = None,
-                graphs: Path | None = None, log=print) -> Exported:
+                graph: Path | None = None, log=print) -> Exported:
     """Write `out` (e.g. model.onnx) and `out`.json; refuse an export that changes a top-1 answer.
-    `graphs`: where to look for the backbone's graph (write_onnx)."""
+    `graph`: the backbone's graph to build it from (write_onnx)."""
     try:
         import onnx
         import onnxruntime
@@ -134,7 +130,7 @@ def export_onnx(classifier: Classifier, out: str | Path, *, check_images: list[P
     out.parent.mkdir(parents=True, exist_ok=True)
     info = metadata(classifier, "onnx")
     with atomic_path(out) as temporary:
-        write_onnx(classifier, temporary, graphs=graphs)
+        write_onnx(classifier, temporary, graph=graph)
         graph = onnx.load(str(temporary))
         graph.metadata_props.extend(
             onnx.StringStringEntryProto(key=key, value=json.dumps(value)) for key, value in info.items())

@@ -169,31 +169,33 @@ def backbone_features(
     """
     cache = cache or FeatureCache()
     engines = cache.engines
+    files = files_fingerprint([s.path for s in samples], np.array([s.label for s in samples], dtype=np.int64))
     requested = runtime.engine
     if requested == "auto":  # decided now: the engine is part of the key
         compiled = is_compiled(backbone, backbone.data_config.input_size, engines)
         runtime = runtime.but(engine=choose_engine("auto", device=runtime.device.type, precision=runtime.precision,
                                                    images=len(samples), compiled=compiled))
         if runtime.engine != "torch":  # torch's features of these images, cached before the graph was: no work
-            describe, _ = _describe(backbone, samples, runtime=runtime.but(engine="torch"), view=view, augment=augment,
+            describe, _ = _describe(backbone, files, runtime=runtime.but(engine="torch"), view=view, augment=augment,
                                     seed=seed)
             found = cache.get(cache_key(describe))
             if found is not None:
                 return found
     try:
-        return _backbone_features(backbone, samples, split=split, runtime=runtime, cache=cache, view=view,
+        return _backbone_features(backbone, samples, files, split=split, runtime=runtime, cache=cache, view=view,
                                   augment=augment, seed=seed, engines=engines)
     except CompileError as error:
         if requested != "auto":
             raise
         print(f"Warning: {error} Extracting with PyTorch instead.", file=sys.stderr)
-        return _backbone_features(backbone, samples, split=split, runtime=runtime.but(engine="torch"), cache=cache,
-                                  view=view, augment=augment, seed=seed, engines=engines)
+        return _backbone_features(backbone, samples, files, split=split, runtime=runtime.but(engine="torch"),
+                                  cache=cache, view=view, augment=augment, seed=seed, engines=engines)
 
 
-def _describe(backbone: Backbone, samples: Sequence[Sample], *, runtime: Runtime, view: int | None,
-              augment: Augment | None, seed: int):
-    """What the cache key of these features holds, and the transform that prepares their images."""
+def _describe(backbone: Backbone, files: str, *, runtime: Runtime, view: int | None, augment: Augment | None,
+              seed: int):
+    """What the cache key of the features of the images `files` (their files_fingerprint) holds, and
+    the transform that prepares those images."""
     augmented = view is not None and augment is not None
     describe = {
         "backbone": backbone.name,
@@ -205,7 +207,7 @@ def _describe(backbone: Backbone, samples: Sequence[Sample], *, runtime: Runtime
         "augment": augment.to_dict() if augment is not None and augmented else None,
         "seed": seed if augmented else None,
         "precision": runtime.precision if runtime.engine == "torch" else "32",
-        "files": files_fingerprint([s.path for s in samples], np.array([s.label for s in samples], dtype=np.int64)),
+        "files": files,
     }
     if runtime.engine != "torch":  # keys of torch's features stay as they were before engines existed
         describe["engine"] = runtime.engine
@@ -215,14 +217,14 @@ def _describe(backbone: Backbone, samples: Sequence[Sample], *, runtime: Runtime
     return describe, transform
 
 
-def _backbone_features(backbone: Backbone, samples: Sequence[Sample], *, split: str, runtime: Runtime,
+def _backbone_features(backbone: Backbone, samples: Sequence[Sample], files: str, *, split: str, runtime: Runtime,
                        cache: FeatureCache, view: int | None, augment: Augment | None, seed: int,
                        engines: Path) -> FeatureSet:
     augmented = view is not None and augment is not None
     view_number = view if view is not None else 0
     paths = [s.path for s in samples]
     labels = np.array([s.label for s in samples], dtype=np.int64)
-    describe, transform = _describe(backbone, samples, runtime=runtime, view=view, augment=augment, seed=seed)
+    describe, transform = _describe(backbone, files, runtime=runtime, view=view, augment=augment, seed=seed)
     key = cache_key(describe)
     found = cache.get(key)
     if found is not None:
