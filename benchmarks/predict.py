@@ -13,10 +13,11 @@
    exports the run first in a child process.
 4. In interleaved rounds: (a) the bare forward rate of what `graft predict RUN` runs: the run's kept
    export in ONNX Runtime (or, where the engine is not ONNX Runtime, the model in graft.engines at
-   graft's precision) on random uint8 batches of 64 already in memory, for about 20 s; (b) `graft
-   predict RUN` again, timed from the start of the process to its end; (c) the bare rate of the
-   run's `graft export` (done once before the rounds) in ONNX Runtime, the same way; (d) `graft
-   predict model.onnx FOLDER --csv OUT`, which runs without torch, timed like (b).
+   graft's precision) on random uint8 batches of 64 already in memory, the mean of 10 s just before
+   (b) and 10 s just after it; (b) `graft predict RUN` again, timed from the start of the process to
+   its end; (c) the bare rate of the run's `graft export` (done once before the rounds) in ONNX
+   Runtime, the same way around (d); (d) `graft predict model.onnx FOLDER --csv OUT`, which runs
+   without torch, timed like (b).
 Memory: the largest RSS of the command's process and every child process it starts (the exporting
 child; loader workers where there are any) together, read every 0.1 s while they run, and never
 less than the peak RSS (VmHWM) any one of them reached.
@@ -166,13 +167,17 @@ def main() -> None:
     measured: dict[str, list[float]] = {key: [] for key in ("bare", "run", "run_rss", "bare_onnx", "onnx", "onnx_rss")}
     changed = 0
     for round_ in range(1, options.rounds + 1):
-        rate, engine = bare_rate(run_dir, engine=options.engine, images=options.images)
-        measured["bare"].append(rate)
+        # Each predict is set against the mean of the bare rates measured just before and just after
+        # it: this shared VM's speed drifts by up to a third within minutes, in both directions.
+        before, engine = bare_rate(run_dir, engine=options.engine, images=options.images, seconds=10.0)
         rate, peak, from_run = timed_predict(command, work / f"run-{round_}.csv", env)
+        after, _ = bare_rate(run_dir, engine=options.engine, images=options.images, seconds=10.0)
+        measured["bare"].append((before + after) / 2)
         measured["run"].append(rate)
         measured["run_rss"].append(peak)
-        measured["bare_onnx"].append(exported_bare_rate(model))
+        before = exported_bare_rate(model, seconds=10.0)
         rate, peak, from_export = timed_predict([*graft, "predict", str(model), str(folder)], work / f"onnx-{round_}.csv", env)
+        measured["bare_onnx"].append((before + exported_bare_rate(model, seconds=10.0)) / 2)
         measured["onnx"].append(rate)
         measured["onnx_rss"].append(peak)
         changed = sum(from_run[path] != label for path, label in from_export.items())
