@@ -7,18 +7,30 @@ import sys
 from pathlib import Path
 
 
-def train_small_probe(data: Path, work: Path, env: dict, extra: list[str] | None = None) -> Path:
-    """Link 20 images per class of DATA/train into WORK/small, train a linear probe on them, return the run."""
+def link_small(data: Path, work: Path, per_class: int = 20) -> Path:
+    """WORK/small: links to the first `per_class` images of each class of DATA/train (made once)."""
     small = work / "small"
-    for folder in sorted((data / "train").iterdir()):
-        if folder.is_dir():
-            (small / folder.name).mkdir(parents=True)
-            for image in sorted(folder.iterdir())[:20]:
-                (small / folder.name / image.name).symlink_to(image.resolve())
-    subprocess.run([sys.executable, "-c", "from graft.cli.main import main; main()", "train", str(small),
-                    "--strategy", "linear-probe", "--no-report", "--no-audit", "--out", str(work), "--name", "model",
+    if not small.exists():
+        for folder in sorted((data / "train").iterdir()):
+            if folder.is_dir():
+                (small / folder.name).mkdir(parents=True)
+                for image in sorted(folder.iterdir())[:per_class]:
+                    (small / folder.name / image.name).symlink_to(image.resolve())
+    return small
+
+
+def train_small(data: Path, work: Path, env: dict, *, strategy: str = "linear-probe", name: str = "model",
+                extra: list[str] | None = None) -> Path:
+    """Train `strategy` on link_small's images as `graft train` would, quietly; return the run."""
+    subprocess.run([sys.executable, "-c", "from graft.cli.main import main; main()", "train", str(link_small(data, work)),
+                    "--strategy", strategy, "--no-report", "--no-audit", "--out", str(work), "--name", name,
                     *(extra or [])], env=env, check=True, capture_output=True)
-    return work / "model"
+    return work / name
+
+
+def train_small_probe(data: Path, work: Path, env: dict, extra: list[str] | None = None) -> Path:
+    """A linear probe on 20 images per class of DATA/train (link_small), as WORK/model."""
+    return train_small(data, work, env, extra=extra)
 
 
 def small_probe_export(data: Path, prefix: str) -> tuple[Path, Path]:

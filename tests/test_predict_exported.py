@@ -160,28 +160,44 @@ def test_the_export_is_kept_per_model(linear_probe_run, tmp_path):
     assert export_path(tmp_path / "renamed") != export_path(tmp_path / "copy")
 
 
-def test_a_fine_tuned_run_is_exported_at_its_end_after_minutes_of_training(tiny_dataset, tmp_path, monkeypatch,
-                                                                           onnxruntime_cpu):
-    """Past EXPORT_AFTER_SECONDS of training on a CPU, a fine-tuned run is traced and leaves its
-    export in the cache: its first predict opens it instead of exporting. A shorter one does not."""
+def test_a_fine_tuned_run_is_exported_at_its_end_from_its_backbones_template(tiny_dataset, tmp_path, monkeypatch,
+                                                                            onnxruntime_cpu):
+    """However short, a fine-tuned run on a CPU leaves its export: the template of its backbone's
+    structure (traced once, kept in the engines' cache) given the run's own weights, plus the head.
+    The next fine-tune traces nothing, and each export answers as its own run does in torch."""
+    import torch
+
     from conftest import FAST
+    from graft.engines import compile as compiling
     from graft.export import cached
+    from graft.export import onnx as onnx_export
     from graft.training import pipeline
 
     monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(pipeline, "EXPORT_AFTER_SECONDS", 0.0)  # "minutes" for a run of seconds
-    run = graft.train(tiny_dataset, strategy="finetune", out=tmp_path, name="long", cache_dir=tmp_path / "cache", **FAST)
-    kept = cached.export_path(run.run_dir)
-    assert kept.exists() and run.metrics.timings["export_s"] > 0
-    said: list[str] = []
-    exported = cached.exported_run(run.run_dir, engine="auto", images=1, log=said.append)
-    assert exported is not None and exported.path == kept and not said  # compiled: used at once, nothing exported
-    images = sorted((tiny_dataset / "val").rglob("*.png"))
-    assert [a.label for a in exported.predict(images)] == [a.label for a in run.classifier.predict(images, engine="torch")]
-    monkeypatch.setattr(pipeline, "EXPORT_AFTER_SECONDS", 3600.0)
-    short = graft.train(tiny_dataset, strategy="finetune", out=tmp_path, name="short", cache_dir=tmp_path / "cache",
-                        seed=1, **FAST)
-    assert not cached.export_path(short.run_dir).exists() and "export_s" not in short.metrics.timings
+    monkeypatch.setattr(pipeline, "EXPORT_AFTER_SECONDS", 3600.0)  # no run here trains for minutes
+    traced: list[str] = []
+
+    def counted(trace):
+        return lambda *args, **kwargs: (traced.append(kwargs["output_names"][0]), trace(*args, **kwargs))
+
+    monkeypatch.setattr(compiling, "trace_onnx", counted(compiling.trace_onnx))
+    monkeypatch.setattr(onnx_export, "trace_onnx", counted(onnx_export.trace_onnx))
+    runs = [graft.train(tiny_dataset, strategy="finetune", out=tmp_path, name=f"tuned-{seed}", seed=seed,
+                        cache_dir=tmp_path / "cache", **FAST) for seed in (0, 1)]
+    assert traced == ["outputs"]  # the template, once: neither run was traced whole
+    pixels = torch.randint(0, 256, (6, *runs[0].classifier.data_config.input_size), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    answers = []
+    for run in runs:
+        kept = cached.export_path(run.run_dir)
+        assert kept.exists() and "export_s" in run.metrics.timings
+        exported = cached.exported_run(run.run_dir, engine="auto", images=1)
+        assert exported is not None and exported.path == kept
+        with torch.inference_mode():
+            reference = run.classifier.model.eval()(pixels).float().softmax(dim=-1).numpy()
+        answers.append(exported.probabilities(pixels.numpy()))
+        assert np.abs(answers[-1] - reference).max() < 1e-4  # the same pixels: the run's own weights
+    assert np.abs(answers[0] - answers[1]).max() > 1e-3  # two runs, two sets of weights
 
 
 def test_a_frozen_run_is_exported_at_its_end_as_its_backbone_graph_plus_the_head(tiny_dataset, tmp_path, monkeypatch,

@@ -175,8 +175,8 @@ def predict(
     cannot be read is reported (path and reason) and the others are still answered; the exit
     status is then 1. Where ONNX Runtime is the engine (on a CPU from 500 images, or whenever the
     run's export is in graft's cache already), a run is predicted from its ONNX export and torch is
-    not loaded at all. The export is written at the end of training for a frozen backbone (about a
-    second) or a fine-tune of two minutes or more, else the first time the run is predicted."""
+    not loaded at all. The export is written at the end of training (about a second once the
+    backbone's graph is cached), else the first time the run is predicted."""
     import contextlib
     import csv
     import itertools

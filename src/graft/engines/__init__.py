@@ -9,6 +9,7 @@ _LAZY = {
     "CompileError": "graft.engines.compile",
     "compile_onnx": "graft.engines.compile",
     "trace_onnx": "graft.engines.compile",
+    "with_weights": "graft.engines.compile",
     "Forward": "graft.engines.forward",
     "engines_folder": "graft.engines.forward",
     "frozen_forward": "graft.engines.forward",

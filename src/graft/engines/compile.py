@@ -6,6 +6,11 @@ themselves, so the graph holds the preprocessing too. Tracing Lite0 takes about 
 is kept under a key computed from everything that changes the graph (the architecture, every
 weight and buffer, the input size, the torch and onnx versions) and traced again only when one of
 them changes. Before a new file is kept, it must give the module's outputs on sample pixels.
+
+A *template* is kept by structure instead (the architecture and its tensors' names and shapes, not
+their values): traced without the exporter's optimisations, its weights stay initializers named as
+in the module's state dict, so `with_weights` gives any module of that structure (a fine-tuned
+backbone) its graph in about a second, where tracing takes seconds and most of a gigabyte.
 """
 
 from __future__ import annotations
@@ -31,13 +36,15 @@ class CompileError(GraftError):
 
 
 def trace_onnx(module: torch.nn.Module, example: torch.Tensor, path: str | Path, *,
-               output_names: list[str]) -> None:
-    """Write `module` as ONNX to `path`, input "pixels" with a dynamic batch dimension."""
+               output_names: list[str], optimize: bool = True) -> None:
+    """Write `module` as ONNX to `path`, input "pixels" with a dynamic batch dimension. `optimize`
+    False keeps every weight and buffer an initializer under its state-dict name (no BatchNorm folded)."""
     batch = torch.export.Dim("batch", min=1, max=4096)
     # The exporter narrates its steps on stdout: keep them out of graft's own output.
     with contextlib.redirect_stdout(io.StringIO()):
         torch.onnx.export(module, (example,), str(path), input_names=["pixels"], output_names=output_names,
-                          dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False)
+                          dynamic_shapes=({0: batch},), dynamo=True, external_data=False, verbose=False,
+                          optimize=optimize)
 
 
 def content_key(module: torch.nn.Module, input_size: tuple[int, ...]) -> str:
@@ -56,12 +63,26 @@ def content_key(module: torch.nn.Module, input_size: tuple[int, ...]) -> str:
     return digest.hexdigest()[:32]
 
 
-def compiled_path(module: torch.nn.Module, input_size: tuple[int, ...], folder: Path) -> Path:
+def structure_key(module: torch.nn.Module, input_size: tuple[int, ...]) -> str:
+    """A hash of what shapes a template's graph: the architecture, its tensors' names, shapes and
+    dtypes, the preprocessing the module does itself (its data config), the input size, versions."""
+    import onnx
+
+    tensors = [[name, list(tensor.shape), str(tensor.dtype)] for name, tensor in module.state_dict().items()]
+    described = [FORMAT, "template", list(input_size), torch.__version__, onnx.__version__, repr(module),
+                 repr(getattr(module, "data_config", None)), tensors]
+    return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:32]
+
+
+def compiled_path(module: torch.nn.Module, input_size: tuple[int, ...], folder: Path, *, template: bool = False) -> Path:
+    if template:
+        return folder / f"template-{structure_key(module, input_size)}.onnx"
     return folder / f"{content_key(module, input_size)}.onnx"
 
 
-def compile_onnx(module: torch.nn.Module, input_size: tuple[int, ...], folder: Path) -> Path:
-    """The ONNX file for `module` in `folder`, traced and checked now if it is not there yet.
+def compile_onnx(module: torch.nn.Module, input_size: tuple[int, ...], folder: Path, *, template: bool = False) -> Path:
+    """The ONNX file for `module` in `folder`, traced and checked now if it is not there yet; with
+    `template`, the template for its structure (see the module's text; give it weights with `with_weights`).
 
     A folder that cannot be written gets a temporary one instead (the graph then lives as long as
     this process). Raises CompileError when tracing fails or the graph answers differently.
@@ -71,7 +92,7 @@ def compile_onnx(module: torch.nn.Module, input_size: tuple[int, ...], folder: P
     except ImportError:
         raise CompileError("Running a model in ONNX Runtime or OpenVINO needs the onnx package: "
                            "pip install onnx onnxscript") from None
-    path = compiled_path(module, input_size, folder)
+    path = compiled_path(module, input_size, folder, template=template)
     if path.exists():
         return path
     try:
@@ -88,7 +109,7 @@ def compile_onnx(module: torch.nn.Module, input_size: tuple[int, ...], folder: P
     try:
         with atomic_path(path) as temporary:
             try:
-                trace_onnx(module, example, temporary, output_names=["outputs"])
+                trace_onnx(module, example, temporary, output_names=["outputs"], optimize=not template)
             except Exception as error:  # the exporter raises many kinds; the message says which
                 first = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 raise CompileError(f"{type(module).__name__} could not be traced to ONNX: {first[:300]}") from None
@@ -100,6 +121,35 @@ def compile_onnx(module: torch.nn.Module, input_size: tuple[int, ...], folder: P
                                                       "module": type(module).__name__, "torch": torch.__version__})
     finally:
         module.train(was_training)
+    return path
+
+
+def with_weights(template: Path, module: torch.nn.Module, path: Path) -> Path:
+    """Write at `path` the template's graph with `module`'s weights and buffers in place of those it
+    was traced with (matched by state-dict name), then optimised as the exporter optimises (BatchNorm
+    folded into the convolutions): as fast as a graph traced from `module`. Returns `path`; the caller
+    checks its answers."""
+    import onnx
+    import onnxscript.optimizer
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(template))
+    state = module.state_dict()
+    replaced = 0
+    for initializer in model.graph.initializer:
+        tensor = state.get(initializer.name)
+        if tensor is not None:
+            tensor = tensor.detach().cpu()
+            values = (tensor.float() if tensor.is_floating_point() else tensor).numpy()
+            values = values.astype(helper.tensor_dtype_to_np_dtype(initializer.data_type), copy=False)
+            if list(values.shape) != list(initializer.dims):
+                raise CompileError(f"{template.name} does not fit {type(module).__name__}: {initializer.name} is "
+                                   f"{list(initializer.dims)} there, {list(values.shape)} here.")
+            initializer.CopyFrom(numpy_helper.from_array(values, initializer.name))
+            replaced += 1
+    if not replaced:
+        raise CompileError(f"{template.name} names none of {type(module).__name__}'s weights: it is not its template.")
+    onnx.save(onnxscript.optimizer.optimize(model), str(path))
     return path
 
 

@@ -8,10 +8,12 @@ export: the first time, a child process writes it (graft.export.onnx, with its p
 images) to $GRAFT_CACHE/engines/runs/KEY.onnx while this process, which never imports torch, waits;
 later predicts only open the file (a damaged one is exported again). Most runs on such a CPU are
 exported at the end of their training instead, in the process that holds torch already
-(export_after_training), so that even their first predict starts at once: a run whose backbone kept
-its pretrained weights (the frozen strategies) as that backbone's graph, kept in the engines' cache,
-plus the head (under a second); any other run that trained for minutes by tracing it whole (seconds
-more). Only a short fine-tune waits for the child process. KEY hashes
+(export_after_training), so that even their first predict starts at once, as its backbone's graph
+plus the head's operators (about a second): a run whose backbone kept its pretrained weights (the
+frozen strategies) takes that backbone's graph from the engines' cache; a fine-tuned one gives its
+weights to the template of its backbone's structure (graft.engines.compile). Either graph is traced
+once per backbone and size (about 10 s for Lite0) and kept for every later run. A run whose head is
+of another kind is traced whole where it trained for minutes, else waits for the child. KEY hashes
 graft.json, which seals the weights' SHA-256, and the versions of what traces the graph, so a
 retrained model or a new torch is exported afresh.
 
@@ -101,15 +103,18 @@ def exported_run(model: str | Path, *, engine: str = "auto", images: int, log=No
 def export_after_training(folder: Path, classifier, *, graphs: Path, frozen_backbone: bool, may_trace: bool,
                           say=None) -> Path | None:
     """Write the kept export of a run just trained, in this process (torch is loaded already), where
-    ONNX Runtime is the engine that would predict it on this CPU. A run whose backbone kept its
-    pretrained weights (`frozen_backbone`) is put together from that backbone's graph, found where
-    the run's features were extracted (`graphs`) or in graft's own cache: under a second once the
-    graph is there (else traced into graft's cache first, about 10 s once per backbone and size,
-    kept for every later run). Any other run is traced
-    whole, only where `may_trace` (it trained for minutes). The path, or None where nothing was
-    written (a failed export is said through `say`, and the run stands as it is)."""
+    ONNX Runtime is the engine that would predict it on this CPU, as its backbone's graph plus the
+    head: about a second once that graph is there. A run whose backbone kept its pretrained weights
+    (`frozen_backbone`) finds the graph where the run's features were extracted (`graphs`) or in
+    graft's own cache; a fine-tuned one gives its weights to its backbone's template there. Either is
+    traced into graft's cache first where missing (about 10 s, once per backbone and size). A head
+    of another kind is traced with the whole model, only where `may_trace` (it trained for minutes).
+    The path, or None where nothing was written (a failed export is said through `say`, and the run
+    stands as it is)."""
+    import tempfile
+
     from ..engines.choice import AUTO_MIN_IMAGES
-    from ..engines.compile import compile_onnx
+    from ..engines.compile import compile_onnx, compiled_path, with_weights
     from ..engines.forward import engines_folder
     from .onnx import backbone_graph, export_onnx, head_operators, parity_images
 
@@ -119,19 +124,24 @@ def export_after_training(folder: Path, classifier, *, graphs: Path, frozen_back
                                       images=AUTO_MIN_IMAGES[precision]) != "onnxruntime":
         return None
     shared = engines_folder()  # graft's own cache: one graph per backbone and size for every run
+    backbone, size = classifier.model.backbone, classifier.data_config.input_size
     try:
         addable = head_operators(classifier.model.head) is not None
         graph = backbone_graph(classifier, folders=(graphs, shared)) if addable else None
-        if frozen_backbone and addable and graph is None:
-            if say:
-                say("Tracing the backbone to ONNX for fast prediction (once per backbone and size)...")
-            graph = compile_onnx(classifier.model.backbone, classifier.data_config.input_size, shared)
-        if not (may_trace or graph):
-            return None
-        # The backbone's graph was checked against torch when it was traced: the whole is checked on a
-        # few real images (a second on a 2-core CPU), a traced export on graft export's full set.
-        images = parity_images(classifier)[0][:QUICK_PARITY_IMAGES] if graph else None
-        export_onnx(classifier, path, graph=graph, check_images=images, log=None)
+        with tempfile.TemporaryDirectory(prefix="graft-export-") as work:
+            if addable and graph is None:
+                template = not frozen_backbone  # a fine-tuned backbone: its structure's graph, given its weights
+                if say and (frozen_backbone or not compiled_path(backbone, size, shared, template=True).exists()):
+                    say("Tracing the backbone to ONNX for fast prediction (once per backbone and size)...")
+                graph = compile_onnx(backbone, size, shared, template=template)
+                if template:
+                    graph = with_weights(graph, backbone, Path(work) / "backbone.onnx")
+            if not (may_trace or graph):
+                return None
+            # A cached backbone graph was checked against torch when it was traced: the whole is checked on
+            # a few real images (a second on a 2-core CPU), a traced export on graft export's full set.
+            images = parity_images(classifier)[0][:QUICK_PARITY_IMAGES] if graph else None
+            export_onnx(classifier, path, graph=graph, check_images=images, log=None)
     except (GraftError, OSError) as error:  # CompileError is a GraftError
         if say:
             say(f"Note: the run was not exported for fast prediction ({error}); graft predict will try again.")

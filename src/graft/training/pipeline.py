@@ -62,9 +62,9 @@ class RunResult:
         return self.metrics.val
 
 
-# Runs that trained at least this long are exported for prediction at their end by tracing (about
-# 11 s for Lite0 at 224 px: under a tenth of such a run); shorter ones only where their frozen
-# backbone's graph is cached (under a second, graft.export.cached), else when first predicted.
+# A run whose head is not made of graft's own layers (so its export cannot be put together from
+# the backbone's graph, graft.export.cached) is traced whole at its end (about 11 s for Lite0 at
+# 224 px: under a tenth of such a run) only if it trained at least this long, else when first predicted.
 EXPORT_AFTER_SECONDS = 120.0
 
 
@@ -354,9 +354,9 @@ def train(
             timings["report_s"] = time.perf_counter() - tick
         classifier = Classifier(model, splits.classes, record)
 
-        # 6. A run on a CPU leaves its ONNX export in graft's cache where that is cheap (its frozen
-        # backbone's graph is cached: under a second) or small next to the run (tracing: seconds, after
-        # minutes of training), so that `graft predict RUN` needs no torch and no export the first time.
+        # 6. A run on a CPU leaves its ONNX export in graft's cache (its backbone's graph, or its
+        # structure's template given the fine-tuned weights, plus the head: about a second once that
+        # graph is cached), so that `graft predict RUN` needs no torch and no export the first time.
         if runtime.device.type == "cpu":
             from ..export.cached import export_after_training
 
