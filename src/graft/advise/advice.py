@@ -185,12 +185,10 @@ def advise(
     if backbone == AUTO:
         from ..audit.checks import class_weights
         from ..features import FeatureCache
-        from .backbone import check_weights, choose_backbone
-
-        check_weights(weights)
+        from .backbone import choose_backbone
 
         choice = choose_backbone(splits.train, img_size=img_size, seed=seed, runtime=runtime, cache=FeatureCache(),
-                                 balanced=class_weights(splits, "auto") is not None, budget=budget)
+                                 balanced=class_weights(splits, "auto") is not None, budget=budget, weights=weights)
         backbone = choice.backbone
     advice = advise_splits(splits, backbone=backbone, weights=weights, img_size=img_size,
                            sample_per_class=sample_per_class, large_per_class=large_per_class, seed=seed,

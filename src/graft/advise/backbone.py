@@ -90,9 +90,11 @@ def input_side(name: str, img_size: int | None) -> int:
 
 
 def choose_backbone(train, *, img_size: int | None, seed: int, runtime, cache, balanced: bool = False,
-                    budget: str = "10m", candidates: tuple[str, ...] = CANDIDATES,
+                    budget: str = "10m", weights: str = "imagenet", candidates: tuple[str, ...] = CANDIDATES,
                     say: Callable[[str], None] | None = None) -> BackboneChoice:
-    """The candidate whose frozen features the linear probe fits best on `train` (a list of samples)."""
+    """The candidate whose frozen features the linear probe fits best on `train` (a list of samples).
+    `weights`: the run's --weights, which must be ImageNet's (check_weights)."""
+    check_weights(weights)
     from ..backbones import create_backbone
     from ..backbones.weights import OFFLINE_PACKAGES, offline_available
     from ..features import backbone_features

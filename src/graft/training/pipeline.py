@@ -107,12 +107,11 @@ def train(
     weights = class_weights(splits, config.optim.class_weight)
     backbone_choice = None
     if config.strategy.backbone == AUTO:  # the offline backbone whose features probe best (graft.advise.backbone)
-        from ..advise.backbone import check_weights, choose_backbone
+        from ..advise.backbone import choose_backbone
 
-        check_weights(config.strategy.weights)
         backbone_choice = choose_backbone(splits.train, img_size=config.data.img_size, seed=seed, runtime=runtime,
                                           cache=cache, balanced=weights is not None, budget=config.strategy.budget,
-                                          say=say)
+                                          weights=config.strategy.weights, say=say)
         say(backbone_choice.describe())
         config = config.replace(backbone=backbone_choice.backbone)
     if auto:
