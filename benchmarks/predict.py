@@ -24,7 +24,8 @@ less than the peak RSS (VmHWM) any one of them reached.
 Prints images/s of each, the ratios (b)/(a) and (d)/(c) (target >= 0.85), the peak RSS (target <= 1 GB),
 how many top-1 answers (d) gives differently from (b), and how many of the first 1,000 differ from
 `graft.load(RUN).predict` (torchvision's resizing against the export's Pillow); writes them under
-"predict" (or "predict_IMAGES" for another --images) in benchmarks/results.json.
+"predict" (or "predict_IMAGES" for another --images; with "_DATA" after it for data other than
+cifar10-dev) in benchmarks/results.json.
 """
 
 from __future__ import annotations
@@ -206,7 +207,8 @@ def main() -> None:
           f"peak RSS {summary['onnx_peak_rss_mb']} MB (targets: >= 0.85, <= 1024 MB); the first predict "
           f"{summary['first_predict_img_s']} img/s, peak RSS {summary['first_predict_peak_rss_mb']} MB; "
           f"{changed_api} of the first 1,000 answers differ from graft.load(RUN).predict")
-    store({"predict" if options.images == 10_000 else f"predict_{options.images}": summary})
+    key = "predict" if options.images == 10_000 else f"predict_{options.images}"
+    store({key if options.data.name == "cifar10-dev" else f"{key}_{options.data.name}": {**summary, "data": str(options.data)}})
 
 
 if __name__ == "__main__":
