@@ -157,6 +157,43 @@ def test_a_damaged_graph_on_disk_is_traced_again(tmp_path):
     assert graph.stat().st_size > 1000
 
 
+def test_a_template_takes_any_weights_of_its_structure_and_refuses_another(tmp_path):
+    """A template (traced once, weights as named initializers) given another net's weights answers as
+    that net; a net of another structure is refused, and so is a graph whose weights went astray."""
+    from graft.engines.compile import compile_onnx, compiled_path, with_weights
+
+    size = (3, 32, 32)
+    net = create_backbone("resnet10t", weights="none", img_size=32).eval()
+    template = compile_onnx(net, size, tmp_path, template=True)
+    tuned = create_backbone("resnet10t", weights="none", img_size=32).eval()
+    with torch.no_grad():  # as fine-tuning leaves it: other weights and other BatchNorm statistics
+        for tensor in tuned.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.mul_(1.5).add_(0.01)
+    assert compiled_path(tuned, size, tmp_path, template=True) == template  # one template per structure
+    graph = with_weights(template, tuned, tmp_path / "tuned.onnx")
+    pixels = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    import onnxruntime
+
+    answer = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run(None, {"pixels": pixels.numpy()})[0]
+    with torch.inference_mode():
+        reference = tuned(pixels).numpy()
+    assert np.abs(answer - reference).max() <= 1e-3 * max(1.0, np.abs(reference).max())
+    other = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3))
+    with pytest.raises(CompileError, match="names none of"):
+        with_weights(template, other, tmp_path / "other.onnx")
+    import onnx
+
+    damaged = onnx.load(str(template))
+    first = damaged.graph.initializer[0]
+    for node in damaged.graph.node:  # renamed: the template's own weight stays where the run's should go
+        node.input[:] = ["renamed" if name == first.name else name for name in node.input]
+    first.name = "renamed"
+    onnx.save(damaged, str(tmp_path / "damaged.onnx"))
+    with pytest.raises(CompileError, match="differs from PyTorch"):
+        with_weights(tmp_path / "damaged.onnx", tuned, tmp_path / "astray.onnx")
+
+
 def test_a_network_that_cannot_be_traced_falls_back_to_torch_under_auto_only(tmp_path, monkeypatch):
     def untraceable(*args, **kwargs):
         raise RuntimeError("data-dependent control flow")

@@ -127,8 +127,8 @@ def compile_onnx(module: torch.nn.Module, input_size: tuple[int, ...], folder: P
 def with_weights(template: Path, module: torch.nn.Module, path: Path) -> Path:
     """Write at `path` the template's graph with `module`'s weights and buffers in place of those it
     was traced with (matched by state-dict name), then optimised as the exporter optimises (BatchNorm
-    folded into the convolutions): as fast as a graph traced from `module`. Returns `path`; the caller
-    checks its answers."""
+    folded into the convolutions): as fast as a graph traced from `module`, and checked like one
+    (compile_onnx). Returns `path`; raises CompileError where the graph does not answer as `module`."""
     import onnx
     import onnxscript.optimizer
     from onnx import helper, numpy_helper
@@ -149,7 +149,22 @@ def with_weights(template: Path, module: torch.nn.Module, path: Path) -> Path:
             replaced += 1
     if not replaced:
         raise CompileError(f"{template.name} names none of {type(module).__name__}'s weights: it is not its template.")
-    onnx.save(onnxscript.optimizer.optimize(model), str(path))
+    try:
+        onnx.save(onnxscript.optimizer.optimize(model), str(path))
+    except Exception as error:  # the optimiser raises many kinds; the message says which
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CompileError(f"The graph of {type(module).__name__} could not be optimised: {first[:300]}") from None
+    was_training = module.training
+    module.eval()
+    try:  # the same check as a traced graph's: a weight left out would show here
+        input_size = tuple(int(d.dim_value) for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
+        example = torch.randint(0, 256, (2, *input_size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        difference = _difference(module, path, example)
+    finally:
+        module.train(was_training)
+    if not difference <= TOLERANCE:  # also refuses NaN
+        raise CompileError(f"The ONNX graph of {type(module).__name__} with its weights differs from PyTorch by "
+                           f"{difference:.2e} (relative; at most {TOLERANCE:g} allowed).")
     return path
 
 
