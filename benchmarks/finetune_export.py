@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,8 +59,6 @@ def main() -> None:
     print(f"first predict of the second run: {rate:.1f} img/s, peak RSS {peak:.0f} MB; {changed} of {len(labels)} "
           "top-1 answers differ from graft.load(RUN).predict", flush=True)
     kept, traced = export_path(run_dir), work / "model.onnx"
-    import subprocess
-
     subprocess.run([*graft, "export", str(run_dir), "--out", str(traced)], env=env, check=True, capture_output=True)
     rates: dict[str, list[float]] = {"kept": [], "traced": []}
     for round_ in range(1, options.rounds + 1):

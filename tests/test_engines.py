@@ -171,7 +171,7 @@ def test_a_template_takes_any_weights_of_its_structure_and_refuses_another(tmp_p
             if tensor.is_floating_point():
                 tensor.mul_(1.5).add_(0.01)
     assert compiled_path(tuned, size, tmp_path, template=True) == template  # one template per structure
-    graph = with_weights(template, tuned, tmp_path / "tuned.onnx")
+    graph = with_weights(template, tuned, size, tmp_path / "tuned.onnx")
     pixels = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     import onnxruntime
 
@@ -181,7 +181,7 @@ def test_a_template_takes_any_weights_of_its_structure_and_refuses_another(tmp_p
     assert np.abs(answer - reference).max() <= 1e-3 * max(1.0, np.abs(reference).max())
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3))
     with pytest.raises(CompileError, match="names none of"):
-        with_weights(template, other, tmp_path / "other.onnx")
+        with_weights(template, other, size, tmp_path / "other.onnx")
     import onnx
 
     damaged = onnx.load(str(template))
@@ -191,7 +191,8 @@ def test_a_template_takes_any_weights_of_its_structure_and_refuses_another(tmp_p
     first.name = "renamed"
     onnx.save(damaged, str(tmp_path / "damaged.onnx"))
     with pytest.raises(CompileError, match="differs from PyTorch"):
-        with_weights(tmp_path / "damaged.onnx", tuned, tmp_path / "astray.onnx")
+        with_weights(tmp_path / "damaged.onnx", tuned, size, tmp_path / "astray.onnx")
+    assert not (tmp_path / "astray.onnx").exists() and not list(tmp_path.glob(".*.tmp*"))  # nothing half-written
 
 
 def test_a_network_that_cannot_be_traced_falls_back_to_torch_under_auto_only(tmp_path, monkeypatch):

@@ -102,29 +102,20 @@ def compile_onnx(module: torch.nn.Module, input_size: tuple[int, ...], folder: P
 
         folder = Path(tempfile.mkdtemp(prefix="graft-engines-"))
         path = folder / path.name
-    was_training = module.training
-    module.eval()
-    generator = torch.Generator().manual_seed(0)
-    example = torch.randint(0, 256, (2, *input_size), dtype=torch.uint8, generator=generator)
-    try:
-        with atomic_path(path) as temporary:
-            try:
-                trace_onnx(module, example, temporary, output_names=["outputs"], optimize=not template)
-            except Exception as error:  # the exporter raises many kinds; the message says which
-                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                raise CompileError(f"{type(module).__name__} could not be traced to ONNX: {first[:300]}") from None
-            difference = _difference(module, temporary, example)
-            if not difference <= TOLERANCE:  # also refuses NaN
-                raise CompileError(f"The ONNX graph of {type(module).__name__} differs from PyTorch by {difference:.2e} "
-                                   f"(relative; at most {TOLERANCE:g} allowed): it was not kept.")
-        write_json_atomic(path.with_suffix(".json"), {"input_size": list(input_size), "relative_difference": difference,
-                                                      "module": type(module).__name__, "torch": torch.__version__})
-    finally:
-        module.train(was_training)
+    example = _example(input_size)
+    with _evaluating(module), atomic_path(path) as temporary:
+        try:
+            trace_onnx(module, example, temporary, output_names=["outputs"], optimize=not template)
+        except Exception as error:  # the exporter raises many kinds; the message says which
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise CompileError(f"{type(module).__name__} could not be traced to ONNX: {first[:300]}") from None
+        difference = _checked(module, temporary, example)
+    write_json_atomic(path.with_suffix(".json"), {"input_size": list(input_size), "relative_difference": difference,
+                                                  "module": type(module).__name__, "torch": torch.__version__})
     return path
 
 
-def with_weights(template: Path, module: torch.nn.Module, path: Path) -> Path:
+def with_weights(template: Path, module: torch.nn.Module, input_size: tuple[int, ...], path: Path) -> Path:
     """Write at `path` the template's graph with `module`'s weights and buffers in place of those it
     was traced with (matched by state-dict name), then optimised as the exporter optimises (BatchNorm
     folded into the convolutions): as fast as a graph traced from `module`, and checked like one
@@ -149,23 +140,39 @@ def with_weights(template: Path, module: torch.nn.Module, path: Path) -> Path:
             replaced += 1
     if not replaced:
         raise CompileError(f"{template.name} names none of {type(module).__name__}'s weights: it is not its template.")
-    try:
-        onnx.save(onnxscript.optimizer.optimize(model), str(path))
-    except Exception as error:  # the optimiser raises many kinds; the message says which
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CompileError(f"The graph of {type(module).__name__} could not be optimised: {first[:300]}") from None
+    with _evaluating(module), atomic_path(path) as temporary:
+        try:
+            onnx.save(onnxscript.optimizer.optimize(model), str(temporary))
+        except Exception as error:  # the optimiser raises many kinds; the message says which
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise CompileError(f"The graph of {type(module).__name__} could not be optimised: {first[:300]}") from None
+        _checked(module, temporary, _example(input_size))  # a weight left out would show here
+    return path
+
+
+def _example(input_size: tuple[int, ...]) -> torch.Tensor:
+    """The two images of random pixels a new graph is checked on (the same every time)."""
+    return torch.randint(0, 256, (2, *input_size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+@contextlib.contextmanager
+def _evaluating(module: torch.nn.Module):
+    """`module` in eval mode (how it is traced and checked), as it was afterwards."""
     was_training = module.training
     module.eval()
-    try:  # the same check as a traced graph's: a weight left out would show here
-        input_size = tuple(int(d.dim_value) for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
-        example = torch.randint(0, 256, (2, *input_size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-        difference = _difference(module, path, example)
+    try:
+        yield module
     finally:
         module.train(was_training)
+
+
+def _checked(module: torch.nn.Module, path: Path, example: torch.Tensor) -> float:
+    """The graph at `path`'s relative difference from `module` on `example`; CompileError past TOLERANCE."""
+    difference = _difference(module, path, example)
     if not difference <= TOLERANCE:  # also refuses NaN
-        raise CompileError(f"The ONNX graph of {type(module).__name__} with its weights differs from PyTorch by "
-                           f"{difference:.2e} (relative; at most {TOLERANCE:g} allowed).")
-    return path
+        raise CompileError(f"The ONNX graph of {type(module).__name__} differs from PyTorch by {difference:.2e} "
+                           f"(relative; at most {TOLERANCE:g} allowed): it was not kept.")
+    return difference
 
 
 def _difference(module: torch.nn.Module, path: Path, example: torch.Tensor) -> float:

@@ -135,7 +135,7 @@ def export_after_training(folder: Path, classifier, *, graphs: Path, frozen_back
                     say("Tracing the backbone to ONNX for fast prediction (once per backbone and size)...")
                 graph = compile_onnx(backbone, size, shared, template=template)
                 if template:
-                    graph = with_weights(graph, backbone, Path(work) / "backbone.onnx")
+                    graph = with_weights(graph, backbone, size, Path(work) / "backbone.onnx")
             if not (may_trace or graph):
                 return None
             # A cached backbone graph was checked against torch when it was traced: the whole is checked on
