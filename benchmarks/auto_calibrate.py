@@ -115,7 +115,7 @@ def run(key: str, data: Path, strategy: str, extra: list[str], work: Path) -> di
     run_dir = work / "runs" / name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     record = json.loads((run_dir / "graft.json").read_text())
-    decisions = [line for line in result.stdout.splitlines() if line.startswith("auto:")]
+    decisions = [line for line in result.stdout.splitlines() if line.startswith(("auto:", "probe-finetune:"))]
     kept = record["strategy"]
     if ((record.get("advice") or {}).get("auto") or {}).get("kept"):  # probe-finetune under auto: which model won
         kept += ": " + {"probe": "probe kept", "fine-tuned": "fine-tuned"}[record["advice"]["auto"]["kept"]]

@@ -11,7 +11,15 @@ import torch
 import graft
 from conftest import FAST
 from graft.advise.advice import StageEvidence, recommend
-from graft.advise.auto import PROBE_GOOD_ENOUGH, PROBE_GOOD_ENOUGH_DIFFERENT, AutoPlan, auto_plan, decide_finetune
+from graft.advise.auto import (
+    PROBE_GOOD_ENOUGH,
+    PROBE_GOOD_ENOUGH_DIFFERENT,
+    AutoPlan,
+    KeepDecision,
+    auto_plan,
+    decide_finetune,
+    keep_probe_or_tuned,
+)
 from graft.config import TrainConfig, parse_duration
 from graft.errors import GraftError
 from test_cli import run_main
@@ -76,7 +84,46 @@ def finetune_plan(monkeypatch):
         "probe-finetune", {"strategy": "probe-finetune"}, ["forced by the test"], good_enough=1.01))
 
 
-def test_auto_finetunes_from_the_probe_and_is_never_worse_than_it(tiny_dataset, tmp_path, finetune_plan):
+def test_the_probe_is_kept_only_on_a_lead_beyond_the_noise():
+    def answers(both: int, only_probe: int, only_tuned: int, neither: int):
+        probe = [True] * both + [True] * only_probe + [False] * only_tuned + [False] * neither
+        tuned = [True] * both + [False] * only_probe + [True] * only_tuned + [False] * neither
+        return keep_probe_or_tuned(probe, tuned)
+
+    better = answers(85, 2, 4, 9)
+    assert better.keep == "fine-tuned" and "the fine-tuned model 89.0% on val, the probe 87.0%" in better.reason
+    # flowers-dev with Lite2: the probe 90%, the best image epoch 89%: one image is no evidence
+    tie = answers(85, 5, 4, 6)
+    assert tie.keep == "fine-tuned" and "lead of 1 of 100 val images is within the noise" in tie.reason
+    assert answers(99, 1, 0, 0).keep == "fine-tuned"  # McNemar's statistic exactly 1: not more than the noise
+    assert answers(98, 2, 0, 0).keep == "probe"  # 1.4 standard errors
+    clear = answers(80, 5, 1, 14)
+    assert clear.keep == "probe" and "a lead of 4 of 100 val images, more than the noise (1.6 standard errors" in clear.reason
+    assert answers(0, 0, 0, 10).keep == "fine-tuned"  # both wrong everywhere: a tie
+
+
+@pytest.fixture
+def keep_spy(monkeypatch):
+    """Record keep_probe_or_tuned's inputs; `spy.force` overrides its choice."""
+    import graft.advise.auto as auto
+
+    real = auto.keep_probe_or_tuned
+
+    class Spy:
+        force: str | None = None
+        calls: list = []
+
+        def __call__(self, probe_right, tuned_right):
+            self.calls.append((list(probe_right), list(tuned_right)))
+            decision = real(probe_right, tuned_right)
+            return decision if self.force is None else KeepDecision(self.force, f"forced: {self.force}")
+
+    spy = Spy()
+    monkeypatch.setattr(auto, "keep_probe_or_tuned", spy)
+    return spy
+
+
+def test_auto_finetunes_after_the_probe_as_finetune_does(tiny_dataset, tmp_path, finetune_plan, keep_spy):
     messages: list[str] = []
     run = graft.train(tiny_dataset, out=tmp_path, cache_dir=tmp_path / "cache", budget="0",
                       **{**FAST, "epochs": 2, "log": messages.append})
@@ -84,18 +131,35 @@ def test_auto_finetunes_from_the_probe_and_is_never_worse_than_it(tiny_dataset, 
     assert any("fine-tuning up to 2 epochs (no time limit)" in m for m in messages)
     # a new head on augmented views first (FAST caches one view), then the image epochs
     assert [row.phase for row in run.history] == ["head"] * FAST["head_epochs"] + ["images"] * 2
-    probe = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, cache_dir=tmp_path / "cache", **FAST)
-    # The colours are easy: the probe is right on every val image, no epoch can beat it, and the probe
-    # itself (its head on the untouched base) is the model kept, answering exactly as the linear probe.
-    assert probe.metrics.val_accuracy == 1.0 and run.metrics.val_accuracy == 1.0
-    assert run.record.advice["auto"]["kept"] == "probe" and any("kept the probe: no image epoch beat" in m for m in messages)
-    for mine, theirs in zip(run.classifier.model.state_dict().values(), probe.classifier.model.state_dict().values()):
-        assert torch.equal(mine, theirs)
     # What it fine-tuned is graft's finetune, step for step: the same head start, views, seeds and epochs.
     finetune = graft.train(tiny_dataset, strategy="finetune", out=tmp_path, cache_dir=tmp_path / "cache",
                            **{**FAST, "epochs": 2})
     assert [(r.phase, r.train_loss, r.val_acc) for r in run.history] == \
         [(r.phase, r.train_loss, r.val_acc) for r in finetune.history]
+    # The probe and the best image epoch were weighed on the same val images, and the choice recorded.
+    [(probe_right, tuned_right)] = keep_spy.calls
+    assert len(probe_right) == len(tuned_right) == run.record.data.counts["val"]
+    decision = keep_probe_or_tuned(probe_right, tuned_right)
+    assert run.record.advice["auto"]["kept"] == decision.keep and any(decision.reason in m for m in messages)
+    if decision.keep == "fine-tuned":  # the kept model is the image epoch's: its base moved
+        probe = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, cache_dir=tmp_path / "cache", **FAST)
+        assert sum(tuned_right) / len(tuned_right) == pytest.approx(run.metrics.val_accuracy)
+        mine, theirs = run.classifier.model.backbone.state_dict(), probe.classifier.model.backbone.state_dict()
+        assert any(not torch.equal(mine[name], theirs[name]) for name in mine)
+
+
+def test_a_kept_probe_goes_back_on_its_pretrained_base(tiny_dataset, tmp_path, finetune_plan, keep_spy):
+    keep_spy.force = "probe"
+    messages: list[str] = []
+    run = graft.train(tiny_dataset, out=tmp_path, cache_dir=tmp_path / "cache", budget="0",
+                      **{**FAST, "epochs": 2, "log": messages.append})
+    assert [row.phase for row in run.history][-2:] == ["images"] * 2  # the base was fine-tuned...
+    assert run.record.advice["auto"]["kept"] == "probe" and "probe-finetune: forced: probe." in messages
+    # ... and the model kept is the probe, its head on the untouched base: the linear probe, weight for weight.
+    probe = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, cache_dir=tmp_path / "cache", **FAST)
+    assert run.metrics.val_accuracy == probe.metrics.val_accuracy
+    for mine, theirs in zip(run.classifier.model.state_dict().values(), probe.classifier.model.state_dict().values()):
+        assert torch.equal(mine, theirs)
 
 
 def test_a_budget_too_short_for_an_epoch_keeps_the_probe_and_records_it(tiny_dataset, tmp_path, finetune_plan,

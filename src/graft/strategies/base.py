@@ -35,7 +35,8 @@ class Strategy:
     image_phase: ClassVar[bool] = False  # train (part of) the backbone on images after the head phase
     augment_images: ClassVar[bool] = True  # the image phase sees augmented images
     # Before the image phase, replace the head-phase head (a probe) by a new head trained on augmented
-    # views, and keep the probe unless an image epoch beats it on val (probe-finetune).
+    # views, and keep the probe only where it beats the best image epoch on val by more than the noise
+    # (probe-finetune; graft.advise.auto.keep_probe_or_tuned).
     fresh_head_for_images: ClassVar[bool] = False
 
     def cut(self, options: StrategyOptions) -> int | None:

@@ -45,8 +45,8 @@ class Finetune(Strategy):
 
 @register
 class ProbeFinetune(Strategy):
-    """A linear probe first, then graft's finetune recipe, keeping whichever is better on val: what
-    `--strategy auto` runs on data large enough to fine-tune.
+    """A linear probe first, then graft's finetune recipe, keeping the fine-tuned model unless the probe
+    is clearly better on val: what `--strategy auto` runs on data large enough to fine-tune.
 
     The probe is the cheap first answer and the fallback. Fine-tuning does not start from the probe's
     head (LP-FT): where the probe already fits the training images (flowers-dev: 400 photos, 1,280
@@ -58,7 +58,7 @@ class ProbeFinetune(Strategy):
 
     name = "probe-finetune"
     summary = ("A linear probe first; then a head on augmented views and everything fine-tuned, as finetune does; "
-               "the probe is kept unless an image epoch beats it on val.")
+               "the fine-tuned model is kept unless the probe beats it on val by more than the noise.")
     case = "large data: what --strategy auto fine-tunes with"
     cases = (3, 4)
     head_phase = "logreg"

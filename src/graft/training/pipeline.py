@@ -218,7 +218,7 @@ def train(
             else:
                 history += train_head(train_views, val_features)
             timings["head_s"] = time.perf_counter() - tick
-            head_evaluation, _ = _evaluate(model, splits, "val", val_features, runtime=runtime)
+            head_evaluation, head_logits = _evaluate(model, splits, "val", val_features, runtime=runtime)
             head_score = head_evaluation.accuracy
 
         # 3. Image phase: train the stages the strategy names (and the head) on images. Under auto,
@@ -241,6 +241,7 @@ def train(
             # finetune (fine-tuning from a probe that already fits the training images only drifts).
             stage.name = "the head phase before fine-tuning (a new head on augmented views)"
             probe_state = {name: value.clone() for name, value in model.head.state_dict().items()}
+            base_state = {name: value.clone() for name, value in net.state_dict().items()}  # the probe's base
             model.head.load_state_dict(initial_head)
             tick = time.perf_counter()
             views = get_strategy("finetune").head_views(config.augment)
@@ -270,7 +271,9 @@ def train(
                              labels=[sample.label for sample in splits.train] if balanced_batches else None),
                 image_loader(val_images, batch_size=runtime.batch_size * 2, shuffle=False, workers=runtime.workers),
                 param_groups=groups, phase="images", epochs=optim.epochs, runtime=runtime,
-                initial_score=head_score,  # image epochs must beat the head phase to be kept
+                # image epochs must beat the head phase to be kept; probe-finetune weighs its best epoch
+                # against the probe afterwards, image by image
+                initial_score=head_score if probe_state is None else None,
                 resumable=True, resume=resume is not None,  # minutes an epoch: every epoch is a resume point
                 **training,
             )
@@ -278,17 +281,18 @@ def train(
             timings["images_s"] = time.perf_counter() - tick
             val_features = None  # the backbone changed: its cached features no longer apply
             if probe_state is not None:
-                # fit kept an image epoch only if it beat the probe (initial_score); else it left the base
-                # as it came, and the probe's head goes back on it.
-                if result.best_epoch is None:
+                from ..advise.auto import keep_probe_or_tuned
+
+                # The best image epoch against the probe, on the same val images: the probe stays only
+                # where its lead is more than noise (auto.py says why a tie goes to fine-tuning).
+                labels = np.array([sample.label for sample in splits.val])
+                _, tuned_logits = _evaluate(model, splits, "val", None, runtime=runtime)
+                decision = keep_probe_or_tuned(head_logits.argmax(axis=1) == labels, tuned_logits.argmax(axis=1) == labels)
+                if decision.keep == "probe":  # the probe's head goes back on the base it was fitted to
+                    net.load_state_dict(base_state)
                     model.head.load_state_dict(probe_state)
-                    verdict = f"kept the probe: no image epoch beat its {head_score:.1%} on val"
-                else:
-                    epoch = result.best_epoch + 1
-                    best = next(row["val_acc"] for row in result.history if row["epoch"] == epoch)
-                    verdict = f"fine-tuned: image epoch {epoch} reached {best:.1%} on val, the probe {head_score:.1%}"
-                say(f"{plan.name}: {verdict}.")
-                auto_trail["kept"] = "probe" if result.best_epoch is None else "fine-tuned"
+                say(f"{plan.name}: {decision.reason}.")
+                auto_trail["kept"] = decision.keep
         model.eval()
 
         # bf16 speeds inference up only on some hardware, and must not change the answers: keep it only
