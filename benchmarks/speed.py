@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from _results import machine as recorded_machine
 from _results import store
 from PIL import Image
 from torch.nn import functional as F
@@ -308,11 +307,8 @@ def report(name: str, values: dict) -> dict:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
-    return {"cpu": cpu, "cores": os.cpu_count(), "avx512": "avx512f" in flags, "amx": "amx_tile" in flags,
-            "torch": torch.__version__, "python": platform.python_version(), "threads": torch.get_num_threads()}
-
+    """_results.machine() (CPU, cores, native bf16, AMX, versions) and the threads torch uses."""
+    return {**recorded_machine(), "threads": torch.get_num_threads()}
 
 if __name__ == "__main__":
     main()
