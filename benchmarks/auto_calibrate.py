@@ -179,7 +179,7 @@ def calibration_table() -> str:
             return ("-", "-") if row is None else (f"{row['test']:.1%}", f"{row['seconds']:.0f} s")
 
         measured = [row["test"] for row in (auto, probe, tune) if row is not None]
-        comparison = compared.get(key)
+        comparison = compared.get(key) or (compared.get("flowers") if key == "flowers-backbone" else None)
         if comparison is not None:
             measured.append(comparison["best_test"])
         best = "-" if comparison is None else f"{comparison['best']} {comparison['best_test']:.1%} ({comparison['seconds']:.0f} s)"
