@@ -291,7 +291,8 @@ def train(
                 if decision.keep == "probe":  # the probe's head goes back on the base it was fitted to
                     net.load_state_dict(base_state)
                     model.head.load_state_dict(probe_state)
-                say(f"{plan.name}: {decision.reason}.")
+                epoch = "" if decision.keep == "probe" or result.best_epoch is None else f" (image epoch {result.best_epoch + 1})"
+                say(f"{plan.name}: {decision.reason}{epoch}.")
                 auto_trail["kept"] = decision.keep
         model.eval()
 
