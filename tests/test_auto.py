@@ -1,5 +1,5 @@
 """--strategy auto, the default: a linear probe first, fine-tuning only where the probe leaves room
-and the measured epochs fit in --budget; never worse on val than the probe."""
+and the measured epochs fit in --budget; the probe is kept over the fine-tuned model only on a lead beyond noise."""
 
 from __future__ import annotations
 
