@@ -123,7 +123,8 @@ def keep_spy(monkeypatch):
     return spy
 
 
-def test_auto_finetunes_after_the_probe_as_finetune_does(tiny_dataset, tmp_path, finetune_plan, keep_spy):
+def test_auto_finetunes_after_the_probe_as_finetune_does(tiny_dataset, tmp_path, finetune_plan, keep_spy,
+                                                          linear_probe_run):
     messages: list[str] = []
     run = graft.train(tiny_dataset, out=tmp_path, cache_dir=tmp_path / "cache", budget="0",
                       **{**FAST, "epochs": 2, "log": messages.append})
@@ -142,13 +143,14 @@ def test_auto_finetunes_after_the_probe_as_finetune_does(tiny_dataset, tmp_path,
     decision = keep_probe_or_tuned(probe_right, tuned_right)
     assert run.record.advice["auto"]["kept"] == decision.keep and any(decision.reason in m for m in messages)
     if decision.keep == "fine-tuned":  # the kept model is the image epoch's: its base moved
-        probe = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, cache_dir=tmp_path / "cache", **FAST)
+        probe = linear_probe_run  # the same data and settings (FAST)
         assert sum(tuned_right) / len(tuned_right) == pytest.approx(run.metrics.val_accuracy)
         mine, theirs = run.classifier.model.backbone.state_dict(), probe.classifier.model.backbone.state_dict()
         assert any(not torch.equal(mine[name], theirs[name]) for name in mine)
 
 
-def test_a_kept_probe_goes_back_on_its_pretrained_base(tiny_dataset, tmp_path, finetune_plan, keep_spy):
+def test_a_kept_probe_goes_back_on_its_pretrained_base(tiny_dataset, tmp_path, finetune_plan, keep_spy,
+                                                        linear_probe_run):
     keep_spy.force = "probe"
     messages: list[str] = []
     run = graft.train(tiny_dataset, out=tmp_path, cache_dir=tmp_path / "cache", budget="0",
@@ -156,7 +158,7 @@ def test_a_kept_probe_goes_back_on_its_pretrained_base(tiny_dataset, tmp_path, f
     assert [row.phase for row in run.history][-2:] == ["images"] * 2  # the base was fine-tuned...
     assert run.record.advice["auto"]["kept"] == "probe" and "probe-finetune: forced: probe." in messages
     # ... and the model kept is the probe, its head on the untouched base: the linear probe, weight for weight.
-    probe = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, cache_dir=tmp_path / "cache", **FAST)
+    probe = linear_probe_run  # the same data and settings (FAST)
     assert run.metrics.val_accuracy == probe.metrics.val_accuracy
     for mine, theirs in zip(run.classifier.model.state_dict().values(), probe.classifier.model.state_dict().values()):
         assert torch.equal(mine, theirs)
