@@ -177,11 +177,10 @@ def keep_probe_or_tuned(probe_right, tuned_right) -> KeepDecision:
         return KeepDecision("fine-tuned", f"fine-tuned: {scores}")
     z = (only_probe - only_tuned) / math.sqrt(only_probe + only_tuned)
     lead = f"{only_probe - only_tuned} of {n} val images"
+    noise = f"({z:.1f} standard errors; {only_probe + only_tuned} images only one of them got right)"
     if z > PROBE_LEAD_Z:
-        return KeepDecision("probe", f"kept the probe: {scores}, a lead of {lead}, more than the noise "
-                                     f"({z:.1f} standard errors; {only_probe + only_tuned} images only one of them got right)")
-    return KeepDecision("fine-tuned", f"fine-tuned: {scores}; the probe's lead of {lead} is within the noise "
-                                      f"({z:.1f} standard errors; {only_probe + only_tuned} images only one of them got right), "
+        return KeepDecision("probe", f"kept the probe: {scores}, a lead of {lead}, more than the noise {noise}")
+    return KeepDecision("fine-tuned", f"fine-tuned: {scores}; the probe's lead of {lead} is within the noise {noise}, "
                                       "and on a tie the fine-tuned model is kept")
 
 
