@@ -94,6 +94,33 @@ def test_a_batch_longer_than_a_slice_answers_in_order_in_every_engine(lite0, eng
             assert calls == [2, 2, 2, 1]
 
 
+def test_onnxruntime_runs_the_slices_side_by_side_with_the_same_answers(lite0, engines, monkeypatch):
+    """graft.engines.sliced: with two cores, two slices run at once, one thread each, and every
+    image gets the same numbers, bit for bit, as in one run of the whole batch and as alone."""
+    import threading
+
+    import graft.runtime
+    from graft.engines.compile import compile_onnx
+    from graft.engines.sliced import SlicedSession
+
+    session = SlicedSession(compile_onnx(lite0, (3, 32, 32), engines), threads=2)
+    pixels = np.random.default_rng(3).integers(0, 256, (8, 3, 32, 32), dtype=np.uint8)
+    whole = session(pixels)  # one slice (8 images of 32 px): one run with both threads
+    alone = np.concatenate([session(pixels[i:i + 1]) for i in range(len(pixels))])
+    monkeypatch.setattr(graft.runtime, "PIXELS_PER_RUN", 2 * 32 * 32)  # now 4 slices of 2
+    together = threading.Barrier(2, timeout=30)
+    run_one = session.session.run
+
+    def run_beside_another(*args):
+        together.wait()  # passes only while another slice is running too
+        return run_one(*args)
+
+    monkeypatch.setattr(session.session, "run", run_beside_another)
+    sliced = session(pixels)
+    assert together.n_waiting == 0 and not together.broken
+    assert np.array_equal(sliced, whole) and np.array_equal(alone, whole)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed (pip install 'graft[openvino]')")
 def test_openvino_answers_like_torch(lite0, engines):

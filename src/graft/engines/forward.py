@@ -74,15 +74,12 @@ class _OnnxRuntimeForward:
     engine, precision = "onnxruntime", "32"
 
     def __init__(self, path: Path):
-        import onnxruntime
+        from .sliced import SlicedSession
 
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # the cores torch would use, no more
-        options.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = SlicedSession(path, threads=torch.get_num_threads())  # the cores torch would use, no more
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        return _in_slices(lambda batch: self.session.run(None, {"pixels": batch})[0], pixels)
+        return torch.from_numpy(self.session(pixels.numpy()))
 
 
 class _OpenVinoForward:

@@ -28,9 +28,9 @@ from PIL import Image
 
 from ..data.images import eval_draft_size
 from ..data.inputs import ImageInput, input_name, to_rgb_image
+from ..engines.sliced import SlicedSession
 from ..errors import BadImageError, ModelFileError
 from ..prediction import Prediction, in_input_order
-from ..runtime import run_in_slices
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
              "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
@@ -39,30 +39,24 @@ _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.B
 class ExportedModel:
     """An ONNX file from `graft export` (its metadata inside), ready to predict.
 
-    `threads`: ONNX Runtime's threads (default: its own choice, one per core).
+    `threads`: the cores ONNX Runtime may use (default: all this process may run on).
     """
 
     def __init__(self, path: str | Path, *, threads: int | None = None):
         try:
-            import onnxruntime
+            import onnxruntime  # noqa: F401
         except ImportError:
             raise ModelFileError(f"{path}: running an ONNX model needs onnxruntime: pip install onnxruntime") from None
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelFileError(f"{self.path}: no such file; give the model.onnx that `graft export RUN` wrote.")
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only
-        # Idle threads sleep instead of spinning: predict_iter's reader thread needs the cores then.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            options.intra_op_num_threads = threads
         try:
-            self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.session = SlicedSession(self.path, threads=threads, output="probabilities")
         except Exception as error:  # ONNX Runtime raises its own exception types for unreadable files
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             raise ModelFileError(f"{self.path}: not an ONNX model ONNX Runtime can read ({first}).") from None
         try:
-            info = {key: json.loads(value) for key, value in self.session.get_modelmeta().custom_metadata_map.items()}
+            info = {key: json.loads(value) for key, value in self.session.metadata().items()}
             self.classes = list(info["classes"])
             spec = info["input"]
             self.input_size = tuple(int(v) for v in spec["size"])
@@ -95,8 +89,9 @@ class ExportedModel:
         return np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """Class probabilities for a uint8 batch (N x 3 x H x W), run in slices to bound memory."""
-        return run_in_slices(lambda batch: self.session.run(["probabilities"], {"pixels": batch})[0], pixels)
+        """Class probabilities for a uint8 batch (N x 3 x H x W), run in slices side by side
+        (graft.engines.sliced: bounded memory, one core each)."""
+        return self.session(pixels)
 
     def predict_iter(self, images: Sequence[ImageInput], *, top_k: int = 5, batch_size: int = 64,
                      tta: bool = False) -> Iterator[Prediction]:
@@ -104,9 +99,9 @@ class ExportedModel:
         an answer with `error` set. `tta`: the mean of the image's and its mirror image's probabilities.
 
         The next batch is read and decoded in a thread while ONNX Runtime, which releases the GIL,
-        runs this one (its threads do not spin while they wait, so the reader gets the CPU): 3,000
-        flowers-dev photos on 2 cores went at 146-172 img/s against 134-138 read in turn, the bare
-        model 184-198 (`python benchmarks/read_ahead.py`, docs/benchmarks.md "Batch prediction")."""
+        runs this one, its slices side by side (graft.engines.sliced), so that the reader taking a
+        core holds up one slice rather than every operator (`python benchmarks/read_ahead.py`,
+        docs/benchmarks.md "Batch prediction")."""
         k = max(1, min(top_k, len(self.classes)))
         chunks = [range(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size)]
         if not chunks:

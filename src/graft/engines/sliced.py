@@ -1,0 +1,91 @@
+"""An ONNX Runtime session that runs a batch's slices side by side, each on its own core.
+
+Every frozen forward pass in ONNX Runtime (feature extraction, `graft predict`, `ExportedModel`)
+goes through here. A batch is cut into slices (graft.runtime.pixel_slices: 4 images at 224 px);
+rather than running the slices one after another, each spread over all cores by ONNX Runtime's
+intra-op threads, the slices run at once, one thread each. Why: with intra-op threads every
+operator waits for its slowest thread, so when anything else takes a core (the thread that reads
+and decodes the next batch of images, another process) the whole pass waits; slices on threads of
+their own do not wait for each other. Measured on the 2-core Xeon with AMX, Lite0 at 224 px, 3,000
+cifar10-dev files read ahead as `graft predict` reads them, 5 interleaved rounds: 154.8 against
+143.5 img/s (medians), and 178.0 against 163.2 img/s bare (`python benchmarks/sliced.py --data
+../shared/datasets/cifar10-dev`; docs/benchmarks.md "Batch prediction"). The answers are bit for
+bit the same: ONNX Runtime's CPU kernels here do not change their sums with the number of threads
+or the batch size (tests/test_engines.py checks it).
+
+A single slice (one image at 224 px, or a whole batch of small images) has nothing to share, so it
+runs in a second session with all the threads: a lone image keeps its latency (5.5 against
+10.8 ms on one thread, the same machine; a one-off script over 200 images).
+
+The module imports neither torch nor timm (`graft predict model.onnx` runs without them).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..runtime import pixel_slices
+
+# At most this many slices run at once: each holds its intermediates in memory (about 70 MB for
+# Lite0 at 224 px), and a batch of 64 at 224 px has 16 slices. Cores beyond it go to intra-op
+# threads inside each slice, as ONNX Runtime would use them.
+MAX_PARALLEL_SLICES = 4
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, which containers and taskset narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class SlicedSession:
+    """`session(pixels)`: the graph's output `output` (default: its first) for a uint8 batch
+    N x C x H x W, as float32 numpy, computed slice by slice with the slices side by side.
+
+    `threads`: the cores to use (default: usable_cores()); `parallel`: at most this many slices at
+    once (1: one after another, each over all the threads). Raises what ONNX Runtime raises for a
+    file it cannot read, so that callers word the message for their own file.
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, output: str | None = None,
+                 parallel: int = MAX_PARALLEL_SLICES):
+        self.path, self.threads = Path(path), max(1, threads or usable_cores())
+        self.workers = max(1, min(self.threads, parallel))
+        self.outputs = [output] if output else None
+        self.session = self._session(max(1, self.threads // self.workers))
+        self._whole = self.session if self.workers == 1 else None  # the all-threads session, made on first use
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _session(self, intra_op_threads: int):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: warnings about unused initialisers are noise
+        options.intra_op_num_threads = intra_op_threads
+        # Idle threads sleep instead of spinning: the thread that reads the next batch needs the cores then.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+
+    def metadata(self) -> dict[str, str]:
+        """The graph's custom metadata (graft export writes the classes and preprocessing there)."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        parts = pixel_slices(len(pixels), *pixels.shape[-2:])
+        if len(parts) == 1:
+            if self._whole is None:
+                self._whole = self._session(self.threads)
+            return self._whole.run(self.outputs, {"pixels": np.ascontiguousarray(pixels)})[0]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="graft-slice")
+
+        def run(part: slice) -> np.ndarray:  # ONNX Runtime releases the GIL while it runs
+            return self.session.run(self.outputs, {"pixels": np.ascontiguousarray(pixels[part])})[0]
+
+        return np.concatenate(list(self._pool.map(run, parts)))
