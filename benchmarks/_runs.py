@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+EXTENSIONS = {".jpg", ".jpeg", ".png"}
+
 
 def link_small(data: Path, work: Path, per_class: int = 20) -> Path:
     """WORK/small: links to the first `per_class` images of each class of DATA/train (made once)."""
@@ -45,3 +47,9 @@ def small_probe_export(data: Path, prefix: str) -> tuple[Path, Path]:
     run_dir = train_small_probe(data, work, {**os.environ, "GRAFT_CACHE": str(work / "cache")})
     graft.load(run_dir).export(work / "model.onnx", log=None)
     return work, work / "model.onnx"
+
+
+def repeated_files(data: Path, count: int) -> list[Path]:
+    """`count` image paths: every image under DATA in sorted order, repeated as often as needed."""
+    files = sorted(p for p in data.rglob("*") if p.suffix.lower() in EXTENSIONS)
+    return [files[index % len(files)] for index in range(count)]

@@ -7,10 +7,11 @@ A linear-probe Lite0 run on 20 images per class of DATA/train (benchmarks/_runs.
 export; then `--images` files (DATA's images, repeated). In interleaved rounds, each in this
 process on the same files: (1) the bare forward pass, ONNX Runtime threads spinning while idle (its
 default) on uint8 batches of 64 in memory, 15 s; (2) read a batch of 64, predict it, read the next,
-with that session: graft's way before the read-ahead; (3) the bare forward pass with idle threads
-sleeping (graft's session now); (4) `ExportedModel.predict_iter` as graft runs it: the next batch
-read in a thread while this one runs, idle threads sleeping. Prints images/s; stores them under
-"read_ahead" in benchmarks/results.json.
+with that session: graft's way before the read-ahead; (3) the bare forward pass in graft's session
+(idle threads sleeping; since graft.engines.sliced also its slices side by side, which
+benchmarks/sliced.py measures on its own); (4) `ExportedModel.predict_iter` as graft runs it: the
+next batch read in a thread while this one runs. Prints images/s; stores them under "read_ahead" in
+benchmarks/results.json.
 """
 
 from __future__ import annotations
@@ -23,21 +24,31 @@ from pathlib import Path
 
 import numpy as np
 from _results import store
-from _runs import small_probe_export
+from _runs import repeated_files, small_probe_export
 
-EXTENSIONS = {".jpg", ".jpeg", ".png"}
+
+class _SpinningSession:
+    """ONNX Runtime's default session (idle threads spin), its slices run one after another."""
+
+    def __init__(self, path: Path):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        from graft.runtime import run_in_slices
+
+        return run_in_slices(lambda batch: self.session.run(["probabilities"], {"pixels": batch})[0], pixels)
 
 
 def spinning(model):
     """The same model in a session whose idle threads spin (ONNX Runtime's default)."""
-    import onnxruntime
-
     from graft.export.exported import ExportedModel
 
     copy = ExportedModel(model.path)
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    copy.session = onnxruntime.InferenceSession(str(model.path), options, providers=["CPUExecutionProvider"])
+    copy.session = _SpinningSession(model.path)
     return copy
 
 
@@ -76,8 +87,7 @@ def main() -> None:
     from graft.export.exported import ExportedModel
 
     _, model_file = small_probe_export(options.data, "graft-read-ahead-")
-    files = sorted(p for p in options.data.rglob("*") if p.suffix.lower() in EXTENSIONS)
-    paths = [files[index % len(files)] for index in range(options.images)]
+    paths = repeated_files(options.data, options.images)
     sleeping = ExportedModel(model_file)
     spinning_model = spinning(sleeping)
     rows: dict[str, list[float]] = {"bare_spinning": [], "in_turn_spinning": [], "bare_sleeping": [], "read_ahead": []}
