@@ -12,7 +12,7 @@ from graft.cli.main import app
 from graft.compare import compare
 from graft.errors import GraftError
 
-FAST = dict(img_size=32, batch_size=8, views=1, workers=0, progress=False)
+FAST = dict(img_size=32, batch_size=8, views=1, workers=0, progress=False, report=False, audit=False)
 
 
 @pytest.fixture(scope="module")

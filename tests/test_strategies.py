@@ -16,7 +16,9 @@ from graft.strategies import STRATEGIES
 from graft.training import fit as fit_module
 from graft.training import pipeline
 
-FAST = dict(img_size=64, epochs=2, head_epochs=8, batch_size=8, views=2, workers=0, progress=False, log=None)
+# No report or audit: tests/test_report.py and tests/test_audit.py check those.
+FAST = dict(img_size=64, epochs=2, head_epochs=8, batch_size=8, views=2, workers=0, progress=False, log=None,
+            report=False, audit=False)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +188,7 @@ def test_auto_precision_takes_the_fp32_path_on_a_cpu_without_native_bf16(tiny_da
     """CI's forced fp32 path (GRAFT_CPU_BF16=0), whatever the CPU: no bf16 anywhere, no agreement check."""
     cpu_bf16("0")
     result = graft.train(tiny_dataset, strategy="linear-probe", precision="auto", out=tmp_path, cache_dir=tmp_path,
-                         report=False, audit=False, **{**FAST, "img_size": 32})
+                         **{**FAST, "img_size": 32})
     assert result.record.inference_precision == "32"
     assert result.metrics.bf16_agreement is None
     assert result.record.config.runtime.precision == "auto"  # the option as given
@@ -198,7 +200,7 @@ def test_auto_precision_checks_bf16_on_a_cpu_with_native_bf16(tiny_dataset, tmp_
     with fp32; whether inference keeps bf16 depends on that agreement, so only its range is asserted."""
     cpu_bf16("1")
     result = graft.train(tiny_dataset, strategy="linear-probe", precision="auto", out=tmp_path, cache_dir=tmp_path,
-                         report=False, audit=False, **{**FAST, "img_size": 32})
+                         **{**FAST, "img_size": 32})
     assert result.metrics.bf16_agreement is not None and 0.0 <= result.metrics.bf16_agreement <= 1.0
     expected = "auto" if result.metrics.bf16_agreement >= pipeline.BF16_MIN_AGREEMENT else "32"
     assert result.record.inference_precision == expected
@@ -241,7 +243,7 @@ def test_a_second_identical_linear_probe_reuses_the_stored_fit(tiny_dataset, tmp
     """The logistic regression is a function of the cached features: fitted once, stored beside them."""
     from graft.heads import logistic
 
-    options = dict(out=tmp_path, cache_dir=tmp_path, report=False, audit=False, **FAST)
+    options = dict(out=tmp_path, cache_dir=tmp_path, **FAST)
     first = graft.train(tiny_dataset, strategy="linear-probe", name="first", **options)
     monkeypatch.setattr(logistic, "_fit", lambda *args, **kwargs: pytest.fail("fitted again instead of reusing the stored fit"))
     second = graft.train(tiny_dataset, strategy="linear-probe", name="second", **options)
@@ -254,7 +256,7 @@ def test_a_second_identical_linear_probe_reuses_the_stored_fit(tiny_dataset, tmp
 
 def test_strategy_auto_follows_the_advice_and_records_it(tiny_dataset, tmp_path):
     """--strategy auto: the data is measured first, auto's plan trains, graft.json says why."""
-    run = graft.train(tiny_dataset, strategy="auto", out=tmp_path, cache_dir=tmp_path, report=False, audit=False, **FAST)
+    run = graft.train(tiny_dataset, strategy="auto", out=tmp_path, cache_dir=tmp_path, **FAST)
     meta = json.loads((run.run_dir / "graft.json").read_text())
     advice = meta["advice"]
     assert advice["size"] == "small"  # 12 training images per class
