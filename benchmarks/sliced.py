@@ -28,10 +28,10 @@ from read_ahead import bare
 
 def one_at_a_time(model):
     """The same model, its slices run one after another over all cores (graft before graft.engines.sliced)."""
-    from graft.engines.sliced import SlicedSession, usable_cores
+    from graft.engines.sliced import SlicedSession
 
     copy = type(model)(model.path)
-    copy.session = SlicedSession(model.path, threads=usable_cores(), output="probabilities", parallel=1)
+    copy.session = SlicedSession(model.path, output="probabilities", parallel=1)
     return copy
 
 

@@ -93,6 +93,11 @@ def resolve_cpu_precision(precision: str) -> str:
     return precision if precision != "auto" else ("bf16" if cpu_has_fast_bf16() else "32")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, which containers and taskset narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else max(1, os.cpu_count() or 1)
+
+
 def default_workers() -> int:
     """DataLoader worker processes: one core left to the model's own threads, and none on 2 cores.
 
@@ -100,7 +105,7 @@ def default_workers() -> int:
     with them: extraction ran as fast or up to 15% slower with 1 worker than decoding between batches
     in the main process (benchmarks/profile_steps.py, docs/benchmarks.md).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return 0 if cores <= 2 else min(8, cores - 1)
 
 

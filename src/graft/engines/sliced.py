@@ -14,41 +14,33 @@ bit the same: ONNX Runtime's CPU kernels here do not change their sums with the 
 or the batch size (tests/test_engines.py checks it).
 
 A single slice (one image at 224 px, or a whole batch of small images) has nothing to share, so it
-runs in a second session with all the threads: a lone image keeps its latency (5.5 against
-10.8 ms on one thread, the same machine; a one-off script over 200 images).
+runs in a second session with all the threads: a lone image keeps its latency (5.5 and 6.8 ms in
+two such sessions against 10.8 ms on one thread, the same machine; a one-off script, 200 runs each).
 
 The module imports neither torch nor timm (`graft predict model.onnx` runs without them).
 """
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from ..runtime import pixel_slices
+from ..runtime import pixel_slices, usable_cores
 
-# At most this many slices run at once: each holds its intermediates in memory (about 70 MB for
-# Lite0 at 224 px), and a batch of 64 at 224 px has 16 slices. Cores beyond it go to intra-op
+# At most this many slices run at once: each holds its intermediates in memory (on 2 cores the
+# second slice and the single-slice session added about 40 MB to `graft predict`'s peak RSS,
+# docs/benchmarks.md), and a batch of 64 at 224 px has 16 slices. Cores beyond it go to intra-op
 # threads inside each slice, as ONNX Runtime would use them.
 MAX_PARALLEL_SLICES = 4
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity, which containers and taskset narrow)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class SlicedSession:
     """`session(pixels)`: the graph's output `output` (default: its first) for a uint8 batch
     N x C x H x W, as float32 numpy, computed slice by slice with the slices side by side.
 
-    `threads`: the cores to use (default: usable_cores()); `parallel`: at most this many slices at
+    `threads`: the cores to use (default: graft.runtime.usable_cores()); `parallel`: at most this many slices at
     once (1: one after another, each over all the threads). Raises what ONNX Runtime raises for a
     file it cannot read, so that callers word the message for their own file.
     """
