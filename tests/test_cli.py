@@ -172,10 +172,11 @@ def test_summary_of_a_fine_tuned_run_counts_what_trained(tiny_dataset, tmp_path)
 
 def test_python_dash_m_graft_runs_the_command():
     """`python -m graft` is the `graft` script: benchmarks and users without the script on PATH call it."""
+    import os
     import subprocess
     import sys
 
     result = subprocess.run([sys.executable, "-m", "graft", "strategies"], capture_output=True, text=True,
-                            env={**__import__("os").environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "linear-probe" in result.stdout and "probe-finetune" in result.stdout
