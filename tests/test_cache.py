@@ -282,7 +282,7 @@ def test_cache_ls_marks_and_verify_removes_damaged_entries(cli_cache, capsys, mo
 
 
 def test_verify_finds_changed_bytes_that_a_read_of_a_large_entry_does_not_check(tmp_path, monkeypatch):
-    from graft.features import cache as cache_module
+    from graft.features import entry as cache_module
 
     cache = FeatureCache(tmp_path / "cache")
     folder = _entry(cache).path
@@ -409,7 +409,7 @@ def test_an_unwritable_cache_still_gives_features_with_one_warning(setup, tmp_pa
     assert warning.count("\n") == 1 and "not writable" in warning and str(cache.root) in warning
     assert "GRAFT_CACHE" in warning
     assert not any((tmp_path / "tmp").iterdir())  # the temporary folder is gone already
-    from graft.features.cache import load_derived, store_derived
+    from graft.features.derived import load_derived, store_derived
 
     store_derived(first, "fit", {"C": 1}, {"w": np.ones(3)})  # nowhere to keep it: quietly not kept
     assert load_derived(first, "fit", {"C": 1}) is None
@@ -424,7 +424,7 @@ BATCHES_OF_8 = QUIET.but(batch_size=8)  # 36 training images: an interruption at
 def reads(monkeypatch):
     """The indexes of the images read, in order; reading image `stop_at`, when set, is a Ctrl-C.
     Progress is recorded after every batch (not at most once a second), so the test is exact."""
-    from graft.features import cache as cache_module
+    from graft.features import writing as cache_module
 
     monkeypatch.setattr(cache_module, "PROGRESS_EVERY_S", 0.0)
     log = ReadLog()

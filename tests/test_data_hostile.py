@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from graft.data import discover
-from graft.data.discover import OUTPUT_MARKER, RUN_MARKER, files_fingerprint, find_data, find_eval_data
+from graft.data.discover import OUTPUT_MARKER, RUN_MARKER, find_data, find_eval_data
 from graft.data.images import load_image
 from graft.errors import BadImageError, DataError
+from graft.fingerprint import files_fingerprint
 
 
 def build(root: Path, make_image, layout: dict[str, int]) -> Path:

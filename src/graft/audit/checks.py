@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from ..data.discover import DataSplits
 from ..features import FeatureSet
-from ..features.cache import load_derived, store_derived
+from ..features.derived import load_derived, store_derived
 from .result import DuplicatePair, Imbalance, Suspect
 
 DUPLICATE_THRESHOLD = 0.9

@@ -35,7 +35,7 @@ def _mb(size: int) -> str:
 @cache_app.command("ls")
 def cache_ls(cache_dir: CacheDir = None) -> None:
     """List cached feature sets, marking damaged ones, and the partial builds (in progress or abandoned)."""
-    from ..features.cache import format_age
+    from ..features.partial import format_age
 
     cache = _cache(cache_dir)
     entries = cache.entries()
@@ -75,7 +75,7 @@ def cache_rm(
 ) -> None:
     """Remove cached feature sets: all of them without KEYS, and abandoned partial builds, keeping
     those other graft processes are still writing."""
-    from ..features.cache import format_age
+    from ..features.partial import format_age
 
     cache = _cache(cache_dir)
     removal = cache.remove(keys or None)

@@ -18,14 +18,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..backbones import Backbone
-from ..data.discover import Sample, files_fingerprint
+from ..data.discover import Sample
 from ..data.images import draft_size_for, load_image
 from ..data.transforms import Augment, eval_transform, train_transform
 from ..engines import CompileError, choose_engine, frozen_forward
 from ..engines.forward import is_compiled
+from ..fingerprint import files_fingerprint
 from ..progress import image_progress
 from ..runtime import Runtime
-from .cache import FeatureCache, FeatureSet, cache_key
+from .cache import FeatureCache
+from .entry import FeatureSet, cache_key
 
 
 class ViewDataset(Dataset):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..features import FeatureSet
-from ..features.cache import load_derived, store_derived
+from ..features.derived import load_derived, store_derived
 from . import final_linear
 
 LOGREG_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)

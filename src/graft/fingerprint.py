@@ -1,0 +1,42 @@
+"""The identity of a list of image files, as the caches key it: `files_fingerprint`.
+
+It is the key material of the feature cache (graft.features, with the labels) and of the
+readability memo (graft.data.discover, with the decode size). A module of its own, importing
+nothing of graft, so that finding data never imports the features package (and torch with it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+
+def files_fingerprint(paths, labels) -> str:
+    """A hash that changes whenever a file's bytes may have changed: the key of the feature cache
+    and of the readability memo (a key that misses a change reuses stale features, silently).
+
+    Covered, per file: its absolute path, its label (or, for the memo, the decode size), its size,
+    its modification time (`st_mtime_ns`), its inode number (`st_ino`) and its change time
+    (`st_ctime_ns`). The change time is set by the kernel on every write, rename, `os.utime` or
+    chmod and cannot be set back by a user, so an edit, a swap of two equal-size files between
+    classes (`mv`, with times restored), an in-place rewrite with its mtime restored, an addition,
+    a removal or a relabel all change the key. The order of the files counts too.
+
+    Not covered: the bytes themselves. A change that leaves size, mtime, inode and ctime as they
+    were takes a rewrite in place, to the same size, within the same timestamp tick as the file's
+    previous change (a few milliseconds, on file systems with coarse timestamps), or a write to
+    the raw disk: nothing a user does by hand. Hashing the contents instead would read every byte of
+    every image (gigabytes for a folder of photos, from disk) before any feature is computed; inode
+    and ctime come from the same `stat` call as size and mtime.
+
+    Harmless misses: `touch`, chmod, a restore from backup or a copy (`cp -a`, `rsync -a`) change
+    the key though the pixels are the same, and so does a remount on file systems that invent
+    inode numbers (some FUSE and network mounts): the features are then computed again, never
+    reused wrongly. Raises OSError when a file is missing.
+    """
+    digest = hashlib.sha256()
+    for path, label in zip(paths, labels):
+        stat = os.stat(path)
+        digest.update(f"{os.path.abspath(path)}|{label}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}|"
+                      f"{stat.st_ctime_ns}\n".encode())
+    return digest.hexdigest()
