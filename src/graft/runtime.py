@@ -9,7 +9,8 @@ five loose keywords. The module imports torch only inside the functions that nee
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -116,9 +117,38 @@ def accelerator_device():
 
 
 def cache_root() -> Path:
-    """$GRAFT_CACHE, else $XDG_CACHE_HOME/graft, else ~/.cache/graft."""
+    """The folder of every file graft caches: $GRAFT_CACHE (which `use_cache_dir`, and so
+    --cache-dir, sets), else $XDG_CACHE_HOME/graft, else ~/.cache/graft.
+
+    Every cache location asks this one question: the features in features/ (graft.features), the
+    traced graphs in engines/ (graft.engines), the runs' ONNX exports in engines/runs/
+    (graft.export.cached), the readability memo in checked/ (graft.data.discover)."""
     return Path(os.environ.get("GRAFT_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "graft"))
+
+
+@contextmanager
+def use_cache_dir(folder: str | os.PathLike | None) -> Iterator[None]:
+    """For its duration, `cache_root()` answers `folder` (made absolute); None changes nothing.
+
+    It sets $GRAFT_CACHE, and puts back the value from before (or its absence) on the way out, so
+    the processes started inside inherit the same answer: DDP and sharded-extraction workers,
+    DataLoader workers, the export child of graft.export.cached. Its limits follow: it is
+    process-wide, not per thread (a thread that runs meanwhile sees `folder` too), and a process
+    started inside keeps `folder` after the block ends. Blocks nest; the innermost one decides.
+    """
+    if folder is None:
+        yield
+        return
+    before = os.environ.get("GRAFT_CACHE")
+    os.environ["GRAFT_CACHE"] = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("GRAFT_CACHE", None)
+        else:
+            os.environ["GRAFT_CACHE"] = before
 
 
 @dataclass(frozen=True)
