@@ -10,10 +10,11 @@ import typer
 from rich.table import Table
 
 from ..advise.advice import LARGE_PER_CLASS, SAMPLE_PER_CLASS
-from .options import config_options
+from .options import cache_dir_option, config_options
 from .render import console, say
 
 
+@cache_dir_option
 @config_options(only=("backbone", "weights", "img_size", "val_split", "seed", "precision", "workers", "budget"),
                 help={"weights": "imagenet, or the path of a .safetensors/.pth file (pretrained weights only)."})
 def advise(

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .options import ImgSize, ValSplit, Weights, Workers
+from .options import ImgSize, ValSplit, Weights, Workers, cache_dir_option
 from .render import console
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
     app.command("audit")(audit)
 
 
+@cache_dir_option
 def audit(
     data: Annotated[Path, typer.Argument(help="Folder with train/ and val/ (and optional test/) class folders, a folder of class folders, or a CSV of path,label.")],
     backbone: Annotated[str, typer.Option("--backbone", "-b", help="Any timm model name: its features decide what looks alike.")] = "tf_efficientnet_lite0",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -11,21 +10,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import GraftError
+from .options import cache_dir_option
 from .render import console
 
 cache_app = typer.Typer(help="Show, check or clear the cache of backbone features.", no_args_is_help=True)
 
-CacheDir = Annotated[
-    Optional[Path],
-    typer.Option("--cache-dir", help="The cache folder, as given to `graft train` (default: $GRAFT_CACHE or ~/.cache/graft).",
-                 show_default=False),
-]
 
-
-def _cache(cache_dir: Path | None):
+def _cache():
+    """The feature cache of the folder that --cache-dir names (cache_dir_option), else graft's default."""
     from ..features import FeatureCache
 
-    return FeatureCache(cache_dir / "features" if cache_dir is not None else None)
+    return FeatureCache()
 
 
 def _mb(size: int) -> str:
@@ -33,11 +28,12 @@ def _mb(size: int) -> str:
 
 
 @cache_app.command("ls")
-def cache_ls(cache_dir: CacheDir = None) -> None:
+@cache_dir_option
+def cache_ls() -> None:
     """List cached feature sets, marking damaged ones, and the partial builds (in progress or abandoned)."""
     from ..features.partial import format_age
 
-    cache = _cache(cache_dir)
+    cache = _cache()
     entries = cache.entries()
     partials = cache.partials()
     table = Table(title=f"Feature cache: {escape(str(cache.root))}")
@@ -69,15 +65,15 @@ def cache_ls(cache_dir: CacheDir = None) -> None:
 
 
 @cache_app.command("rm")
+@cache_dir_option
 def cache_rm(
     keys: Annotated[Optional[list[str]], typer.Argument(help="Keys to remove (default: all).")] = None,
-    cache_dir: CacheDir = None,
 ) -> None:
     """Remove cached feature sets: all of them without KEYS, and abandoned partial builds, keeping
     those other graft processes are still writing."""
     from ..features.partial import format_age
 
-    cache = _cache(cache_dir)
+    cache = _cache()
     removal = cache.remove(keys or None)
     line = f"Removed {removal.entries} cache entries"
     if removal.partials:
@@ -95,12 +91,12 @@ def cache_rm(
 
 
 @cache_app.command("verify")
+@cache_dir_option
 def cache_verify(
     fix: Annotated[bool, typer.Option("--fix", help="Remove the damaged entries and abandoned partial builds.")] = False,
-    cache_dir: CacheDir = None,
 ) -> None:
     """Check every entry (files, shapes, types, checksum); list the damaged ones, and with --fix remove them."""
-    cache = _cache(cache_dir)
+    cache = _cache()
     count = len(cache.entries())
     bad = cache.verify()
     abandoned = [partial for partial in cache.partials() if partial.abandoned]

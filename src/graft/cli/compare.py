@@ -11,10 +11,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..compare.comparison import DEFAULT_STRATEGIES
-from .options import config_options
-from .render import console, say
+from .options import cache_dir_option, config_options
+from .render import console, interrupts_explained, say
 
 
+@cache_dir_option
 @config_options(exclude=("strategy", "epochs", "patience", "report", "audit", "name"))
 def compare(
     data: Annotated[Path, typer.Argument(help="Training data, as for `graft train`.")],
@@ -28,7 +29,6 @@ def compare(
 
     Every other option is `graft train`'s, the same for every strategy."""
     from ..compare import compare as run_comparison
-    from .main import interrupts_explained
 
     with interrupts_explained():
         comparison = run_comparison(data, strategies=strategies, epochs=epochs, name=name,

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import GraftError
-from .options import Backbone, Weights
+from .options import Backbone, Weights, cache_dir_option
 from .render import console, quote, say
 
 
@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
     app.command("explain")(explain)
 
 
+@cache_dir_option
 def explain(
     target: Annotated[list[str], typer.Argument(help="RUN IMAGE... (or just IMAGE... with --imagenet; just RUN with --channels).")],
     class_name: Annotated[Optional[str], typer.Option("--class", help="Class to explain (default: each image's predicted class).")] = None,

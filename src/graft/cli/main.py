@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,8 +13,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import GraftError
-from .options import Backbone, Engine, Weights, config_options, explicit_options
-from .render import console, error_console, evaluation_tables, history_table, quote, results_table, say
+from .options import Backbone, Engine, Weights, cache_dir_option, config_options, explicit_options
+from .render import (
+    console,
+    describe_os_error,
+    error_console,
+    evaluation_tables,
+    history_table,
+    interrupts_explained,
+    quote,
+    results_table,
+    say,
+)
 
 app = typer.Typer(
     help="Transfer learning for image classification: a folder of labelled photos in, a trained classifier out.",
@@ -51,36 +60,6 @@ def main() -> None:
         sys.exit(2)
 
 
-@contextmanager
-def interrupts_explained():
-    """Ctrl-C in a run: say what it interrupted and where the run folder is, then exit 130.
-
-    (Typer turns a bare KeyboardInterrupt into a silent exit before `main` could see it.)"""
-    try:
-        yield
-    except KeyboardInterrupt as interrupt:
-        describe = getattr(interrupt, "describe", None)
-        error_console.print("[yellow]interrupted[/]: " + escape(describe() if describe else "nothing was saved."))
-        sys.exit(130)
-
-
-def describe_os_error(error: OSError) -> str:
-    """What failed, on which file, and what to do: for the errors a user can fix."""
-    import errno
-
-    where = f"{error.filename}: " if error.filename else ""
-    what = error.strerror or str(error)
-    hints = {
-        errno.ENOSPC: "The disk is full; free some space, or write elsewhere (--out for runs, GRAFT_CACHE for the feature cache).",
-        errno.EDQUOT: "Your disk quota is used up; free some space, or write elsewhere (--out, GRAFT_CACHE).",
-        errno.EACCES: "graft may not write there; choose a folder you can write to (--out for runs, GRAFT_CACHE for the cache).",
-        errno.EROFS: "That file system is read-only; choose another folder (--out for runs, GRAFT_CACHE for the cache).",
-        errno.ENOTDIR: "A file stands where graft needs a folder; choose another --out (or move the file).",
-        errno.EEXIST: "A file stands where graft needs a folder; choose another --out (or move the file).",
-    }
-    return f"{where}{what}. {hints.get(error.errno or 0, 'Check the path and try again.')}"
-
-
 def _train_and_report(data, config, *, json_out: bool = False, resume: Path | None = None) -> None:
     from ..training.pipeline import resume_run, train
 
@@ -107,6 +86,7 @@ def _train_and_report(data, config, *, json_out: bool = False, resume: Path | No
 
 
 @app.command()
+@cache_dir_option
 @config_options()
 def train(
     ctx: typer.Context,
@@ -140,6 +120,7 @@ def train(
 
 
 @app.command()
+@cache_dir_option
 @config_options(only=("strategy", "img_size", "out"), defaults={"strategy": "linear-probe"})
 def demo(**options) -> None:
     """Train on the embedded CIFAR-10 sample (10 classes, 2,500 images), offline, in a few minutes."""

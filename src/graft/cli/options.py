@@ -3,7 +3,8 @@ the `TrainConfig` field of the same name, so an option is declared once for the 
 
 - `config_options(...)` adds config fields as keyword parameters of a Typer command;
 - `annotated(name)` gives one field's `Annotated[type, typer.Option]` for a hand-written signature;
-- `explicit_options(ctx, values)` keeps the values the user typed (for `--config` replays).
+- `explicit_options(ctx, values)` keeps the values the user typed (for `--config` replays);
+- `cache_dir_option` gives a command `--cache-dir`, the folder of every file graft caches.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from ..config import TrainConfig, flag_of, help_of, option_fields
+from ..runtime import use_cache_dir
 
 
 def annotated(name: str, *, help: str | None = None):
@@ -73,6 +76,34 @@ def config_options(*, only: Iterable[str] | None = None, exclude: Iterable[str] 
     return decorate
 
 
+def cache_dir_option(command: Callable) -> Callable:
+    """Decorator: the command takes `--cache-dir FOLDER` and runs inside
+    `graft.runtime.use_cache_dir(FOLDER)`, so every file it caches (features, traced graphs, run
+    exports, the readability memo), in this process and those it starts, goes under FOLDER.
+
+    Put it above `config_options`: a command whose config options include `cache_dir` (`graft
+    train`, `graft compare`) keeps that option and still receives its value."""
+    hints = typing.get_type_hints(command, include_extras=True)
+    parameters = [parameter.replace(annotation=hints.get(parameter.name, parameter.annotation))
+                  for parameter in inspect.signature(command).parameters.values()]
+    passed_on = any(parameter.name == "cache_dir" for parameter in parameters)
+    if not passed_on:
+        at = next((index for index, parameter in enumerate(parameters)
+                   if parameter.kind is inspect.Parameter.VAR_KEYWORD), len(parameters))
+        parameters.insert(at, inspect.Parameter("cache_dir", inspect.Parameter.KEYWORD_ONLY, annotation=CacheDir,
+                                                 default=None))
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        folder = kwargs.get("cache_dir") if passed_on else kwargs.pop("cache_dir", None)
+        with use_cache_dir(folder):
+            return command(*args, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]  # what Typer reads
+    wrapper.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    return wrapper
+
+
 def explicit_options(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
     """The options among `values` that the user gave on the command line (or in the environment)."""
     # By name: Typer may carry its own copy of click, whose enum is not click.core's.
@@ -105,3 +136,7 @@ Workers = annotated("workers")
 ImgSize = annotated("img_size")
 ValSplit = annotated("val_split")
 Engine = annotated("engine")
+CacheDir = Annotated[Optional[Path], typer.Option(
+    "--cache-dir", show_default=False,
+    help="Folder for every file graft caches: backbone features, traced graphs, run exports, the images found "
+         "readable (default: $GRAFT_CACHE, else ~/.cache/graft).")]

@@ -1,8 +1,11 @@
-"""Rich tables for the terminal: results, per-class metrics, confusion matrices, listings."""
+"""What the terminal shows, for every command: the consoles, plain lines, Rich tables (results,
+per-class metrics, confusion matrices), and how an error or a Ctrl-C is told."""
 
 from __future__ import annotations
 
 import shlex
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -26,6 +29,36 @@ def say(text: str) -> None:
 def quote(path: str | Path) -> str:
     """A path as a shell word (quoted only where needed)."""
     return shlex.quote(str(path))
+
+
+@contextmanager
+def interrupts_explained():
+    """Ctrl-C in a run: say what it interrupted and where the run folder is, then exit 130.
+
+    (Typer turns a bare KeyboardInterrupt into a silent exit before `main` could see it.)"""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        describe = getattr(interrupt, "describe", None)
+        error_console.print("[yellow]interrupted[/]: " + escape(describe() if describe else "nothing was saved."))
+        sys.exit(130)
+
+
+def describe_os_error(error: OSError) -> str:
+    """What failed, on which file, and what to do: for the errors a user can fix."""
+    import errno
+
+    where = f"{error.filename}: " if error.filename else ""
+    what = error.strerror or str(error)
+    hints = {
+        errno.ENOSPC: "The disk is full; free some space, or write elsewhere (--out for runs, --cache-dir or GRAFT_CACHE for the cache).",
+        errno.EDQUOT: "Your disk quota is used up; free some space, or write elsewhere (--out, --cache-dir or GRAFT_CACHE).",
+        errno.EACCES: "graft may not write there; choose a folder you can write to (--out for runs, --cache-dir or GRAFT_CACHE for the cache).",
+        errno.EROFS: "That file system is read-only; choose another folder (--out for runs, --cache-dir or GRAFT_CACHE for the cache).",
+        errno.ENOTDIR: "A file stands where graft needs a folder; choose another --out (or move the file).",
+        errno.EEXIST: "A file stands where graft needs a folder; choose another --out (or move the file).",
+    }
+    return f"{where}{what}. {hints.get(error.errno or 0, 'Check the path and try again.')}"
 
 
 def evaluation_tables(evaluation: Evaluation, title: str) -> list[Table]:

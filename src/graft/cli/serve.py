@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import GraftError
-from .options import Engine
+from .options import Engine, cache_dir_option
 from .render import console, error_console
 
 # The defaults, repeated here so that `graft --help` never imports FastAPI or torch; a test checks
@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
 
 
+@cache_dir_option
 def serve(
     run: Annotated[Path, typer.Argument(help="The run folder (or a folder with model.safetensors + graft.json).")],
     host: Annotated[str, typer.Option(help="Address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 is every interface (anyone on the network).")] = "127.0.0.1",
