@@ -235,7 +235,8 @@ class RuntimeOptions(Group):
 class OutputOptions(Group):
     out: str = option("runs", "Folder for run folders.")
     name: str | None = option(None, "Run folder name (default: strategy-date-time).")
-    cache_dir: str | None = option(None, "Folder for the feature cache (default: $GRAFT_CACHE or ~/.cache/graft).")
+    cache_dir: str | None = option(None, "Folder for every file graft caches: backbone features, traced graphs, run "
+                                          "exports, the images found readable (default: $GRAFT_CACHE, else ~/.cache/graft).")
     report: bool = option(True, "Write report.html and report.md in the run folder (curves, confusion matrices, "
                                 "mistakes with activation maps, audit).")
     audit: bool = option(True, "Audit the data (duplicates, imbalance, likely mislabelled images) with the pretrained "
