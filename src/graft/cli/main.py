@@ -134,6 +134,7 @@ def demo(**options) -> None:
 
 
 @app.command()
+@cache_dir_option
 def predict(
     target: Annotated[list[str], typer.Argument(help="RUN_OR_MODEL PATH... (or just PATH... with --imagenet). RUN_OR_MODEL "
                                                      "is a run folder, or a model.onnx from `graft export` (runs without "
@@ -271,6 +272,7 @@ def predict(
 
 
 @app.command("export")
+@cache_dir_option
 def export_command(
     model: Annotated[Path, typer.Argument(help="Run folder (or model folder).")],
     format: Annotated[str, typer.Option("--format", help="onnx: one file that ONNX Runtime, OpenVINO and others run; "
@@ -292,6 +294,7 @@ def export_command(
 
 
 @app.command()
+@cache_dir_option
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Run folder (or model folder).")],
     data: Annotated[Path, typer.Argument(help="Folder of class folders, a split folder (uses test/ or val/), or a CSV.")],
