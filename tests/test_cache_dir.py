@@ -119,7 +119,6 @@ def test_every_command_caches_in_cache_dir_only(tiny_dataset, tmp_path, elsewher
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="training loop not yet wired")
 def test_train_with_cache_dir_caches_there_only(tiny_dataset, tmp_path, elsewhere):
     import graft
 
