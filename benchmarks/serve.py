@@ -1,53 +1,52 @@
-"""`graft serve` with micro-batching on (the default window) against off (`--batch-window-ms 0`).
+"""`graft serve` with micro-batching on (`--batch-window-ms WINDOW`) against off (0): requests/s and latency.
 
-    python benchmarks/serve.py --data ../shared/datasets/flowers-dev [--run RUN] [--requests 400] [--clients 16] [--rounds 3]
-
-1. The model: RUN, else a linear-probe run trained here on 20 images per class of DATA/train
-   (tf_efficientnet_lite0 at its own 224 px), so the server runs a real classifier.
-2. Two `graft serve RUN --port 0` processes on loopback, started once: batching on
-   (`--batch-window-ms`, `--window`, 5 ms) and off (0). Both use the same engine (`--engine`, auto).
-3. In interleaved rounds (on, off; the next round starts with the other), `--clients` threads, each
-   with its own kept-alive connection, POST `--requests` images of DATA (JPEG files as multipart
-   uploads) to /predict; requests/s of the round and each request's latency.
-Prints requests/s, median and 95th-percentile latency of each, and the ratio on/off per round and its
-median; writes them under "serve" in benchmarks/results.json.
+1. The model: a Lite0 linear probe on 20 images per class of DATA/train (_runs.py `small_model`).
+2. Two `graft serve RUN --port 0` processes on loopback, started once, both with `--engine ENGINE`:
+   batching on and off.
+3. ROUNDS interleaved rounds: CLIENTS threads, each with its own kept-alive connection, POST
+   REQUESTS images of DATA (its files, one per request, as multipart uploads) to /predict;
+   requests/s of the round and each request's latency. Ratio: on / off per round, the median.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import re
 import statistics
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _results import store
-from _runs import train_small_probe
+from ._runs import BenchmarkFailed, Context, Parameter, image_files, interleaved, small_model, start_graft
 
-EXTENSIONS = {".jpg", ".jpeg", ".png"}
+PARAMETERS = {
+    "requests": Parameter(300, 32, "requests per server per round"),
+    "clients": Parameter(16, 4, "client threads"),
+    "rounds": Parameter(3, 1, "interleaved rounds"),
+    "window": Parameter(5.0, 5.0, "--batch-window-ms of the batching server"),
+    "engine": Parameter("auto", "auto", "graft serve --engine, for both servers"),
+    "img_size": Parameter(0, 64, "the model's input size in px; 0: the backbone's own (224)"),
+}
 
 
-def start(run: Path, *options: str) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-c", "from graft.cli.main import main; main()", "serve", str(run), "--port", "0", *options]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "COLUMNS": "200"})
+def key(values: dict) -> str:
+    return "serve" if values["engine"] == "auto" else f"serve_{values['engine']}"
+
+
+def start(run: Path, env: dict[str, str], *options: str) -> tuple[subprocess.Popen, str]:
+    process = start_graft("serve", run, "--port", "0", *options, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     for line in process.stdout:
         match = re.search(r"http://127\.0\.0\.1:\d+/", line)
         if match:
             threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
             return process, match.group(0)
-    raise SystemExit(f"graft serve did not start: {' '.join(command)}")
+    raise BenchmarkFailed(f"graft serve {run} {' '.join(options)} did not start")
 
 
-def load_round(url: str, bodies: list[tuple[str, bytes]], requests: int, clients: int) -> dict:
+def load_round(url: str, bodies: list[tuple[str, bytes]], requests: int, clients: int) -> tuple[float, dict]:
     import httpx
 
     local = threading.local()
@@ -59,73 +58,39 @@ def load_round(url: str, bodies: list[tuple[str, bytes]], requests: int, clients
         started = time.perf_counter()
         response = local.http.post("/predict", files={"file": (name, data)})
         if response.status_code != 200:
-            raise RuntimeError(f"{response.status_code}: {response.text}")
+            raise BenchmarkFailed(f"{response.status_code}: {response.text}")
         return time.perf_counter() - started
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         latencies = sorted(pool.map(one, range(requests)))
     elapsed = time.perf_counter() - started
-    return {"requests_per_s": requests / elapsed, "p50_ms": 1000 * statistics.median(latencies),
-            "p95_ms": 1000 * latencies[int(0.95 * (len(latencies) - 1))], "seconds": elapsed}
+    return requests / elapsed, {"p50_ms": round(1000 * statistics.median(latencies), 1),
+                                "p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="images to send (every image under it), and DATA/train to train on")
-    parser.add_argument("--run", type=Path, help="a run folder to serve (default: train a linear probe on DATA/train)")
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--window", type=float, default=5.0, help="--batch-window-ms of the batching server")
-    parser.add_argument("--engine", default="auto", help="graft serve --engine for both servers")
-    options = parser.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="graft-serve-bench-"))
-    env = {**os.environ, "GRAFT_CACHE": os.environ.get("GRAFT_CACHE", str(work / "cache"))}
-    os.environ.update(env)
-    run = options.run
-    if run is None:
-        run = train_small_probe(options.data, work, env)
-    bodies = [(p.name, p.read_bytes()) for p in sorted(options.data.rglob("*")) if p.suffix.lower() in EXTENSIONS][:2000]
-    if not bodies:
-        raise SystemExit(f"{options.data}: no images")
-
-    on, off = ("--batch-window-ms", str(options.window)), ("--batch-window-ms", "0")
-    servers = {"on": start(run, *on, "--engine", options.engine), "off": start(run, *off, "--engine", options.engine)}
+def run(context: Context, *, requests: int, clients: int, rounds: int, window: float, engine: str, img_size: int) -> dict:
     import httpx
 
-    settings = {mode: httpx.get(url + "model", timeout=30).json() for mode, (_, url) in servers.items()}
-    rounds: dict[str, list[dict]] = {"on": [], "off": []}
+    model, env = small_model(context, img_size=img_size)
+    bodies = [(p.name, p.read_bytes()) for p in image_files(context.data)[:2000]]
+    servers = {"on": start(model, env, "--batch-window-ms", str(window), "--engine", engine),
+               "off": start(model, env, "--batch-window-ms", "0", "--engine", engine)}
     try:
+        settings = {mode: httpx.get(url + "model", timeout=30).json() for mode, (_, url) in servers.items()}
         for _, url in servers.values():  # warm-up: first requests, thread pools, allocator
-            load_round(url, bodies, 2 * options.clients, options.clients)
-        for index in range(options.rounds):
-            order = ["on", "off"] if index % 2 == 0 else ["off", "on"]
-            for mode in order:
-                rounds[mode].append(load_round(servers[mode][1], bodies, options.requests, options.clients))
-                print(f"round {index + 1} {mode:>3}: " + ", ".join(f"{k} {v:.1f}" for k, v in rounds[mode][-1].items()), flush=True)
+            load_round(url, bodies, 2 * clients, clients)
+        pair = interleaved(rounds, {"batching": (lambda: load_round(servers["off"][1], bodies, requests, clients),
+                                                 lambda: load_round(servers["on"][1], bodies, requests, clients))},
+                           log=context.log)["batching"]
     finally:
         for process, _ in servers.values():
             process.terminate()
             process.wait(timeout=30)
-
-    ratios = [on["requests_per_s"] / off["requests_per_s"] for on, off in zip(rounds["on"], rounds["off"])]
-    median = {mode: {key: statistics.median(r[key] for r in rounds[mode]) for key in rounds[mode][0]} for mode in rounds}
-    print(f"\nbatching on / off, requests/s: rounds {', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}")
-    for mode in ("on", "off"):
-        print(f"{mode:>3}: {median[mode]['requests_per_s']:.1f} req/s, p50 {median[mode]['p50_ms']:.0f} ms, "
-              f"p95 {median[mode]['p95_ms']:.0f} ms  ({settings[mode]['engine']}, window {settings[mode]['batching']['window_ms']} ms)")
-    store({"serve" if options.engine == "auto" else f"serve_{options.engine}": {
-        "command": "python benchmarks/serve.py " + " ".join(sys.argv[1:]),
-        "requests": options.requests, "clients": options.clients, "rounds": options.rounds,
-        "model": {key: settings["on"][key] for key in ("backbone", "strategy", "input_size", "engine", "precision")},
-        "window_ms": settings["on"]["batching"]["window_ms"], "max_batch": settings["on"]["batching"]["max_batch"],
-        "on": rounds["on"], "off": rounds["off"], "ratio_rounds": ratios, "ratio_median": statistics.median(ratios),
-        "median": median, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-        "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
-    }})
-
-
-if __name__ == "__main__":
-    main()
+    on = {"requests_per_s": pair.summary(1)["measured"], "latency": pair.extras}
+    off = {"requests_per_s": pair.summary(1)["baseline"], "latency": pair.baseline_extras}
+    return {"summary": f"batching on / off {pair.ratio:.2f}x requests/s ({settings['on']['engine']})",
+            "ratio": round(pair.ratio, 3), "ratios": pair.summary(3)["ratios"], "on": on, "off": off,
+            "model": {k: settings["on"].get(k) for k in ("backbone", "strategy", "input_size", "engine", "precision")},
+            "window_ms": settings["on"]["batching"]["window_ms"], "max_batch": settings["on"]["batching"]["max_batch"],
+            "requests": requests, "clients": clients}

@@ -1,6 +1,6 @@
 """Fine-tuning with the pretrained BatchNorm statistics kept, against batch statistics (docs/results.md).
 
-    python benchmarks/finetune_batchnorm.py [--data ../shared/datasets/cifar10-dev]
+    python -m benchmarks.calibration.finetune_batchnorm [--data ../shared/datasets/cifar10-dev]
 
 A 1,000-image subset of CIFAR-10 (100 per class from train, val 50 per class from other training
 images), 224 px, default backbone: the head on the frozen base, then 2 epochs on images, for each

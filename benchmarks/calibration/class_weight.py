@@ -1,6 +1,6 @@
 """Does `--class-weight balanced`, or `--sampler balanced`, help when one class has few training images?
 
-    python benchmarks/class_weight.py [--shared ../shared/datasets] [--rare 10]
+    python -m benchmarks.calibration.class_weight [--shared ../shared/datasets] [--rare 10]
         [--strategies linear-probe,feature-extract] [--only flowers,cifar5] [--key class_weight]
 
 Two imbalanced versions of real photo sets, each with a balanced test split: every class keeps
@@ -21,12 +21,12 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _results import store
+from .._results import provenance, record
+from .._runs import SHARED_DATASETS, graft_command
 
 STRATEGIES = ("linear-probe", "feature-extract")
 
@@ -48,8 +48,7 @@ def imbalanced(source: Path, root: Path, *, classes: list[str] | None, per_class
 
 def run(data: Path, key: str, strategy: str, weight: str, sampler: str, extra: list[str], work: Path) -> dict:
     name = f"{key}-{strategy}-{weight}-{sampler}"
-    args = [sys.executable, "-c", "from graft.cli.main import main; main()", "train", str(data), "--strategy", strategy,
-            "--class-weight", weight, "--sampler", sampler, "--out", str(work / "runs"), "--name", name, "--cache-dir", str(work / "cache"),
+    args = [*graft_command("train", data), "--strategy", strategy, "--class-weight", weight, "--sampler", sampler, "--out", str(work / "runs"), "--name", name, "--cache-dir", str(work / "cache"),
             "--no-report", "--no-audit", *extra]
     started = time.perf_counter()
     result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
@@ -66,13 +65,14 @@ def run(data: Path, key: str, strategy: str, weight: str, sampler: str, extra: l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared/datasets")
+    parser.add_argument("--shared", type=Path, default=SHARED_DATASETS)
     parser.add_argument("--rare", type=int, default=10)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--only", default="flowers,cifar5")
     parser.add_argument("--key", default="class_weight")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="graft-class-weight-"))
+    about = provenance(parameters=vars(args))
     sets = {
         "flowers": (imbalanced(args.shared / "flowers-dev", work / "flowers", classes=None, per_class=None,
                                rare=args.rare, test=None), ["--img-size", "224"]),
@@ -98,7 +98,7 @@ def main() -> None:
     for row in rows:
         print(f"| {row['data']} | {row['strategy']} | {row['class_weight']} | {row['sampler']} | {row['test']:.1%} | "
               f"{row['balanced']:.1%} | {row['rare_recall']:.1%} ({row['rare_class']}) | {row['seconds']} |")
-    store({args.key: {"rows": rows, "rare": args.rare, "date": time.strftime("%Y-%m-%d")}})
+    record(args.key, {"rows": rows, "rare": args.rare}, about)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Measure the audit's thresholds on real photos: false alarms on clean data, recall of planted problems.
 
-    python benchmarks/audit_calibrate.py ../shared/datasets/cifar10-dev --per-class 200 --img-size 128
+    python -m benchmarks.calibration.audit_calibrate ../shared/datasets/cifar10-dev --per-class 200 --img-size 128
 
 From DATA (train/ and test/ class folders) it copies `--per-class` train and `--test-per-class`
 test images of each class into a clean subset, and a second subset that also holds planted

@@ -1,6 +1,6 @@
 """The default (`--strategy auto`) against the strategies it chooses between, on real photos.
 
-    python benchmarks/auto_calibrate.py [--shared ../shared/datasets] [--only flowers,cifar3,...] [--strategies auto]
+    python -m benchmarks.calibration.auto_calibrate [--shared ../shared/datasets] [--only flowers,cifar3,...] [--strategies auto]
 
 Each row is one `graft train` process as a user types it (a cold feature cache of its own, so every
 run pays for its features), timed from start to end; val and test accuracy come from the run's
@@ -20,7 +20,7 @@ metrics.json. Data sets:
   test per class.
 Prints a markdown table and stores it under "auto" in benchmarks/results.json.
 
-    python benchmarks/auto_calibrate.py --table
+    python -m benchmarks.calibration.auto_calibrate --table
 
 prints docs/advise.md's calibration table from the stored rows: per data set the default run (auto),
 the linear probe and finetune, test accuracy and time, and the issue's checks: auto >= the probe
@@ -34,12 +34,12 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _results import RESULTS, store
+from .._results import commit, figures, machine, provenance, record
+from .._runs import SHARED_DATASETS, graft_command
 
 EVERY = ["auto", "linear-probe", "finetune"]
 RUNS = {
@@ -105,8 +105,7 @@ def build(key: str, shared: Path, work: Path) -> Path:
 
 def run(key: str, data: Path, strategy: str, extra: list[str], work: Path) -> dict:
     name = f"{key}-{strategy}"
-    args = [sys.executable, "-c", "from graft.cli.main import main; main()", "train", str(data), "--strategy", strategy,
-            "--out", str(work / "runs"), "--name", name, "--cache-dir", str(work / f"cache-{name}"), "--no-report", *extra]
+    args = [*graft_command("train", data), "--strategy", strategy, "--out", str(work / "runs"), "--name", name, "--cache-dir", str(work / f"cache-{name}"), "--no-report", *extra]
     started = time.perf_counter()
     result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     seconds = time.perf_counter() - started
@@ -121,7 +120,7 @@ def run(key: str, data: Path, strategy: str, extra: list[str], work: Path) -> di
         kept += ": " + {"probe": "probe kept", "fine-tuned": "fine-tuned"}[record["advice"]["auto"]["kept"]]
     return {"data": key, "strategy": strategy, "kept": kept, "seconds": round(seconds, 1),
             "val": metrics["val_accuracy"], "test": (metrics["evaluations"].get("test") or {}).get("accuracy"),
-            "auto": decisions}
+            "auto": decisions, "commit": commit(), "cpu": machine()["cpu"]}
 
 
 COMPARED = "linear-probe,feature-extract,truncate,partial,finetune,scratch"  # all six, 5 epochs as auto's default
@@ -131,7 +130,7 @@ def run_compare(key: str, data: Path, extra: list[str], work: Path) -> dict:
     """`graft compare` on DATA with the same options as the rows (auto's --budget aside): each strategy's
     val and test accuracy and time, the best test accuracy, and compare's wall time."""
     extra = [arg for i, arg in enumerate(extra) if arg != "--budget" and (i == 0 or extra[i - 1] != "--budget")]
-    args = [sys.executable, "-c", "from graft.cli.main import main; main()", "compare", str(data), "--epochs", "5",
+    args = [*graft_command("compare", data), "--epochs", "5",
             "--strategies", COMPARED, "--out", str(work / "runs"), "--name", f"compare-{key}",
             "--cache-dir", str(work / f"cache-compare-{key}"), *extra]
     started = time.perf_counter()
@@ -143,7 +142,8 @@ def run_compare(key: str, data: Path, extra: list[str], work: Path) -> dict:
     rows = [{"strategy": row["strategy"], "val": row["best_val_acc"], "test": row["test_acc"], "seconds": round(row["total_s"], 1)}
             for row in table["strategies"]]
     best = max(rows, key=lambda row: row["test"] or 0.0)
-    return {"seconds": round(seconds, 1), "strategies": rows, "best": best["strategy"], "best_test": best["test"]}
+    return {"seconds": round(seconds, 1), "strategies": rows, "best": best["strategy"], "best_test": best["test"],
+            "commit": commit(), "cpu": machine()["cpu"]}
 
 
 DESCRIBED = {  # data key: (what it is, training images per class after the val split, input)
@@ -162,7 +162,7 @@ DESCRIBED = {  # data key: (what it is, training images per class after the val 
 
 def calibration_table() -> str:
     """docs/advise.md's table from the rows in benchmarks/results.json (see the module's text)."""
-    stored = json.loads(RESULTS.read_text())["auto"]
+    stored = figures("auto") or {}
     found = {(row["data"], row["strategy"]): row for row in stored["rows"]}
     compared = stored.get("compare", {})
     lines = ["| data | per class | input | auto: kept | auto test | time | linear probe | time | finetune | time "
@@ -197,7 +197,7 @@ def calibration_table() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared/datasets")
+    parser.add_argument("--shared", type=Path, default=SHARED_DATASETS)
     parser.add_argument("--only", default=",".join(key for key in RUNS if key != "cifar10"),
                         help=f"data sets, comma-separated, from {', '.join(RUNS)} (cifar10 takes about 20 minutes)")
     parser.add_argument("--strategies", default=None, help="run only these strategies (comma-separated)")
@@ -209,13 +209,15 @@ def main() -> None:
         print(calibration_table())
         return
     work = Path(tempfile.mkdtemp(prefix="graft-auto-"))
+    about = provenance(parameters=vars(args) | {"shared": str(args.shared)})
+    about["note"] = "rows and comparisons from earlier runs are kept; each row names its own commit and CPU"
     if args.compare:
         comparisons = {}
         for key in args.only.split(","):
             comparisons[key] = run_compare(key, build(key, args.shared, work), RUNS[key][0], work)
             print(json.dumps(comparisons[key]), flush=True)
-        stored = json.loads(RESULTS.read_text()).get("auto", {}) if RESULTS.exists() else {}
-        store({"auto": {**stored, "compare": {**stored.get("compare", {}), **comparisons}}})
+        stored = figures("auto") or {}
+        record("auto", {**stored, "compare": {**stored.get("compare", {}), **comparisons}}, about)
         return
     rows = []
     for key in args.only.split(","):
@@ -231,11 +233,11 @@ def main() -> None:
     for row in rows:
         test = "-" if row["test"] is None else f"{row['test']:.1%}"
         print(f"| {row['data']} | {row['strategy']} | {row['kept']} | {row['val']:.1%} | {test} | {row['seconds']} |")
-    # rows of data sets not run this time are kept (--only reruns some)
-    stored = json.loads(RESULTS.read_text()).get("auto", {}) if RESULTS.exists() else {}
+    # rows of data sets not run this time are kept (--only reruns some), each row naming its commit and CPU
+    stored = figures("auto") or {}
     fresh = {(row["data"], row["strategy"]) for row in rows}
     merged = [row for row in stored.get("rows", []) if (row["data"], row["strategy"]) not in fresh] + rows
-    store({"auto": {**stored, "rows": merged, "date": time.strftime("%Y-%m-%d")}})
+    record("auto", {**stored, "rows": merged, "date": time.strftime("%Y-%m-%d")}, about)
 
 
 if __name__ == "__main__":

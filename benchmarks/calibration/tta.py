@@ -1,6 +1,6 @@
 """Does the mirrored view help a linear probe? Test-time augmentation measured on real photos.
 
-    python benchmarks/tta.py [--shared ../shared/datasets]
+    python -m benchmarks.calibration.tta [--shared ../shared/datasets]
 
 For each data set, Lite0's pooled features of every image and of its horizontal mirror image (one
 pass each, ONNX Runtime, fp32), then graft's logistic regression (C by 5-fold cross-validation on
@@ -22,15 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _results import store
 
 from graft.backbones import create_backbone
 from graft.data.dataset import ImageDataset
 from graft.data.discover import find_eval_data
 from graft.data.transforms import eval_transform
-from graft.engines import frozen_forward
-from graft.heads.logistic import _fit
+from graft.features import FeatureSet
+from graft.heads import create_head, final_linear
+from graft.heads.logistic import fit_logistic_head
 from graft.runtime import Runtime
+
+from .._results import provenance, record
+from .._runs import SHARED_DATASETS, frozen_pass
 
 SETS = [("flowers-dev", 224), ("cifar10-dev", 64), ("cifar10-dev", 224)]
 
@@ -41,13 +44,20 @@ def views(backbone, root: Path, classes: list[str], runtime: Runtime) -> tuple[n
     loader = torch.utils.data.DataLoader(ImageDataset(samples, eval_transform(backbone.data_config, pixels=True)),
                                          batch_size=64)
     plain, mirrored, labels = [], [], []
-    with frozen_forward(backbone, runtime=runtime, images=2 * len(samples),
-                        input_size=backbone.data_config.input_size) as forward:
+    with frozen_pass(backbone, runtime=runtime, input_size=backbone.data_config.input_size) as forward:
         for pixels, y in loader:
             plain.append(forward(pixels).numpy())
             mirrored.append(forward(pixels.flip(-1).contiguous()).numpy())
             labels.append(y.numpy())
     return np.concatenate(plain), np.concatenate(mirrored), np.concatenate(labels)
+
+
+def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """graft's linear probe on features x (C by cross-validation, seed 0): the logits' weight and bias."""
+    head = create_head(x.shape[1], int(y.max()) + 1)
+    fit_logistic_head(head, FeatureSet(features=x, labels=y, meta={}, path=Path()), C=None, seed=0)
+    linear = final_linear(head)
+    return linear.weight.detach().numpy().astype(np.float64), linear.bias.detach().numpy().astype(np.float64)
 
 
 def probabilities(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -59,9 +69,10 @@ def probabilities(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.nda
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared/datasets")
+    parser.add_argument("--shared", type=Path, default=SHARED_DATASETS)
     args = parser.parse_args()
     runtime = Runtime.resolve(precision="32", engine="onnxruntime", progress=False)
+    about = provenance(parameters={"shared": str(args.shared), "sets": SETS})
     rows = []
     for name, size in SETS:
         root = args.shared / name
@@ -71,10 +82,10 @@ def main() -> None:
         train_plain, train_flip, y_train = views(backbone, root / "train", classes, runtime)
         test_plain, test_flip, y_test = views(backbone, root / "test", classes, runtime)
         seconds = time.perf_counter() - started
-        w, b, _ = _fit(train_plain, y_train, None, 0)
+        w, b = fit(train_plain, y_train)
         plain = (probabilities(test_plain, w, b).argmax(1) == y_test).mean()
         at_test = ((probabilities(test_plain, w, b) + probabilities(test_flip, w, b)).argmax(1) == y_test).mean()
-        w2, b2, _ = _fit((train_plain + train_flip) / 2, y_train, None, 0)
+        w2, b2 = fit((train_plain + train_flip) / 2, y_train)
         mean = (probabilities((test_plain + test_flip) / 2, w2, b2).argmax(1) == y_test).mean()
         row = {"data": name, "px": size, "train": len(y_train), "test": len(y_test), "plain": round(float(plain), 4),
                "tta_at_test": round(float(at_test), 4), "mean_features": round(float(mean), 4),
@@ -85,7 +96,7 @@ def main() -> None:
     for row in rows:
         print(f"| {row['data']} | {row['px']} | {row['train']} / {row['test']} | {row['plain']:.1%} | "
               f"{row['tta_at_test']:.1%} | {row['mean_features']:.1%} |")
-    store({"tta": {"rows": rows, "date": time.strftime("%Y-%m-%d")}})
+    record("tta", {"rows": rows}, about)
 
 
 if __name__ == "__main__":
