@@ -36,6 +36,6 @@ def _save_png(figure, target) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)
-    # zlib level 1: a file 25% larger (1.39 MB against 1.11 MB for the mistakes figure) for a faster
-    # encode, which was a large share of a cached run (benchmarks/profile_steps.py, docs/benchmarks.md).
+    # zlib level 1: a larger file for a faster encode, which was a large share of a cached run
+    # (docs/benchmarks.md, "5. Cache reuse", has the figures).
     figure.savefig(target, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})

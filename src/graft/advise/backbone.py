@@ -11,10 +11,9 @@ Candidates run smallest first. A larger one wins only by a clear lead (required_
 the probe's standard error when that is larger), because it is slower at every prediction after
 training; and it runs only while its extraction, estimated from the last one's measured time, fits
 in BUDGET_SHARE of `--budget`. Why the standard error: on flowers-dev (400 training photos) the
-cross-validated probes were Lite0 88.0%, Lite1 89.3%, Lite2 88.3%, while the probes' test accuracy
-was 86.0%, 85.6% and 88.4% (benchmarks/auto_calibrate.py, docs/advise.md): a lead of a point on
-400 images (standard error 1.6 points) is noise, and Lite1 chosen on it was 0.4 points better after
-fine-tuning, in 1.8x Lite0's time.
+cross-validated probes put Lite1 ahead by about a point, yet its probe was the worst of the three on
+test: a lead of a point on 400 images is within the probe's standard error, noise (docs/advise.md,
+"--backbone auto", has the figures; benchmarks/calibration/auto_calibrate.py measured them).
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def check_imbalance(splits: DataSplits) -> Imbalance:
 def class_weights(splits: DataSplits, mode: str) -> list[float] | None:
     """--class-weight balanced: train images / (classes x the class's own), scikit-learn's "balanced";
     auto: balanced where the audit's imbalance check flags a class (it raised the rare class's recall
-    from 52% to 64% on flowers-dev with 8 daisies, linear probe; benchmarks/class_weight.py), else none."""
+    in every case measured: docs/benchmarks.md, "Accuracy levers"), else none."""
     if mode == "none":
         return None
     if mode == "auto" and not check_imbalance(splits).flagged:

@@ -685,7 +685,7 @@ def _unreadable(paths: list[Path], workers: int | None) -> dict[Path, str]:
 
     A file list found all readable is remembered by its `files_fingerprint` (paths, sizes, times,
     inodes) in the cache folder, so a second run on unchanged data skips the decoding: it was most
-    of a cached linear-probe run's time (0.51 s, then 0.03 s, on 2,500 images: benchmarks/profile_steps.py).
+    of a cached linear-probe run's time (docs/benchmarks.md, "5. Cache reuse").
     """
     marker = _checked_marker(paths)
     if marker is not None and marker.exists():

@@ -6,16 +6,15 @@ rather than running the slices one after another, each spread over all cores by 
 intra-op threads, the slices run at once, one thread each. Why: with intra-op threads every
 operator waits for its slowest thread, so when anything else takes a core (the thread that reads
 and decodes the next batch of images, another process) the whole pass waits; slices on threads of
-their own do not wait for each other. Measured on the 2-core Xeon with AMX, Lite0 at 224 px, 3,000
-cifar10-dev files read ahead as `graft predict` reads them, 5 interleaved rounds: 154.8 against
-143.5 img/s (medians), and 178.0 against 163.2 img/s bare (`python benchmarks/sliced.py --data
-../shared/datasets/cifar10-dev`; docs/benchmarks.md "Batch prediction"). The answers are bit for
-bit the same: ONNX Runtime's CPU kernels here do not change their sums with the number of threads
-or the batch size (tests/test_engines.py checks it).
+their own do not wait for each other: on the 2-core Xeon with AMX, `graft predict` and the bare
+pass both ran faster this way (docs/benchmarks.md, "Batch prediction", "Slices side by side", has
+the figures and how they were measured). The answers are bit for bit the same: ONNX Runtime's CPU
+kernels here do not change their sums with the number of threads or the batch size
+(tests/test_engines.py checks it).
 
 A single slice (one image at 224 px, or a whole batch of small images) has nothing to share, so it
-runs in a second session with all the threads: a lone image keeps its latency (5.5 and 6.8 ms in
-two such sessions against 10.8 ms on one thread, the same machine; a one-off script, 200 runs each).
+runs in a second session with all the threads: a lone image keeps its latency (measured in the same
+section).
 
 The module imports neither torch nor timm (`graft predict model.onnx` runs without them).
 """
@@ -29,9 +28,9 @@ import numpy as np
 
 from ..runtime import pixel_slices, usable_cores
 
-# At most this many slices run at once: each holds its intermediates in memory (on 2 cores the
-# second slice and the single-slice session added about 40 MB to `graft predict`'s peak RSS,
-# docs/benchmarks.md), and a batch of 64 at 224 px has 16 slices. Cores beyond it go to intra-op
+# At most this many slices run at once: each holds its intermediates in memory (the second slice
+# and the single-slice session added to `graft predict`'s peak RSS: docs/benchmarks.md, "Batch
+# prediction"), and a batch of 64 at 224 px has 16 slices. Cores beyond it go to intra-op
 # threads inside each slice, as ONNX Runtime would use them.
 MAX_PARALLEL_SLICES = 4
 
