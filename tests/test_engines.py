@@ -11,7 +11,7 @@ import torch
 import graft
 from graft.backbones import create_backbone
 from graft.data.discover import find_data
-from graft.engines import AUTO_MIN_IMAGES, CompileError, choose_engine, frozen_forward, installed
+from graft.engines import CompileError, choose_engine, frozen_forward, installed
 from graft.errors import GraftError
 from graft.features import FeatureCache
 from graft.features.extract import backbone_features
@@ -43,30 +43,29 @@ def test_onnxruntime_features_equal_torchs_and_are_cached_apart(lite0, tiny_data
                        rtol=1e-3, atol=1e-4)
     entries = cache.entries()
     assert len(entries) == 2  # one per engine: features of one are never read as the other's
-    assert from_ort.meta["engine"] == "onnxruntime" and "engine" not in from_torch.meta
-    assert sorted(e.description for e in entries) == ["tf_efficientnet_lite0 train view plain",
-                                                       "tf_efficientnet_lite0 train view plain (onnxruntime)"]
+    assert (from_ort.meta["engine"], from_torch.meta["engine"]) == ("onnxruntime", "torch")
+    assert from_ort.meta["precision"] == from_torch.meta["precision"] == "32"
+    assert sorted(e.description for e in entries) == ["tf_efficientnet_lite0 train view plain (onnxruntime)",
+                                                       "tf_efficientnet_lite0 train view plain (torch)"]
     graphs = list((cache.root.parent / "engines").glob("*.onnx"))
     again = backbone_features(lite0, samples, split="train", runtime=FP32.but(engine="onnxruntime"), cache=cache)
     assert np.array_equal(np.asarray(again.features), np.asarray(from_ort.features))
     assert list((cache.root.parent / "engines").glob("*.onnx")) == graphs  # read from the cache: nothing traced
 
 
-def test_under_auto_torchs_cached_features_are_used_once_a_graph_appears(lite0, tiny_dataset, tmp_path):
-    """Once the backbone's graph is traced (e.g. for a run's export), auto extracts a few images in
-    ONNX Runtime; features torch cached before that are used as they are, not extracted again."""
-    from graft.engines.compile import compile_onnx
-
+def test_under_auto_the_engine_follows_the_machine_not_what_the_cache_holds(lite0, tiny_dataset, tmp_path, monkeypatch):
+    """Issue 24: a run's features came from torch bf16 in a fresh cache and from ONNX Runtime once a
+    graph was traced. Now auto on a CPU extracts in ONNX Runtime fp32 however few the images and
+    whatever the cache holds; features torch cached for the same images are never taken instead."""
     samples = find_data(tiny_dataset).train
     cache = FeatureCache(tmp_path / "features")
-    auto = FP32.but(engine="auto")
-    from_torch = backbone_features(lite0, samples, split="train", runtime=auto, cache=cache)
-    assert "engine" not in from_torch.meta  # 36 images: not worth a trace
-    compile_onnx(lite0, lite0.data_config.input_size, cache.engines)
-    again = backbone_features(lite0, samples, split="train", runtime=auto, cache=cache)
-    assert again.path == from_torch.path and len(cache.entries()) == 1
-    others = find_data(tiny_dataset).val  # images torch never saw: the graph extracts them
-    assert backbone_features(lite0, others, split="val", runtime=auto, cache=cache).meta["engine"] == "onnxruntime"
+    from_torch = backbone_features(lite0, samples, split="train", runtime=FP32.but(engine="torch"), cache=cache)
+    auto = backbone_features(lite0, samples, split="train", runtime=FP32, cache=cache)  # 36 images, torch's cached
+    assert (auto.meta["engine"], auto.meta["precision"]) == ("onnxruntime", "32") and auto.path != from_torch.path
+    bf16 = backbone_features(lite0, samples[:4], split="train", runtime=FP32.but(inference_precision="bf16"), cache=cache)
+    assert (bf16.meta["engine"], bf16.meta["precision"]) == ("torch", "bf16")  # asked for: torch computes it
+    monkeypatch.setattr("graft.engines.choice.find_spec", lambda name: None)  # no ONNX Runtime installed
+    assert backbone_features(lite0, samples, split="train", runtime=FP32, cache=cache).path == from_torch.path
 
 
 def test_a_batch_longer_than_a_slice_answers_in_order_in_every_engine(lite0, engines, monkeypatch):
@@ -84,8 +83,7 @@ def test_a_batch_longer_than_a_slice_answers_in_order_in_every_engine(lite0, eng
     monkeypatch.setattr(lite0, "forward", lambda batch: calls.append(len(batch)) or forward_of_module(batch))
     for engine in ("torch", "onnxruntime"):
         calls.clear()
-        with frozen_forward(lite0, runtime=FP32.but(engine=engine), images=7, input_size=(3, 32, 32),
-                            folder=engines) as forward:
+        with frozen_forward(lite0, runtime=FP32.but(engine=engine), input_size=(3, 32, 32), folder=engines) as forward:
             calls.clear()  # tracing calls the module too
             outputs = forward(pixels)
         assert outputs.shape == alone.shape
@@ -127,8 +125,7 @@ def test_openvino_answers_like_torch(lite0, engines):
     pixels = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     outputs = {}
     for engine in ("torch", "openvino"):
-        with frozen_forward(lite0, runtime=FP32.but(engine=engine), images=3, input_size=(3, 32, 32),
-                            folder=engines) as forward:
+        with frozen_forward(lite0, runtime=FP32.but(engine=engine), input_size=(3, 32, 32), folder=engines) as forward:
             outputs[engine] = forward(pixels)
             assert forward.engine == engine
     assert torch.allclose(outputs["openvino"], outputs["torch"], atol=1e-4)
@@ -148,38 +145,43 @@ def test_predict_and_evaluate_give_the_same_answers_in_every_engine(linear_probe
     assert not classifier.model.training  # the model is left as it was
 
 
-def test_auto_picks_by_device_images_and_what_is_compiled():
-    def choose(requested="auto", *, device="cpu", precision="32", images, compiled=False):
-        return choose_engine(requested, device=device, precision=precision, images=images, compiled=compiled)
-
-    assert choose(images=10) == "torch"  # tracing would cost more than it saves
-    assert choose(images=AUTO_MIN_IMAGES["32"]) == "onnxruntime"
-    assert choose(images=10, compiled=True) == "onnxruntime"  # nothing to trace
-    assert choose(precision="bf16", images=AUTO_MIN_IMAGES["32"]) == "torch"
-    assert choose(precision="bf16", images=AUTO_MIN_IMAGES["bf16"]) == "onnxruntime"
-    assert choose("torch", images=10**6) == "torch"  # an explicit choice is followed
-    assert choose(device="cuda", images=10**6, compiled=True) == "torch"
+def test_auto_picks_by_the_machine_and_the_options_alone():
+    assert choose_engine("auto", device="cpu", precision="32") == "onnxruntime"  # however few the images
+    assert choose_engine("auto", device="cpu", precision="bf16") == "torch"  # --precision bf16: torch computes it
+    assert choose_engine("auto", device="cuda", precision="32") == "torch"
+    assert choose_engine("torch", device="cpu", precision="32") == "torch"  # an explicit choice is followed
+    assert choose_engine("onnxruntime", device="cuda", precision="32") == "onnxruntime"
 
 
 def test_a_missing_or_unknown_engine_is_a_clear_error(monkeypatch):
     with pytest.raises(GraftError, match=r"--engine 'tensorrt': choose one of auto, torch, onnxruntime, openvino"):
-        choose_engine("tensorrt", device="cpu", precision="32", images=1)
+        choose_engine("tensorrt", device="cpu", precision="32")
     monkeypatch.setattr("graft.engines.choice.find_spec", lambda name: None)
     with pytest.raises(GraftError, match=r"--engine openvino: the openvino package is not installed \(pip install openvino\)"):
-        choose_engine("openvino", device="cpu", precision="32", images=1)
-    assert choose_engine("auto", device="cpu", precision="32", images=10**6) == "torch"  # auto does without
+        choose_engine("openvino", device="cpu", precision="32")
+    assert choose_engine("auto", device="cpu", precision="32") == "torch"  # auto does without
+
+
+def test_inference_is_fp32_unless_bf16_is_asked_for():
+    """Decision 1 of issue 23: bf16-mixed is for training only; a frozen pass computes in bf16 only
+    where --precision bf16 was asked, and then in torch."""
+    from graft.runtime import resolve_inference_precision
+
+    assert resolve_inference_precision("auto") == resolve_inference_precision("32") == "32"
+    assert resolve_inference_precision("bf16") == "bf16"
+    assert resolve_inference_precision("bf16", engine="onnxruntime") == "32"  # what that engine computes in
+    runtime = Runtime.resolve(precision="auto", progress=False)
+    assert runtime.inference_precision == "32" and runtime.precision in ("32", "bf16")  # training: the machine's
 
 
 def test_a_damaged_graph_on_disk_is_traced_again(tmp_path):
     net = create_backbone("resnet10t", weights="none", img_size=32)
     pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
-    with frozen_forward(net, runtime=FP32.but(engine="onnxruntime"), images=2, input_size=(3, 32, 32),
-                        folder=tmp_path) as forward:
+    with frozen_forward(net, runtime=FP32.but(engine="onnxruntime"), input_size=(3, 32, 32), folder=tmp_path) as forward:
         first = forward(pixels)
     (graph,) = tmp_path.glob("*.onnx")
     graph.write_bytes(b"not an onnx graph")
-    with frozen_forward(net, runtime=FP32.but(engine="onnxruntime"), images=2, input_size=(3, 32, 32),
-                        folder=tmp_path) as forward:
+    with frozen_forward(net, runtime=FP32.but(engine="onnxruntime"), input_size=(3, 32, 32), folder=tmp_path) as forward:
         assert torch.equal(forward(pixels), first)
     assert graph.stat().st_size > 1000
 
@@ -229,12 +231,12 @@ def test_a_network_that_cannot_be_traced_falls_back_to_torch_under_auto_only(tmp
     monkeypatch.setattr("graft.engines.compile.trace_onnx", untraceable)
     net = create_backbone("resnet10t", weights="none", img_size=32)
     warnings: list[str] = []
-    with frozen_forward(net, runtime=FP32, images=10**6, input_size=(3, 32, 32), folder=tmp_path,
-                        log=warnings.append) as forward:
-        assert forward.engine == "torch"
-    assert "could not be traced to ONNX: data-dependent control flow" in warnings[0] and "PyTorch instead" in warnings[0]
+    with frozen_forward(net, runtime=FP32, input_size=(3, 32, 32), folder=tmp_path, log=warnings.append) as forward:
+        assert (forward.engine, forward.precision) == ("torch", "32")
+    assert "could not be traced to ONNX: data-dependent control flow" in warnings[0]
+    assert "PyTorch (fp32) instead" in warnings[0]
     with pytest.raises(CompileError, match="could not be traced"):
-        with frozen_forward(net, runtime=FP32.but(engine="onnxruntime"), images=1, input_size=(3, 32, 32), folder=tmp_path):
+        with frozen_forward(net, runtime=FP32.but(engine="onnxruntime"), input_size=(3, 32, 32), folder=tmp_path):
             pass
     assert not list(tmp_path.iterdir())  # nothing half-written left
 

@@ -12,9 +12,9 @@ from graft.backbones import create_backbone
 from graft.classifier import Classifier
 from graft.config import TrainConfig
 from graft.errors import ModelFileError
-from graft.export import META_FILE, WEIGHTS_FILE, read_model_files, save_model
 from graft.heads import HeadConfig, create_head
 from graft.model import GraftModel
+from graft.model_files import META_FILE, WEIGHTS_FILE, read_model_files, save_model
 from graft.record import RunRecord
 
 
@@ -50,7 +50,7 @@ def test_replaced_weights_are_refused(tmp_path):
 
 
 def test_a_crash_while_saving_leaves_no_model_that_looks_complete(tmp_path, monkeypatch):
-    import graft.export.files as export
+    import graft.model_files as export
 
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")

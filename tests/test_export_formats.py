@@ -12,7 +12,8 @@ import torch
 
 import graft
 from graft.data.images import load_image
-from graft.data.transforms import eval_transform
+from graft.data.prepare import prepare_image
+from graft.export import export
 from graft.export import openvino as openvino_export
 from graft.export import torchscript as torchscript_export
 from graft.export.common import ExportError, Parity
@@ -27,8 +28,7 @@ def classifier(linear_probe_run):
 def pixels_and_labels(classifier, tiny_dataset):
     """Five val images (of two classes) as the metadata says to feed them, and the labels graft gives them."""
     images = sorted((tiny_dataset / "val").rglob("*.png"))[3:8]
-    transform = eval_transform(classifier.data_config, pixels=True)
-    pixels = torch.stack([transform(load_image(p)) for p in images]).numpy()
+    pixels = np.stack([prepare_image(load_image(p), classifier.data_config) for p in images])
     return pixels, [p.label for p in classifier.predict(images)]
 
 
@@ -72,7 +72,7 @@ def test_openvino_export_answers_like_the_model_and_carries_its_metadata(classif
     import openvino
 
     said: list[str] = []
-    result = classifier.export(tmp_path / "model.xml", format="openvino", log=said.append)
+    result = export(classifier, tmp_path / "model.xml", format="openvino", log=said.append)
     assert result.path == tmp_path / "model.xml" and result.metadata_path == tmp_path / "model.xml.json"
     assert result.parity.top1_agreement == 1.0 and len(said) == 1
     model = openvino.Core().read_model(str(result.path))
@@ -104,7 +104,7 @@ def force_one_changed_answer(module, monkeypatch):
 def test_a_torchscript_export_that_changes_an_answer_is_refused_and_not_written(classifier, tmp_path, monkeypatch):
     force_one_changed_answer(torchscript_export, monkeypatch)
     with pytest.raises(ExportError, match="TorchScript export changes 1 of 12 top-1 answers"):
-        classifier.export(tmp_path / "model.pt", format="torchscript", log=None)
+        export(classifier, tmp_path / "model.pt", format="torchscript", log=None)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -112,14 +112,14 @@ def test_a_torchscript_export_that_changes_an_answer_is_refused_and_not_written(
 def test_an_openvino_export_that_changes_an_answer_is_refused_and_not_written(classifier, tmp_path, monkeypatch):
     force_one_changed_answer(openvino_export, monkeypatch)
     with pytest.raises(ExportError, match="OpenVINO export changes 1 of 12 top-1 answers"):
-        classifier.export(tmp_path / "model.xml", format="openvino", log=None)
+        export(classifier, tmp_path / "model.xml", format="openvino", log=None)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_without_openvino_the_export_says_how_to_install_it(classifier, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now fails, as when it is not installed
     with pytest.raises(ExportError, match=r"pip install 'graft\[openvino\]'"):
-        classifier.export(tmp_path / "model.xml", format="openvino", log=None)
+        export(classifier, tmp_path / "model.xml", format="openvino", log=None)
     assert list(tmp_path.iterdir()) == []
 
 

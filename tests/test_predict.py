@@ -161,3 +161,37 @@ def test_a_bytes_stream_input_is_read(linear_probe_run, tiny_dataset):
     Image.open(path).save(buffer, format="JPEG", quality=95)
     answer = linear_probe_run.classifier.predict(buffer.getvalue())[0]
     assert answer.error is None and answer.label in linear_probe_run.classifier.classes
+
+
+def test_no_samples_give_an_empty_answer_with_one_column_per_class(linear_probe_run):
+    """Bug: the empty answer was sized by the number of the head's tensors (weight, bias), not classes."""
+    from graft.classifier import predict_logits
+    from graft.runtime import Runtime
+
+    classifier = linear_probe_run.classifier
+    logits = predict_logits(classifier.model, [], classifier.data_config, runtime=Runtime(progress=False))
+    assert logits.shape == (0, len(classifier.classes)) == (0, 3)
+
+
+def test_predicting_a_run_in_torch_reads_its_weights_once(linear_probe_run, tiny_dataset, capsys, monkeypatch, tmp_path):
+    """Bug: where torch predicts a run folder, the weights were hashed twice (once to decide the engine,
+    once to load them). Hashing them is a full read of the file: once is the check."""
+    import sys
+
+    import graft.io
+    from graft.engines import choice
+
+    real, hashed = graft.io.file_sha256, []
+
+    def counting(path):
+        hashed.append(Path(path).name)
+        return real(path)
+
+    for module in [m for name, m in sys.modules.items() if name.startswith("graft")]:
+        if getattr(module, "file_sha256", None) is real:
+            monkeypatch.setattr(module, "file_sha256", counting)
+    monkeypatch.setattr(choice, "GPU_DEVICE_FILES", (str(tmp_path),))  # "a GPU is here": torch predicts
+    image = sorted((tiny_dataset / "val" / "red").iterdir())[0]
+    code, output = run_main(["predict", linear_probe_run.run_dir, image], capsys, monkeypatch)
+    assert code in (0, None) and "red" in output, output
+    assert hashed.count("model.safetensors") == 1

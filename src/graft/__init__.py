@@ -2,11 +2,13 @@
 
     import graft
     run = graft.train("photos/", strategy="finetune")      # a folder of class folders
-    model = graft.load(run.run_dir)
+    model = graft.load(run.run_dir)                         # or a model.onnx, model.xml, model.pt
     model.predict(["cat.jpg"])                              # [Prediction(path, [(class, p), ...])]
     model.evaluate("photos_test/")                          # accuracy, per-class metrics, confusion
 
-`TrainConfig` holds every option of `train` (graft.config). `train` and `load` are imported on first use, so `import graft` and `graft --help` stay fast.
+`TrainConfig` holds every option of `train` (graft.config); every model `load` opens is a
+`Predictor` (graft.predictor). Names are imported on first use, so `import graft` and `graft --help`
+stay fast.
 """
 
 __version__ = "0.1.0"
@@ -16,7 +18,8 @@ from .errors import BadImageError, DataError, GraftError, ModelFileError, Weight
 _LAZY = {
     "train": ("graft.training.pipeline", "train"),
     "TrainConfig": ("graft.config", "TrainConfig"),
-    "load": ("graft.classifier", "load"),
+    "load": ("graft.loader", "load"),
+    "Predictor": ("graft.predictor", "Predictor"),
     "Classifier": ("graft.classifier", "Classifier"),
     "predict_imagenet": ("graft.backbones.imagenet", "predict_imagenet"),
     "list_backbones": ("graft.backbones.registry", "list_backbones"),

@@ -1,211 +1,232 @@
-"""A trained graft model as users hold it: classes, preprocessing, `predict` and `evaluate`."""
+"""A trained graft model as users hold it: the network with its classes, preprocessing and record,
+predicting and evaluating as every model file does (graft.predictor.BatchPredictor).
+
+Its engine is chosen once, by graft.engines.choice.choose_engine (the options and the machine:
+ONNX Runtime on a CPU, torch on a GPU or where --precision bf16 was asked). In ONNX Runtime or
+OpenVINO it runs the whole classifier as one ONNX graph: the run's kept export (graft.export.cached:
+its backbone's graph plus the head, traced once per backbone and size, never per run), the very file
+`graft predict RUN` and `graft serve` run, so every way of predicting a run gives the same answers.
+In torch it runs the network itself, in its inference precision (fp32 unless --precision bf16 was
+asked), in slices on a CPU (graft.engines.forward). A network that cannot be turned into that graph
+is predicted in torch fp32 under auto, with a warning.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
-from .backbones import create_backbone
 from .data.config import DataConfig
-from .data.dataset import ImageDataset
-from .data.discover import Sample, find_eval_data
-from .data.images import eval_draft_size
-from .data.inputs import ImageInput, as_input_list, input_name, to_rgb_image
-from .data.transforms import eval_transform
-from .engines import Forward, frozen_forward
-from .errors import BadImageError, GraftError, ModelFileError
-from .evaluation import Evaluation, evaluate_predictions
-from .export import META_FILE, WEIGHTS_FILE, read_model_files, save_model
-from .heads import HeadConfig, create_head
+from .data.discover import Sample
+from .data.inputs import ImageInput
+from .errors import GraftError
+from .evaluation import Evaluation
 from .model import GraftModel
-from .prediction import Prediction, in_input_order
+from .model_files import load_model, save_model
+from .prediction import Prediction
+from .predictor import BatchPredictor, model_metadata
 from .record import RunRecord
 from .runtime import Runtime
 
 
-class _InputDataset(Dataset):
-    """(index, pixels or None, error or None) per input: a bad input is an answer, not a crash."""
-
-    def __init__(self, items: Sequence[ImageInput], transform, *, draft_size: tuple[int, int]):
-        self.items = items
-        self.transform = transform
-        self.draft_size = draft_size
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        try:
-            image = to_rgb_image(self.items[index], input_name(self.items[index], index), draft_size=self.draft_size)
-        except BadImageError as error:
-            return index, None, error.reason
-        return index, self.transform(image), None
-
-
-def _collate_inputs(batch):
-    """Indices in order, the readable images stacked (None when there is none), errors by index."""
-    indices = [index for index, _, _ in batch]
-    pixels = [tensor for _, tensor, _ in batch if tensor is not None]
-    errors = {index: error for index, tensor, error in batch if tensor is None}
-    return indices, (torch.stack(pixels) if pixels else None), errors
-
-
-def predict_logits(
-    model: GraftModel,
-    samples: Sequence[Sample],
-    config: DataConfig,
-    *,
-    runtime: Runtime,
-    tta: bool = False,
-) -> np.ndarray:
-    """Logits for each sample's image, in eval mode: batches of `runtime.batch_size`, in its engine and precision.
-
-    With `tta`, the log of the mean of the image's and its mirror image's probabilities: softmax of
-    these is the averaged probabilities, their argmax the averaged answer.
-    """
-    # the backbone normalises the batch; big JPEGs decode at a reduced scale, as for the run's features
-    dataset = ImageDataset(samples, eval_transform(config, pixels=True), draft_size=eval_draft_size(config.image_size))
-    loader = DataLoader(dataset, batch_size=runtime.batch_size, num_workers=runtime.workers)
-    passes = len(samples) * (2 if tta else 1)
-    with frozen_forward(model, runtime=runtime, images=passes, input_size=config.input_size) as forward:
-        outputs = [_probabilities(forward, images, tta=True).log() if tta else forward(images) for images, _ in loader]
-    return torch.cat(outputs).numpy() if outputs else np.zeros((0, len(model.head.state_dict())))
-
-
-def _probabilities(forward: Forward, pixels: torch.Tensor, *, tta: bool) -> torch.Tensor:
-    """Class probabilities (float32, on the CPU) for a batch of uint8 images; with `tta`, the mean of
-    the image's and its horizontal mirror's."""
-    probabilities = forward(pixels).softmax(dim=-1)
-    if tta:
-        probabilities = (probabilities + forward(pixels.flip(-1).contiguous()).softmax(dim=-1)) / 2
-    return probabilities
-
-
-class Classifier:
+class Classifier(BatchPredictor):
     """A grafted model plus everything needed to use it: class names, preprocessing, provenance.
 
-    `runtime`: the machine settings `predict` and `evaluate` run with (graft.train hands over its
-    own); None resolves this machine's defaults at each call.
+    `runtime`: the machine settings it predicts with (graft.train hands over its own: its engine and
+    inference precision); None: engine auto, and the precision its record states. `folder`: the run
+    folder it was saved in (graft.load sets it), whose kept export the ONNX engines run; None: the
+    same graph, made in a temporary file. `engine`: auto, torch, onnxruntime or openvino (default:
+    the runtime's, else auto).
     """
 
     def __init__(self, model: GraftModel, classes: list[str], record: RunRecord | None = None,
-                 runtime: Runtime | None = None):
+                 runtime: Runtime | None = None, *, folder: str | Path | None = None, engine: str | None = None):
         self.model = model
         self.classes = list(classes)
         self.record = record  # how the model was made (graft.json); None for a model graft did not train
         self.runtime = runtime
+        self.folder = Path(folder) if folder is not None else None
+        self.requested_engine = engine or (runtime.engine if runtime is not None else "auto")
+        self._run: _Run | None = None
+        self._siblings: dict[str, Classifier] = {}
+        self._lock = threading.Lock()
 
     @property
     def data_config(self) -> DataConfig:
         return self.model.backbone.data_config
 
     @property
-    def precision(self) -> str:
-        """fp32 where training found bf16 changes answers; else the fastest this machine has."""
-        return self.record.inference_precision if self.record is not None else "auto"
+    def metadata(self) -> dict[str, Any]:
+        return model_metadata(self.classes, self.data_config, self.record)
 
-    def inference_runtime(self, batch_size: int, engine: str | None = None) -> Runtime:
-        """The runtime to predict with: fp32 wherever `precision` says so, whatever the runtime held;
-        `engine` (auto, torch, onnxruntime, openvino; graft.engines) when given."""
-        runtime = self.runtime or Runtime.resolve(precision=self.precision, batch_size=batch_size)
-        return runtime.but(batch_size=batch_size, **({"precision": "32"} if self.precision == "32" else {}),
-                           **({"engine": engine} if engine is not None else {}))
+    @property
+    def asked_precision(self) -> str:
+        """The inference precision asked for: the runtime's, else the record's ("bf16" only where
+        --precision bf16 was asked when it trained), else fp32."""
+        if self.runtime is not None:
+            return self.runtime.inference_precision
+        return "bf16" if self.record is not None and self.record.inference_precision == "bf16" else "32"
+
+    @property
+    def engine(self) -> str:  # type: ignore[override]
+        """What computes its answers: "torch", "onnxruntime" or "openvino" (chosen on first use)."""
+        return self._ready().engine
+
+    @property
+    def precision(self) -> str:  # type: ignore[override]
+        """What its answers are computed in: "32", or "bf16" (torch, where --precision bf16 was asked)."""
+        return self._ready().precision
+
+    def using(self, engine: str | None) -> Classifier:
+        """This classifier in another engine (None: as it is), sharing the model and record."""
+        if engine is None or engine == self.requested_engine:
+            return self
+        with self._lock:
+            if engine not in self._siblings:
+                self._siblings[engine] = Classifier(self.model, self.classes, self.record, self.runtime,
+                                                    folder=self.folder, engine=engine)
+            return self._siblings[engine]
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        return self._ready()(pixels)
 
     def predict(self, images: ImageInput | Iterable[ImageInput], *, top_k: int = 5, batch_size: int = 64,
                 tta: bool = False, engine: str | None = None) -> list[Prediction]:
-        """Top-k classes with probabilities for each image; always a list, even for one image.
-
-        `images`: one image or a list of them, each a file path (str or Path), a PIL image, a uint8
-        numpy array (H x W x 3 RGB or H x W grey; an N x H x W x 3 array is N images) or the bytes of
-        an encoded image file. In a list, an input that cannot be read gives a Prediction with
-        `error` set and no `top`; a single unreadable image raises `BadImageError`.
-        `tta`: average the probabilities of each image and its horizontal mirror image.
-        `engine`: what runs the model (graft.engines; default: the runtime's, auto).
-        """
-        items, single = as_input_list(images)
-        predictions = list(self.predict_iter(items, top_k=top_k, batch_size=batch_size, tta=tta, engine=engine))
-        if single and predictions[0].error is not None:
-            raise BadImageError(predictions[0].path, predictions[0].error)
-        return predictions
+        """graft.predictor.BatchPredictor.predict; `engine`: another engine than the classifier's."""
+        return BatchPredictor.predict(self.using(engine), images, top_k=top_k, batch_size=batch_size, tta=tta)
 
     def predict_iter(self, images: Sequence[ImageInput], *, top_k: int = 5, batch_size: int = 64,
                      tta: bool = False, engine: str | None = None) -> Iterator[Prediction]:
-        """`predict`, one Prediction at a time in input order, reading only one batch of images at once."""
-        runtime = self.inference_runtime(batch_size, engine)
-        loader = DataLoader(_InputDataset(images, eval_transform(self.data_config, pixels=True),
-                                          draft_size=eval_draft_size(self.data_config.image_size)),
-                            batch_size=runtime.batch_size, num_workers=runtime.workers, collate_fn=_collate_inputs)
-        k = max(1, min(top_k, len(self.classes)))
-        passes = len(images) * (2 if tta else 1)
-        with frozen_forward(self.model, runtime=runtime, images=passes, input_size=self.data_config.input_size) as forward:
-            for indices, pixels, errors in loader:
-                tops = []
-                if pixels is not None:
-                    top = _probabilities(forward, pixels, tta=tta).topk(k, dim=-1)
-                    tops = [[(self.classes[c], float(p)) for p, c in zip(values, classes)]
-                            for values, classes in zip(top.values.tolist(), top.indices.tolist())]
-                yield from in_input_order(images, indices, errors, tops)
+        return BatchPredictor.predict_iter(self.using(engine), images, top_k=top_k, batch_size=batch_size, tta=tta)
 
-    def evaluate(self, data: str | Path, *, batch_size: int = 64, engine: str | None = None,
-                 tta: bool = False) -> Evaluation:
-        """Accuracy, per-class metrics and confusion matrix on a folder or CSV of labelled images.
+    def evaluate(self, data: str | Path, *, batch_size: int = 64, tta: bool = False,
+                 engine: str | None = None) -> Evaluation:
+        return BatchPredictor.evaluate(self.using(engine), data, batch_size=batch_size, tta=tta)
 
-        `tta`: judge each image by the mean of its and its mirror image's probabilities."""
-        return self.evaluate_images(data, batch_size=batch_size, engine=engine, tta=tta)[0]
-
-    def evaluate_images(self, data: str | Path, *, batch_size: int = 64, engine: str | None = None,
-                        tta: bool = False) -> tuple[Evaluation, list[dict]]:
-        """`evaluate`, plus one row per image: path, true class, predicted class, its probability."""
-        samples, _skipped = find_eval_data(data, self.classes)
-        logits = predict_logits(self.model, samples, self.data_config, runtime=self.inference_runtime(batch_size, engine), tta=tta)
-        predicted = logits.argmax(axis=1) if len(samples) else np.zeros(0, dtype=int)
-        probabilities = torch.from_numpy(logits).softmax(dim=-1).numpy() if len(samples) else logits
-        rows = [{"path": str(sample.path), "true": self.classes[sample.label], "predicted": self.classes[int(guess)],
-                 "probability": float(probabilities[row, int(guess)])}
-                for row, (sample, guess) in enumerate(zip(samples, predicted))]
-        return evaluate_predictions([s.label for s in samples], predicted, self.classes), rows
-
-    def export(self, out: str | Path, *, format: str = "onnx", check_images: Sequence[str | Path] | None = None,
-               log=print):
-        """The whole classifier for another program to run alone (normalisation inside, class names and
-        preprocessing in its metadata), checked against this model on real images first.
-
-        `format`: "onnx" (out: model.onnx), "openvino" (model.xml, its weights in model.bin beside it;
-        needs pip install 'graft[openvino]') or "torchscript" (model.pt; loading it runs TorchScript
-        code, so load only archives you trust). Returns graft.export.common.Exported (the file, the
-        JSON beside it, the parity figures); raises ExportError when an answer would change."""
-        from .export.formats import export
-
-        return export(self, out, format=format, log=log,
-                      check_images=[Path(p) for p in check_images] if check_images else None)
+    def evaluate_images(self, data: str | Path, *, batch_size: int = 64, tta: bool = False,
+                        engine: str | None = None) -> tuple[Evaluation, list[dict]]:
+        return BatchPredictor.evaluate_images(self.using(engine), data, batch_size=batch_size, tta=tta)
 
     def save(self, folder: str | Path) -> Path:
         if self.record is None:
             raise GraftError("This model has no run record (graft did not train it), so it cannot be saved as a graft model.")
         return save_model(self.model, self.record, folder)
 
+    def _ready(self) -> _Run:
+        with self._lock:
+            if self._run is None:
+                self._run = self._open()
+            return self._run
 
-def load(path: str | Path) -> Classifier:
-    """Load a model saved by graft (a run folder or a folder with model.safetensors + graft.json)."""
-    record, state, folder = read_model_files(path)
-    backbone = create_backbone(
-        record.backbone,
-        weights="none",  # the saved file holds every weight; nothing is downloaded
-        cut=record.cut,
-        img_size=record.data_config.input_size[-1],
-    )
-    backbone.data_config = record.data_config
-    head = create_head(backbone.num_features, len(record.classes), HeadConfig(**record.head))
-    model = GraftModel(backbone, head)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:  # graft.json and the weights describe different networks
-        first = str(error).strip().splitlines()[0]
-        raise ModelFileError(f"{folder}: {WEIGHTS_FILE} does not fit the network {META_FILE} describes "
-                             f"({record.backbone}, {len(record.classes)} classes): {first}") from None
-    model.eval()
-    return Classifier(model, record.classes, record)
+    def _open(self) -> _Run:
+        """The engine that computes the answers, ready: chosen, and its graph made where it runs one."""
+        from .engines.choice import choose_engine
+        from .runtime import accelerator_device
+
+        precision = self.asked_precision
+        engine = choose_engine(self.requested_engine, device=accelerator_device().type, precision=precision)
+        if engine != "torch":
+            try:
+                return _GraphRun(engine, self._graph)
+            except (GraftError, OSError) as error:  # CompileError and ExportError are GraftErrors
+                if self.requested_engine != "auto":
+                    raise
+                print(f"Warning: {error} Predicting in PyTorch (fp32) instead.", file=sys.stderr)
+                precision = "32"
+        return _TorchRun(self.model, (self.runtime or Runtime()).but(engine="torch", inference_precision=precision))
+
+    def _graph(self) -> Path:
+        from .export.cached import classifier_graph
+
+        return classifier_graph(self, self.folder, say=lambda message: print(message, file=sys.stderr))
+
+
+class _Run:
+    engine: str
+    precision: str = "32"
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _GraphRun(_Run):
+    """The whole classifier's ONNX graph (`make` writes it and returns its path) in ONNX Runtime, its
+    slices side by side (graft.engines.sliced), or in OpenVINO in f32. A file that cannot be opened
+    (damaged on disk) is made once more."""
+
+    def __init__(self, engine: str, make: Callable[[], Path]):
+        self.engine = engine
+        path = make()
+        try:
+            self.run = self._open(path)
+        except Exception:  # a damaged file in the cache (graft writes files whole): write it again
+            path.unlink(missing_ok=True)
+            self.run = self._open(make())
+
+    def _open(self, path: Path) -> Callable[[np.ndarray], np.ndarray]:
+        if self.engine == "onnxruntime":
+            from .engines.sliced import SlicedSession
+
+            return SlicedSession(path, output="probabilities")
+        import openvino
+
+        from .runtime import run_in_slices
+
+        # f32: on CPUs with bf16 OpenVINO would otherwise compute in bf16 and move answers.
+        compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return lambda pixels: run_in_slices(lambda part: np.asarray(compiled({"pixels": part})["probabilities"]), pixels)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return self.run(pixels)
+
+
+class _TorchRun(_Run):
+    """The network in torch (graft.engines.forward: channels_last, slices on a CPU), in eval mode
+    for the call and left as it was, in `runtime.inference_precision`."""
+
+    engine = "torch"
+
+    def __init__(self, model: GraftModel, runtime: Runtime):
+        self.model, self.runtime, self.precision = model, runtime, runtime.inference_precision
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
+        from .engines.forward import frozen_forward
+
+        config = self.model.backbone.data_config
+        with frozen_forward(self.model, runtime=self.runtime, input_size=config.input_size) as forward:
+            return forward(torch.from_numpy(np.ascontiguousarray(pixels))).softmax(dim=-1).numpy()
+
+
+def predict_logits(model: GraftModel, samples: Sequence[Sample], config: DataConfig, *, runtime: Runtime,
+                   tta: bool = False) -> np.ndarray:
+    """The log of the class probabilities of each sample's image (N x classes): softmax of these is
+    the probabilities, their argmax the answer. With `tta`, of the mean of the image's and its mirror
+    image's probabilities. `model` predicts as a Classifier with `runtime` (its engine and inference
+    precision) does; `config` is its backbone's preprocessing. An image that cannot be read raises.
+
+    (The training loop's name for `Classifier(model, classes, runtime=runtime).evaluate_samples`.)"""
+    from .heads.head import final_linear
+
+    if config != model.backbone.data_config:
+        raise ValueError("predict_logits prepares images as the model's backbone says (its data_config)")
+    classes = [str(index) for index in range(final_linear(model.head).out_features)]
+    classifier = Classifier(model, classes, runtime=runtime)
+    probabilities = classifier.probabilities_of([sample.path for sample in samples], batch_size=runtime.batch_size,
+                                                tta=tta)
+    with np.errstate(divide="ignore"):
+        return np.log(probabilities)
+
+
+def load(path: str | Path, *, engine: str | None = None) -> Classifier:
+    """Load a model saved by graft (a run folder or a folder with model.safetensors + graft.json).
+    `engine`: what predicts with it (graft.engines: auto, torch, onnxruntime, openvino; default auto).
+    graft.load opens this and every export format."""
+    model, record, folder = load_model(path)
+    return Classifier(model, record.classes, record, folder=folder, engine=engine)

@@ -74,24 +74,33 @@ def cpu_has_amx() -> bool:
 
 
 def resolve_precision(precision: str) -> str:
-    """'auto' -> 'bf16' where the hardware makes it fast, else '32'. Returns '32' or 'bf16'."""
-    if precision not in PRECISIONS:
-        from .errors import GraftError
-
-        raise GraftError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    """The training precision (Lightning's, for the image phase): 'auto' -> 'bf16' where the hardware
+    computes it natively, else '32'. Returns '32' or 'bf16'."""
+    check_precision(precision)
     if precision != "auto":
         return precision
     import torch
 
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "32"
-    return resolve_cpu_precision(precision)
+    return "bf16" if cpu_has_fast_bf16() else "32"
 
 
-def resolve_cpu_precision(precision: str) -> str:
-    """resolve_precision for the CPU, without importing torch: 'auto' -> 'bf16' where the CPU
-    computes bf16 natively, else '32'; '32' and 'bf16' stay as they are."""
-    return precision if precision != "auto" else ("bf16" if cpu_has_fast_bf16() else "32")
+def resolve_inference_precision(precision: str, engine: str = "auto") -> str:
+    """What frozen forward passes (feature extraction, predict, evaluate, serve, the export's parity
+    check) compute in: '32', unless --precision bf16 was asked explicitly for an engine that computes
+    it (torch: auto picks torch for it, graft.engines.choice). 'auto' means fp32 here: bf16
+    autocast moved Lite0's features by 0.22 and changed a run's chosen C and val accuracy with what
+    the cache held (issue 24), where ONNX Runtime's fp32 is exact and faster on the CPUs measured."""
+    check_precision(precision)
+    return "bf16" if precision == "bf16" and engine in ("auto", "torch") else "32"
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        from .errors import GraftError
+
+
+        raise GraftError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
 
 
 def usable_cores() -> int:
@@ -103,8 +112,8 @@ def default_workers() -> int:
     """DataLoader worker processes: one core left to the model's own threads, and none on 2 cores.
 
     On 2 cores the model's threads already keep both busy and a loader process can only take turns
-    with them: extraction ran as fast or up to 15% slower with 1 worker than decoding between batches
-    in the main process (benchmarks/profile_steps.py, docs/benchmarks.md).
+    with them: extraction ran as fast or slower with 1 worker than decoding between batches in the
+    main process (docs/benchmarks.md, "2. Extraction throughput").
     """
     cores = usable_cores()
     return 0 if cores <= 2 else min(8, cores - 1)
@@ -155,15 +164,20 @@ def use_cache_dir(folder: str | os.PathLike | None) -> Iterator[None]:
 class Runtime:
     """The machine settings of one command, resolved: no "auto" and no None left in them.
 
-    - `precision`: "32" or "bf16" (bf16 only where the CPU or GPU computes it natively);
+    - `precision`: what training's image phase computes in (Lightning's bf16-mixed or 32-true): "32"
+      or "bf16" (bf16 only where the CPU or GPU computes it natively, or when asked);
+    - `inference_precision`: what every frozen forward pass computes in (features, predict,
+      evaluate, serve, the export's parity check): "32", or "bf16" only where --precision bf16 was
+      asked explicitly (resolve_inference_precision);
     - `workers`: DataLoader processes; `batch_size`: images per batch;
     - `processes`: processes that share feature extraction and train under DDP on one machine
       (`devices` as Lightning names it; a string such as "auto" is passed to Lightning unchanged);
     - `num_nodes`: machines; `progress`: show progress (bars in a terminal, lines elsewhere);
     - `engine`: what runs frozen forward passes: "torch", "onnxruntime", "openvino", or "auto", which
-      `graft.engines.choose_engine` decides per pass (it depends on the number of images).
+      `graft.engines.choose_engine` decides from the machine and `inference_precision` alone.
     """
 
+    inference_precision: str = "32"
     precision: str = "32"
     workers: int = 0
     batch_size: int = 32
@@ -190,8 +204,9 @@ class Runtime:
             raise GraftError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}.")
         if workers is not None and workers < 0:
             raise GraftError(f"--workers {workers}: use 0 (load images in the main process) or more.")
-        return cls(precision=resolve_precision(precision), workers=default_workers() if workers is None else workers,
-                   batch_size=batch_size, devices=devices, num_nodes=num_nodes, progress=progress, engine=engine)
+        return cls(precision=resolve_precision(precision), inference_precision=resolve_inference_precision(precision, engine),
+                   workers=default_workers() if workers is None else workers, batch_size=batch_size, devices=devices,
+                   num_nodes=num_nodes, progress=progress, engine=engine)
 
     def but(self, **changes) -> Runtime:
         """A copy with some settings changed, e.g. `runtime.but(precision="32", progress=False)`."""
@@ -211,9 +226,18 @@ class Runtime:
         return "bf16-mixed" if self.precision == "bf16" else "32-true"
 
     def autocast(self, device=None):
-        """bf16 autocast where this runtime runs bf16, else nothing."""
-        if self.precision != "bf16":
-            return nullcontext()
-        import torch
+        """bf16 autocast where this runtime trains in bf16, else nothing (training steps only: frozen
+        passes take `inference_autocast`)."""
+        return _autocast(self.precision, device or self.device)
 
-        return torch.autocast((device or self.device).type, dtype=torch.bfloat16)
+    def inference_autocast(self, device=None):
+        """bf16 autocast where frozen passes run bf16 (`inference_precision`), else nothing."""
+        return _autocast(self.inference_precision, device or self.device)
+
+
+def _autocast(precision: str, device):
+    if precision != "bf16":
+        return nullcontext()
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16)

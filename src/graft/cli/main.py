@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -25,6 +26,9 @@ from .render import (
     results_table,
     say,
 )
+
+if TYPE_CHECKING:
+    from ..predictor import BatchPredictor
 
 app = typer.Typer(
     help="Transfer learning for image classification: a folder of labelled photos in, a trained classifier out.",
@@ -136,10 +140,10 @@ def demo(**options) -> None:
 @app.command()
 @cache_dir_option
 def predict(
-    target: Annotated[list[str], typer.Argument(help="RUN_OR_MODEL PATH... (or just PATH... with --imagenet). RUN_OR_MODEL "
-                                                     "is a run folder, or a model.onnx from `graft export` (runs without "
-                                                     "torch). A PATH is an "
-                                                     "image file, a folder (searched recursively) or a glob such as 'photos/**/*.jpg'.")],
+    target: Annotated[list[str], typer.Argument(help="MODEL PATH... (or just PATH... with --imagenet). MODEL is a run folder, "
+                                                     "or a model.onnx (runs without torch), model.xml or model.pt from "
+                                                     "`graft export`. A PATH is an image file, a folder (searched "
+                                                     "recursively) or a glob such as 'photos/**/*.jpg'.")],
     imagenet: Annotated[bool, typer.Option(help="Use the backbone's untouched ImageNet head.")] = False,
     backbone: Backbone = "tf_efficientnet_lite0",
     weights: Weights = "imagenet",
@@ -155,120 +159,49 @@ def predict(
 
     Images are read and predicted in batches, so any number of them fits in memory. An image that
     cannot be read is reported (path and reason) and the others are still answered; the exit
-    status is then 1. Where ONNX Runtime is the engine (on a CPU from 500 images, or whenever the
-    run's export is in graft's cache already), a run is predicted from its ONNX export and torch is
-    not loaded at all. The export is written at the end of training (about a second once the
-    backbone's graph is cached), else the first time the run is predicted."""
-    import contextlib
-    import csv
-    import itertools
-
+    status is then 1. Where ONNX Runtime is the engine (a CPU, under auto), a run folder predicts
+    from its ONNX export, kept in graft's cache, without loading torch at all; the export is written
+    at the end of training (about a second once the backbone's graph is cached), else the first
+    time the run is predicted."""
     from ..data.inputs import expand_inputs
-    from ..errors import BadImageError
-    from ..io import atomic_path
-    from ..prediction import Prediction
+    from ..prediction import Prediction, write_answers
     from ..progress import image_progress
 
-    if imagenet:
-        arguments = target
-    else:
-        if len(target) < 2:
-            raise GraftError("Give a run folder and at least one image: graft predict runs/NAME photo.jpg (or use --imagenet).")
-        model_path, arguments = target[0], target[1:]
-    if batch_size < 1:
-        raise GraftError(f"--batch-size {batch_size}: use 1 or more.")
-    paths, failed = expand_inputs(arguments)
+    if not imagenet and len(target) < 2:
+        raise GraftError("Give a run folder (or an exported model) and at least one image: graft predict runs/NAME "
+                         "photo.jpg (or use --imagenet).")
+    paths, failed = expand_inputs(target if imagenet else target[1:])
     if not paths:
         raise GraftError("No image to predict: " + "; ".join(str(bad) for bad in failed))
     if imagenet:
-        if tta:
-            raise GraftError("--tta works with a trained model, not with --imagenet.")
-        from ..backbones import predict_imagenet
-        from ..data.images import load_image
+        from ..backbones.imagenet import ImageNetModel
 
-        readable = []
-        for path in paths:
-            try:
-                load_image(path)
-                readable.append(path)
-            except BadImageError as error:
-                failed.append(error)
-        if not readable:
-            raise GraftError("No image could be read: " + "; ".join(str(bad) for bad in failed))
-        tops = predict_imagenet(readable, backbone=backbone, weights=weights, top_k=top_k)
-        answers = iter([Prediction(str(path), top) for path, top in zip(readable, tops)])
-        columns = max(1, top_k)
-    elif Path(model_path).suffix.lower() == ".onnx":  # an exported model: ONNX Runtime alone, no torch
-        from ..export.exported import ExportedModel
-
-        if engine not in ("auto", "onnxruntime"):
-            raise GraftError(f"--engine {engine}: an exported .onnx model runs in ONNX Runtime; drop --engine, "
-                             "or predict with the run folder.")
-        exported = ExportedModel(model_path)
-        answers = exported.predict_iter(paths, top_k=top_k, batch_size=batch_size, tta=tta)
-        columns = max(1, min(top_k, len(exported.classes)))
+        predictor: BatchPredictor = ImageNetModel(backbone, weights=weights, engine=engine)
     else:
-        from ..export.cached import exported_run
+        from ..loader import open_predictor
 
-        # Where ONNX Runtime is the engine, the run's export predicts and torch is never imported.
-        fast = exported_run(model_path, engine=engine, images=len(paths) * (2 if tta else 1),
-                            log=lambda message: error_console.print(escape(message)))
-        if fast is not None:
-            answers = fast.predict_iter(paths, top_k=top_k, batch_size=batch_size, tta=tta)
-            columns = max(1, min(top_k, len(fast.classes)))
-        else:
-            from ..classifier import load
-
-            classifier = load(model_path)
-            answers = classifier.predict_iter(paths, top_k=top_k, batch_size=batch_size, tta=tta, engine=engine)
-            columns = max(1, min(top_k, len(classifier.classes)))
-    # Inputs that matched nothing (and, with --imagenet, images that did not decode) are answered first.
-    answers = itertools.chain([Prediction(str(bad.path), [], bad.reason) for bad in failed], answers)
-    failed = []
-    header = ["path", "label", "probability"]
-    for rank in range(2, columns + 1):
-        header += [f"class_{rank}", f"probability_{rank}"]
-    header.append("error")
-
-    with contextlib.ExitStack() as stack:
-        writer = None
-        if csv_out is not None:
-            temporary = stack.enter_context(atomic_path(csv_out))
-            handle = stack.enter_context(temporary.open("x", newline="", encoding="utf-8"))
-            writer = csv.writer(handle)
-            writer.writerow(header)
-        update = stack.enter_context(image_progress(len(paths), "predict", enabled=bool(json_out or csv_out)))
-        if json_out:
-            print("[")
-        first, count = True, 0
-        for answer in answers:
-            count += 1
-            update(1)
-            if answer.error is not None:
-                failed.append(BadImageError(answer.path, answer.error))
-            if writer is not None:
-                cells: list = [answer.path]
-                for rank in range(columns):
-                    cells += list(answer.top[rank]) if rank < len(answer.top) else ["", ""]
-                writer.writerow([*cells, answer.error or ""])
-            if json_out:
-                item = ({"path": answer.path, "error": answer.error} if answer.error is not None else
-                        {"path": answer.path, "top": [{"class": c, "probability": p} for c, p in answer.top]})
-                print(("" if first else ",\n") + json.dumps(item), end="")
-                first = False
-            elif writer is None and answer.error is None:
-                console.print(f"[bold]{escape(answer.path)}[/]")
-                for rank, (label, probability) in enumerate(answer.top, 1):
-                    say(f"  {rank}. {label:<40} {probability:6.1%}")
-        if json_out:
-            print("\n]" if not first else "]")
-    for bad in failed:
-        error_console.print(f"[bold red]not read:[/] {escape(str(bad))}")
+        predictor = open_predictor(target[0], engine=engine, say=lambda message: error_console.print(escape(message)))
+    answers = itertools.chain([Prediction(str(bad.path), [], bad.reason) for bad in failed],  # matched nothing: first
+                              predictor.predict_iter(paths, top_k=top_k, batch_size=batch_size, tta=tta))
+    with image_progress(len(paths), "predict", enabled=bool(json_out or csv_out)) as update:
+        count, unread = write_answers(answers, columns=max(1, min(top_k, len(predictor.classes))), csv_path=csv_out,
+                                      json_out=sys.stdout if json_out else None,
+                                      show=None if json_out or csv_out else _show_answer, each=lambda _: update(1))
+    for bad in unread:
+        error_console.print(f"[bold red]not read:[/] {escape(bad.path)}: {escape(bad.error or '')}")
     if csv_out is not None:
-        written = f"Written {count:,} predictions to {csv_out}" + (f" ({len(failed):,} not read)" if failed else "")
+        written = f"Written {count:,} predictions to {csv_out}" + (f" ({len(unread):,} not read)" if unread else "")
         (error_console.print(escape(written)) if json_out else say(written))  # stdout stays JSON with --json
-    if failed:
+    if unread:
         sys.exit(1)
+
+
+def _show_answer(answer) -> None:
+    """One answer on the terminal: its path in bold, then a line per class (Prediction.lines)."""
+    first, *rest = answer.lines()
+    console.print(f"[bold]{escape(first)}[/]")
+    for line in rest:
+        say(line)
 
 
 @app.command("export")
@@ -283,20 +216,19 @@ def export_command(
 ) -> None:
     """The whole classifier for other programs (ONNX, OpenVINO IR or TorchScript), checked against the PyTorch model."""
     from ..classifier import load
-    from ..export.formats import FILE_NAMES, FORMATS
+    from ..export.formats import FILE_NAMES, FORMATS, export
 
     if format not in FORMATS:
         raise GraftError(f"--format {format!r}: choose one of {', '.join(FORMATS)}.")
-    classifier = load(model)
     target = out or (model if model.is_dir() else model.parent) / FILE_NAMES[format]
-    exported = classifier.export(target, format=format, check_images=check_images, log=say)
+    exported = export(load(model), target, format=format, check_images=check_images, log=say)
     say(f"Written {exported.path} and {exported.metadata_path.name} (class names, preprocessing, parity).")
 
 
 @app.command()
 @cache_dir_option
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="Run folder (or model folder).")],
+    model: Annotated[Path, typer.Argument(help="Run folder (or model folder), or a model.onnx, model.xml or model.pt from `graft export`.")],
     data: Annotated[Path, typer.Argument(help="Folder of class folders, a split folder (uses test/ or val/), or a CSV.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON file for the results (default: MODEL/evaluation.json, "
                                                                           "or evaluation-2.json, ... when that exists).")] = None,
@@ -307,39 +239,35 @@ def evaluate(
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a model on DATA.
 
-    Writes the results (JSON) and each image's prediction (a CSV beside it: path,true,predicted,
-    probability). An earlier evaluation is never overwritten: without --output the files are
-    evaluation.json, then evaluation-2.json, evaluation-3.json, ..."""
-    import csv
+    Writes the results (JSON, with the engine and precision that computed them) and each image's
+    prediction (a CSV beside it: path,true,predicted,probability). An earlier evaluation is never
+    overwritten: without --output the files are evaluation.json, then evaluation-2.json, ..."""
+    from ..io import write_json_atomic
+    from ..loader import open_predictor
+    from ..prediction import write_rows
 
-    from ..classifier import load
-    from ..io import atomic_path, write_json_atomic
-
-    def _predictions_csv(evaluation_json: Path) -> Path:  # beside the JSON, named after it
-        return evaluation_json.with_name(f"{evaluation_json.stem}-predictions.csv")
-
-    evaluation, rows = load(model).evaluate_images(data, engine=engine, tta=tta)
-    if output is not None:
-        target = Path(output)
-    else:
-        folder, index = (model if model.is_dir() else model.parent), 1
-        while True:
-            target = folder / ("evaluation.json" if index == 1 else f"evaluation-{index}.json")
-            if not target.exists() and not _predictions_csv(target).exists():
-                break
-            index += 1
+    predictor = open_predictor(model, engine=engine, say=lambda message: error_console.print(escape(message)))
+    evaluation, rows = predictor.evaluate_images(data, tta=tta)
+    folder = model if model.is_dir() else model.parent
+    target = Path(output) if output is not None else next(
+        path for index in itertools.count(1)
+        if not (path := folder / ("evaluation.json" if index == 1 else f"evaluation-{index}.json")).exists()
+        and not _predictions_csv(path).exists())
     predictions = _predictions_csv(target)
-    with atomic_path(predictions) as temporary, temporary.open("x", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "true", "predicted", "probability"])
-        writer.writeheader()
-        writer.writerows(rows)
-    write_json_atomic(target, {"data": str(data), "predictions": str(predictions), "tta": tta, **evaluation.to_dict()})
+    write_rows(predictions, ["path", "true", "predicted", "probability"], rows)
+    write_json_atomic(target, {"data": str(data), "predictions": str(predictions), "tta": tta, "engine": predictor.engine,
+                               "precision": predictor.precision, **evaluation.to_dict()})
     if json_out:
         print(json.dumps(evaluation.to_dict(), indent=2))
         return
     for table in evaluation_tables(evaluation, str(data)):
         console.print(table)
     say(f"Written to {target} (per-image predictions: {predictions})")
+
+
+def _predictions_csv(evaluation_json: Path) -> Path:
+    """Each image's prediction, beside the evaluation's JSON and named after it."""
+    return evaluation_json.with_name(f"{evaluation_json.stem}-predictions.csv")
 
 
 @app.command()

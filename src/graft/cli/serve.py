@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 @cache_dir_option
 def serve(
-    run: Annotated[Path, typer.Argument(help="The run folder (or a folder with model.safetensors + graft.json).")],
+    run: Annotated[Path, typer.Argument(help="The run folder (or a folder with model.safetensors + graft.json), or a model.onnx, model.xml or model.pt from `graft export` (without activation maps).")],
     host: Annotated[str, typer.Option(help="Address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 is every interface (anyone on the network).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0: any free port; the address is printed).")] = 8000,
     max_mb: Annotated[float, typer.Option("--max-mb", help="Largest request body in MB; larger ones get 413.")] = MAX_MB,
@@ -34,7 +34,7 @@ def serve(
     engine: Engine = "auto",
     access_log: Annotated[bool, typer.Option("--access-log", help="Print a line per request.")] = False,
 ) -> None:
-    """Serve RUN over HTTP: a web page to drop images on, POST /predict for programs, GET /model and /health."""
+    """Serve RUN (or an exported model) over HTTP: a web page to drop images on, POST /predict for programs, GET /model and /health."""
     if max_mb <= 0:
         raise GraftError(f"--max-mb {max_mb:g}: use a positive size in MB, e.g. 20.")
     if max_images < 1:
@@ -47,23 +47,23 @@ def serve(
 
     sock = bind(host, port)  # before loading the model: a port in use is said at once
     try:
-        from ..classifier import load
+        from ..loader import load
         from ..serve import create_app
         from ..serve import run as run_server
 
-        classifier = load(run)
-        app = create_app(classifier, max_mb=max_mb, max_images=max_images, batch_window_ms=batch_window_ms,
-                         max_batch=max_batch, engine=engine, name=run.resolve().name)
+        predictor = load(run, engine=engine)
+        app = create_app(predictor, max_mb=max_mb, max_images=max_images, batch_window_ms=batch_window_ms,
+                         max_batch=max_batch, name=run.resolve().name)
     except BaseException:
         sock.close()
         raise
     if host in ALL_INTERFACES:
         error_console.print(f"[bold yellow]warning:[/] listening on every interface ({escape(host or '*')}): anyone who "
                             "can reach this machine can use the model. Use --host 127.0.0.1 to keep it to this machine.")
-    record = classifier.record
+    info = predictor.metadata
     batcher = app.state.batcher
     batching = f"batching {batcher.window_ms:g} ms" if batcher.batching else "no batching"
-    what = (f"{record.backbone}, {record.strategy}, " if record else "") + f"{len(classifier.classes)} classes, {batcher.engine}, {batching}"
+    what = (f"{info['backbone']}, {info['strategy']}, " if info.get("backbone") else "") + f"{len(predictor.classes)} classes, {batcher.engine}, {batching}"
     console.print(f"Serving {escape(str(run))} ({escape(what)}) at [bold]{escape(url(sock))}[/]  (Ctrl-C to stop)", soft_wrap=True)
     console.file.flush()
     run_server(app, sock, access_log=access_log)

@@ -2,19 +2,21 @@
 
 Everything comes from the backbone's pretrained config (size, mean/std, interpolation, crop), so a
 ResNet gets ImageNet statistics and EfficientNet-Lite gets mean 0.5/std 0.5 without the user knowing.
-Small images (CIFAR's 32 px) are resized up to the backbone's input size.
+Small images (CIFAR's 32 px) are resized up to the backbone's input size. The eval transform is
+graft.data.prepare's `prepare_image`, the one preparation of every prediction; the augmented
+training transform is torchvision's.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
-from timm.data import create_transform
 from torchvision.transforms import v2
 
 from .config import DataConfig
+from .prepare import VERSION as PREPARE_VERSION
+from .prepare import prepare_image
 
 
 @dataclass(frozen=True)
@@ -51,48 +53,27 @@ def _finish(config: DataConfig, pixels: bool) -> list:
 
 
 class EvalTransform:
-    """Resize, centre-crop, normalise, as the backbone's config says; small images are not cropped.
+    """What evaluation, prediction and linear probes see: `prepare_image` (graft.data.prepare: resize,
+    centre crop, small images resized whole, as the backbone's config says) as a tensor, then
+    scaled and normalised unless `pixels`.
 
-    The centre crop (crop_pct 0.875) is ImageNet's convention for photos larger than the input.
-    An image smaller than the input (CIFAR's 32 px) has no margin to spare: it is resized whole
-    to the input size instead of losing an eighth of its border.
-
-    The picture becomes a uint8 tensor first and is resized by torchvision's uint8 kernels: within
-    1/255 of Pillow's bicubic, and about 5x faster (0.24 ms against 1.40 ms for a decoded photo, in
-    benchmarks/profile_steps.py),
-    which on a small CPU is the difference between feeding the backbone and starving it. Crop
-    modes other than timm's default centre crop go through timm's own (Pillow) pipeline.
+    It is the one preparation every way of predicting uses (graft.data.prepare says why, and what
+    Pillow's resizing costs against torchvision's kernels).
     """
 
     def __init__(self, config: DataConfig, *, pixels: bool = False):
-        size = config.input_size[1:]
-        self.size = min(size)
-        finish = _finish(config, pixels)
-        if config.crop_mode == "center" and size[0] == size[1]:
-            # timm's rule: resize the short side to size / crop_pct, then crop the centre.
-            self.photo = v2.Compose([
-                v2.PILToTensor(),
-                v2.Resize(math.floor(self.size / config.crop_pct), interpolation=_interpolation(config), antialias=True),
-                v2.CenterCrop(size),
-                *finish,
-            ])
-        else:
-            self.photo = create_transform(
-                input_size=config.input_size, interpolation=config.interpolation, mean=config.mean, std=config.std,
-                is_training=False, crop_pct=config.crop_pct, crop_mode=config.crop_mode,
-                use_prefetcher=pixels,  # timm's name for "stop at uint8 pixels"
-            )
-        self.small = v2.Compose([
-            v2.PILToTensor(),
-            v2.Resize(size, interpolation=_interpolation(config), antialias=True),
-            *finish,
-        ])
+        self.config = config
+        self.pixels = pixels
+        self.finish = v2.Compose(_finish(config, pixels)) if not pixels else None
 
-    def __call__(self, image):
-        return self.small(image) if min(image.size) < self.size else self.photo(image)
+    def __call__(self, image) -> torch.Tensor:
+        tensor = torch.from_numpy(prepare_image(image, self.config))
+        return self.finish(tensor) if self.finish is not None else tensor
 
     def __repr__(self) -> str:
-        return f"EvalTransform(small images: {self.small}, photos: {self.photo})"
+        # Part of the feature cache's keys: names everything that decides the pixels.
+        return (f"EvalTransform(prepare_image v{PREPARE_VERSION}, {self.config!r}, "
+                f"{'uint8 pixels' if self.pixels else self.finish})")
 
 
 def eval_transform(config: DataConfig, *, pixels: bool = False) -> EvalTransform:

@@ -3,9 +3,9 @@
 Names are imported on first use: graft.engines.choice decides without torch, the rest needs it."""
 
 _LAZY = {
-    "AUTO_MIN_IMAGES": "graft.engines.choice",
     "choose_engine": "graft.engines.choice",
     "installed": "graft.engines.choice",
+    "likely_device": "graft.engines.choice",
     "CompileError": "graft.engines.compile",
     "compile_onnx": "graft.engines.compile",
     "trace_onnx": "graft.engines.compile",

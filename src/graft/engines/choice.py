@@ -1,37 +1,45 @@
-"""Which engine runs a frozen forward pass: decided without importing torch, so that `graft predict`
-can choose ONNX Runtime before paying for torch at all (graft.export.cached).
+"""Which engine runs a frozen forward pass: decided here alone, from the options and the machine,
+without importing torch (so that `graft predict RUN` can choose ONNX Runtime before paying for torch).
 
-`--engine auto` (the default) decides per pass:
-- on a GPU: torch (its kernels are fast there; the graphs here run on the CPU);
-- on a CPU: ONNX Runtime when the graph is already compiled (on disk, by content), or when the pass
-  is long enough to repay compiling it (about 7-10 s for Lite0): from 500 images where torch would
-  run fp32 (2.4x faster extraction saves 0.0085 s an image, and the graph then serves the run's
-  later passes too), from 5,000 where torch runs native bf16 (1.34x with AVX-512 bf16: 0.002 s an
-  image; 1.5-1.7x with AMX, whose bf16 matrix units torch uses: 0.004 s); else torch.
-Explicit `torch`, `onnxruntime` or `openvino` is always followed (an error when it is not installed).
-The measurements are in graft.engines.forward and docs/benchmarks.md, "Engines".
+The rule, `choose_engine`:
+- an explicit `--engine torch|onnxruntime|openvino` is followed (an error when it is not installed);
+- under `auto`, on a GPU: torch (its kernels are fast there; graft's graphs run on the CPU);
+- under `auto`, on a CPU: torch when `--precision bf16` was asked explicitly (ONNX Runtime computes
+  fp32 only), else ONNX Runtime (fp32) where it is installed, else torch fp32.
+
+Why ONNX Runtime on CPUs: on every CPU measured it extracted features faster than eager torch, in
+fp32 and in bf16 autocast, with torch fp32's numbers where bf16 moves them; the figures, machines
+and commands are in docs/benchmarks.md, "Engines". Neither the number of images nor what the cache
+holds enters the rule: the same command gives the same model and the same answers whatever ran
+before it (issue 24 found a run's val accuracy moving with whether a graph had been traced). A
+network that cannot be traced runs in torch fp32 instead, with a warning (graft.engines.forward),
+the same way every time.
 """
 
 from __future__ import annotations
 
 from importlib.util import find_spec
+from pathlib import Path
 
 from ..errors import GraftError
 from ..runtime import ENGINES
 
-AUTO_MIN_IMAGES = {"32": 500, "bf16": 5000}  # by the precision torch would run in; see the module's text
 PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+# Device files of the GPUs torch uses (NVIDIA; AMD's ROCm): where one exists, torch runs on a GPU.
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd")
 
 
 def installed(engine: str) -> bool:
     return engine == "torch" or find_spec(PACKAGES[engine]) is not None
 
 
-def choose_engine(requested: str, *, device: str, precision: str, images: int, compiled: bool = False) -> str:
-    """The engine a forward pass over `images` images runs in.
+def choose_engine(requested: str, *, device: str, precision: str) -> str:
+    """The engine that runs frozen forward passes: "torch", "onnxruntime" or "openvino".
 
-    `device`: where torch would run it ("cpu", "cuda"); `precision`: what torch would compute in
-    ("32" or "bf16"); `compiled`: the pass's graph is on disk already.
+    `requested`: --engine (auto, torch, onnxruntime, openvino); `device`: where torch runs ("cpu",
+    "cuda": `Runtime.device.type`, or `likely_device()` where torch is not imported); `precision`: the
+    inference precision asked for ("32", or "bf16" only when --precision bf16 was given:
+    graft.runtime.resolve_inference_precision).
     """
     if requested not in ENGINES:
         raise GraftError(f"--engine {requested!r}: choose one of {', '.join(ENGINES)}.")
@@ -40,8 +48,13 @@ def choose_engine(requested: str, *, device: str, precision: str, images: int, c
             raise GraftError(f"--engine {requested}: the {PACKAGES[requested]} package is not installed "
                              f"(pip install {PACKAGES[requested]}), or use --engine auto.")
         return requested
-    if device != "cpu":
+    if device != "cpu" or precision == "bf16" or not installed("onnxruntime"):
         return "torch"
-    if not installed("onnxruntime"):
-        return "torch"
-    return "onnxruntime" if compiled or images >= AUTO_MIN_IMAGES[precision] else "torch"
+    return "onnxruntime"
+
+
+def likely_device() -> str:
+    """Where torch would run, known without importing torch: "cuda" where a GPU's device file
+    exists, else "cpu". (A machine with a GPU but a CPU-only torch is taken for a GPU one: torch
+    then predicts, on the CPU.)"""
+    return "cuda" if any(Path(device).exists() for device in GPU_DEVICE_FILES) else "cpu"

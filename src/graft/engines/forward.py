@@ -1,14 +1,16 @@
-"""Frozen forward passes (feature extraction, predict, evaluate) in the fastest engine the machine has.
+"""Frozen forward passes (feature extraction, and the ImageNet head of `graft predict --imagenet`) in
+the engine graft.engines.choice.choose_engine picks, from the options and the machine alone.
 
-Eager PyTorch is slow on CPUs for the depthwise convolutions of mobile backbones. Measured on a
-2-core EPYC (AVX-512 with bf16, no AMX), Lite0 at 224 px, batch 32 run in slices of 4, interleaved
-rounds: torch fp32 74 img/s, torch bf16 autocast 165, ONNX Runtime fp32 216, OpenVINO fp32 193
-(end-to-end extraction: ONNX Runtime 2.39x torch fp32, 1.34x torch bf16); on an AVX2-only EPYC
-the issue measured torch 23, ONNX Runtime 67, OpenVINO 76 (`python benchmarks/engines.py`,
-docs/benchmarks.md "Engines"). ONNX Runtime answers like fp32 PyTorch (within 1.2e-5), where bf16
-moves features by 0.2.
+Eager PyTorch is slow on CPUs for the depthwise convolutions of mobile backbones: ONNX Runtime's
+fp32 extracted features faster than torch's fp32 and than its bf16 autocast on every CPU measured,
+with fp32's numbers (docs/benchmarks.md, "Engines", has the figures, the machines and the
+commands). So on a CPU a frozen pass runs in ONNX Runtime unless --precision bf16 or
+--engine torch was asked; on a GPU, in torch. Torch computes in the runtime's inference precision
+(fp32 unless --precision bf16 was asked: graft.runtime.resolve_inference_precision). A module
+that cannot be traced runs in torch fp32 under auto, with one warning.
 
-`--engine auto` decides per pass (graft.engines.choice.choose_engine).
+A trained classifier predicts through graft.classifier, whose graph is the run's export (its
+backbone's graph plus the head) rather than a trace of the whole network per run.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ import numpy as np
 import torch
 
 from ..runtime import Runtime, cache_root, pixel_slices, run_in_slices
-from .choice import choose_engine, installed
-from .compile import CompileError, compile_onnx, compiled_path
+from .choice import choose_engine
+from .compile import CompileError, compile_onnx
 
 
 class Forward(Protocol):
     engine: str  # "torch", "onnxruntime" or "openvino"
-    precision: str  # what the numbers are computed in: "32" or "bf16"
+    precision: str  # what the numbers are computed in: "32" or "bf16" (torch, when asked)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 pixels (N x 3 x H x W) in; the module's output, float32 on the CPU, out."""
@@ -41,16 +43,11 @@ def engines_folder() -> Path:
     return cache_root() / "engines"
 
 
-def is_compiled(module: torch.nn.Module, input_size: tuple[int, ...], folder: Path) -> bool:
-    """Whether ONNX Runtime can run `module` with nothing to trace: its graph is on disk already."""
-    return installed("onnxruntime") and compiled_path(module, input_size, folder).exists()
-
-
 class _TorchForward:
     engine = "torch"
 
     def __init__(self, module: torch.nn.Module, runtime: Runtime):
-        self.module, self.runtime, self.precision = module, runtime, runtime.precision
+        self.module, self.runtime, self.precision = module, runtime, runtime.inference_precision
         self.device = runtime.device
         # Convert outside inference mode: parameters re-created inside it could never train again.
         module.to(device=self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -60,7 +57,7 @@ class _TorchForward:
         # On the CPU in slices (graft.runtime.PIXELS_PER_RUN): faster and a fraction of the memory;
         # a GPU takes the batch whole.
         parts = pixel_slices(len(pixels), *pixels.shape[-2:]) if self.device.type == "cpu" else [slice(None)]
-        with torch.inference_mode(), self.runtime.autocast(self.device):
+        with torch.inference_mode(), self.runtime.inference_autocast(self.device):
             outputs = [self.module(pixels[part]).float().cpu() for part in parts]
         return torch.cat(outputs) if len(outputs) != 1 else outputs[0]
 
@@ -96,29 +93,30 @@ class _OpenVinoForward:
 
 
 @contextmanager
-def frozen_forward(module: torch.nn.Module, *, runtime: Runtime, images: int, input_size: tuple[int, ...],
+def frozen_forward(module: torch.nn.Module, *, runtime: Runtime, input_size: tuple[int, ...],
                    folder: Path | None = None, log=None) -> Iterator[Forward]:
-    """Run `module` (in eval mode, its weights unchanged) in the engine `runtime.engine` picks for a
-    pass over `images` images of `input_size` (C, H, W); its training mode is restored afterwards.
+    """Run `module` (in eval mode, its weights unchanged) in the engine choose_engine picks for
+    `runtime` (its engine, device and inference precision), on uint8 pixels of `input_size` (C, H, W);
+    its training mode is restored afterwards.
 
     Compiled graphs are kept in `folder` (default: engines_folder()). Under auto, a module that cannot
-    be compiled runs in torch with one warning on stderr (`log` to send it elsewhere).
+    be compiled runs in torch fp32 with one warning on stderr (`log` to send it elsewhere).
     """
     folder = folder or engines_folder()
     was_training = module.training
     module.eval()
     try:
-        yield _forward(module, runtime=runtime, images=images, input_size=input_size, folder=folder, log=log)
+        yield forward_in_engine(module, runtime=runtime, input_size=input_size, folder=folder, log=log)
     finally:
         module.train(was_training)
 
 
-def _forward(module: torch.nn.Module, *, runtime: Runtime, images: int, input_size: tuple[int, ...], folder: Path,
-             log) -> Forward:
+def forward_in_engine(module: torch.nn.Module, *, runtime: Runtime, input_size: tuple[int, ...],
+                      folder: Path | None = None, log=None) -> Forward:
+    """`frozen_forward`'s Forward, for a module that stays in eval mode as long as it is used."""
+    folder = folder or engines_folder()
     requested = runtime.engine
-    compiled = requested == "auto" and is_compiled(module, input_size, folder)
-    engine = choose_engine(requested, device=runtime.device.type, precision=runtime.precision, images=images,
-                           compiled=compiled)
+    engine = choose_engine(requested, device=runtime.device.type, precision=runtime.inference_precision)
     if engine == "torch":
         return _TorchForward(module, runtime)
     load = _OnnxRuntimeForward if engine == "onnxruntime" else _OpenVinoForward
@@ -133,5 +131,5 @@ def _forward(module: torch.nn.Module, *, runtime: Runtime, images: int, input_si
         if requested != "auto":
             raise
         say = log or (lambda message: print(message, file=sys.stderr))
-        say(f"Warning: {error} Running it in PyTorch instead.")
-        return _TorchForward(module, runtime)
+        say(f"Warning: {error} Running it in PyTorch (fp32) instead.")
+        return _TorchForward(module, runtime.but(inference_precision="32"))

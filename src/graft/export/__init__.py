@@ -1,9 +1,22 @@
-"""Taking a trained model out of graft: its model files (safetensors + JSON, never pickle), exports
-for other programs (graft.export.formats) and running an exported ONNX model without torch
-(graft.export.exported). Names are imported on first use, so the torch-free parts stay torch-free."""
+"""Taking a trained model out of graft, for other programs: the whole classifier as ONNX, OpenVINO IR
+or TorchScript (`export`, graft.export.formats), each checked against PyTorch; and graft's own
+predictors over those files (graft.export.exported: an ONNX model without torch;
+graft.export.loaded: OpenVINO IR and TorchScript). Names are imported on first use, so the
+torch-free parts stay torch-free.
 
-_LAZY = {name: "graft.export.files" for name in ("META_FILE", "WEIGHTS_FILE", "read_model_files",
-                                                  "resolve_model_folder", "save_model")}
+graft's own model files (safetensors + graft.json) live in graft.model_files. Their names are still
+importable from here for one step (META_FILE, WEIGHTS_FILE, read_model_files, resolve_model_folder,
+save_model), while the training loop moves to graft.model_files; import them from there.
+"""
+
+_LAZY = {
+    "export": "graft.export.formats",
+    "FORMATS": "graft.export.formats",
+    "FILE_NAMES": "graft.export.formats",
+    # Moved to graft.model_files: kept here until graft.training imports them from there.
+    **{name: "graft.model_files" for name in ("META_FILE", "WEIGHTS_FILE", "read_model_files",
+                                              "resolve_model_folder", "save_model")},
+}
 
 
 def __getattr__(name):

@@ -17,15 +17,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from ..data.config import DataConfig
 from ..errors import GraftError
+from ..model import GraftModel
+from ..predictor import model_metadata
+from ..record import RunRecord
 
-if TYPE_CHECKING:
-    from ..classifier import Classifier
+
+class Exportable(Protocol):
+    """What an export is made from: a trained model with its classes and record (a
+    graft.classifier.Classifier; typed here without importing it, since it imports graft.export)."""
+
+    model: GraftModel
+    classes: list[str]
+    record: RunRecord | None
+
+    @property
+    def data_config(self) -> DataConfig: ...
 
 # The formats `graft export --format` takes, and the file each writes by default in the run folder.
 FILE_NAMES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.pt"}
@@ -66,34 +79,9 @@ class _PixelsToScores(torch.nn.Module):
         return logits, logits.softmax(dim=-1)
 
 
-def metadata(classifier: Classifier, format: str = "onnx") -> dict:
-    """What a program needs to feed the exported model and read its answers."""
-    config = classifier.data_config
-    record = classifier.record
-    return {
-        "format": f"graft-{format}",
-        "version": 1,
-        "classes": classifier.classes,
-        "input": {
-            "name": "pixels",
-            "dtype": "uint8",
-            "layout": "NCHW, RGB",
-            "size": list(config.input_size),
-            "preprocessing": (f"resize the short side to {int(config.image_size / config.crop_pct)} px "
-                              f"({config.interpolation}), then crop the centre {config.image_size} x "
-                              f"{config.image_size}; images smaller than that are resized whole to it. "
-                              "Normalisation is inside the model."),
-            "interpolation": config.interpolation,
-            "crop_pct": config.crop_pct,
-            "crop_mode": config.crop_mode,
-            "mean": list(config.mean),
-            "std": list(config.std),
-        },
-        "outputs": list(OUTPUTS),
-        "backbone": record.backbone if record else None,
-        "strategy": record.strategy if record else None,
-        "val_accuracy": record.accuracy.get("val") if record else None,
-    }
+def metadata(classifier: Exportable, format: str = "onnx") -> dict:
+    """What a program needs to feed the exported model and read its answers (graft.predictor.model_metadata)."""
+    return model_metadata(classifier.classes, classifier.data_config, classifier.record, format=f"graft-{format}")
 
 
 def require_suffix(out: Path, suffix: str, what: str) -> None:
@@ -101,7 +89,7 @@ def require_suffix(out: Path, suffix: str, what: str) -> None:
         raise ExportError(f"--out {out}: {what} file name ends in {suffix} (e.g. {out.with_suffix(suffix).name}).")
 
 
-def parity_images(classifier: Classifier) -> tuple[list[Path], str]:
+def parity_images(classifier: Exportable) -> tuple[list[Path], str]:
     """Real images to check an export on: the run's val/test images if they are still there, else the
     embedded CIFAR-10 sample (any real photos show a changed answer; their labels do not matter)."""
     from ..data.discover import find_eval_data
@@ -120,24 +108,25 @@ def parity_images(classifier: Classifier) -> tuple[list[Path], str]:
     return paths[:: max(1, len(paths) // PARITY_IMAGES)][:PARITY_IMAGES], "graft's embedded CIFAR-10 sample"
 
 
-def images_to_check(classifier: Classifier, check_images: list[Path] | None) -> tuple[list[Path], str]:
+def images_to_check(classifier: Exportable, check_images: list[Path] | None) -> tuple[list[Path], str]:
     return (list(check_images), "given images") if check_images else parity_images(classifier)
 
 
-def check_parity(run: Callable[[np.ndarray], np.ndarray], classifier: Classifier, images: list[Path], *,
+def check_parity(run: Callable[[np.ndarray], np.ndarray], classifier: Exportable, images: list[Path], *,
                  source: str) -> Parity:
     """Compare `run` (the export: uint8 pixels N x 3 x H x W in, logits out) with the PyTorch model
-    (fp32) on the same pixels. The export is run on the first image alone, then on the rest in
+    (fp32) on the same pixels, prepared as every prediction prepares them (graft.data.prepare). The export is run on the first image alone, then on the rest in
     batches of several (graft.runtime.pixel_slices, as the model too, which bounds the memory), so a
     batch size fixed into it shows here too."""
-    from ..data.images import load_image
-    from ..data.transforms import eval_transform
+    from ..data.images import eval_draft_size, load_image
+    from ..data.prepare import prepare_image
     from ..runtime import pixel_slices, run_in_slices
 
     if not images:
         raise ExportError("No image to check the export on: give --check-images with some image files.")
-    transform = eval_transform(classifier.data_config, pixels=True)
-    pixels = torch.stack([transform(load_image(image)) for image in images])
+    config = classifier.data_config
+    draft = eval_draft_size(config.image_size)  # as every prediction reads them (graft.predictor)
+    pixels = torch.from_numpy(np.stack([prepare_image(load_image(image, draft_size=draft), config) for image in images]))
     batches = [pixels[:1], pixels[1:]] if len(pixels) > 1 else [pixels]
     try:
         exported = np.concatenate([run_in_slices(lambda part: np.asarray(run(part), dtype=np.float32), batch.numpy())

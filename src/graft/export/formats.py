@@ -8,18 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .common import FILE_NAMES, FORMATS, Exported, ExportError
-
-if TYPE_CHECKING:
-    from ..classifier import Classifier
+from .common import FILE_NAMES, FORMATS, Exportable, Exported, ExportError
 
 __all__ = ["FILE_NAMES", "FORMATS", "export"]
 
 
-def export(classifier: Classifier, out: str | Path, *, format: str = "onnx", check_images: list[Path] | None = None,
+def export(classifier: Exportable, out: str | Path, *, format: str = "onnx", check_images: list[Path] | None = None,
            log=print) -> Exported:
+    """The whole classifier (a graft.load of a run folder) for another program to run alone
+    (normalisation inside, class names and preprocessing in its metadata), checked against the
+    PyTorch model on real images first: `graft export RUN` calls this.
+
+    `format`: "onnx" (out: model.onnx), "openvino" (model.xml, its weights in model.bin beside it;
+    needs pip install 'graft[openvino]') or "torchscript" (model.pt; loading it runs TorchScript
+    code, so load only archives you trust). `check_images`: the images of the parity check (default:
+    the run's val or test images, else graft's sample). Returns graft.export.common.Exported (the
+    file, the JSON beside it, the parity figures); raises ExportError when an answer would change."""
     write: Callable[..., Exported]
     if format == "onnx":
         from .onnx import export_onnx as write
@@ -29,4 +34,6 @@ def export(classifier: Classifier, out: str | Path, *, format: str = "onnx", che
         from .torchscript import export_torchscript as write
     else:
         raise ExportError(f"--format {format!r}: choose one of {', '.join(FORMATS)}.")
-    return write(classifier, out, check_images=check_images, log=log)
+    if not hasattr(classifier, "model"):
+        raise ExportError("graft export takes a run folder (the PyTorch model); an exported model is exported already.")
+    return write(classifier, out, check_images=[Path(p) for p in check_images] if check_images else None, log=log)

@@ -6,19 +6,20 @@ The graph takes uint8 RGB pixels, N x 3 x H x W, already resized and cropped as 
 and crop travel in the ONNX file's metadata (each key's value as JSON) and in a JSON file beside it.
 The parity check (graft.export.common) runs it in ONNX Runtime.
 
-A run whose backbone is still the one that extracted its features in ONNX Runtime (the frozen
-strategies) finds that backbone's graph in the engines' cache: its export is that graph with the
-head's few operators added after it, in well under a second, where tracing the whole network takes
-seconds and, in a process of its own, most of a gigabyte.
+The export is its backbone's graph with the head's few operators added after it: the graph that
+extracted a frozen run's features, found in the engines' cache, or the template of the backbone's
+structure given the run's weights (graft.engines.compile); either is traced once per backbone and
+size, so an export takes about a second where tracing the whole network takes seconds and most of a
+gigabyte. Every prediction of a run on a CPU runs this same graph (graft.export.cached).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +28,7 @@ from ..io import atomic_path, write_json_atomic
 from .common import (
     FORMATS,
     OUTPUTS,
+    Exportable,
     Exported,
     ExportError,
     Parity,
@@ -39,26 +41,49 @@ from .common import (
     require_suffix,
 )
 
-if TYPE_CHECKING:
-    from ..classifier import Classifier
-
 __all__ = ["FORMATS", "ExportError", "Exported", "Parity", "check_parity", "export_onnx", "metadata",
            "parity_images", "write_onnx"]
 
 
-def write_onnx(classifier: Classifier, path: Path, *, graph: Path | None = None) -> None:
-    """The classifier (pixels in, logits and probabilities out, batch dynamic) as ONNX at `path`:
-    its backbone's graph (`graph`, else the one in the engines' cache if there) plus the head, else
-    traced."""
-    graph = graph or backbone_graph(classifier)
-    if graph is not None and _add_head(graph, classifier.model.head, path):
-        return
+def write_onnx(classifier: Exportable, path: Path, *, graphs: Sequence[Path] = (), frozen_backbone: bool = False,
+               say=None) -> None:
+    """The classifier (pixels in, logits and probabilities out, batch dynamic) as ONNX at `path`: its
+    backbone's graph plus the head (prepared_backbone_graph), else, for a head of another kind,
+    traced whole."""
+    with tempfile.TemporaryDirectory(prefix="graft-export-") as work:
+        graph = prepared_backbone_graph(classifier, Path(work), graphs=graphs, frozen_backbone=frozen_backbone,
+                                        say=say)
+        if graph is not None and _add_head(graph, classifier.model.head, path):
+            return
     model = _PixelsToScores(classifier.model).eval()
     example = torch.zeros((2, *classifier.data_config.input_size), dtype=torch.uint8)
     trace_onnx(model, example, path, output_names=list(OUTPUTS))
 
 
-def backbone_graph(classifier: Classifier, *, folders: Sequence[Path] = ()) -> Path | None:
+def prepared_backbone_graph(classifier: Exportable, work: Path, *, graphs: Sequence[Path] = (),
+                            frozen_backbone: bool = False, say=None) -> Path | None:
+    """The graph of the classifier's backbone as it is now, for a head made of graft's layers (None
+    for another head): the one in `graphs` or graft's engines cache (the graph that extracted a
+    frozen run's features); else traced into that cache first, once per backbone and size: exactly
+    for a `frozen_backbone`, else as its structure's template, given the weights in `work`."""
+    from ..engines.compile import compile_onnx, compiled_path, with_weights
+    from ..engines.forward import engines_folder
+
+    if head_operators(classifier.model.head) is None:
+        return None
+    shared = engines_folder()
+    graph = backbone_graph(classifier, folders=(*graphs, shared))
+    if graph is not None:
+        return graph
+    backbone, size = classifier.model.backbone, classifier.data_config.input_size
+    template = not frozen_backbone
+    if say and (frozen_backbone or not compiled_path(backbone, size, shared, template=True).exists()):
+        say("Tracing the backbone to ONNX (once per backbone and size)...")
+    graph = compile_onnx(backbone, size, shared, template=template)
+    return with_weights(graph, backbone, size, work / "backbone.onnx") if template else graph
+
+
+def backbone_graph(classifier: Exportable, *, folders: Sequence[Path] = ()) -> Path | None:
     """The graph of the classifier's backbone, exactly as it is now, from the first of `folders`
     (default: the engines' cache, graft.engines.forward.engines_folder) that holds it; None if none."""
     from ..engines.compile import compiled_path
@@ -115,10 +140,10 @@ def _add_head(backbone: Path, head: torch.nn.Module, path: Path) -> bool:
     return True
 
 
-def export_onnx(classifier: Classifier, out: str | Path, *, check_images: list[Path] | None = None,
-                graph: Path | None = None, log=print) -> Exported:
+def export_onnx(classifier: Exportable, out: str | Path, *, check_images: list[Path] | None = None,
+                graphs: Sequence[Path] = (), frozen_backbone: bool = False, log=print) -> Exported:
     """Write `out` (e.g. model.onnx) and `out`.json; refuse an export that changes a top-1 answer.
-    `graph`: the backbone's graph to build it from (write_onnx)."""
+    `graphs`, `frozen_backbone`: where its backbone's graph may be, and how to trace one (write_onnx)."""
     try:
         import onnx
         import onnxruntime
@@ -130,7 +155,7 @@ def export_onnx(classifier: Classifier, out: str | Path, *, check_images: list[P
     out.parent.mkdir(parents=True, exist_ok=True)
     info = metadata(classifier, "onnx")
     with atomic_path(out) as temporary:
-        write_onnx(classifier, temporary, graph=graph)
+        write_onnx(classifier, temporary, graphs=graphs, frozen_backbone=frozen_backbone, say=log)
         graph = onnx.load(str(temporary))
         graph.metadata_props.extend(
             onnx.StringStringEntryProto(key=key, value=json.dumps(value)) for key, value in info.items())

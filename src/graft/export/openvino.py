@@ -17,19 +17,15 @@ import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..io import atomic_path, write_json_atomic
-from .common import Exported, ExportError, check_parity, images_to_check, judge, metadata, require_suffix
+from .common import Exportable, Exported, ExportError, check_parity, images_to_check, judge, metadata, require_suffix
 from .onnx import write_onnx
-
-if TYPE_CHECKING:
-    from ..classifier import Classifier
 
 INSTALL = "pip install 'graft[openvino]'"
 
 
-def export_openvino(classifier: Classifier, out: str | Path, *, check_images: list[Path] | None = None,
+def export_openvino(classifier: Exportable, out: str | Path, *, check_images: list[Path] | None = None,
                     log=print) -> Exported:
     """Write `out` (e.g. model.xml), the .bin beside it and `out`.json; refuse an export that changes a
     top-1 answer."""

@@ -20,13 +20,13 @@ import json
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..io import atomic_path, write_json_atomic
 from .common import (
+    Exportable,
     Exported,
     ExportError,
     _PixelsToScores,
@@ -37,13 +37,10 @@ from .common import (
     require_suffix,
 )
 
-if TYPE_CHECKING:
-    from ..classifier import Classifier
-
 EXTRA_FILE = "graft.json"
 
 
-def export_torchscript(classifier: Classifier, out: str | Path, *, check_images: list[Path] | None = None,
+def export_torchscript(classifier: Exportable, out: str | Path, *, check_images: list[Path] | None = None,
                        log=print) -> Exported:
     """Write `out` (e.g. model.pt) and `out`.json; refuse an export that changes a top-1 answer."""
     out = Path(out)

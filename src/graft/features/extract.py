@@ -22,7 +22,6 @@ from ..data.discover import Sample
 from ..data.images import draft_size_for, load_image
 from ..data.transforms import Augment, eval_transform, train_transform
 from ..engines import CompileError, choose_engine, frozen_forward
-from ..engines.forward import is_compiled
 from ..fingerprint import files_fingerprint
 from ..progress import image_progress
 from ..runtime import Runtime
@@ -99,8 +98,7 @@ def extract_into(
         return
     loader = DataLoader(dataset, batch_size=runtime.batch_size, num_workers=runtime.workers, shuffle=False)
     row = start
-    with frozen_forward(backbone, runtime=runtime, images=remaining, input_size=backbone.data_config.input_size,
-                        folder=engines) as forward, \
+    with frozen_forward(backbone, runtime=runtime, input_size=backbone.data_config.input_size, folder=engines) as forward, \
             image_progress(remaining, description, enabled=runtime.progress) as update:
         for batch in loader:
             out[row : row + len(batch)] = forward(batch).numpy()
@@ -154,44 +152,38 @@ def backbone_features(
 ) -> FeatureSet:
     """Features of `samples` (one plain view, or augmented view number `view`), from the cache if there.
 
-    The key holds everything that changes the numbers, the engine and its precision included, so
-    features computed by different engines are never mixed; the split name is recorded but not part
-    of the key (the same files are the same features). Extraction runs with `runtime`: its engine
-    (auto decides here, by the number of images: graft.engines), precision, workers, batch size and
-    progress, sharded over `runtime.processes` in torch. Under auto, features torch cached for these
-    images before the backbone had a graph are used as they are (each entry holds one engine's
-    features, named in its key and meta). Batches of 32 (Runtime's default): against 64, they ran
-    Lite0 faster on a 2-core CPU and peaked about 200 MB lower (the activations of early, wide
-    layers dominate memory; benchmarks/profile_steps.py).
+    The key holds everything that changes the numbers, the engine and the precision always among
+    them, so features computed by different engines or precisions are never mixed; the split name
+    is recorded but not part of the key (the same files are the same features). Extraction runs with
+    `runtime`: its engine (auto: graft.engines.choice.choose_engine, from the machine and the
+    options alone, never from what the cache holds), inference precision, workers, batch size and
+    progress, sharded over `runtime.processes` in torch. Batches of 32 (Runtime's default): against
+    64, they ran Lite0 faster on a 2-core CPU and peaked lower (the activations of early, wide layers
+    dominate memory; docs/benchmarks.md, "2. Extraction throughput").
 
     A damaged cache entry is reported, removed and extracted again; a cache folder that cannot be
     written still gives the features (built in a temporary folder, with one warning); a full disk
     is a GraftError before any image is processed; an interrupted extraction (Ctrl-C, an error,
-    kill -9) goes on from the batches it completed (`FeatureCache.build`).
+    kill -9) goes on from the batches it completed (`FeatureCache.build`). Under auto, a backbone
+    that cannot be traced is extracted in torch fp32, with a warning.
     """
     cache = cache or FeatureCache()
     engines = cache.engines
     files = files_fingerprint([s.path for s in samples], np.array([s.label for s in samples], dtype=np.int64))
     requested = runtime.engine
-    if requested == "auto":  # decided now: the engine is part of the key
-        compiled = is_compiled(backbone, backbone.data_config.input_size, engines)
-        runtime = runtime.but(engine=choose_engine("auto", device=runtime.device.type, precision=runtime.precision,
-                                                   images=len(samples), compiled=compiled))
-        if runtime.engine != "torch":  # torch's features of these images, cached before the graph was: no work
-            describe, _ = _describe(backbone, files, runtime=runtime.but(engine="torch"), view=view, augment=augment,
-                                    seed=seed)
-            found = cache.get(cache_key(describe))
-            if found is not None:
-                return found
+    # decided now: the engine and its precision are part of the key
+    runtime = runtime.but(engine=choose_engine(requested, device=runtime.device.type,
+                                               precision=runtime.inference_precision))
     try:
         return _backbone_features(backbone, samples, files, split=split, runtime=runtime, cache=cache, view=view,
                                   augment=augment, seed=seed, engines=engines)
     except CompileError as error:
         if requested != "auto":
             raise
-        print(f"Warning: {error} Extracting with PyTorch instead.", file=sys.stderr)
-        return _backbone_features(backbone, samples, files, split=split, runtime=runtime.but(engine="torch"),
-                                  cache=cache, view=view, augment=augment, seed=seed, engines=engines)
+        print(f"Warning: {error} Extracting with PyTorch (fp32) instead.", file=sys.stderr)
+        return _backbone_features(backbone, samples, files, split=split,
+                                  runtime=runtime.but(engine="torch", inference_precision="32"), cache=cache,
+                                  view=view, augment=augment, seed=seed, engines=engines)
 
 
 def _describe(backbone: Backbone, files: str, *, runtime: Runtime, view: int | None, augment: Augment | None,
@@ -208,11 +200,10 @@ def _describe(backbone: Backbone, files: str, *, runtime: Runtime, view: int | N
         "view": view if augmented else "plain",
         "augment": augment.to_dict() if augment is not None and augmented else None,
         "seed": seed if augmented else None,
-        "precision": runtime.precision if runtime.engine == "torch" else "32",
+        "engine": runtime.engine,
+        "precision": runtime.inference_precision if runtime.engine == "torch" else "32",
         "files": files,
     }
-    if runtime.engine != "torch":  # keys of torch's features stay as they were before engines existed
-        describe["engine"] = runtime.engine
     config = backbone.data_config
     transform = train_transform(config, augment, pixels=True) if augmented else eval_transform(config, pixels=True)
     describe["transform"] = repr(transform)  # any change to preprocessing code changes the key

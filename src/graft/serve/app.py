@@ -1,4 +1,4 @@
-"""`graft serve`: a trained classifier behind HTTP (FastAPI), with a web page to try it.
+"""`graft serve`: a trained model behind HTTP (FastAPI), with a web page to try it.
 
     GET  /          the page: drop or pick images, see the top classes as bars and the activation map
     GET  /health    {"status": "ok", ...}
@@ -11,6 +11,11 @@ and the server goes on serving: 400 no file or an empty one, 413 too many bytes 
 image, 422 a corrupt image or a decompression bomb. Memory stays bounded: bodies are counted as they
 arrive (and refused past `max_mb` before they are kept), a request holds at most `max_images`
 images, at most `decoders` images are decoded at once, and one thread runs the model.
+
+The model is any graft.predictor predictor (`graft.load`: a run folder, or an export): images are
+decoded and prepared as every prediction prepares them, and the answers are graft.prediction's, so
+the server answers exactly as `graft predict` and `graft.load(...).predict` do. Activation maps
+(`cam=1`) need the network itself: a run folder.
 """
 
 from __future__ import annotations
@@ -23,16 +28,15 @@ import threading
 from contextlib import asynccontextmanager
 from importlib.resources import files
 
-import torch
+import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from ..classifier import Classifier
-from ..data.images import eval_draft_size
-from ..data.transforms import eval_transform
+from ..prediction import Prediction, http_answer
+from ..predictor import BatchPredictor
 from .batching import Batcher
 from .uploads import RequestError, decode
 
@@ -44,24 +48,21 @@ CAM_SIDE = 320  # the activation map's picture is drawn at least this large (a 3
 
 
 def create_app(
-    classifier: Classifier,
+    predictor: BatchPredictor,
     *,
     max_mb: float = DEFAULT_MAX_MB,
     max_images: int = DEFAULT_MAX_IMAGES,
     batch_window_ms: float | None = DEFAULT_WINDOW_MS,
     max_batch: int = DEFAULT_MAX_BATCH,
     decoders: int | None = None,
-    engine: str | None = None,
     name: str | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving `classifier`. `batch_window_ms=0` turns batching off (one request per
-    forward pass), None batches where it measured faster (5 ms with torch, off with ONNX Runtime); `decoders` bounds the images decoded at once (default: the CPU count, 2 to 8);
-    `engine`: what runs the model (graft.engines: auto, torch, onnxruntime, openvino; default: the
-    classifier's runtime's, auto)."""
-    batcher = Batcher(classifier, window_ms=batch_window_ms, max_batch=max_batch, engine=engine)
+    """The FastAPI app serving `predictor` (graft.load's: its engine was chosen when it was opened).
+    `batch_window_ms=0` turns batching off (one request per forward pass), None batches where it
+    measured faster (5 ms with torch, off with ONNX Runtime); `decoders` bounds the images decoded
+    at once (default: the CPU count, 2 to 8)."""
+    batcher = Batcher(predictor, window_ms=batch_window_ms, max_batch=max_batch)
     decoding = threading.BoundedSemaphore(decoders or min(8, max(2, os.cpu_count() or 2)))
-    pixels_transform = eval_transform(classifier.data_config, pixels=True)
-    draft = eval_draft_size(classifier.data_config.image_size)  # big JPEGs decode smaller, as in predict
     page = files("graft.serve").joinpath("static/index.html").read_text(encoding="utf-8")
     max_bytes = int(max_mb * 1024 * 1024)
 
@@ -72,7 +73,7 @@ def create_app(
 
     app = FastAPI(title="graft serve", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.batcher = batcher
-    app.state.classifier = classifier
+    app.state.predictor = predictor
     app.add_middleware(_LimitBody, max_bytes=max_bytes, max_mb=max_mb)
 
     @app.exception_handler(RequestError)
@@ -89,7 +90,7 @@ def create_app(
 
     @app.get("/model")
     async def model() -> dict:
-        return describe(classifier, name=name) | {
+        return describe(predictor, name=name) | {
             "engine": batcher.engine,
             "precision": batcher.precision,
             "limits": {"max_mb": max_mb, "max_images": max_images},
@@ -98,41 +99,38 @@ def create_app(
 
     @app.post("/predict")
     async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000), cam: bool = False) -> dict:
+        if cam and not hasattr(predictor, "model"):
+            raise RequestError(400, "cam=1: activation maps need the network itself; serve the run folder "
+                                    "(graft serve runs/NAME) rather than an exported model, or drop cam=1.")
         uploads = await _read_uploads(request, max_images)
-        images, pixels = await run_in_threadpool(_prepare, uploads, decoding, pixels_transform, draft_size=draft,
-                                                 keep=cam)
+        images, pixels = await run_in_threadpool(_prepare, uploads, decoding, predictor, keep=cam)
         del uploads
         probabilities = await asyncio.wrap_future(batcher.submit(pixels))
-        k = min(top_k, len(classifier.classes))
-        top = probabilities.topk(k, dim=-1)
-        answers = []
-        for index, (name_, _) in enumerate(images):
-            ranked = [{"class": classifier.classes[c], "probability": float(p)}
-                      for p, c in zip(top.values[index].tolist(), top.indices[index].tolist())]
-            answers.append({"name": name_, "label": ranked[0]["class"], "probability": ranked[0]["probability"],
-                            "top": ranked})
+        tops = predictor.top(probabilities, min(top_k, len(predictor.classes)))
+        answer = http_answer(Prediction(name_, top) for (name_, _), top in zip(images, tops))
         if cam:
-            maps = await run_in_threadpool(_activation_maps, classifier, batcher.lock, [image for _, image in images],
-                                           top.indices[:, 0].tolist())
-            for answer, drawn in zip(answers, maps):
-                answer["cam"] = drawn
-        return {"predictions": answers}
+            maps = await run_in_threadpool(_activation_maps, predictor, batcher.lock, [image for _, image in images],
+                                           probabilities.argmax(axis=1).tolist())
+            for item, drawn in zip(answer["predictions"], maps):
+                item["cam"] = drawn
+        return answer
 
     return app
 
 
-def describe(classifier: Classifier, *, name: str | None = None) -> dict:
+def describe(predictor: BatchPredictor, *, name: str | None = None) -> dict:
     """What GET /model answers: enough for a person or a program to know which model this is."""
-    record = classifier.record
-    accuracy = dict(record.accuracy) if record is not None else {}
+    metadata = predictor.metadata
+    record = getattr(predictor, "record", None)
+    accuracy = dict(record.accuracy) if record is not None else {"val": metadata.get("val_accuracy")}
     return {
         "name": name,
-        "classes": list(classifier.classes),
-        "backbone": record.backbone if record is not None else None,
-        "strategy": record.strategy if record is not None else None,
-        "val_accuracy": accuracy.get("val"),
+        "classes": list(predictor.classes),
+        "backbone": metadata.get("backbone"),
+        "strategy": metadata.get("strategy"),
+        "val_accuracy": metadata.get("val_accuracy"),
         "accuracy": accuracy,
-        "input_size": list(classifier.data_config.input_size),
+        "input_size": list(predictor.data_config.input_size),
     }
 
 
@@ -160,23 +158,27 @@ async def _read_uploads(request: Request, max_images: int) -> list[tuple[str, by
     return named
 
 
-def _prepare(uploads: list[tuple[str, bytes]], decoding: threading.BoundedSemaphore, transform, *,
-             draft_size: tuple[int, int], keep: bool) -> tuple[list[tuple[str, Image.Image | None]], torch.Tensor]:
-    """Decode and preprocess every upload (at most `decoding`'s count of images at once, server-wide);
-    the pictures are kept only when the activation maps need them."""
+def _prepare(uploads: list[tuple[str, bytes]], decoding: threading.BoundedSemaphore, predictor: BatchPredictor, *,
+             keep: bool) -> tuple[list[tuple[str, Image.Image | None]], np.ndarray]:
+    """Decode and prepare every upload as every prediction does (graft.predictor; at most
+    `decoding`'s count of images at once, server-wide); the pictures are kept only when the
+    activation maps need them."""
     images: list[tuple[str, Image.Image | None]] = []
-    tensors = []
+    pixels = []
     for name, data in uploads:
         with decoding:
-            image = decode(data, name, draft_size=draft_size)
-            tensors.append(transform(image))
+            image = decode(data, name, draft_size=predictor.draft_size)
+            pixels.append(predictor.prepare(image))
         images.append((name, image if keep else None))
-    return images, torch.stack(tensors)
+    return images, np.stack(pixels)
 
 
-def _activation_maps(classifier: Classifier, lock: threading.Lock, images: list, classes: list[int]) -> list[dict]:
+def _activation_maps(classifier, lock: threading.Lock, images: list, classes: list[int]) -> list[dict]:
     """For each image, the model's view of it and the activation map of `classes[i]`, as PNG data URLs
-    the page lays one over the other."""
+    the page lays one over the other (a run folder's Classifier: its network)."""
+    import torch
+
+    from ..data.transforms import eval_transform
     from ..explain import activation_maps, model_view, overlay
 
     config = classifier.data_config

@@ -1,14 +1,15 @@
 """Micro-batching: concurrent requests share one forward pass.
 
-Each request turns its images into uint8 pixel tensors (in its own thread) and hands them to
-`Batcher.submit`, which returns a Future. One worker thread owns the model: it takes the first
-waiting request, keeps collecting requests for up to `window_ms` milliseconds (or until
-`max_batch` images), runs them as one batch and answers each request with its own rows of
-probabilities. With `window_ms=0` batching is off: every request runs alone, in arrival order.
+Each request turns its images into uint8 pixels (in its own thread, as graft.predictor prepares
+them) and hands them to `Batcher.submit`, which returns a Future. One worker thread owns the model:
+it takes the first waiting request, keeps collecting requests for up to `window_ms` milliseconds
+(or until `max_batch` images), runs them as one batch through the predictor's `probabilities` and
+answers each request with its own rows. With `window_ms=0` batching is off: every request runs
+alone, in arrival order.
 
 Requests are never split, so a request's answers never depend on which others it shared a batch
 with, apart from the last float bits of a batched matrix product (the tests compare batched
-answers with `Classifier.predict`).
+answers with `predict`).
 """
 
 from __future__ import annotations
@@ -17,25 +18,22 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
 
-from ..classifier import Classifier
-from ..engines.forward import frozen_forward
+from ..predictor import BatchPredictor
 
-# The window `window_ms=None` picks, by engine. Measured with benchmarks/serve.py (docs/benchmarks.md,
-# "Serving"; 2-core CPU, Lite0 at 224 px, 16 clients): batching made torch (bf16) 1.52x faster in
-# requests/s, and ONNX Runtime 0.84x (slower: its cost per image does not fall with the batch, and
-# requests wait). Engines not listed (onnxruntime, openvino) run every request alone.
+# The window `window_ms=None` picks, by engine: batching served more requests/s with torch, and
+# fewer with ONNX Runtime, whose cost per image does not fall with the batch, so requests only wait
+# (docs/benchmarks.md, "Serving", has the figures; `python -m benchmarks --only serve`). Engines
+# not listed (onnxruntime, openvino) run every request alone.
 AUTO_WINDOW_MS = {"torch": 5.0}
-SERVER_IMAGES = 1_000_000  # what a server tells `--engine auto` it will answer: a long pass, worth compiling
 
 
 @dataclass
 class _Job:
-    pixels: torch.Tensor  # N x 3 x H x W uint8, as eval_transform(pixels=True) makes them
+    pixels: np.ndarray  # N x 3 x H x W uint8, as BatchPredictor.prepare makes them
     future: Future = field(default_factory=Future)
 
 
@@ -45,25 +43,21 @@ _STOP = object()
 class Batcher:
     """The one thread that runs the model; `submit` from any thread, `close` once at the end."""
 
-    def __init__(self, classifier: Classifier, *, window_ms: float | None = None, max_batch: int = 32,
-                 engine: str | None = None):
+    def __init__(self, predictor: BatchPredictor, *, window_ms: float | None = None, max_batch: int = 32):
         if window_ms is not None and window_ms < 0:
             raise ValueError(f"window_ms {window_ms}: use 0 (no batching) or more")
         if max_batch < 1:
             raise ValueError(f"max_batch {max_batch}: use 1 or more")
-        self.classifier = classifier
+        self.predictor = predictor
         self.max_batch = max_batch
         self.lock = threading.Lock()  # held while the model runs: the activation maps take it too
         self.batches = 0  # forward passes run so far
         self.images = 0  # images answered so far
         self._queue: queue.Queue = queue.Queue()
-        # The engine (graft.engines) is chosen and, where it compiles, compiled here, before the first request.
-        self._resources = ExitStack()
-        self.forward = self._resources.enter_context(frozen_forward(
-            classifier.model, runtime=classifier.inference_runtime(max_batch, engine), images=SERVER_IMAGES,
-            input_size=classifier.data_config.input_size))
+        # The engine is chosen (graft.engines.choice) and its graph made here, before the first request.
+        self.engine, self.precision = predictor.engine, predictor.precision
         if window_ms is None:  # batching where it measured faster: see AUTO_WINDOW_MS
-            window_ms = AUTO_WINDOW_MS.get(self.forward.engine, 0.0)
+            window_ms = AUTO_WINDOW_MS.get(self.engine, 0.0)
         self.window_ms = window_ms
         self.window_s = window_ms / 1000
         self._thread = threading.Thread(target=self._work, name="graft-serve-batcher", daemon=True)
@@ -73,8 +67,8 @@ class Batcher:
     def batching(self) -> bool:
         return self.window_s > 0
 
-    def submit(self, pixels: torch.Tensor) -> Future:
-        """Probabilities (N x classes, float32 on the CPU) for `pixels`, as a Future."""
+    def submit(self, pixels: np.ndarray) -> Future:
+        """Probabilities (N x classes, float32) for `pixels`, as a Future."""
         job = _Job(pixels)
         if not self._thread.is_alive():
             job.future.set_exception(RuntimeError("the model's worker thread has stopped"))
@@ -85,20 +79,11 @@ class Batcher:
     def pending(self) -> int:
         return self._queue.qsize()
 
-    @property
-    def engine(self) -> str:
-        return self.forward.engine
-
-    @property
-    def precision(self) -> str:
-        return self.forward.precision
-
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker after the requests already queued; safe to call more than once."""
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout)
-        self._resources.close()
 
     def _work(self) -> None:
         carried: _Job | None = None  # a request that did not fit into the last batch
@@ -130,9 +115,9 @@ class Batcher:
         if not jobs:
             return
         try:
-            pixels = torch.cat([job.pixels for job in jobs]) if len(jobs) > 1 else jobs[0].pixels
+            pixels = np.concatenate([job.pixels for job in jobs]) if len(jobs) > 1 else jobs[0].pixels
             with self.lock:
-                probabilities = self.forward(pixels).softmax(dim=-1)
+                probabilities = self.predictor.probabilities(pixels)
         except Exception as error:  # a bug or an out-of-memory: every waiting request hears of it
             for job in jobs:
                 job.future.set_exception(error)
@@ -141,5 +126,5 @@ class Batcher:
         self.images += len(pixels)
         start = 0
         for job in jobs:
-            job.future.set_result(probabilities[start : start + len(job.pixels)].clone())
+            job.future.set_result(np.array(probabilities[start : start + len(job.pixels)]))
             start += len(job.pixels)

@@ -3,7 +3,10 @@
 A run folder (or any folder) holds `model.safetensors` and `graft.json` (a graft.record.RunRecord).
 The JSON records the SHA-256 of the weights and is written last, each file to a temporary name then
 renamed, so a crash mid-save leaves either the previous complete model or a mismatch that
-`read_model_files` refuses.
+`read_model_files` refuses. `load_model` builds the network they describe.
+
+The module is torch-free until a function needs torch (graft predict decides from the record alone
+whether torch is needed at all), and imports neither graft.classifier nor graft.export: both use it.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ModelFileError
-from ..io import atomic_path, file_sha256, write_json_atomic
-from ..record import RECORD_FILE, RECORD_VERSION, RunRecord, read_json
+from .errors import ModelFileError
+from .io import atomic_path, file_sha256, write_json_atomic
+from .record import RECORD_FILE, RECORD_VERSION, RunRecord, read_json
 
-if TYPE_CHECKING:  # the module stays torch-free: graft.export.cached reads model files without torch
+if TYPE_CHECKING:  # the module stays torch-free: graft predict reads records without torch
     import torch
+
+    from .model import GraftModel
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = RECORD_FILE
@@ -62,9 +67,13 @@ def resolve_model_folder(path: str | Path) -> Path:
     return path
 
 
-def read_record(path: str | Path) -> tuple[RunRecord, Path]:
-    """The record of a saved model and its folder, checked against itself and against the weights
-    file (without reading the weights into tensors, and without torch)."""
+def read_record(path: str | Path, *, check_weights: bool = True) -> tuple[RunRecord, Path]:
+    """The record of a saved model and its folder, checked against itself and (`check_weights`)
+    against the weights file, without reading the weights into tensors and without torch.
+
+    Checking the weights hashes the whole file: do it once per use of a model. `check_weights=False`
+    is for a caller that only decides how to open the model, and then opens it through a function
+    that checks them (read_model_files)."""
     folder = resolve_model_folder(path)
     data = read_json(folder / META_FILE)
     # Version 1 records had no checksum of their own; every later one is sealed by save_model.
@@ -75,12 +84,18 @@ def read_record(path: str | Path) -> tuple[RunRecord, Path]:
             "file, or train again."
         )
     record = RunRecord.from_dict(data, source=str(folder / META_FILE))
-    if data.get("weights_sha256") != file_sha256(folder / WEIGHTS_FILE):
+    if check_weights:
+        check_weights_file(folder, data.get("weights_sha256"))
+    return record, folder
+
+
+def check_weights_file(folder: Path, expected: str | None) -> None:
+    """Refuse weights whose SHA-256 is not the one graft.json records (`expected`)."""
+    if expected != file_sha256(folder / WEIGHTS_FILE):
         raise ModelFileError(
             f"{folder / WEIGHTS_FILE} does not match {META_FILE} (checksum differs): the save was "
             "interrupted or a file was replaced. Train again or restore both files together."
         )
-    return record, folder
 
 
 def read_model_files(path: str | Path) -> tuple[RunRecord, dict[str, torch.Tensor], Path]:
@@ -89,3 +104,28 @@ def read_model_files(path: str | Path) -> tuple[RunRecord, dict[str, torch.Tenso
 
     record, folder = read_record(path)
     return record, load_file(str(folder / WEIGHTS_FILE)), folder
+
+
+def load_model(path: str | Path) -> tuple[GraftModel, RunRecord, Path]:
+    """The network a saved model describes, with its weights, in eval mode; its record and folder."""
+    from .backbones import create_backbone
+    from .heads import HeadConfig, create_head
+    from .model import GraftModel
+
+    record, state, folder = read_model_files(path)
+    backbone = create_backbone(
+        record.backbone,
+        weights="none",  # the saved file holds every weight; nothing is downloaded
+        cut=record.cut,
+        img_size=record.data_config.input_size[-1],
+    )
+    backbone.data_config = record.data_config
+    head = create_head(backbone.num_features, len(record.classes), HeadConfig(**record.head))
+    model = GraftModel(backbone, head)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:  # graft.json and the weights describe different networks
+        first = str(error).strip().splitlines()[0]
+        raise ModelFileError(f"{folder}: {WEIGHTS_FILE} does not fit the network {META_FILE} describes "
+                             f"({record.backbone}, {len(record.classes)} classes): {first}") from None
+    return model.eval(), record, folder

@@ -1,0 +1,267 @@
+"""One predictor for every model file graft writes: the `Predictor` protocol and its one implementation.
+
+A run folder (graft.classifier.Classifier, torch), an ONNX export (graft.export.exported, ONNX
+Runtime, no torch), an OpenVINO IR and a TorchScript archive (graft.export.loaded) all predict
+through `BatchPredictor` here; each only says how a batch of prepared pixels (uint8,
+N x 3 x H x W) becomes class probabilities (`probabilities`). Everything else is done once, here:
+- each image is decoded as graft.data.inputs reads any input (paths, PIL images, arrays, bytes; a big
+  JPEG at a reduced scale still covering the input) and prepared by graft.data.prepare, so the same
+  image is the same pixels whatever the model file;
+- images are read one batch at a time, the next batch in a thread while the model runs this one
+  (Pillow and every engine here release the GIL while they work), so memory stays bounded and the
+  reader holds up the model as little as possible (docs/benchmarks.md, "Batch prediction");
+- an input that cannot be read is an answer with `error` set, in input order, never a crash;
+- `tta`: the mean of the image's and its mirror image's probabilities; top-k by probability;
+- `evaluate`: a folder or CSV of labelled images (graft.data.find_eval_data) scored by
+  graft.evaluation.
+
+The module imports neither torch nor timm (`graft predict model.onnx` runs without them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .data.config import DataConfig
+from .data.images import eval_draft_size
+from .data.inputs import ImageInput, as_input_list, input_name, to_rgb_image
+from .data.prepare import prepare_image
+from .errors import BadImageError, GraftError, ModelFileError
+from .prediction import Prediction, in_input_order
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .data.discover import Sample
+    from .evaluation import Evaluation
+    from .record import RunRecord
+
+METADATA_VERSION = 1
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What `graft.load` returns for any model file: a run folder, a .onnx, an OpenVINO .xml or a
+    TorchScript .pt. `metadata` is the description every export carries (classes, input size and
+    preprocessing, backbone, strategy, val accuracy); `engine` and `precision` say what computes."""
+
+    classes: list[str]
+    engine: str
+
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+
+    def predict(self, images: ImageInput | Iterable[ImageInput], *, top_k: int = 5, batch_size: int = 64,
+                tta: bool = False) -> list[Prediction]: ...
+
+    def predict_iter(self, images: Sequence[ImageInput], *, top_k: int = 5, batch_size: int = 64,
+                     tta: bool = False) -> Iterator[Prediction]: ...
+
+    def evaluate(self, data: str | Path, *, batch_size: int = 64, tta: bool = False) -> Evaluation: ...
+
+
+class BatchPredictor:
+    """The shared implementation of `Predictor`. A subclass sets `classes`, `engine` (and `precision`
+    where it is not fp32), gives `data_config` and `metadata`, and implements `probabilities`."""
+
+    classes: list[str]
+    engine: str = ""
+    precision: str = "32"
+
+    @property
+    def data_config(self) -> DataConfig:
+        raise NotImplementedError
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities (float32, N x classes) for prepared uint8 pixels (N x 3 x H x W)."""
+        raise NotImplementedError
+
+    # -- One image -----------------------------------------------------------------------------------
+
+    @property
+    def draft_size(self) -> tuple[int, int]:
+        """How small a big JPEG may be decoded (graft.data.images.load_image), as for the run's features."""
+        return eval_draft_size(self.data_config.image_size)
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """A decoded RGB picture as the model's input (graft.data.prepare.prepare_image)."""
+        return prepare_image(image, self.data_config)
+
+    def read(self, item: ImageInput, index: int = 0) -> np.ndarray:
+        """Any input (graft.data.inputs.ImageInput) decoded and prepared; BadImageError when unreadable."""
+        return self.prepare(to_rgb_image(item, input_name(item, index), draft_size=self.draft_size))
+
+    # -- Batches -------------------------------------------------------------------------------------
+
+    def predict(self, images: ImageInput | Iterable[ImageInput], *, top_k: int = 5, batch_size: int = 64,
+                tta: bool = False) -> list[Prediction]:
+        """Top-k classes with probabilities for each image; always a list, even for one image.
+
+        `images`: one image or a list of them, each a file path (str or Path), a PIL image, a uint8
+        numpy array (H x W x 3 RGB or H x W grey; an N x H x W x 3 array is N images) or the bytes of
+        an encoded image file. In a list, an input that cannot be read gives a Prediction with
+        `error` set and no `top`; a single unreadable image raises `BadImageError`.
+        `tta`: average the probabilities of each image and its horizontal mirror image.
+        """
+        items, single = as_input_list(images)
+        predictions = list(self.predict_iter(items, top_k=top_k, batch_size=batch_size, tta=tta))
+        if single and predictions[0].error is not None:
+            raise BadImageError(predictions[0].path, predictions[0].error)
+        return predictions
+
+    def predict_iter(self, images: Sequence[ImageInput], *, top_k: int = 5, batch_size: int = 64,
+                     tta: bool = False) -> Iterator[Prediction]:
+        """`predict`, one Prediction at a time in input order, reading one batch of images at a time."""
+        k = max(1, min(top_k, len(self.classes)))
+        for chunk, probabilities, errors in self.scored(images, batch_size=batch_size, tta=tta):
+            yield from in_input_order(images, chunk, errors, self.top(probabilities, k))
+
+    def scored(self, images: Sequence[ImageInput], *, batch_size: int = 64,
+               tta: bool = False) -> Iterator[tuple[range, np.ndarray | None, dict[int, str]]]:
+        """For each batch of `images`: its indices, the probabilities of its readable images (None
+        when there is none) and the reasons of the others by index. The next batch is read in a
+        thread while this one runs."""
+        if batch_size < 1:
+            raise GraftError(f"--batch-size {batch_size}: use 1 or more.")
+        chunks = [range(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size)]
+        if not chunks:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="graft-read") as reader:
+            pending = reader.submit(self.read_batch, images, chunks[0])
+            for number, chunk in enumerate(chunks):
+                batch, errors = pending.result()
+                if number + 1 < len(chunks):
+                    pending = reader.submit(self.read_batch, images, chunks[number + 1])
+                yield chunk, (self.scores(batch, tta=tta) if batch is not None else None), errors
+
+    def read_batch(self, images: Sequence[ImageInput], chunk: range) -> tuple[np.ndarray | None, dict[int, str]]:
+        """The readable images of `chunk` as one uint8 batch (None when there is none), and the errors by index."""
+        ready, errors = [], {}
+        for index in chunk:
+            try:
+                ready.append(self.read(images[index], index))
+            except BadImageError as error:
+                errors[index] = error.reason
+        return (np.stack(ready) if ready else None), errors
+
+    def scores(self, pixels: np.ndarray, *, tta: bool = False) -> np.ndarray:
+        """`probabilities`, or with `tta` the mean of the batch's and its mirror images'."""
+        probabilities = np.asarray(self.probabilities(pixels), dtype=np.float32)
+        if not tta:
+            return probabilities
+        mirrored = np.asarray(self.probabilities(np.ascontiguousarray(pixels[..., ::-1])), dtype=np.float32)
+        return ((probabilities + mirrored) / 2).astype(np.float32)
+
+    def top(self, probabilities: np.ndarray | None, k: int) -> list[list[tuple[str, float]]]:
+        """The `k` most likely (class, probability) of each row, most likely first (ties: lower index)."""
+        if probabilities is None:
+            return []
+        return [[(self.classes[c], float(row[c])) for c in np.argsort(-row, kind="stable")[:k]] for row in probabilities]
+
+    # -- Labelled images -----------------------------------------------------------------------------
+
+    def evaluate(self, data: str | Path, *, batch_size: int = 64, tta: bool = False) -> Evaluation:
+        """Accuracy, per-class metrics and confusion matrix on a folder or CSV of labelled images
+        (a folder of class folders, a split folder whose test/ or val/ is used, or a CSV of path,label).
+
+        `tta`: judge each image by the mean of its and its mirror image's probabilities."""
+        return self.evaluate_images(data, batch_size=batch_size, tta=tta)[0]
+
+    def evaluate_images(self, data: str | Path, *, batch_size: int = 64,
+                        tta: bool = False) -> tuple[Evaluation, list[dict]]:
+        """`evaluate`, plus one row per image: path, true class, predicted class, its probability."""
+        from .data.discover import find_eval_data
+
+        samples, _skipped = find_eval_data(data, self.classes)
+        evaluation, probabilities = self.evaluate_samples(samples, batch_size=batch_size, tta=tta)
+        predicted = probabilities.argmax(axis=1)
+        rows = [{"path": str(sample.path), "true": self.classes[sample.label], "predicted": self.classes[int(guess)],
+                 "probability": float(probabilities[row, int(guess)])}
+                for row, (sample, guess) in enumerate(zip(samples, predicted))]
+        return evaluation, rows
+
+    def evaluate_samples(self, samples: Sequence[Sample], *, batch_size: int = 64,
+                         tta: bool = False) -> tuple[Evaluation, np.ndarray]:
+        """The evaluation of labelled samples (graft.data.discover.Sample), and their probabilities
+        (N x classes). An image that cannot be read raises BadImageError: labelled data was checked."""
+        from .evaluation import evaluate_predictions
+
+        probabilities = self.probabilities_of([sample.path for sample in samples], batch_size=batch_size, tta=tta)
+        return evaluate_predictions([s.label for s in samples], probabilities.argmax(axis=1), self.classes), probabilities
+
+    def probabilities_of(self, images: Sequence[ImageInput], *, batch_size: int = 64, tta: bool = False) -> np.ndarray:
+        """The probabilities (N x classes, float32) of images that must all be readable."""
+        rows: list[np.ndarray] = []
+        for _, probabilities, errors in self.scored(images, batch_size=batch_size, tta=tta):
+            if errors or probabilities is None:
+                index = min(errors)
+                raise BadImageError(input_name(images[index], index), errors[index])
+            rows.append(probabilities)
+        return np.concatenate(rows) if rows else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+
+# -- What every model file says about itself ------------------------------------------------------------
+
+
+def model_metadata(classes: Sequence[str], config: DataConfig, record: RunRecord | None, *,
+                   format: str = "graft-run") -> dict[str, Any]:
+    """What a program needs to feed a model and read its answers: what every export carries (in the
+    file and in the JSON beside it) and what every predictor's `metadata` says."""
+    return {
+        "format": format,
+        "version": METADATA_VERSION,
+        "classes": list(classes),
+        "input": {
+            "name": "pixels",
+            "dtype": "uint8",
+            "layout": "NCHW, RGB",
+            "size": list(config.input_size),
+            "preprocessing": (f"resize the short side to {int(config.image_size / config.crop_pct)} px "
+                              f"({config.interpolation}), then crop the centre {config.image_size} x "
+                              f"{config.image_size}; images smaller than that are resized whole to it "
+                              f"(crop mode {config.crop_mode}: graft.data.prepare). Normalisation is inside the model."),
+            "interpolation": config.interpolation,
+            "crop_pct": config.crop_pct,
+            "crop_mode": config.crop_mode,
+            "mean": list(config.mean),
+            "std": list(config.std),
+        },
+        "outputs": ["logits", "probabilities"],
+        "backbone": record.backbone if record else None,
+        "strategy": record.strategy if record else None,
+        "val_accuracy": record.accuracy.get("val") if record else None,
+    }
+
+
+def config_from_metadata(info: dict[str, Any], path: Path) -> tuple[list[str], DataConfig]:
+    """The classes and the preprocessing that a model file's metadata (`model_metadata`) describes."""
+    try:
+        spec = info["input"]
+        config = DataConfig(input_size=tuple(int(v) for v in spec["size"]),  # type: ignore[arg-type]
+                            mean=tuple(float(v) for v in spec["mean"]),  # type: ignore[arg-type]
+                            std=tuple(float(v) for v in spec["std"]),  # type: ignore[arg-type]
+                            interpolation=str(spec["interpolation"]), crop_pct=float(spec["crop_pct"]),
+                            crop_mode=str(spec["crop_mode"]))
+        classes = [str(name) for name in info["classes"]]
+        _check_preparable(config)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFileError(f"{path}: no graft metadata ({error}); use a model file written by `graft export RUN`.") from None
+    return classes, config
+
+
+def _check_preparable(config: DataConfig) -> None:
+    """ValueError when graft.data.prepare cannot prepare images as `config` says."""
+    from .data.prepare import CROP_MODES, resample_filter
+
+    resample_filter(config.interpolation)
+    if len(config.input_size) != 3 or config.crop_mode not in CROP_MODES or not config.crop_pct > 0:
+        raise ValueError(f"input {list(config.input_size)}, crop mode {config.crop_mode!r}, crop_pct {config.crop_pct}")
