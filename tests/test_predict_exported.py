@@ -129,7 +129,6 @@ def test_which_predictions_take_the_export_and_a_failed_export_falls_back(linear
     from graft.classifier import Classifier
     from graft.errors import GraftError
 
-    monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "cache"))
     run = linear_probe_run.run_dir
     assert isinstance(open_predictor(run, engine="torch"), Classifier)  # an explicit engine is followed
     assert isinstance(open_predictor(run, say=print), ExportedModel)  # a CPU under auto: the export, for any count
@@ -239,10 +238,9 @@ def test_a_frozen_run_is_exported_at_its_end_as_its_backbone_graph_plus_the_head
 def test_a_damaged_export_in_the_cache_is_exported_again(linear_probe_run, tmp_path, monkeypatch):
     from graft.export import cached
 
-    monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "cache"))
     run = linear_probe_run.run_dir
-    kept = cached.export_path(Path(run))
-    kept.parent.mkdir(parents=True)
+    kept = cached.export_path(Path(run))  # in the session's cache
+    kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_bytes(b"half a model")  # what a disk fault, not graft (which renames whole files), leaves
     said: list[str] = []
     exported = open_predictor(run, engine="onnxruntime", say=said.append)

@@ -209,6 +209,28 @@ class BatchPredictor:
         return np.concatenate(rows) if rows else np.zeros((0, len(self.classes)), dtype=np.float32)
 
 
+class FilePredictor(BatchPredictor):
+    """A model file that carries its own metadata (`model_metadata`: every `graft export` format):
+    the classes and preprocessing come from it."""
+
+    path: Path
+    _metadata: dict[str, Any]
+    _config: DataConfig
+
+    def read_metadata(self, info: dict[str, Any]) -> None:
+        """Take the classes and the preprocessing from the file's metadata; ModelFileError if it is not graft's."""
+        self._metadata = info
+        self.classes, self._config = config_from_metadata(info, self.path)
+
+    @property
+    def data_config(self) -> DataConfig:
+        return self._config
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self._metadata
+
+
 # -- What every model file says about itself ------------------------------------------------------------
 
 

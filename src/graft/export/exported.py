@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..data.config import DataConfig
 from ..engines.sliced import SlicedSession
 from ..errors import ModelFileError
-from ..predictor import BatchPredictor, config_from_metadata
+from ..predictor import FilePredictor
 
 
-class ExportedModel(BatchPredictor):
+class ExportedModel(FilePredictor):
     """An ONNX file from `graft export` (its metadata inside), ready to predict.
 
     `threads`: the cores ONNX Runtime may use (default: all this process may run on).
@@ -48,18 +46,10 @@ class ExportedModel(BatchPredictor):
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             raise ModelFileError(f"{self.path}: not an ONNX model ONNX Runtime can read ({first}).") from None
         try:
-            self._metadata = {key: json.loads(value) for key, value in self.session.metadata().items()}
+            info = {key: json.loads(value) for key, value in self.session.metadata().items()}
         except ValueError as error:
             raise ModelFileError(f"{self.path}: its metadata is not graft's ({error}).") from None
-        self.classes, self._config = config_from_metadata(self._metadata, self.path)
-
-    @property
-    def data_config(self) -> DataConfig:
-        return self._config
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return self._metadata
+        self.read_metadata(info)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities for a uint8 batch (N x 3 x H x W), run in slices side by side

@@ -13,37 +13,17 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..data.config import DataConfig
 from ..errors import ModelFileError
-from ..predictor import BatchPredictor, config_from_metadata
+from ..predictor import FilePredictor
 from ..runtime import run_in_slices
 
 INSTALL_OPENVINO = "pip install 'graft[openvino]'"
 
 
-class _FilePredictor(BatchPredictor):
-    path: Path
-    _metadata: dict[str, Any]
-    _config: DataConfig
-
-    def _read_metadata(self, info: dict[str, Any]) -> None:
-        self._metadata = info
-        self.classes, self._config = config_from_metadata(info, self.path)
-
-    @property
-    def data_config(self) -> DataConfig:
-        return self._config
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return self._metadata
-
-
-class OpenVinoModel(_FilePredictor):
+class OpenVinoModel(FilePredictor):
     """An OpenVINO IR from `graft export --format openvino`, run by OpenVINO on the CPU in f32."""
 
     engine = "openvino"
@@ -70,13 +50,13 @@ class OpenVinoModel(_FilePredictor):
             info = {key: json.loads(model.get_rt_info(["graft", key]).astype(str)) for key in keys}
         except Exception:  # no "graft" section, or values that are not JSON
             info = {}
-        self._read_metadata(info)
+        self.read_metadata(info)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         return run_in_slices(lambda batch: np.asarray(self.compiled({"pixels": batch})["probabilities"]), pixels)
 
 
-class TorchScriptModel(_FilePredictor):
+class TorchScriptModel(FilePredictor):
     """A TorchScript archive from `graft export --format torchscript`, run by torch on the CPU."""
 
     engine = "torch"
@@ -102,7 +82,7 @@ class TorchScriptModel(_FilePredictor):
             info = json.loads(extra[EXTRA_FILE] or "{}")
         except ValueError:
             info = {}
-        self._read_metadata(info)
+        self.read_metadata(info)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         import torch
