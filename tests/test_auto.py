@@ -11,17 +11,10 @@ import torch
 import graft
 from conftest import FAST
 from graft.advise.advice import StageEvidence, recommend
-from graft.advise.auto import (
-    PROBE_GOOD_ENOUGH,
-    PROBE_GOOD_ENOUGH_DIFFERENT,
-    AutoPlan,
-    KeepDecision,
-    auto_plan,
-    decide_finetune,
-    keep_probe_or_tuned,
-)
+from graft.advise.auto import PROBE_GOOD_ENOUGH, PROBE_GOOD_ENOUGH_DIFFERENT, AutoPlan, auto_plan, decide_finetune
 from graft.config import TrainConfig, parse_duration
 from graft.errors import GraftError
+from graft.strategies.builtin import KeepDecision, keep_probe_or_tuned
 from test_cli import run_main
 
 
@@ -105,9 +98,9 @@ def test_the_probe_is_kept_only_on_a_lead_beyond_the_noise():
 @pytest.fixture
 def keep_spy(monkeypatch):
     """Record keep_probe_or_tuned's inputs; `spy.force` overrides its choice."""
-    import graft.advise.auto as auto
+    import graft.strategies.builtin as builtin
 
-    real = auto.keep_probe_or_tuned
+    real = builtin.keep_probe_or_tuned
 
     class Spy:
         force: str | None = None
@@ -119,7 +112,7 @@ def keep_spy(monkeypatch):
             return decision if self.force is None else KeepDecision(self.force, f"forced: {self.force}")
 
     spy = Spy()
-    monkeypatch.setattr(auto, "keep_probe_or_tuned", spy)
+    monkeypatch.setattr(builtin, "keep_probe_or_tuned", spy)
     return spy
 
 
@@ -173,8 +166,9 @@ def test_a_budget_too_short_for_an_epoch_keeps_the_probe_and_records_it(tiny_dat
                       **{**FAST, "log": messages.append})
     assert run.record.strategy == "linear-probe" and not [r for r in run.history if r.phase == "images"], messages
     assert measured and any("takes about 40 s and the budget leaves" in m and "kept the probe" in m for m in messages)
-    # --resume and --config replay the decision as made
-    assert json.loads((run.run_dir / "run.json").read_text())["config"]["strategy"]["strategy"] == "linear-probe"
+    # --resume runs the decision as made; --config replays the run as it ran
+    assert json.loads((run.run_dir / "run.json").read_text())["decisions"]["finetune_epochs"] == 0
+    assert json.loads((run.run_dir / "graft.json").read_text())["config"]["strategy"]["strategy"] == "linear-probe"
 
 
 def test_cli_budget_and_advise_say_what_auto_does(tiny_dataset, tmp_path, capsys, monkeypatch):

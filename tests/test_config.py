@@ -50,7 +50,6 @@ def test_the_cli_is_generated_from_the_config():
     (dict(val_split=1.0), "--val-split 1.0"),
     (dict(hflip=2.0), "--hflip 2.0"),
     (dict(epochs=2.5), "--epochs 2.5: must be a whole number"),
-    (dict(strategy="magic"), "--strategy 'magic'"),
     (dict(epoch=3), "Unknown option 'epoch'. Did you mean 'epochs'?"),
 ])
 def test_bad_values_are_refused_with_the_flag_named(options, message):
@@ -209,3 +208,10 @@ def test_an_edited_record_gets_a_clear_message(tiny_dataset, tmp_path, edit, mes
     edit(record)
     with pytest.raises(GraftError, match=message):
         RunRecord.from_dict(record)
+
+
+def test_an_unknown_strategy_is_refused_before_any_data_is_read(tmp_path):
+    """Strategies register themselves (graft.strategies imports graft.config, never the reverse), so the
+    name is checked where a run starts: before the data, which does not even exist here, is looked at."""
+    with pytest.raises(GraftError, match=r"--strategy 'magic': choose auto or one of linear-probe, .*graft strategies"):
+        graft.train(tmp_path / "no-such-data", strategy="magic", out=tmp_path, log=None)

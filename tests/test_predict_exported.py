@@ -172,10 +172,10 @@ def test_a_fine_tuned_run_is_exported_at_its_end_from_its_backbones_template(tin
     from graft.engines import compile as compiling
     from graft.export import cached
     from graft.export import onnx as onnx_export
-    from graft.training import pipeline
+    from graft.training import finish
 
     monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(pipeline, "EXPORT_AFTER_SECONDS", 3600.0)  # no run here trains for minutes
+    monkeypatch.setattr(finish, "EXPORT_AFTER_SECONDS", 3600.0)  # no run here trains for minutes
     traced: list[str] = []
 
     def counted(trace):

@@ -55,7 +55,7 @@ def test_os_errors_are_one_message_naming_the_file(tiny_dataset, tmp_path, capsy
     def refuse(out, name):
         raise PermissionError(errno.EACCES, "Permission denied", str(Path(out) / name))
 
-    monkeypatch.setattr("graft.training.pipeline.new_run_dir", refuse)
+    monkeypatch.setattr("graft.training.setup.new_run_dir", refuse)
     code, output = run_main(["train", tiny_dataset, "--out", tmp_path, "--name", "x", "--strategy", "linear-probe",
                              "--img-size", "32", "--workers", "0"], capsys, monkeypatch)
     assert code == 2 and "Traceback" not in output
@@ -312,3 +312,84 @@ def test_kill_9_in_the_image_phase_then_resume_gives_the_same_model(uninterrupte
     assert result.returncode == 0, result.stdout + result.stderr
     wa, wb = _weights(uninterrupted.run_dir), _weights(tmp_path / "killed")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_lightning_epoch_counters_are_where_resume_writes_them():
+    """graft resumes a fit by telling Lightning how many epochs are done (graft.training.resume_point says
+    why its public ckpt_path would not give the same weights): this fails when a Lightning release moves
+    or renames those counters."""
+    import lightning as L
+
+    from graft.training.module import ClassifierModule
+    from graft.training.resume_point import EPOCH_COUNTERS, epochs_completed, start_at_epoch
+
+    seen: list[int] = []
+
+    class StartAtTwo(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            progress = trainer.fit_loop.epoch_progress
+            assert all(hasattr(counter, stage) for counter in (progress.current, progress.total) for stage in EPOCH_COUNTERS)
+            start_at_epoch(trainer, 2)
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.append(trainer.current_epoch)
+
+    net = torch.nn.Linear(4, 2)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.tensor([0, 1] * 4))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    trainer = L.Trainer(max_epochs=4, callbacks=[StartAtTwo()], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(ClassifierModule(net, [{"params": list(net.parameters()), "lr": 0.1}]), loader, loader)
+    assert seen == [2, 3] and epochs_completed(trainer) == 4  # epochs 0 and 1 counted as done, never run
+
+
+@pytest.fixture
+def interrupted_on_a_copy(tiny_dataset, tmp_path, monkeypatch):
+    """An interrupted run (Ctrl-C in its second head epoch) on a copy of the tiny data, which the test may change."""
+    import shutil
+
+    from graft.training.module import ClassifierModule
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    step = ClassifierModule.training_step
+
+    def interrupt(self, batch, batch_idx):
+        if batch[0].dim() == 2 and self.current_epoch == 1:
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassifierModule, "training_step", interrupt)
+    with pytest.raises(RunInterrupted) as caught:
+        graft.train(data, out=tmp_path / "runs", name="cut", **RESUMABLE)
+    monkeypatch.setattr(ClassifierModule, "training_step", step)
+    return data, caught.value.run_dir
+
+
+def test_resume_refuses_data_that_changed_and_says_what(interrupted_on_a_copy, make_image, tmp_path):
+    """A class added (the saved head would not fit: a size-mismatch traceback), images replaced (accepted
+    silently before), run.json pointed at other data: each refused, saying what changed."""
+    import shutil
+
+    from graft.training.pipeline import resume_run
+
+    data, run_dir = interrupted_on_a_copy
+    for split in ("train", "val"):
+        for index in range(4):
+            make_image(data / split / "yellow" / f"{index:03d}.png", color=(220, 220, 30), seed=900 + index)
+    with pytest.raises(GraftError, match=r"the data changed since this run started: the classes changed \(added yellow\)"):
+        resume_run(run_dir, log=None, progress=False)
+    shutil.rmtree(data / "train" / "yellow")
+    shutil.rmtree(data / "val" / "yellow")
+    for index in range(3):
+        make_image(data / "train" / "red" / f"{index:03d}.png", color=(200, 30, 30), seed=700 + index)
+    with pytest.raises(GraftError, match=r"the train images changed \(still 36 images, but some were replaced"):
+        resume_run(run_dir, log=None, progress=False)
+    saved = json.loads((run_dir / "run.json").read_text())
+    other = tmp_path / "other"
+    for name in ("red", "green"):
+        for index in range(6):
+            make_image(other / name / f"{index:03d}.png", seed=500 + index)
+    (run_dir / "run.json").write_text(json.dumps({**saved, "data": str(other)}))
+    with pytest.raises(GraftError, match=r"the classes changed \(removed blue\)"):
+        resume_run(run_dir, log=None, progress=False)

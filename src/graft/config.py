@@ -70,21 +70,6 @@ def one_of(*choices: str) -> Callable[[Any], str | None]:
     return check
 
 
-def strategy_name(value) -> str | None:
-    from .strategies import STRATEGIES
-
-    if value == AUTO or value in STRATEGIES:
-        return None
-    return f"choose one of {', '.join([*STRATEGIES, AUTO])} (see `graft strategies`)"
-
-
-def strategy_help() -> str:
-    from .strategies import STRATEGIES
-
-    return (f"{AUTO} (the default: a linear probe first, then fine-tuning where the data and --budget say it "
-            f"pays), or one of {', '.join(STRATEGIES)}; see `graft strategies`.")
-
-
 def parse_duration(value: str) -> float | None:
     """Seconds in "90s", "10m", "1.5h" or "600"; None for "0" or "none" (no limit). ValueError otherwise."""
     text = str(value).strip().lower()
@@ -156,7 +141,8 @@ class DataOptions(Group):
 
 @dataclass(frozen=True)
 class StrategyOptions(Group):
-    strategy: str = option(AUTO, strategy_help, check=strategy_name, short="-s")
+    strategy: str = option(AUTO, f"{AUTO} (the default: a linear probe first, then fine-tuning where the data and --budget "
+                                 "say it pays), or a strategy that `graft strategies` lists.", short="-s")
     budget: str = option("10m", "auto: time for the whole run (e.g. 90s, 10m, 2h; 0: no limit). Fine-tuning runs only "
                                 "when its measured epochs fit in what is left.", check=duration)
     backbone: str = option(DEFAULT_BACKBONE, "Any timm model name (see `graft backbones`), or auto: the offline "

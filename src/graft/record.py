@@ -5,7 +5,7 @@
   `--strategy auto`, the headline accuracies, the data it saw, library versions. With
   model.safetensors it is everything `graft.load` needs.
 - `RunMetrics` (metrics.json): what the run measured: evaluations, per-epoch history, timings,
-  parameter counts, the bf16 check, the logistic regression's C.
+  parameter counts, the logistic regression's C.
 
 Both are versioned (`RECORD_VERSION`); `from_dict` reads what `to_dict` wrote and refuses anything
 else with a message naming the file and the key. graft 0.1's version-1 records are upgraded.
@@ -45,7 +45,9 @@ class RunRecord:
     classes: list[str]
     strategy: str  # the strategy that trained (what `auto` chose, never "auto")
     config: TrainConfig  # every option as the run used it
-    inference_precision: str = "auto"  # "32" where training found bf16 changes answers
+    # what every forward pass of the model computes in: "32", or "bf16" where --precision bf16 was asked
+    # ("auto" in records from before graft fixed inference at fp32)
+    inference_precision: str = "auto"
     advice: dict | None = None  # why --strategy auto chose this (graft.advise's Advice.to_dict())
     accuracy: dict[str, float] = field(default_factory=dict)  # split -> accuracy of the saved model
     data: DataSummary | None = None
@@ -132,7 +134,6 @@ class RunMetrics:
     history: list[EpochRow]
     timings: dict[str, float]  # features_s, audit_s, head_s, images_s, total_s, report_s
     params: ParamCounts
-    bf16_agreement: float | None = None  # top-1 agreement of bf16 with fp32 on val, where bf16 ran
     logreg_c: float | None = None  # the logistic regression's C (linear-probe)
     format_version: int = RECORD_VERSION
 
@@ -163,7 +164,6 @@ class RunMetrics:
             "history": [asdict(row) for row in self.history],
             "timings": dict(self.timings),
             "params": asdict(self.params),
-            "bf16_agreement": self.bf16_agreement,
             "logreg_c": self.logreg_c,
         }
 
@@ -178,7 +178,6 @@ class RunMetrics:
                 history=[EpochRow(**row) for row in data["history"]],
                 timings={key: float(value) for key, value in data["timings"].items()},
                 params=ParamCounts(**data["params"]),
-                bf16_agreement=data.get("bf16_agreement"),
                 logreg_c=data.get("logreg_c"),
             )
         except (AttributeError, TypeError, KeyError, ValueError) as error:

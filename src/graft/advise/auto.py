@@ -16,7 +16,7 @@
      only the epochs that fit in what is left of `--budget` run (none: the probe is kept);
    - fine-tuning follows graft's finetune recipe (a new head on augmented views, then everything);
      its best image epoch is kept unless the probe beats it on val by more than the val set can
-     tell from noise (keep_probe_or_tuned: McNemar's statistic over 1). A lead inside the noise is
+     tell from noise (graft.strategies.builtin.keep_probe_or_tuned: McNemar's statistic over 1). A lead inside the noise is
      a tie, and a tie goes to the fine-tuned model: on every calibration set where auto could
      fine-tune, fine-tuning beat the probe on test (by 1.2 to 7.4 points), and on flowers-dev with
      Lite2 a one-image val lead of the probe (90% against 89%) had kept a model 3.2 points worse.
@@ -25,7 +25,7 @@ The thresholds fit these measurements (docs/advise.md, "auto", has every row and
 | data | per class | linear probe | fine-tuned | gain |
 | CIFAR-10, 224 px (docs/results.md) | 450 | 78.0% val | 85.5% test | +7.5 |
 | CIFAR-10 subset, 224 px (docs/results.md) | 100 | 74.2% val | 80.0% val | +5.8 |
-| flowers-dev, 224 px (benchmarks/auto_calibrate.py) | 80 | 93% val, 86.0% test | 89.2% test | +3.2 in 7.9x the time |
+| flowers-dev, 224 px (benchmarks/calibration/auto_calibrate.py) | 80 | 93% val, 86.0% test | 89.2% test | +3.2 in 7.9x the time |
 | flowers-dev, Lite1 240 px / Lite2 260 px (auto_calibrate.py) | 80 | 87% / 90% val | +4.0 / +3.2 test | |
 | flowers-dev in grey, 224 px (auto_calibrate.py) | 80 | 85% val, 82.0% test | 83.2% test | +1.2 |
 | insect photos, 224 px (issue #11) | ~120 | 96.1% | 96.7% | +0.6 in 6.6x the time |
@@ -38,8 +38,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ..config import parse_duration
 from .advice import PROBE_MARGIN, Advice
 
@@ -48,7 +46,7 @@ from .advice import PROBE_MARGIN, Advice
 PROBE_GOOD_ENOUGH = 0.95
 # ... and on large data unlike ImageNet (case 4), below this one: ImageNet's features fit such data
 # less, and fine-tuning them still paid near the top: generated digits probed 98% on val, and
-# fine-tuning took test accuracy from 96.8% to 98.8% (benchmarks/auto_calibrate.py).
+# fine-tuning took test accuracy from 96.8% to 98.8% (benchmarks/calibration/auto_calibrate.py).
 PROBE_GOOD_ENOUGH_DIFFERENT = 0.99
 # ... and only from this many training images per class: 40 CIFAR images per class lost 7.5 points
 # to fine-tuning, 80 flower photos per class gained 3.2.
@@ -143,45 +141,6 @@ def decide_finetune(*, probe_accuracy: float, epochs: int, epoch_seconds: float 
     return FinetuneDecision(run, f"the linear probe reached {probe_accuracy:.1%} on val: fine-tuning {run} epochs of about "
                                  f"{_duration(epoch_seconds)} each (measured), {_duration(seconds_left)} left in the budget"
                                  f"{capped}.")
-
-
-@dataclass
-class KeepDecision:
-    keep: str  # "probe" or "fine-tuned"
-    reason: str
-
-
-# The probe must lead the fine-tuned model on val by more than this many standard errors of the
-# difference to be kept (McNemar's statistic, (b - c) / sqrt(b + c), over the val images only one of
-# the two gets right). One standard error, as --backbone auto asks of a larger backbone's lead.
-PROBE_LEAD_Z = 1.0
-
-
-def keep_probe_or_tuned(probe_right, tuned_right) -> KeepDecision:
-    """After probe-finetune's image epochs: keep the probe or the fine-tuned model, from which val images
-    each gets right (boolean arrays over the same images).
-
-    The fine-tuned model is kept unless the probe's lead is more than PROBE_LEAD_Z standard errors
-    of the paired difference: 100 val images cannot tell one or two images from noise, and where
-    the two tie, fine-tuning won on test on every calibration set (docs/advise.md).
-    """
-    probe_right, tuned_right = np.asarray(probe_right, dtype=bool), np.asarray(tuned_right, dtype=bool)
-    if probe_right.shape != tuned_right.shape or probe_right.ndim != 1:
-        raise ValueError(f"expected two answers per val image, got shapes {probe_right.shape} and {tuned_right.shape}")
-    n = len(probe_right)
-    only_probe = int(np.sum(probe_right & ~tuned_right))  # McNemar's b and c
-    only_tuned = int(np.sum(tuned_right & ~probe_right))
-    probe, tuned = probe_right.mean() if n else 0.0, tuned_right.mean() if n else 0.0
-    scores = f"the fine-tuned model {tuned:.1%} on val, the probe {probe:.1%}"
-    if only_probe <= only_tuned:
-        return KeepDecision("fine-tuned", f"fine-tuned: {scores}")
-    z = (only_probe - only_tuned) / math.sqrt(only_probe + only_tuned)
-    lead = f"{only_probe - only_tuned} of {n} val images"
-    noise = f"({z:.1f} standard errors; {only_probe + only_tuned} images only one of them got right)"
-    if z > PROBE_LEAD_Z:
-        return KeepDecision("probe", f"kept the probe: {scores}, a lead of {lead}, more than the noise {noise}")
-    return KeepDecision("fine-tuned", f"fine-tuned: {scores}; the probe's lead of {lead} is within the noise {noise}, "
-                                      "and on a tie the fine-tuned model is kept")
 
 
 def epoch_seconds(seconds_per_image: float, *, train_images: int, val_images: int) -> float:

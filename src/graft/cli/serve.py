@@ -29,7 +29,7 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port (0: any free port; the address is printed).")] = 8000,
     max_mb: Annotated[float, typer.Option("--max-mb", help="Largest request body in MB; larger ones get 413.")] = MAX_MB,
     max_images: Annotated[int, typer.Option("--max-images", help="Most images in one request; more get 413.")] = MAX_IMAGES,
-    batch_window_ms: Annotated[Optional[float], typer.Option("--batch-window-ms", help="How long the model waits to batch concurrent requests together; 0: no batching. Default: 5 with the torch engine, where batching measured 1.5x faster, 0 with ONNX Runtime, where it was slower.")] = None,
+    batch_window_ms: Annotated[Optional[float], typer.Option("--batch-window-ms", help="How long the model waits to batch concurrent requests together; 0: no batching. Default: 5 with the torch engine, where batching measured faster, 0 with ONNX Runtime, where it was slower (docs/benchmarks.md, 'Serving').")] = None,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Most images in one batched forward pass.")] = MAX_BATCH,
     engine: Engine = "auto",
     access_log: Annotated[bool, typer.Option("--access-log", help="Print a line per request.")] = False,

@@ -7,22 +7,64 @@ Every strategy trains in at most two phases, like Lightning's BaseFinetuning:
 2. image phase (`image_phase = True`): the backbone parameters `trainable()` names (plus the head)
    train on images, the backbone's at `backbone_lr_ratio()` x the head's learning rate.
 
-The pipeline asks the strategy each of these questions and reads no flag of its own, so a new
-strategy is one registered class: `graft train`, `graft compare`, `graft advise`, `graft
-strategies` and the report pick it up with no other edit.
+The run loop (graft.training.pipeline) does the shared mechanics and asks the strategy everything
+else: the declarations above, and two hooks around the image phase, `before_images` and
+`after_images`, which act on the run through `RunState` (the run's state, as graft.training
+holds it), as BaseFinetuning's hooks act on a LightningModule. The loop reads no flag of its own
+and names no strategy, so a new strategy is one registered class: `graft train`, `graft compare`,
+`graft advise`, `graft strategies` and the report pick it up with no other edit.
+
+This package imports nothing of graft's but graft.config and graft.errors (graft.config imports no
+strategy), so every other part of graft may import it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
+from ..config import AUTO
 from ..errors import GraftError
 
 if TYPE_CHECKING:  # type names only: importing the strategies must stay cheap for the CLI
     from ..backbones import Backbone
     from ..config import AugmentOptions, OptimOptions, StrategyOptions, TrainConfig
+    from ..model import GraftModel
 
 HeadPhase = Literal["logreg", "sgd"]
+
+
+class RunState(Protocol):
+    """What a strategy's hooks may read and do in a run (graft.training.state.Run meets it)."""
+
+    config: TrainConfig
+    model: GraftModel
+    auto: bool  # --strategy auto chose this strategy, so auto's decisions apply
+    head_score: float | None  # val accuracy after the head phase (None: no head phase)
+    trail: dict[str, Any]  # what auto decided and why: kept in graft.json
+    scratch: dict[str, Any]  # the strategy's own values for this run (strategies are shared instances)
+
+    def say(self, message: str) -> None: ...
+
+    def finetune_epochs(self) -> int:
+        """Under auto: the image epochs worth running and fitting in --budget (0: none), said and kept."""
+        ...
+
+    def skip_images(self, *, recorded_as: str) -> None:
+        """No image phase after all: the run is, and is recorded as, strategy `recorded_as`."""
+        ...
+
+    def fresh_head(self) -> None:
+        """Put back the new head as the run made it, before any training."""
+        ...
+
+    def train_head(self, views: list[int | None]) -> None:
+        """Train the head by AdamW on the cached features of these views (see Strategy.head_views)."""
+        ...
+
+    def val_right(self, *, head_phase: bool = False) -> Any:
+        """Which val images the model gets right now (a boolean array); `head_phase`: as the head
+        phase left it."""
+        ...
 
 
 class Strategy:
@@ -34,10 +76,6 @@ class Strategy:
     head_phase: ClassVar[HeadPhase | None] = "sgd"
     image_phase: ClassVar[bool] = False  # train (part of) the backbone on images after the head phase
     augment_images: ClassVar[bool] = True  # the image phase sees augmented images
-    # Before the image phase, replace the head-phase head (a probe) by a new head trained on augmented
-    # views, and keep the probe only where it beats the best image epoch on val by more than the noise
-    # (probe-finetune; graft.advise.auto.keep_probe_or_tuned).
-    fresh_head_for_images: ClassVar[bool] = False
 
     def cut(self, options: StrategyOptions) -> int | None:
         """Stage after which to cut the backbone (None keeps all of it)."""
@@ -61,6 +99,18 @@ class Strategy:
             return [None]
         return list(range(augment.views))
 
+    def before_images(self, run: RunState) -> None:
+        """Called after the head phase, before the image phase (which `run.skip_images` cancels)."""
+
+    def image_baseline(self, run: RunState) -> float | None:
+        """The val accuracy an image epoch must beat to be kept: the head phase's model stays where
+        fine-tuning only makes it worse. None: every epoch counts (the best is kept)."""
+        return run.head_score
+
+    def after_images(self, run: RunState, best_epoch: int | None) -> None:
+        """Called after the image phase, the model holding its best epoch (`best_epoch`, from 0;
+        None where no epoch beat `image_baseline`)."""
+
     @property
     def main_phase(self) -> Literal["head", "images"] | None:
         """The phase whose epochs `graft compare` counts: images where they train, else the head's
@@ -81,7 +131,7 @@ STRATEGIES: dict[str, Strategy] = {}
 def register(cls: type[Strategy]) -> type[Strategy]:
     """Class decorator: add a strategy to the registry under its `name` (names are unique)."""
     name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name or name == "auto":
+    if not isinstance(name, str) or not name or name == AUTO:
         raise TypeError(f"{cls.__name__}: a strategy needs a `name` other than 'auto'.")
     if name in STRATEGIES:
         raise TypeError(f"{cls.__name__}: a strategy named {name!r} is already registered "
@@ -101,7 +151,8 @@ def get_strategy(name: str) -> Strategy:
     try:
         return STRATEGIES[name]
     except KeyError:
-        raise GraftError(f"Unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}.") from None
+        raise GraftError(f"--strategy {name!r}: choose {AUTO} or one of {', '.join(STRATEGIES)} "
+                         "(`graft strategies` says what each does).") from None
 
 
 def strategies_for_case(case: int) -> list[Strategy]:

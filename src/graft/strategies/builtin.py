@@ -8,6 +8,11 @@ from ImageNet):
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
 from ..errors import GraftError
 from .base import Strategy, register
 
@@ -54,6 +59,10 @@ class ProbeFinetune(Strategy):
     93% to 83% after one epoch and never passed 91% in 15 (lr 1e-3, base 1e-4), nor 92% with a
     ten times smaller rate; graft's finetune (a head trained on augmented views, then everything)
     reached 94% val in 5 epochs (benchmarks/auto_calibrate.py, docs/advise.md).
+
+    Under auto, whether to fine-tune at all, and for how many epochs, is auto's decision
+    (`RunState.finetune_epochs`: the probe's val accuracy and the measured epochs against --budget);
+    none, and the run is the linear probe.
     """
 
     name = "probe-finetune"
@@ -63,11 +72,81 @@ class ProbeFinetune(Strategy):
     cases = (3, 4)
     head_phase = "logreg"
     image_phase = True
-    fresh_head_for_images = True
 
     def check(self, config):
         if config.strategy.hidden is not None:
             raise GraftError("probe-finetune starts from a logistic regression, a linear head: leave out --hidden.")
+
+    def before_images(self, run):
+        if run.auto and run.finetune_epochs() == 0:
+            run.skip_images(recorded_as=LinearProbe.name)
+            return
+        # The probe waits aside, on the pretrained base it was fitted to; a new head learns from
+        # augmented views first, as in finetune (fine-tuning from a probe that already fits the
+        # training images only drifts).
+        model = run.model
+        run.scratch["probe"] = _copy(model.head.state_dict())
+        run.scratch["probe_base"] = _copy(model.backbone.state_dict())
+        run.scratch["probe_right"] = run.val_right(head_phase=True)
+        run.fresh_head()
+        run.train_head(Finetune().head_views(run.config.augment))
+
+    def image_baseline(self, run):
+        return None  # every image epoch counts: the best one is weighed against the probe afterwards
+
+    def after_images(self, run, best_epoch):
+        # The best image epoch against the probe, on the same val images: the probe stays only where
+        # its lead is more than noise (keep_probe_or_tuned says why a tie goes to fine-tuning).
+        decision = keep_probe_or_tuned(run.scratch["probe_right"], run.val_right())
+        if decision.keep == "probe":  # the probe's head goes back on the base it was fitted to
+            run.model.backbone.load_state_dict(run.scratch["probe_base"])
+            run.model.head.load_state_dict(run.scratch["probe"])
+        epoch = "" if decision.keep == "probe" or best_epoch is None else f" (image epoch {best_epoch + 1})"
+        run.say(f"{self.name}: {decision.reason}{epoch}.")
+        run.trail["kept"] = decision.keep
+
+
+def _copy(state: dict) -> dict:
+    return {name: value.clone() for name, value in state.items()}
+
+
+@dataclass
+class KeepDecision:
+    keep: str  # "probe" or "fine-tuned"
+    reason: str
+
+
+# The probe must lead the fine-tuned model on val by more than this many standard errors of the
+# difference to be kept (McNemar's statistic, (b - c) / sqrt(b + c), over the val images only one of
+# the two gets right). One standard error, as --backbone auto asks of a larger backbone's lead.
+PROBE_LEAD_Z = 1.0
+
+
+def keep_probe_or_tuned(probe_right, tuned_right) -> KeepDecision:
+    """After probe-finetune's image epochs: keep the probe or the fine-tuned model, from which val images
+    each gets right (boolean arrays over the same images).
+
+    The fine-tuned model is kept unless the probe's lead is more than PROBE_LEAD_Z standard errors
+    of the paired difference: 100 val images cannot tell one or two images from noise, and where
+    the two tie, fine-tuning won on test on every calibration set (docs/advise.md).
+    """
+    probe_right, tuned_right = np.asarray(probe_right, dtype=bool), np.asarray(tuned_right, dtype=bool)
+    if probe_right.shape != tuned_right.shape or probe_right.ndim != 1:
+        raise ValueError(f"expected two answers per val image, got shapes {probe_right.shape} and {tuned_right.shape}")
+    n = len(probe_right)
+    only_probe = int(np.sum(probe_right & ~tuned_right))  # McNemar's b and c
+    only_tuned = int(np.sum(tuned_right & ~probe_right))
+    probe, tuned = probe_right.mean() if n else 0.0, tuned_right.mean() if n else 0.0
+    scores = f"the fine-tuned model {tuned:.1%} on val, the probe {probe:.1%}"
+    if only_probe <= only_tuned:
+        return KeepDecision("fine-tuned", f"fine-tuned: {scores}")
+    z = (only_probe - only_tuned) / math.sqrt(only_probe + only_tuned)
+    lead = f"{only_probe - only_tuned} of {n} val images"
+    noise = f"({z:.1f} standard errors; {only_probe + only_tuned} images only one of them got right)"
+    if z > PROBE_LEAD_Z:
+        return KeepDecision("probe", f"kept the probe: {scores}, a lead of {lead}, more than the noise {noise}")
+    return KeepDecision("fine-tuned", f"fine-tuned: {scores}; the probe's lead of {lead} is within the noise {noise}, "
+                                      "and on a tie the fine-tuned model is kept")
 
 
 @register

@@ -14,8 +14,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .callbacks import BestWeights, EpochProgress, History, ResumePoint
+from .callbacks import BestWeights, EpochProgress, History
 from .module import ClassifierModule
+from .resume_point import ResumePoint
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -25,6 +26,21 @@ if TYPE_CHECKING:
 class FitResult:
     history: list[dict] = field(default_factory=list)  # one row per epoch run (see History)
     best_epoch: int | None = None  # the epoch (from 0) whose weights were kept; None: none beat initial_score
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How every fit of one run trains: where it keeps its files, the machine, and the optimiser's
+    options that do not change between phases (graft.training.run.Run.fit_settings makes it)."""
+
+    run_dir: Path  # checkpoints/ (best epoch, history, resume point) and logs/ go here
+    runtime: Runtime  # devices, nodes, precision, progress (the loaders hold batch size and workers)
+    patience: int = 5  # early stopping: epochs without a better val accuracy
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    class_weights: list[float] | None = None  # in the loss; None: unweighted
+    plateau_patience: int = 2  # epochs without a lower val loss before the learning rate drops
+    resume: bool = False  # go on from run_dir/checkpoints/PHASE-resume.pt where it exists
 
 
 def quiet_lightning() -> None:
@@ -43,42 +59,27 @@ def fit(
     *,
     param_groups: list[dict],
     phase: str,
-    run_dir: Path,
     epochs: int,
-    runtime: Runtime,
-    patience: int = 5,
-    weight_decay: float = 1e-4,
-    label_smoothing: float = 0.1,
-    class_weights: list[float] | None = None,
-    plateau_patience: int = 2,
+    settings: FitSettings,
     extra_callbacks: list[L.Callback] | None = None,
     initial_score: float | None = None,
-    resumable: bool = False,
-    resume: bool = False,
 ) -> FitResult:
     """Train `net` for up to `epochs` with early stopping; leave it holding its best epoch's weights.
 
     With `initial_score` (the val accuracy `net` has now), an epoch must beat it to be kept: a fit
-    that only makes things worse returns `net` as it came. Devices, nodes, precision and progress
-    come from `runtime` (the loaders already hold its batch size and workers). With `resumable`,
-    every epoch boundary is saved in run_dir/checkpoints/PHASE-resume.pt; with `resume` too, a fit
-    that finds it there goes on from it (ResumePoint).
+    that only makes things worse returns `net` as it came. Every epoch boundary is saved in
+    run_dir/checkpoints/PHASE-resume.pt; with `settings.resume`, a fit that finds it there goes on
+    from it (graft.training.resume_point.ResumePoint).
     """
     quiet_lightning()
-    module = ClassifierModule(
-        net,
-        param_groups,
-        weight_decay=weight_decay,
-        label_smoothing=label_smoothing,
-        class_weights=class_weights,
-        plateau_patience=plateau_patience,
-    )
-    best = BestWeights(run_dir / "checkpoints" / f"{phase}-best.safetensors", monitor="val_acc", mode="max",
-                       initial_score=initial_score)
-    history = History(phase, run_dir / "checkpoints" / f"{phase}-history.json")
-    early = EarlyStopping(monitor="val_acc", mode="max", patience=patience)
-    logs = run_dir / "logs"
+    runtime, folder = settings.runtime, settings.run_dir / "checkpoints"
+    module = ClassifierModule(net, param_groups, weight_decay=settings.weight_decay,
+                              label_smoothing=settings.label_smoothing, class_weights=settings.class_weights,
+                              plateau_patience=settings.plateau_patience)
+    best = BestWeights(folder / f"{phase}-best.safetensors", monitor="val_acc", mode="max", initial_score=initial_score)
+    history = History(phase, folder / f"{phase}-history.json")
     progress = [EpochProgress(phase)] if runtime.progress else []
+    logs = settings.run_dir / "logs"
     trainer = L.Trainer(
         max_epochs=epochs,
         accelerator="auto",
@@ -86,8 +87,9 @@ def fit(
         num_nodes=runtime.num_nodes,
         strategy=_strategy(runtime.devices, runtime.num_nodes),
         precision=runtime.lightning_precision,
-        callbacks=[best, history, early, LearningRateMonitor("epoch"), *progress, *(extra_callbacks or []),
-                   *([ResumePoint(run_dir / "checkpoints" / f"{phase}-resume.pt", resume=resume)] if resumable else [])],
+        callbacks=[best, history, EarlyStopping(monitor="val_acc", mode="max", patience=settings.patience),
+                   LearningRateMonitor("epoch"), *progress, *(extra_callbacks or []),
+                   ResumePoint(folder / f"{phase}-resume.pt", resume=settings.resume)],
         logger=[CSVLogger(logs, name=phase, version=""), TensorBoardLogger(logs, name=phase, version="")],
         enable_checkpointing=False,  # BestWeights keeps the best epoch, as safetensors
         enable_progress_bar=False,  # EpochProgress: epochs from 1, and lines rather than bars in a log file

@@ -1,0 +1,97 @@
+"""Steps 4 to 7 of a run: evaluate the model kept, save it, write the report, leave its export."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+from ..evaluation import Evaluation, evaluate_predictions
+from ..io import write_json_atomic
+from ..record import DataSummary, ParamCounts, RunMetrics, RunRecord, library_versions
+from .run import Run
+
+# A run whose head is not made of graft's own layers (so its export cannot be put together from
+# the backbone's graph, graft.export.cached) is traced whole at its end (about 11 s for Lite0 at
+# 224 px: under a tenth of such a run) only if it trained at least this long, else when first predicted.
+EXPORT_AFTER_SECONDS = 120.0
+
+
+def evaluate(run: Run) -> None:
+    """Val and test accuracy of the model as it will be saved: from the cached features while the
+    backbone is the frozen one they came from, else through the whole model."""
+    run.model.eval()
+    splits = run.splits
+    frozen = run.val_features is not None
+    run.val_logits = run.logits(splits.val, run.val_features)
+    run.evaluations = {"val": _evaluation(run, splits.val, run.val_logits)}
+    if splits.test:
+        logits = run.logits(splits.test, run.features(splits.test, "test") if frozen else None)
+        run.evaluations["test"] = _evaluation(run, splits.test, logits)
+    run.timings["total_s"] = time.perf_counter() - run.started
+
+
+def save(run: Run) -> None:
+    """model.safetensors and graft.json (what the model is and how it was made), written whole."""
+    from ..export import save_model
+
+    counts, config = run.model.param_counts(), run.config
+    run.metrics = RunMetrics(
+        evaluations=run.evaluations, history=run.history, timings=run.timings, logreg_c=run.logreg_c,
+        params=ParamCounts(total=counts.total, trainable=counts.trainable, frozen=counts.frozen,
+                           trained=run.trained_params()))
+    advice = {**run.notes["advice"], "auto": run.trail} if "advice" in run.notes else {}
+    if "backbone_choice" in run.notes:
+        advice["backbone_choice"] = run.notes["backbone_choice"]
+    splits = run.splits
+    run.record = RunRecord(
+        backbone=config.strategy.backbone, weights=run.net.weights_source, cut=run.net.cut,
+        data_config=run.net.data_config, classes=splits.classes, strategy=run.plan.name,
+        # as run: auto's choices, the chosen C and the input size filled in, so --config replays it
+        config=config.replace(img_size=run.net.data_config.image_size, logreg_c=run.logreg_c or config.strategy.logreg_c),
+        advice=advice or None,
+        inference_precision=run.runtime.inference_precision,  # what val and test were scored in
+        accuracy=run.metrics.accuracies(),
+        data=DataSummary(source=str(splits.source), counts={s: len(getattr(splits, s)) for s in ("train", "val", "test")}),
+        versions=library_versions(),
+    )
+    save_model(run.model, run.record, run.run_dir)
+    shutil.rmtree(run.run_dir / "checkpoints", ignore_errors=True)  # the best epoch is now model.safetensors
+
+
+def report(run: Run) -> None:
+    """report.html and report.md: what was learnt, where it fails (the most confident mistakes, with
+    where the model looked), and what the audit found in the data."""
+    if not run.config.output.report:
+        return
+    from ..report import confident_mistakes, write_report
+
+    tick = time.perf_counter()
+    mistakes = confident_mistakes(run.model, run.splits.val, run.val_logits, classes=run.splits.classes)
+    try:
+        html_path, _ = write_report(run.run_dir, record=run.record, metrics=run.metrics, strategy=run.plan,
+                                    mistakes=mistakes, audit=run.audit)
+        run.say(f"Report: {html_path} (and report.md)")
+    except OSError as error:  # the model is saved and complete: a missing report must not hide that
+        run.say(f"Warning: the report could not be written ({error.strerror or error}: {error.filename}); "
+                f"the model in {run.run_dir} is saved and complete.")
+    run.timings["report_s"] = time.perf_counter() - tick
+
+
+def export(run: Run, classifier) -> None:
+    """A run on a CPU leaves its ONNX export in graft's cache (its backbone's graph, or its
+    structure's template given the fine-tuned weights, plus the head: about a second once that graph
+    is cached), so that `graft predict RUN` needs no torch and no export the first time. Then
+    metrics.json, last, with every timing."""
+    if run.runtime.device.type == "cpu":
+        from ..export.cached import export_after_training
+
+        tick = time.perf_counter()
+        if export_after_training(run.run_dir, classifier, graphs=run.cache.engines, say=run.say,
+                                 frozen_backbone=run.plan.pretrained and not run.plan.image_phase,
+                                 may_trace=tick - run.started >= EXPORT_AFTER_SECONDS) is not None:
+            run.timings["export_s"] = time.perf_counter() - tick
+    write_json_atomic(run.run_dir / "metrics.json", run.metrics.to_dict())
+
+
+def _evaluation(run: Run, samples, logits) -> Evaluation:
+    return evaluate_predictions(run.labels(samples).tolist(), logits.argmax(axis=1), run.splits.classes)

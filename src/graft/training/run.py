@@ -1,0 +1,265 @@
+"""One training run's state (`Run`), and the mechanics its steps and its strategy share.
+
+graft.training.pipeline.train makes a `Run` and passes it through its steps (setup, phases,
+finish); each step reads what the earlier ones left and adds its own. The strategy's hooks act on the
+run through the same object (it meets graft.strategies.RunState), as Lightning's BaseFinetuning
+acts on a LightningModule: they call the mechanics below and never reach into the loop.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..record import EpochRow, RunMetrics, RunRecord
+
+if TYPE_CHECKING:
+    from ..backbones import Backbone
+    from ..config import TrainConfig
+    from ..data.discover import DataSplits, Sample
+    from ..evaluation import Evaluation
+    from ..features import FeatureCache, FeatureSet
+    from ..model import GraftModel
+    from ..runtime import Runtime
+    from .fit import FitResult
+
+
+@dataclass
+class Run:
+    """What one run holds as it goes. Set by setup: the data, the config as run, the machine, the
+    strategy, the network; then each step adds what it made (features, scores, the history, the
+    evaluations, the record)."""
+
+    data: str  # the folder or CSV the run reads (absolute)
+    config: TrainConfig  # as run: auto's choices go in as they are made
+    runtime: Runtime
+    splits: DataSplits
+    cache: FeatureCache
+    run_dir: Path
+    plan: Any  # the graft.strategies.Strategy that trains (strategies import nothing of training)
+    net: Backbone
+    model: GraftModel
+    log: Callable[[str], None]
+    started: float  # time.perf_counter() at the start
+    resume: bool = False  # going on with an interrupted run in run_dir
+    auto: bool = False  # --strategy auto chose `plan`
+    good_enough: float = 1.0  # auto: fine-tune only below this probe accuracy on val
+    class_weights: list[float] | None = None
+    trainable: list[str] | None = None  # the backbone parameters the image phase trains
+    initial_head: dict[str, torch.Tensor] = field(default_factory=dict)  # the new head before training
+    trail: dict[str, Any] = field(default_factory=dict)  # auto's decisions and reasons, for graft.json
+    notes: dict[str, Any] = field(default_factory=dict)  # advice, backbone choice: kept in graft.json
+    requested: TrainConfig | None = None  # the config as given (strategy and backbone may be auto)
+    decisions: dict[str, Any] = field(default_factory=dict)  # auto's timed decisions, kept in run.json for --resume
+    scratch: dict[str, Any] = field(default_factory=dict)  # the strategy's own values for this run
+    # What the steps make:
+    history: list[EpochRow] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    val_features: FeatureSet | None = None  # plain-view val features while the backbone is frozen
+    head_logits: np.ndarray | None = None  # val logits after the head phase
+    head_score: float | None = None  # val accuracy after the head phase
+    logreg_c: float | None = None
+    audit: Any = None  # graft.audit.AuditResult
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+    val_logits: np.ndarray | None = None  # of the model saved
+    metrics: RunMetrics | None = None  # metrics.json
+    record: RunRecord | None = None  # graft.json
+    stage: str = "the set-up of the run"  # what the run is doing: said if the user interrupts it
+    saved: bool = False  # model.safetensors and graft.json are complete
+
+    # --- what strategies may call (graft.strategies.RunState) -------------------------------------
+
+    def say(self, message: str) -> None:
+        self.log(message)
+
+    def finetune_epochs(self) -> int:
+        """Under auto, after the probe: the image epochs to run (0: keep the probe), from the probe's val
+        accuracy and, where there is a budget, a training step timed on a few batches
+        (graft.advise.auto.decide_finetune). Said, kept for graft.json, and written into run.json, so
+        that `graft train --resume` runs the decision as made instead of measuring again."""
+        from .resume import write_resume_file
+
+        if "finetune_epochs" not in self.decisions:  # a resumed run runs the decision it made
+            epochs, reason = self._decide_finetune()
+            self.decisions.update(finetune_epochs=epochs, finetune_reason=reason)
+            assert self.requested is not None  # set by setup
+            write_resume_file(self.run_dir, data=self.data, config=self.requested, decisions=self.decisions)
+        epochs, reason = self.decisions["finetune_epochs"], self.decisions["finetune_reason"]
+        self.say(f"auto: {reason}")
+        self.trail["fine_tuning"] = reason
+        if epochs:
+            self.config = self.config.replace(epochs=epochs)
+        return epochs
+
+    def _decide_finetune(self) -> tuple[int, str]:
+        from ..advise.auto import VAL_COST, decide_finetune, epoch_seconds
+        from ..config import parse_duration
+        from ..data.dataset import ImageDataset
+        from ..data.transforms import train_transform
+        from .budget import seconds_per_image
+        from .datasets import image_loader
+
+        config, splits, model = self.config, self.splits, self.model
+        budget = parse_duration(config.strategy.budget)
+        seconds_spent = time.perf_counter() - self.started
+        seconds_left = None if budget is None else budget - seconds_spent
+        estimate, probe = None, self.head_score or 0.0
+        if probe < self.good_enough and seconds_left is not None:
+            model.freeze_backbone(self.trainable)
+            views = ImageDataset(splits.train, train_transform(self.net.data_config, config.augment.to_augment(), pixels=True))
+            loader = image_loader(views, batch_size=self.runtime.batch_size, shuffle=True, workers=self.runtime.workers)
+            per_image = seconds_per_image(model, loader, runtime=self.runtime)
+            model.freeze_backbone()
+            estimate = epoch_seconds(per_image, train_images=len(splits.train), val_images=len(splits.val))
+            # keep time for the evaluation after the last epoch (val and test, forward passes)
+            seconds_left -= per_image * VAL_COST * (len(splits.val) + len(splits.test))
+        decision = decide_finetune(probe_accuracy=probe, epochs=config.optim.epochs, epoch_seconds=estimate,
+                                   seconds_left=seconds_left, seconds_spent=seconds_spent, good_enough=self.good_enough)
+        return decision.epochs, decision.reason
+
+    def skip_images(self, *, recorded_as: str) -> None:
+        from ..strategies import get_strategy
+
+        self.plan, self.trainable = get_strategy(recorded_as), None
+        self.config = self.config.replace(strategy=recorded_as)
+
+    def fresh_head(self) -> None:
+        self.model.head.load_state_dict(self.initial_head)
+
+    def train_head(self, views: list[int | None]) -> None:
+        """The head alone, by AdamW on cached features of the frozen backbone, `views` cycling by epoch."""
+        from .callbacks import EpochSetter
+        from .datasets import FeatureViews, feature_loader
+        from .fit import fit
+
+        tick = time.perf_counter()
+        train_set = FeatureViews([self.features(self.splits.train, "train", view) for view in views])
+        val = self.val_features if self.val_features is not None else self.features(self.splits.val, "val")
+        # Each phase draws from its own seed: the same whatever ran before it (a cold run or one whose
+        # features came from the cache), which is what makes a resumed run the same run.
+        self.seed()
+        result = fit(
+            self.model.head,
+            feature_loader(train_set, batch_size=self.runtime.batch_size, shuffle=True, seed=self.config.data.seed,
+                           balanced=self.balanced_batches),
+            feature_loader(FeatureViews([val]), batch_size=256, shuffle=False),
+            param_groups=[{"params": list(self.model.head.parameters()), "lr": self.config.optim.lr}],
+            phase="head", epochs=self.config.optim.head_epochs, extra_callbacks=[EpochSetter(train_set)],
+            settings=self.fit_settings(processes=1),  # milliseconds an epoch: one process
+        )
+        self.history += [EpochRow(**row) for row in result.history]
+        self.timings["head_s"] = self.timings.get("head_s", 0.0) + time.perf_counter() - tick
+
+    def val_right(self, *, head_phase: bool = False) -> np.ndarray:
+        logits = self.head_logits if head_phase else self.logits(self.splits.val)
+        return logits.argmax(axis=1) == self.labels(self.splits.val)
+
+    # --- mechanics the steps share ----------------------------------------------------------------
+
+    @property
+    def seed_value(self) -> int:
+        return self.config.data.seed
+
+    @property
+    def balanced_batches(self) -> bool:
+        """--sampler balanced: batches balance the classes, so the loss is not weighted too."""
+        return self.config.optim.sampler == "balanced"
+
+    def seed(self, offset: int = 0) -> None:
+        seed_everything(self.seed_value + offset)
+
+    def features(self, samples: list[Sample], split: str, view: int | None = None) -> FeatureSet:
+        """The frozen backbone's features of `samples` (plain, or augmented view `view`), from the cache."""
+        from ..features import backbone_features
+
+        return backbone_features(self.net, samples, split=split, runtime=self.runtime, cache=self.cache, view=view,
+                                 augment=self.config.augment.to_augment(), seed=self.seed_value)
+
+    def logits(self, samples: list[Sample], features: FeatureSet | None = None) -> np.ndarray:
+        """The model's logits for `samples`: from their cached `features` while the backbone is frozen
+        (what the whole model gives then), else through the whole model."""
+        if features is not None:
+            head, was_training = self.model.head, self.model.head.training
+            try:
+                with torch.inference_mode():
+                    return head.eval()(torch.from_numpy(np.asarray(features.features, dtype=np.float32))).numpy()
+            finally:
+                head.train(was_training)
+        from ..classifier import predict_logits
+
+        runtime = self.runtime.but(batch_size=self.runtime.batch_size * 2)
+        return predict_logits(self.model, samples, self.net.data_config, runtime=runtime)
+
+    def labels(self, samples: list[Sample]) -> np.ndarray:
+        return np.array([sample.label for sample in samples], dtype=np.int64)
+
+    def fit_settings(self, *, processes: int | None = None):
+        """How `fit` trains in this run: the optimiser's options, the run folder, the machine."""
+        from .fit import FitSettings
+
+        optim = self.config.optim
+        runtime = self.runtime if processes is None else self.runtime.but(devices=processes, num_nodes=1)
+        return FitSettings(run_dir=self.run_dir, runtime=runtime, patience=optim.patience,
+                           weight_decay=optim.weight_decay, label_smoothing=optim.label_smoothing,
+                           class_weights=None if self.balanced_batches else self.class_weights, resume=self.resume)
+
+    def param_summary(self, phase: str) -> str:
+        model = self.model
+        counts, backbone, head = model.param_counts(), model.param_counts(model.backbone), model.param_counts(model.head)
+        return (f"Parameters ({phase}): total {counts.total:,} | trainable {counts.trainable:,} | "
+                f"non-trainable {counts.frozen:,}  [backbone {backbone.trainable:,}/{backbone.total:,} trainable, "
+                f"head {head.trainable:,}]")
+
+    def trained_params(self) -> int:
+        """The head's parameters, plus the backbone's that the image phase trained."""
+        head = self.model.param_counts(self.model.head).total
+        if self.trainable is None:
+            return head
+        params = dict(self.net.named_parameters())
+        return head + sum(params[name].numel() for name in self.trainable)
+
+    def fit_images(self) -> FitResult:
+        """The image phase's fit: the backbone parameters `trainable` names and the head, on images."""
+        from ..data.dataset import ImageDataset
+        from ..data.transforms import eval_transform, train_transform
+        from .datasets import image_loader
+        from .fit import fit
+
+        optim, runtime, net = self.config.optim, self.runtime, self.net
+        names = set(self.trainable or [])
+        groups = [{"params": list(self.model.head.parameters()), "lr": optim.lr}]
+        backbone_params = [p for n, p in net.named_parameters() if n in names]
+        if backbone_params:
+            groups.append({"params": backbone_params, "lr": optim.lr * self.plan.backbone_lr_ratio(optim)})
+        self.seed(1)  # see train_head
+        # uint8 pixels: the backbone normalises whole batches (a quarter of the bytes between processes)
+        augment = self.config.augment.to_augment() if self.plan.augment_images else None
+        train = ImageDataset(self.splits.train, train_transform(net.data_config, augment, pixels=True))
+        val = ImageDataset(self.splits.val, eval_transform(net.data_config, pixels=True))
+        labels = [sample.label for sample in self.splits.train] if self.balanced_batches else None
+        return fit(
+            self.model,
+            image_loader(train, batch_size=runtime.batch_size, shuffle=True, workers=runtime.workers, labels=labels),
+            image_loader(val, batch_size=runtime.batch_size * 2, shuffle=False, workers=runtime.workers),
+            param_groups=groups, phase="images", epochs=optim.epochs, initial_score=self.plan.image_baseline(self),
+            settings=self.fit_settings(),
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """What Lightning's seed_everything(seed, workers=True) does, without importing Lightning (1.3 s)
+    on runs that never train with it: Python, numpy and torch (CPU and CUDA) seeded, and the
+    variables that make Lightning seed its DataLoader workers when an image phase runs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ["PL_GLOBAL_SEED"] = str(seed)
+    os.environ["PL_SEED_WORKERS"] = "1"
