@@ -90,15 +90,15 @@ def resolve_inference_precision(precision: str, engine: str = "auto") -> str:
     """What frozen forward passes (feature extraction, predict, evaluate, serve, the export's parity
     check) compute in: '32', unless --precision bf16 was asked explicitly for an engine that computes
     it (torch: auto picks torch for it, graft.engines.choice). 'auto' means fp32 here: bf16
-    autocast moved Lite0's features by 0.22 and changed a run's chosen C and val accuracy with what
-    the cache held (issue 24), where ONNX Runtime's fp32 is exact and faster on the CPUs measured."""
+    autocast moves features enough to change a run's chosen C and val accuracy (issue 24), where
+    ONNX Runtime's fp32 is exact and faster on the CPUs measured (docs/benchmarks.md, "Engines")."""
     check_precision(precision)
     return "bf16" if precision == "bf16" and engine in ("auto", "torch") else "32"
+
 
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         from .errors import GraftError
-
 
         raise GraftError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}.")
 
@@ -177,8 +177,8 @@ class Runtime:
       `graft.engines.choose_engine` decides from the machine and `inference_precision` alone.
     """
 
-    inference_precision: str = "32"
     precision: str = "32"
+    inference_precision: str = "32"
     workers: int = 0
     batch_size: int = 32
     devices: int | str = 1
