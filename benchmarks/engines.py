@@ -7,9 +7,9 @@
    feature difference from torch fp32. Tracing the graph is timed apart (paid once per network).
 2. Feature extraction as graft runs it (decode, resize, crop, forward, into the cache): the first
    IMAGES files of DATA/train with `--engine torch` (in TORCH_PRECISION: "auto" is graft's default
-   here, "32" what a CPU without native bf16 runs) and `--engine onnxruntime` (graph traced
-   beforehand), each into a fresh cache, interleaved. Ratio: the median round of ONNX Runtime's
-   rate over torch's.
+   here, "32" or "bf16" the one named) and `--engine onnxruntime` (graph traced beforehand), each
+   into a fresh cache, interleaved. Ratio: the median round of ONNX Runtime's rate over torch's.
+   What each side computed in (engine and precision, from the features' cache entry) is recorded.
 """
 
 from __future__ import annotations
@@ -26,8 +26,16 @@ PARAMETERS = {
     "rounds": Parameter(3, 1, "rounds"),
     "batches": Parameter(4, 1, "batches of 32 per engine per round (forward pass)"),
     "images": Parameter(400, 32, "images extracted per engine per round (the first files of DATA/train)"),
-    "torch_precision": Parameter("auto", "auto", "the torch side of the extraction: auto (graft's default) or 32"),
+    "torch_precision": Parameter("auto", "auto", "the torch side of the extraction: auto (graft's default here), 32 or bf16"),
 }
+
+
+def in_precision(runtime, precision: str):
+    """`runtime` computing frozen passes in `precision` ("32" or "bf16"), whichever field of Runtime says so."""
+    from dataclasses import fields
+
+    names = {field.name for field in fields(runtime)}
+    return runtime.but(precision=precision, **({"inference_precision": precision} if "inference_precision" in names else {}))
 
 
 def key(values: dict) -> str:
@@ -45,9 +53,9 @@ def forward_rates(context: Context, size: int, rounds: int, batches: int) -> dic
     net = create_backbone(BACKBONE, weights="imagenet", img_size=size)
     pixels = torch.randint(0, 256, (32, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     folder = Path(tempfile.mkdtemp(prefix="engines-", dir=context.work))  # a cold graph cache: tracing is timed
-    candidates = [("torch fp32", Runtime(engine="torch", precision="32"))]
+    candidates = [("torch fp32", in_precision(Runtime(engine="torch"), "32"))]
     if cpu_has_fast_bf16():
-        candidates.append(("torch bf16", Runtime(engine="torch", precision="bf16")))
+        candidates.append(("torch bf16", in_precision(Runtime(engine="torch"), "bf16")))
     candidates += [(name, Runtime(engine=name, precision="32")) for name in ("onnxruntime", "openvino") if installed(name)]
     forwards, contexts, trace_s = {}, [], None
     for name, runtime in candidates:
@@ -86,19 +94,21 @@ def extraction(context: Context, size: int, rounds: int, images: int, torch_prec
     samples = [Sample(path, 0) for path in image_files(context.data / "train")[:images]]
     net = create_backbone(BACKBONE, weights="imagenet", img_size=size)
     default = Runtime.resolve(progress=False)
-    on_torch = default.but(engine="torch", precision=default.precision if torch_precision == "auto" else torch_precision)
+    on_torch = default.but(engine="torch") if torch_precision == "auto" else in_precision(default.but(engine="torch"),
+                                                                                          torch_precision)
     on_onnx = default.but(engine="onnxruntime")
     root = context.work / "extraction"
     backbone_features(net, samples[:2], split="warm", runtime=on_onnx, cache=FeatureCache(root / "warm"))  # traces the graph
     count = iter(range(10**6))
 
-    def rate(runtime) -> float:
+    def rate(runtime) -> tuple[float, dict]:
         cache = FeatureCache(root / str(next(count)))  # cold
-        _, seconds = timed(lambda: backbone_features(net, samples, split="train", runtime=runtime, cache=cache))
-        return len(samples) / seconds
+        features, seconds = timed(lambda: backbone_features(net, samples, split="train", runtime=runtime, cache=cache))
+        return len(samples) / seconds, {"computed_in": f"{features.meta.get('engine', 'torch')} {features.meta.get('precision')}"}
 
     pair = interleaved(rounds, {"extraction": (lambda: rate(on_torch), lambda: rate(on_onnx))}, log=context.log)["extraction"]
-    return {"images": len(samples), "size": size, "torch_precision": on_torch.precision,
+    return {"images": len(samples), "size": size, "torch_computed_in": pair.baseline_extras[0]["computed_in"],
+            "onnxruntime_computed_in": pair.extras[0]["computed_in"],
             "img_per_s": {"torch": pair.summary(1)["baseline"], "onnxruntime": pair.summary(1)["measured"]},
             "onnxruntime_over_torch": round(pair.ratio, 2), "rounds": pair.summary(3)["ratios"]}
 
@@ -110,5 +120,5 @@ def run(context: Context, *, size: int, rounds: int, batches: int, images: int, 
     extract = extraction(context, size, rounds, images, torch_precision)
     ratios = ", ".join(f"{name} {ratio}x" for name, ratio in forward["ratio_to_torch_fp32"].items() if name != "torch fp32")
     return {"summary": f"forward pass over torch fp32: {ratios}; extraction ONNX Runtime "
-                       f"{extract['onnxruntime_over_torch']}x torch ({extract['torch_precision']})",
+                       f"{extract['onnxruntime_over_torch']}x torch ({extract['torch_computed_in']})",
             "forward": forward, "extraction": extract}

@@ -24,7 +24,7 @@ from pathlib import Path
 from ._runs import BenchmarkFailed, Context, Parameter, start_graft
 
 PARAMETERS = {
-    "trials": Parameter(20, 2, "runs killed at a random moment"),
+    "trials": Parameter(20, 1, "runs killed at a random moment"),
     "seed": Parameter(0, 0, "seed of the kill times"),
     "epochs": Parameter(5, 2, "head epochs and image epochs of the run"),
 }
