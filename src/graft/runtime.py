@@ -20,10 +20,9 @@ PRECISIONS = ("auto", "32", "bf16")
 ENGINES = ("auto", "torch", "onnxruntime", "openvino")  # see graft.engines
 # Frozen forward passes on the CPU run a batch in slices of at most this many pixels (4 images at
 # 224 px): every intermediate of a run stays in memory at once, and small slices also stay in the
-# CPU's caches. ONNX Runtime held 876 MB for batches of 64 Lite0 images at 224 px against 147 MB for
-# slices of 4, at the same speed (195 and 207 img/s); eager torch ran faster in slices of 4 than in
-# one run of 64 (fp32 64.5 against 46.3 img/s, bf16 127.9 against 93.5; peak RSS 855 against
-# 1,728 MB in fp32), on the 2-core EPYC with AVX-512-BF16 (`python benchmarks/slices.py`).
+# CPU's caches. For batches of 64 Lite0 images at 224 px, slices of 4 held a fraction of the memory
+# in ONNX Runtime at the same speed, and ran eager torch faster in far less memory
+# (docs/benchmarks.md, "Batch prediction", "Slices", has the figures and the commits).
 PIXELS_PER_RUN = 4 * 224 * 224
 
 
