@@ -51,6 +51,11 @@ def test_the_cli_is_generated_from_the_config():
     (dict(hflip=2.0), "--hflip 2.0"),
     (dict(epochs=2.5), "--epochs 2.5: must be a whole number"),
     (dict(epoch=3), "Unknown option 'epoch'. Did you mean 'epochs'?"),
+    # issue 24: a 30 GB allocation's traceback, and run folders written outside --out
+    (dict(img_size=100000), "--img-size 100000: the input side in pixels, from 16 to 2048"),
+    (dict(name="../escape"), "--name '../escape': a folder name inside --out, without / or \\\\"),
+    (dict(name="a/b"), "--name 'a/b': a folder name inside --out"),
+    (dict(name=".."), "--name '..': a folder name inside --out"),
 ])
 def test_bad_values_are_refused_with_the_flag_named(options, message):
     with pytest.raises(GraftError, match=message.replace("(", r"\(").replace("?", r"\?").replace(".", r"\.")):

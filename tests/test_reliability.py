@@ -200,12 +200,23 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def _same_run(a, b) -> None:
-    """Bitwise the same weights, and the same metrics and history but for the clock."""
+    """Bitwise the same weights, the same metrics and history but for the clock, and the same epochs in
+    the training logs (a resumed run once lost those logged before the interruption, issue 24)."""
     wa, wb = _weights(a.run_dir), _weights(b.run_dir)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a.metrics.evaluations == b.metrics.evaluations
     strip = lambda rows: [{**row.__dict__, "epoch_time_s": None} for row in rows]  # noqa: E731
     assert strip(a.history) == strip(b.history)
+    for phase in ("head", "images"):
+        assert _logged(a.run_dir, phase) == _logged(b.run_dir, phase) != []
+
+
+def _logged(run_dir: Path, phase: str) -> list[tuple[int, str]]:
+    """(epoch, val accuracy) of every epoch in the run's logs/PHASE/metrics.csv."""
+    import csv
+
+    with open(run_dir / "logs" / phase / "metrics.csv", newline="") as handle:
+        return [(int(row["epoch"]), row["val_acc"]) for row in csv.DictReader(handle) if row.get("val_acc")]
 
 
 @pytest.fixture(scope="module")
@@ -393,3 +404,23 @@ def test_resume_refuses_data_that_changed_and_says_what(interrupted_on_a_copy, m
     (run_dir / "run.json").write_text(json.dumps({**saved, "data": str(other)}))
     with pytest.raises(GraftError, match=r"the classes changed \(removed blue\)"):
         resume_run(run_dir, log=None, progress=False)
+
+
+def test_ddp_processes_keep_a_batch_on_small_data_and_a_phase_without_batches_is_an_error(tmp_path):
+    """issue 24: 36 images over 2 DDP processes in batches of 32 left each process 18 images and no
+    whole batch: Lightning skipped the image phase, and the run still said it had fine-tuned."""
+    from graft.errors import GraftError
+    from graft.runtime import Runtime
+    from graft.training.datasets import image_loader
+    from graft.training.fit import FitSettings, fit
+
+    images = torch.utils.data.TensorDataset(torch.zeros(36, 3, 8, 8, dtype=torch.uint8), torch.zeros(36, dtype=torch.long))
+    assert image_loader(images, batch_size=32, shuffle=True, workers=0).drop_last  # one process: 32 of 36
+    assert not image_loader(images, batch_size=32, shuffle=True, workers=0, processes=2).drop_last  # 18 each: keep them
+    net = torch.nn.Linear(4, 2)
+    few = torch.utils.data.TensorDataset(torch.randn(5, 4), torch.tensor([0, 1, 0, 1, 0]))
+    no_batch = torch.utils.data.DataLoader(few, batch_size=8, drop_last=True)  # 5 images, batches of 8
+    settings = FitSettings(run_dir=tmp_path, runtime=Runtime(batch_size=8, progress=False))
+    with pytest.raises(GraftError, match=r"The head phase trained on no batch: 5 images in batches of 8 over 1 process"):
+        fit(net, no_batch, no_batch, param_groups=[{"params": list(net.parameters()), "lr": 0.1}], phase="head",
+            epochs=1, settings=settings)

@@ -70,6 +70,29 @@ def one_of(*choices: str) -> Callable[[Any], str | None]:
     return check
 
 
+# The largest input side graft accepts. ImageNet backbones were trained at 224-600 px, and a
+# backbone's activations grow with the square of the side: --img-size 100000 asked for 30 GB in one
+# allocation and ended in a traceback (issue 24).
+MAX_IMAGE_SIDE = 2048
+
+
+def image_side(value) -> str | None:
+    if value is None or 16 <= value <= MAX_IMAGE_SIDE:
+        return None
+    return (f"the input side in pixels, from 16 to {MAX_IMAGE_SIDE} (ImageNet backbones were trained at 224-600; "
+            "memory grows with its square)")
+
+
+def folder_name(value) -> str | None:
+    """A run folder's name: one folder inside --out, never a path that leads elsewhere."""
+    if value is None:
+        return None
+    if not value.strip() or value.strip() in (".", "..") or any(sep in value for sep in ("/", "\\", "\0")):
+        return ("a folder name inside --out, without / or \\ (to put runs elsewhere, use --out; "
+                "to group runs, --out runs/GROUP)")
+    return None
+
+
 def parse_duration(value: str) -> float | None:
     """Seconds in "90s", "10m", "1.5h" or "600"; None for "0" or "none" (no limit). ValueError otherwise."""
     text = str(value).strip().lower()
@@ -135,7 +158,7 @@ class Group:
 class DataOptions(Group):
     val_split: float = option(0.2, "Validation fraction when DATA has no val/ folder.", check=fraction)
     img_size: int | None = option(None, "Input size in pixels (default: the backbone's own; 64-96 is quick).",
-                                  check=at_least(16))
+                                  check=image_side)
     seed: int = option(0, "Random seed (split, initialisation, augmentation).", check=at_least(0))
 
 
@@ -220,7 +243,7 @@ class RuntimeOptions(Group):
 @dataclass(frozen=True)
 class OutputOptions(Group):
     out: str = option("runs", "Folder for run folders.")
-    name: str | None = option(None, "Run folder name (default: strategy-date-time).")
+    name: str | None = option(None, "Run folder name inside --out (default: strategy-date-time).", check=folder_name)
     cache_dir: str | None = option(None, "Folder for every file graft caches: backbone features, traced graphs, run "
                                           "exports, the images found readable (default: $GRAFT_CACHE, else ~/.cache/graft).")
     report: bool = option(True, "Write report.html and report.md in the run folder (curves, confusion matrices, "

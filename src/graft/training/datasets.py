@@ -65,11 +65,18 @@ def feature_loader(dataset: FeatureViews, *, batch_size: int, shuffle: bool, see
     return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size=batch_size, drop_last=False), batch_size=None)
 
 
-def image_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: int, labels=None) -> DataLoader:
+def image_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: int, labels=None,
+                 processes: int = 1) -> DataLoader:
     """Shuffling draws from the global generator, seeded by the run (no torch.Generator here: one
     cannot be sent to the processes DDP spawns, and DistributedSampler seeds itself). With `labels`
     (one per image), batches are drawn by balanced_sampler instead; under DDP, Lightning splits that
-    sampler's draws between the processes."""
+    sampler's draws between the processes.
+
+    A training loader drops an incomplete last batch (a 1-image batch breaks BatchNorm) only where
+    each of the `processes` DDP processes still has a whole batch: 36 images over 2 processes in
+    batches of 32 had left each process 18 images, no batch at all, and an image phase that trained
+    nothing."""
+    share = len(dataset) // max(1, processes)  # type: ignore[arg-type]  # the images each process sees
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -77,5 +84,5 @@ def image_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, workers: i
         sampler=balanced_sampler(labels) if labels is not None else None,
         num_workers=workers,
         persistent_workers=workers > 0,
-        drop_last=(shuffle or labels is not None) and len(dataset) > batch_size,  # type: ignore[arg-type]  # a 1-image batch breaks BatchNorm
+        drop_last=(shuffle or labels is not None) and share > batch_size,
     )

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..errors import GraftError
 from .callbacks import BestWeights, EpochProgress, History
 from .module import ClassifierModule
 from .resume_point import ResumePoint
@@ -49,6 +50,8 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # a resumed fit keeps its earlier rows in metrics.csv (_keep_earlier_rows): nothing is lost
+    warnings.filterwarnings("ignore", message=".*Previous log files in this directory will be deleted.*")
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # frozen BatchNorm, on purpose
 
 
@@ -80,6 +83,8 @@ def fit(
     history = History(phase, folder / f"{phase}-history.json")
     progress = [EpochProgress(phase)] if runtime.progress else []
     logs = settings.run_dir / "logs"
+    metrics_csv = logs / phase / "metrics.csv"
+    earlier = _log_rows(metrics_csv) if settings.resume else []  # Lightning's CSV logger starts its file afresh
     trainer = L.Trainer(
         max_epochs=epochs,
         accelerator="auto",
@@ -105,9 +110,47 @@ def fit(
         if trainer.interrupted:
             raise KeyboardInterrupt from None
         raise
+    finally:
+        if earlier:
+            _keep_earlier_rows(metrics_csv, earlier)
     # Read results back from disk: with several processes the callbacks ran in the workers.
+    rows = History.load(history.path)
+    if epochs and (not rows or any(row["train_loss"] is None for row in rows)):
+        images = len(train_loader.dataset)  # type: ignore[arg-type]  # a map-style dataset
+        raise GraftError(f"The {phase} phase trained on no batch: {images:,} images in batches of "
+                         f"{runtime.batch_size} over {runtime.processes} process(es) left none a whole batch. "
+                         "Use a smaller --batch-size, or fewer --devices. No model was saved.")
     _, best_epoch = best.restore(net)
-    return FitResult(history=History.load(history.path), best_epoch=best_epoch)
+    return FitResult(history=rows, best_epoch=best_epoch)
+
+
+def _log_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _keep_earlier_rows(path: Path, earlier: list[dict[str, str]]) -> None:
+    """A resumed fit's metrics.csv holds its epochs before the interruption too: the earlier rows up to
+    the last one of an epoch before the first the resumed fit logged (the interrupted epoch is logged
+    again, and the resumed fit counts its steps from 0), then the new rows."""
+    import csv
+
+    from ..io import atomic_path
+
+    new = _log_rows(path)
+    first = min((int(row["epoch"]) for row in new if row.get("epoch")), default=None)
+    done = [index for index, row in enumerate(earlier) if row.get("epoch") and (first is None or int(row["epoch"]) < first)]
+    kept = earlier if first is None else earlier[: done[-1] + 1] if done else []
+    columns = list(dict.fromkeys(name for row in kept + new for name in row))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary, temporary.open("x", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(kept + new)
 
 
 def _strategy(devices: int | str, num_nodes: int) -> str:

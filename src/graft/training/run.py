@@ -247,7 +247,8 @@ class Run:
         labels = [sample.label for sample in self.splits.train] if self.balanced_batches else None
         return fit(
             self.model,
-            image_loader(train, batch_size=runtime.batch_size, shuffle=True, workers=runtime.workers, labels=labels),
+            image_loader(train, batch_size=runtime.batch_size, shuffle=True, workers=runtime.workers, labels=labels,
+                         processes=runtime.processes),
             image_loader(val, batch_size=runtime.batch_size * 2, shuffle=False, workers=runtime.workers),
             param_groups=groups, phase="images", epochs=optim.epochs, initial_score=self.plan.image_baseline(self),
             settings=self.fit_settings(),
