@@ -54,7 +54,7 @@ def test_table_json_and_plots_are_written(comparison):
 
 
 def test_bad_strategy_lists_are_refused_before_training(tiny_dataset, tmp_path):
-    with pytest.raises(GraftError, match="Unknown strategy 'magic'"):
+    with pytest.raises(GraftError, match="--strategy 'magic': choose auto or one of linear-probe"):
         compare(tiny_dataset, strategies=["linear-probe", "magic"], out=tmp_path, log=None)
     with pytest.raises(GraftError, match="empty"):
         compare(tiny_dataset, strategies=[], out=tmp_path, log=None)

@@ -225,20 +225,27 @@ def test_a_template_takes_any_weights_of_its_structure_and_refuses_another(tmp_p
 
 
 def test_a_network_that_cannot_be_traced_falls_back_to_torch_under_auto_only(tmp_path, monkeypatch):
+    traced: list[int] = []
+
     def untraceable(*args, **kwargs):
-        raise RuntimeError("data-dependent control flow")
+        traced.append(1)
+        raise RuntimeError("\x1b[96mThis is step 1/3\x1b[0m of exporting. data-dependent control flow\nmore lines")
 
     monkeypatch.setattr("graft.engines.compile.trace_onnx", untraceable)
     net = create_backbone("resnet10t", weights="none", img_size=32)
     warnings: list[str] = []
     with frozen_forward(net, runtime=FP32, input_size=(3, 32, 32), folder=tmp_path, log=warnings.append) as forward:
         assert (forward.engine, forward.precision) == ("torch", "32")
-    assert "could not be traced to ONNX: data-dependent control flow" in warnings[0]
+    # one plain line: the exporter's first sentence, without its terminal colours
+    assert "could not be traced to ONNX: This is step 1/3 of exporting." in warnings[0] and "\x1b" not in warnings[0]
     assert "PyTorch (fp32) instead" in warnings[0]
     with pytest.raises(CompileError, match="could not be traced"):
         with frozen_forward(net, runtime=FP32.but(engine="onnxruntime"), input_size=(3, 32, 32), folder=tmp_path):
             pass
-    assert not list(tmp_path.iterdir())  # nothing half-written left
+    # The failure is remembered for this very network: the tracer (seconds each time) ran once; nothing
+    # half-written is left, only that note.
+    assert len(traced) == 1
+    assert [path.name.endswith(".refused.json") for path in tmp_path.iterdir()] == [True]
 
 
 def test_cli_predict_takes_an_engine(linear_probe_run, tiny_dataset, capsys, monkeypatch, engines):

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from graft import progress as progress_module
 from graft.runtime import Runtime
-from graft.training.fit import fit
+from graft.training.fit import FitSettings, fit
 
 LINE = re.compile(r"^head epoch (\d+)/(\d+): train loss \d+\.\d{3} acc \d+\.\d% \| val loss \d+\.\d{3} acc \d+\.\d% "
                   r"\| \d+\.\d s$")
@@ -25,9 +25,10 @@ def _tiny_fit(run_dir, *, epochs: int, progress: bool = True):
     train = DataLoader(TensorDataset(features[:32], labels[:32]), batch_size=8)
     val = DataLoader(TensorDataset(features[32:], labels[32:]), batch_size=8)
     head = nn.Linear(8, 3)
+    settings = FitSettings(run_dir=run_dir, runtime=Runtime.resolve(precision="32", workers=0, progress=progress),
+                           patience=epochs + 1)
     return fit(head, train, val, param_groups=[{"params": list(head.parameters()), "lr": 1e-2}], phase="head",
-               run_dir=run_dir, epochs=epochs, patience=epochs + 1,
-               runtime=Runtime.resolve(precision="32", workers=0, progress=progress))
+               epochs=epochs, settings=settings)
 
 
 def _lines(text: str) -> list[str]:

@@ -27,7 +27,7 @@ from graft.audit.checks import closest_pairs, confident_disagreements, out_of_fo
 from graft.audit.pipeline import plain_features
 from graft.data.discover import find_data
 from graft.data.images import load_image
-from graft.runtime import Runtime
+from graft.runtime import Runtime, use_cache_dir
 
 SIMILARITIES = (0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.98)
 CONFIDENCES = (0.7, 0.8, 0.9, 0.95, 0.98)
@@ -106,8 +106,13 @@ def _quantiles(values) -> dict[str, float]:
 
 def measure(args) -> dict:
     root = Path(tempfile.mkdtemp(prefix="graft-calibrate-"))
+    with use_cache_dir(root / "cache"):
+        return _measure(args, root)
+
+
+def _measure(args, root: Path) -> dict:
     options = {"backbone": args.backbone, "img_size": args.img_size, "seed": args.seed,
-               "cache_dir": root / "cache", "runtime": Runtime.resolve(progress=False)}
+               "runtime": Runtime.resolve(progress=False)}
     clean, planted, flipped = build_subsets(Path(args.data), root, per_class=args.per_class,
                                             test_per_class=args.test_per_class, flips=args.flips, seed=args.seed)
     report: dict = {"settings": vars(args)}

@@ -20,12 +20,14 @@ from pathlib import Path
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is synced and renamed to `path`.
+    """Yield a temporary path beside `path` (its folder made where missing); on success it is synced
+    and renamed to `path`.
 
     The temporary name keeps the target's suffix (libraries such as matplotlib pick the format
     from it). On any error, the temporary file is removed and the error propagates.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
         yield temporary
@@ -150,3 +152,15 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def process_folder(prefix: str) -> Path:
+    """A new temporary folder that lasts as long as this process: removed when it exits (for files
+    an engine may open again, such as a graph traced where the cache cannot be written)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder

@@ -21,16 +21,9 @@
      fine-tune, fine-tuning beat the probe on test (by 1.2 to 7.4 points), and on flowers-dev with
      Lite2 a one-image val lead of the probe (90% against 89%) had kept a model 3.2 points worse.
 
-The thresholds fit these measurements (docs/advise.md, "auto", has every row and auto's own):
-| data | per class | linear probe | fine-tuned | gain |
-| CIFAR-10, 224 px (docs/results.md) | 450 | 78.0% val | 85.5% test | +7.5 |
-| CIFAR-10 subset, 224 px (docs/results.md) | 100 | 74.2% val | 80.0% val | +5.8 |
-| flowers-dev, 224 px (benchmarks/calibration/auto_calibrate.py) | 80 | 93% val, 86.0% test | 89.2% test | +3.2 in 7.9x the time |
-| flowers-dev, Lite1 240 px / Lite2 260 px (auto_calibrate.py) | 80 | 87% / 90% val | +4.0 / +3.2 test | |
-| flowers-dev in grey, 224 px (auto_calibrate.py) | 80 | 85% val, 82.0% test | 83.2% test | +1.2 |
-| insect photos, 224 px (issue #11) | ~120 | 96.1% | 96.7% | +0.6 in 6.6x the time |
-| CIFAR, 3 classes, 64 px (issue #11; auto_calibrate.py) | 40 | 81.7% test | 74.2% test | -7.5 |
-| generated digits, 64 px, unlike ImageNet (auto_calibrate.py) | 120 | 98% val, 96.8% test | 98.8% test | +2.0 |
+The thresholds fit the calibration measurements in docs/advise.md, "auto" (every set, the probe,
+the fine-tuned model, compare's best, auto's own result and time; `python -m
+benchmarks.calibration.auto_calibrate`), which are not repeated here.
 """
 
 from __future__ import annotations

@@ -95,10 +95,13 @@ def audit(
     The features are the same plain-view ones training caches, so auditing before or after a
     `graft train` with the same backbone and image size costs no second pass over the images.
     """
+    from ..runtime import use_cache_dir
+
     _check_thresholds(duplicate_threshold, mislabel_confidence)  # before minutes of feature extraction
     runtime = Runtime.resolve(precision=precision, workers=workers, progress=progress)
-    splits, features, net = plain_features(data, backbone=backbone, weights=weights, img_size=img_size,
-                                           val_split=val_split, seed=seed, cache_dir=cache_dir, runtime=runtime)
+    with use_cache_dir(cache_dir):  # every file the audit caches (features, graphs, the readability memo)
+        splits, features, net = plain_features(data, backbone=backbone, weights=weights, img_size=img_size,
+                                               val_split=val_split, seed=seed, runtime=runtime)
     result = audit_features(splits, features, duplicate_threshold=duplicate_threshold,
                             mislabel_confidence=mislabel_confidence, seed=seed)
     result.settings.update(backbone=backbone, weights=net.weights_source, img_size=net.data_config.image_size)
@@ -107,17 +110,17 @@ def audit(
 
 def plain_features(
     data: str | Path, *, backbone: str, weights: str = "imagenet", img_size: int | None = None,
-    val_split: float = 0.2, seed: int = 0, cache_dir: str | Path | None = None, runtime: Runtime,
+    val_split: float = 0.2, seed: int = 0, runtime: Runtime,
 ) -> tuple[DataSplits, dict[str, FeatureSet], Backbone]:
     """The splits of `data`, the plain-view features of each non-empty split (extracted with
-    `runtime`), and the backbone."""
+    `runtime`, into graft's cache: graft.runtime.use_cache_dir picks another), and the backbone."""
     from ..backbones import create_backbone
     from ..data.discover import find_data
     from ..features import FeatureCache, backbone_features
 
     splits = find_data(data, val_split=val_split, seed=seed)  # checks images with its own threads, as train does
     net = create_backbone(backbone, weights=weights, img_size=img_size)
-    cache = FeatureCache(Path(cache_dir) / "features") if cache_dir else FeatureCache()
+    cache = FeatureCache()
     features = {
         split: backbone_features(net, getattr(splits, split), split=split, cache=cache, runtime=runtime)
         for split in SPLIT_ORDER if getattr(splits, split)

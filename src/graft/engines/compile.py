@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import GraftError
-from ..io import atomic_path, write_json_atomic
+from ..io import atomic_path, process_folder, write_json_atomic
 
 FORMAT = 1  # bump when the way graphs are traced changes: older files are then traced again
 TOLERANCE = 1e-3  # largest output difference, relative to the largest output, a compiled graph may show
@@ -95,24 +95,45 @@ def compile_onnx(module: torch.nn.Module, input_size: tuple[int, ...], folder: P
     path = compiled_path(module, input_size, folder, template=template)
     if path.exists():
         return path
+    refused = path.with_suffix(".refused.json")  # the tracer failed on this very module before: it would again
+    if refused.exists():
+        raise CompileError(_read_refusal(refused, module))
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
-        import tempfile
-
-        folder = Path(tempfile.mkdtemp(prefix="graft-engines-"))
+        folder = process_folder("graft-engines-")
         path = folder / path.name
     example = _example(input_size)
     with _evaluating(module), atomic_path(path) as temporary:
         try:
             trace_onnx(module, example, temporary, output_names=["outputs"], optimize=not template)
         except Exception as error:  # the exporter raises many kinds; the message says which
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise CompileError(f"{type(module).__name__} could not be traced to ONNX: {first[:300]}") from None
+            message = f"{type(module).__name__} could not be traced to ONNX: {_first_sentence(error)}"
+            try:  # remembered by content and versions, so the next pass does not spend seconds failing again
+                write_json_atomic(refused, {"message": message, "torch": torch.__version__})
+            except OSError:
+                pass
+            raise CompileError(message) from None
         difference = _checked(module, temporary, example)
     write_json_atomic(path.with_suffix(".json"), {"input_size": list(input_size), "relative_difference": difference,
                                                   "module": type(module).__name__, "torch": torch.__version__})
     return path
+
+
+def _first_sentence(error: Exception) -> str:
+    """The exporter's first line, without terminal colour codes, at most 200 characters."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    first = (text.splitlines() or [type(error).__name__])[0]
+    return first.split(". ")[0].rstrip(".")[:200] + "."
+
+
+def _read_refusal(path: Path, module: torch.nn.Module) -> str:
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["message"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{type(module).__name__} could not be traced to ONNX before."
 
 
 def with_weights(template: Path, module: torch.nn.Module, input_size: tuple[int, ...], path: Path) -> Path:

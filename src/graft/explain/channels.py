@@ -253,7 +253,7 @@ def run_top_channels(classifier: Classifier, *, stage: int = -1, images: int | N
     plan = get_strategy(record.strategy)
     trained = not plan.pretrained or (plan.image_phase and plan.trainable(backbone, config.strategy) != [])
     weights_id = _run_weights_id(classifier, backbone) if trained else backbone_weights_id(config.strategy.weights)
-    cache = FeatureCache(Path(config.output.cache_dir) / "features" if config.output.cache_dir else None)
+    cache = FeatureCache()  # graft's cache, or the command's --cache-dir (graft.runtime.use_cache_dir)
     runtime = config.runtime.resolve(progress=progress)
     result = top_channels(backbone, samples, splits.classes, stage=stage, weights_id=weights_id, runtime=runtime,
                           cache=cache, channels=channels, per_channel=per_channel)

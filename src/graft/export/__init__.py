@@ -4,18 +4,13 @@ predictors over those files (graft.export.exported: an ONNX model without torch;
 graft.export.loaded: OpenVINO IR and TorchScript). Names are imported on first use, so the
 torch-free parts stay torch-free.
 
-graft's own model files (safetensors + graft.json) live in graft.model_files. Their names are still
-importable from here for one step (META_FILE, WEIGHTS_FILE, read_model_files, resolve_model_folder,
-save_model), while the training loop moves to graft.model_files; import them from there.
+graft's own model files (safetensors + graft.json) live in graft.model_files.
 """
 
 _LAZY = {
     "export": "graft.export.formats",
     "FORMATS": "graft.export.formats",
     "FILE_NAMES": "graft.export.formats",
-    # Moved to graft.model_files: kept here until graft.training imports them from there.
-    **{name: "graft.model_files" for name in ("META_FILE", "WEIGHTS_FILE", "read_model_files",
-                                              "resolve_model_folder", "save_model")},
 }
 
 

@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import GraftError
-from ..io import file_sha256
+from ..io import file_sha256, process_folder
 from ..model_files import META_FILE
 from ..runtime import cache_root
 
@@ -64,7 +63,7 @@ def classifier_graph(classifier: Exportable, folder: Path | None, *, say=None) -
     else a temporary file that lasts as long as this process. Raises GraftError (CompileError,
     ExportError) where it cannot be made, OSError where it cannot be written."""
     if folder is None:
-        work = Path(tempfile.mkdtemp(prefix="graft-classifier-"))
+        work = process_folder("graft-classifier-")
         return write_export(classifier, work / "model.onnx", say=say)
     path = export_path(folder)
     if path.exists():

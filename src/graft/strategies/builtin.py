@@ -58,7 +58,7 @@ class ProbeFinetune(Strategy):
     features), fine-tuning from it had nothing to learn and only drifted: val fell from the probe's
     93% to 83% after one epoch and never passed 91% in 15 (lr 1e-3, base 1e-4), nor 92% with a
     ten times smaller rate; graft's finetune (a head trained on augmented views, then everything)
-    reached 94% val in 5 epochs (benchmarks/auto_calibrate.py, docs/advise.md).
+    reached 94% val in 5 epochs (benchmarks/calibration/auto_calibrate.py, docs/advise.md).
 
     Under auto, whether to fine-tune at all, and for how many epochs, is auto's decision
     (`RunState.finetune_epochs`: the probe's val accuracy and the measured epochs against --budget);

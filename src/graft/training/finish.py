@@ -22,17 +22,18 @@ def evaluate(run: Run) -> None:
     run.model.eval()
     splits = run.splits
     frozen = run.val_features is not None
-    run.val_logits = run.logits(splits.val, run.val_features)
+    predictor = None if frozen else run.predictor()  # one graph for val and test
+    run.val_logits = run.logits(splits.val, run.val_features, predictor=predictor)
     run.evaluations = {"val": _evaluation(run, splits.val, run.val_logits)}
     if splits.test:
-        logits = run.logits(splits.test, run.features(splits.test, "test") if frozen else None)
+        logits = run.logits(splits.test, run.features(splits.test, "test") if frozen else None, predictor=predictor)
         run.evaluations["test"] = _evaluation(run, splits.test, logits)
     run.timings["total_s"] = time.perf_counter() - run.started
 
 
 def save(run: Run) -> None:
     """model.safetensors and graft.json (what the model is and how it was made), written whole."""
-    from ..export import save_model
+    from ..model_files import save_model
 
     counts, config = run.model.param_counts(), run.config
     run.metrics = RunMetrics(
@@ -65,6 +66,7 @@ def report(run: Run) -> None:
         return
     from ..report import confident_mistakes, write_report
 
+    assert run.record is not None and run.metrics is not None and run.val_logits is not None  # saved and evaluated
     tick = time.perf_counter()
     mistakes = confident_mistakes(run.model, run.splits.val, run.val_logits, classes=run.splits.classes)
     try:
@@ -90,6 +92,7 @@ def export(run: Run, classifier) -> None:
                                  frozen_backbone=run.plan.pretrained and not run.plan.image_phase,
                                  may_trace=tick - run.started >= EXPORT_AFTER_SECONDS) is not None:
             run.timings["export_s"] = time.perf_counter() - tick
+    assert run.metrics is not None  # saved
     write_json_atomic(run.run_dir / "metrics.json", run.metrics.to_dict())
 
 

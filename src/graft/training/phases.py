@@ -66,6 +66,7 @@ def _audit(run: Run, *, plain_train) -> None:
     from ..io import write_json_atomic
 
     tick, splits = time.perf_counter(), run.splits
+    assert run.val_features is not None  # the head phase has them
     by_split = {"train": plain_train if plain_train is not None else run.features(splits.train, "train"),
                 "val": run.val_features}
     if splits.test:

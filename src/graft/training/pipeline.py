@@ -79,7 +79,7 @@ def train(
             # 5. Save it: model.safetensors + graft.json, written whole.
             save(run)
             run.saved = True
-            classifier = Classifier(run.model, run.splits.classes, run.record)
+            classifier = Classifier(run.model, run.splits.classes, run.record, runtime=run.runtime, folder=run.run_dir)
             # 6. The report: curves, confusion matrices, the most confident mistakes and where the model looked.
             run.stage = "the report"
             report(run)

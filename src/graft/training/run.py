@@ -160,6 +160,7 @@ class Run:
 
     def val_right(self, *, head_phase: bool = False) -> np.ndarray:
         logits = self.head_logits if head_phase else self.logits(self.splits.val)
+        assert logits is not None, "the head phase's val logits are asked for where no head phase ran"
         return logits.argmax(axis=1) == self.labels(self.splits.val)
 
     # --- mechanics the steps share ----------------------------------------------------------------
@@ -183,9 +184,11 @@ class Run:
         return backbone_features(self.net, samples, split=split, runtime=self.runtime, cache=self.cache, view=view,
                                  augment=self.config.augment.to_augment(), seed=self.seed_value)
 
-    def logits(self, samples: list[Sample], features: FeatureSet | None = None) -> np.ndarray:
-        """The model's logits for `samples`: from their cached `features` while the backbone is frozen
-        (what the whole model gives then), else through the whole model."""
+    def logits(self, samples: list[Sample], features: FeatureSet | None = None, *, predictor=None) -> np.ndarray:
+        """The model's log-probabilities (or logits: the same answers) for `samples`: from their cached
+        `features` while the backbone is frozen (what the whole model gives then), else through the
+        whole model as graft.load would predict it (`predictor`: that Classifier, made once by
+        `predictor()`, where several calls share it)."""
         if features is not None:
             head, was_training = self.model.head, self.model.head.training
             try:
@@ -193,10 +196,17 @@ class Run:
                     return head.eval()(torch.from_numpy(np.asarray(features.features, dtype=np.float32))).numpy()
             finally:
                 head.train(was_training)
-        from ..classifier import predict_logits
+        predictor = predictor or self.predictor()
+        probabilities = predictor.probabilities_of([sample.path for sample in samples],
+                                                   batch_size=self.runtime.batch_size * 2)
+        with np.errstate(divide="ignore"):
+            return np.log(probabilities)
 
-        runtime = self.runtime.but(batch_size=self.runtime.batch_size * 2)
-        return predict_logits(self.model, samples, self.net.data_config, runtime=runtime)
+    def predictor(self):
+        """The model as it stands, as a graft Classifier predicts with it (its engine, fp32)."""
+        from ..classifier import Classifier
+
+        return Classifier(self.model, self.splits.classes, runtime=self.runtime)
 
     def labels(self, samples: list[Sample]) -> np.ndarray:
         return np.array([sample.label for sample in samples], dtype=np.int64)

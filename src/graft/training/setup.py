@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..config import AUTO, TrainConfig
 from ..data.discover import DataSplits, find_data, write_skipped_report
@@ -35,7 +36,8 @@ def start(data: str | Path, config: TrainConfig, *, log: Callable[[str], None], 
     log(splits.describe())
     cache = FeatureCache()  # under --cache-dir (graft.runtime.use_cache_dir, around the run), or graft's cache
     weights = class_weights(splits, config.optim.class_weight)
-    decisions, notes = dict(saved["decisions"]), {}
+    decisions: dict[str, Any] = dict(saved["decisions"])
+    notes: dict[str, Any] = {}
     config = _settle_backbone(config, splits, runtime, cache, weights, decisions, notes, log)
     auto = config.strategy.strategy == AUTO
     config, good_enough, trail = _settle_strategy(config, splits, runtime, notes, log) if auto else (config, 1.0, {})
