@@ -162,3 +162,24 @@ def test_command_on_a_run_and_with_imagenet(tmp_path, halves, make_image, capsys
             main()
         output = capsys.readouterr()
         assert exit_info.value.code == 2 and message in output.err and "Traceback" not in output.err
+
+
+def test_explain_answers_the_good_images_and_names_the_bad_one(linear_probe_run, tiny_dataset, tmp_path, capsys,
+                                                               monkeypatch):
+    """One unreadable file aborted every image (issue 24); predict goes on: explain now does too, exit 1."""
+    good = sorted((tiny_dataset / "val" / "red").iterdir())[:2]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "maps"
+    args = ["explain", linear_probe_run.run_dir, good[0], broken, good[1], "--out", out]
+    monkeypatch.setattr("sys.argv", ["graft", *map(str, args), "--json"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    output = capsys.readouterr()
+    assert exit_info.value.code == 1 and "Traceback" not in output.err
+    rows = json.loads(output.out)
+    assert [row["path"] for row in rows] == [str(good[0]), str(broken), str(good[1])]  # in the order given
+    assert "png" in rows[0] and "png" in rows[2] and "corrupt" in rows[1]["error"]
+    assert f"not read: {broken}" in output.err
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{image.stem}-{rows[i]['class_name']}.png"
+                                                           for i, image in ((0, good[0]), (2, good[1])))

@@ -192,7 +192,7 @@ def test_commands_print_what_they_wrote(linear_probe_run, tmp_path):
     assert "feature-maps.png" in result.output and (run / "explain" / f"{image.stem}-feature-maps.png").exists()
     result = runner.invoke(app, ["explain", str(run), "--channels", "--images", "6", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    answer = json.loads(result.output)
+    answer = json.loads(result.stdout)  # a warning may go to stderr
     assert answer["stage"] == 4 and len(answer["channels"]) == 6 and (run / "explain" / "channels-stage-4.png").exists()
 
 

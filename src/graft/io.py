@@ -3,7 +3,11 @@
 Every file graft writes goes through `atomic_path`: the bytes land in a temporary file with a
 unique name beside the target (two writers never share one), are flushed to disk, and only then
 renamed over the target, in one step. A reader sees the old file or the new one, never a mix; an
-interrupted write leaves no temporary file behind.
+interrupted write leaves no temporary file behind, and a write the system refuses (disk full, a
+file-size limit, no permission) is an OSError naming the target, never the temporary name.
+
+An output the user names (`graft predict --csv`, `graft export --out`, ...) is checked first by
+`refuse_overwrite`: a file already there is never replaced unless `--overwrite` says so.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +29,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     and renamed to `path`.
 
     The temporary name keeps the target's suffix (libraries such as matplotlib pick the format
-    from it). On any error, the temporary file is removed and the error propagates.
+    from it). On any error, the temporary file is removed and the error propagates; an error of the
+    system's (an OSError, or a library's error that carries one, such as safetensors' "File too
+    large (os error 27)") becomes an OSError naming `path`, never the temporary name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,9 +42,47 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.chmod(temporary, 0o666 & ~_umask())
         fsync_path(temporary)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
-        raise
+        named = _named_os_error(error, path, temporary)
+        if named is None:
+            raise
+        raise named from error
+
+
+# Rust's std::io::Error, as safetensors and other compiled writers print it: "... (os error 27)".
+_OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)")
+
+
+def _named_os_error(error: BaseException, path: Path, temporary: Path) -> OSError | None:
+    """`error` as an OSError about `path` where it is one about the temporary file (or about no file),
+    or a library's error carrying an OS error number; None for any other error (raised as it is)."""
+    if isinstance(error, OSError):
+        if error.errno is None or error.filename not in (None, str(temporary), temporary):
+            return None  # about another file: its own name is the right one
+        return OSError(error.errno, error.strerror or os.strerror(error.errno), str(path))  # its subclass, by errno
+    if not isinstance(error, Exception):
+        return None  # KeyboardInterrupt, SystemExit
+    found = _OS_ERROR_IN_TEXT.search(str(error))
+    if found is None:
+        return None
+    number = int(found.group(1))
+    return OSError(number, os.strerror(number), str(path))
+
+
+def refuse_overwrite(paths, *, flag: str, overwrite: bool = False) -> None:
+    """Refuse to write over a file the user has: an output the user named with `flag` (`--csv`,
+    `--out`, `-o`) at any of `paths` (the file and whatever graft writes beside it) that exists
+    already is a GraftError naming the file and `--overwrite`, unless `overwrite`. A folder where a
+    file is to go is refused either way. Call it before any work, where the names are known."""
+    from .errors import GraftError
+
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise GraftError(f"{flag} {path}: that is a folder; give the name of a file to write.")
+        if not overwrite and (path.exists() or path.is_symlink()):
+            raise GraftError(f"{flag}: {path} exists already, and graft does not replace a file it was not asked "
+                             "to. Choose another name, or add --overwrite to replace it.")
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:

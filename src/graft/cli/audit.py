@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .options import ImgSize, ValSplit, Weights, Workers, cache_dir_option
+from .options import ImgSize, Overwrite, ValSplit, Weights, Workers, cache_dir_option
 from .render import console
 
 if TYPE_CHECKING:
@@ -35,11 +35,15 @@ def audit(
     workers: Workers = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the findings to this JSON file.")] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Check DATA before training: near-duplicate images across train/val/test, class imbalance, likely mislabelled images."""
     from ..audit import DUPLICATE_THRESHOLD, MISLABEL_CONFIDENCE
     from ..audit import audit as run_audit
-    from ..io import write_json_atomic
+    from ..io import refuse_overwrite, write_json_atomic
+
+    if output is not None:
+        refuse_overwrite([output], flag="--output", overwrite=overwrite)
 
     result = run_audit(
         data, backbone=backbone, weights=weights, img_size=img_size, val_split=val_split, seed=seed,

@@ -4,6 +4,7 @@ layers inside respond to: --feature-maps, --channels)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,8 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import GraftError
-from .options import Backbone, Weights, cache_dir_option
-from .render import console, quote, say
+from .options import Backbone, Overwrite, Weights, cache_dir_option
+from .render import console, error_console, quote, say
 
 
 def register(app: typer.Typer) -> None:
@@ -35,20 +36,25 @@ def explain(
     stage: Annotated[int, typer.Option(help="With --channels: the stage (0 is the first; -1, the default, the last).")] = -1,
     images: Annotated[Optional[int], typer.Option("--images", help="With --channels: rank a stratified sample of this many training images (default: all).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Class activation maps: for each image, a PNG of the image beside where the model sees the class.
 
     --feature-maps shows what each stage of the backbone responds to in each image; --channels, the
-    training images that activate a stage's channels most (Zeiler and Fergus)."""
+    training images that activate a stage's channels most (Zeiler and Fergus). An image that cannot
+    be read is reported (path and reason) and the others are still explained; the exit status is
+    then 1. A PNG in a folder named with --out is replaced only with --overwrite."""
     from ..data.images import load_image
+    from ..errors import BadImageError
     from ..explain import explain as explain_images
 
     if feature_maps and channels:
         raise GraftError("--feature-maps and --channels are two different pictures: give one of them.")
     if not channels and (stage != -1 or images is not None):
         raise GraftError("--stage and --images choose what --channels ranks: add --channels (graft explain RUN --channels --stage K).")
+    replace = out is None or overwrite  # graft's own folder (RUN/explain), or the user's with --overwrite
     if channels:
-        _channels(target, out=out, imagenet=imagenet, stage=stage, images=images, json_out=json_out)
+        _channels(target, out=out, imagenet=imagenet, stage=stage, images=images, json_out=json_out, overwrite=replace)
         return
     if imagenet:
         image_paths, folder = target, Path("explain")
@@ -58,8 +64,15 @@ def explain(
     else:
         run, image_paths = Path(target[0]), target[1:]
         folder = (run if run.is_dir() else run.parent) / "explain"
-    for image in image_paths:  # check every image first: one bad file should not waste a model load
-        load_image(image)
+    unread: dict[str, str] = {}
+    for image in image_paths:  # every image read first: the bad ones are reported, the good ones explained
+        try:
+            load_image(image)
+        except BadImageError as error:
+            unread[image] = error.reason
+    readable = [image for image in image_paths if image not in unread]
+    if not readable:
+        raise GraftError("No image could be read: " + "; ".join(f"{image}: {reason}" for image, reason in unread.items()))
     if imagenet:
         from ..explain import imagenet_classifier
 
@@ -71,25 +84,43 @@ def explain(
     if feature_maps:
         from ..explain import feature_maps as draw_feature_maps
 
-        drawn = draw_feature_maps(classifier, image_paths, out_dir=out or folder)
+        drawn = draw_feature_maps(classifier, readable, out_dir=out or folder, overwrite=replace)
         if json_out:
-            print(json.dumps([result.to_dict() for result in drawn], indent=2))
-            return
-        for drawing in drawn:
-            stages = ", ".join(f"{s.stage.index}: {s.size[0]}x{s.size[1]}x{s.stage.channels}" for s in drawing.stages)
-            console.print(f"[bold]{escape(drawing.path)}[/] -> {escape(str(drawing.png))}\n  stages {escape(stages)}")
-        return
-    results = explain_images(classifier, image_paths, class_name=class_name, out_dir=out or folder, method=method)
-    if json_out:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
-        return
-    for result in results:
-        predicted = "" if result.predicted == result.class_name else f" (predicted: {result.predicted}, {result.predicted_probability:.1%})"
-        console.print(f"[bold]{escape(result.path)}[/] -> {escape(str(result.png))}\n"
-                      f"  {result.method} for {escape(result.class_name)}: {result.probability:.1%}{escape(predicted)}")
+            _print_json([result.to_dict() for result in drawn], image_paths, unread)
+        else:
+            for drawing in drawn:
+                stages = ", ".join(f"{s.stage.index}: {s.size[0]}x{s.size[1]}x{s.stage.channels}" for s in drawing.stages)
+                console.print(f"[bold]{escape(drawing.path)}[/] -> {escape(str(drawing.png))}\n  stages {escape(stages)}")
+    else:
+        results = explain_images(classifier, readable, class_name=class_name, out_dir=out or folder, method=method,
+                                 overwrite=replace)
+        if json_out:
+            _print_json([r.to_dict() for r in results], image_paths, unread)
+        else:
+            for result in results:
+                predicted = ("" if result.predicted == result.class_name
+                             else f" (predicted: {result.predicted}, {result.predicted_probability:.1%})")
+                console.print(f"[bold]{escape(result.path)}[/] -> {escape(str(result.png))}\n"
+                              f"  {result.method} for {escape(result.class_name)}: {result.probability:.1%}{escape(predicted)}")
+    if unread:
+        _report_unread(unread)
+        sys.exit(1)
 
 
-def _channels(target: list[str], *, out: Path | None, imagenet: bool, stage: int, images: int | None, json_out: bool) -> None:
+def _print_json(explained: list[dict], images: list[str], unread: dict[str, str]) -> None:
+    """The explanations as JSON, in the order the images were given, each unread one as {path, error}."""
+    answers = iter(explained)
+    print(json.dumps([{"path": image, "error": unread[image]} if image in unread else next(answers) for image in images],
+                     indent=2))
+
+
+def _report_unread(unread: dict[str, str]) -> None:
+    for image, reason in unread.items():
+        error_console.print(f"[bold red]not read:[/] {escape(image)}: {escape(reason)}")
+
+
+def _channels(target: list[str], *, out: Path | None, imagenet: bool, stage: int, images: int | None, json_out: bool,
+              overwrite: bool) -> None:
     """`graft explain RUN --channels`: rank the run's training images by a stage's channels."""
     from ..classifier import load
     from ..explain import run_top_channels
@@ -100,7 +131,7 @@ def _channels(target: list[str], *, out: Path | None, imagenet: bool, stage: int
         raise GraftError("--channels takes a run folder and no image: graft explain runs/NAME --channels [--stage K].")
     run = Path(target[0])
     classifier = load(run)
-    result = run_top_channels(classifier, stage=stage, images=images, progress=not json_out,
+    result = run_top_channels(classifier, stage=stage, images=images, progress=not json_out, overwrite=overwrite,
                               out_dir=out or (run if run.is_dir() else run.parent) / "explain")
     if json_out:
         print(json.dumps(result.to_dict(), indent=2))

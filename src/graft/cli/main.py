@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import GraftError
-from .options import Backbone, Engine, Weights, cache_dir_option, config_options, explicit_options
+from .options import Backbone, Engine, Overwrite, Weights, cache_dir_option, config_options, explicit_options
 from .render import (
     console,
     describe_os_error,
@@ -154,6 +154,7 @@ def predict(
     tta: Annotated[bool, typer.Option("--tta", help="Average each image's probabilities with its mirror image's.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images read and predicted at once.")] = 64,
     engine: Engine = "auto",
+    overwrite: Overwrite = False,
 ) -> None:
     """Top-k classes with probabilities for each image.
 
@@ -164,9 +165,12 @@ def predict(
     at the end of training (about a second once the backbone's graph is cached), else the first
     time the run is predicted."""
     from ..data.inputs import expand_inputs
+    from ..io import refuse_overwrite
     from ..prediction import Prediction, write_answers
     from ..progress import image_progress
 
+    if csv_out is not None:
+        refuse_overwrite([csv_out], flag="--csv", overwrite=overwrite)
     if not imagenet and len(target) < 2:
         raise GraftError("Give a run folder (or an exported model) and at least one image: graft predict runs/NAME "
                          "photo.jpg (or use --imagenet).")
@@ -213,13 +217,20 @@ def export_command(
                                                          "torchscript: model.pt for libtorch / torch.jit.load.")] = "onnx",
     out: Annotated[Optional[Path], typer.Option("--out", help="The file to write (default: MODEL/model.onnx, model.xml or model.pt).")] = None,
     check_images: Annotated[Optional[list[Path]], typer.Option("--check-images", help="Images to check the export on (default: the run's val images, else graft's sample).")] = None,
+    overwrite: Overwrite = False,
 ) -> None:
-    """The whole classifier for other programs (ONNX, OpenVINO IR or TorchScript), checked against the PyTorch model."""
+    """The whole classifier for other programs (ONNX, OpenVINO IR or TorchScript), checked against the PyTorch model.
+
+    Without --out the export goes into the run folder (an earlier export there is replaced); a file
+    named with --out that exists already is replaced only with --overwrite."""
     from ..classifier import load
-    from ..export.formats import FILE_NAMES, FORMATS, export
+    from ..export.formats import FILE_NAMES, FORMATS, export, written_files
+    from ..io import refuse_overwrite
 
     if format not in FORMATS:
         raise GraftError(f"--format {format!r}: choose one of {', '.join(FORMATS)}.")
+    if out is not None:
+        refuse_overwrite(written_files(out, format), flag="--out", overwrite=overwrite)
     target = out or (model if model.is_dir() else model.parent) / FILE_NAMES[format]
     exported = export(load(model), target, format=format, check_images=check_images, log=say)
     say(f"Written {exported.path} and {exported.metadata_path.name} (class names, preprocessing, parity).")
@@ -236,16 +247,20 @@ def evaluate(
     tta: Annotated[bool, typer.Option("--tta", help="Judge each image by the mean of its and its mirror image's "
                                                     "probabilities (twice the work).")] = False,
     engine: Engine = "auto",
+    overwrite: Overwrite = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a model on DATA.
 
     Writes the results (JSON, with the engine and precision that computed them) and each image's
     prediction (a CSV beside it: path,true,predicted,probability). An earlier evaluation is never
-    overwritten: without --output the files are evaluation.json, then evaluation-2.json, ..."""
-    from ..io import write_json_atomic
+    overwritten: without --output the files are evaluation.json, then evaluation-2.json, ...; a file
+    named with --output that exists already (or its CSV) is replaced only with --overwrite."""
+    from ..io import refuse_overwrite, write_json_atomic
     from ..loader import open_predictor
     from ..prediction import write_rows
 
+    if output is not None:
+        refuse_overwrite([output, _predictions_csv(Path(output))], flag="--output", overwrite=overwrite)
     predictor = open_predictor(model, engine=engine, say=lambda message: error_console.print(escape(message)))
     evaluation, rows = predictor.evaluate_images(data, tta=tta)
     folder = model if model.is_dir() else model.parent

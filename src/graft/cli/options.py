@@ -136,6 +136,9 @@ Workers = annotated("workers")
 ImgSize = annotated("img_size")
 ValSplit = annotated("val_split")
 Engine = annotated("engine")
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace the output files named (--out, --csv, -o) where they exist already; without it, "
+                        "graft refuses to write over them.")]
 CacheDir = Annotated[Optional[Path], typer.Option(
     "--cache-dir", show_default=False,
     help="Folder for every file graft caches: backbone features, traced graphs, run exports, the images found "

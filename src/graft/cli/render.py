@@ -57,6 +57,9 @@ def describe_os_error(error: OSError) -> str:
         errno.EROFS: "That file system is read-only; choose another folder (--out for runs, --cache-dir or GRAFT_CACHE for the cache).",
         errno.ENOTDIR: "A file stands where graft needs a folder; choose another --out (or move the file).",
         errno.EEXIST: "A file stands where graft needs a folder; choose another --out (or move the file).",
+        errno.EFBIG: "The file would be larger than this system lets graft write: a file-size limit (`ulimit -f`; "
+                     "`ulimit -f unlimited` lifts it) or a file system with small files (FAT32 holds 4 GB at most); "
+                     "lift the limit, or write elsewhere (--out, --cache-dir or GRAFT_CACHE).",
     }
     return f"{where}{what}. {hints.get(error.errno or 0, 'Check the path and try again.')}"
 

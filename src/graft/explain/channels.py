@@ -227,11 +227,13 @@ def _crop(view: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
 
 def run_top_channels(classifier: Classifier, *, stage: int = -1, images: int | None = None, seed: int = 0,
                      out_dir: str | Path | None = None, progress: bool = True, channels: int = CHANNELS,
-                     per_channel: int = PER_CHANNEL) -> StageChannels:
+                     per_channel: int = PER_CHANNEL, overwrite: bool = True) -> StageChannels:
     """`top_channels` for a run: its training images (all, or a stratified sample of `images`), its
-    cache and precision, and the PNG `out_dir/channels-stage-K.png` (RUN/explain/ by default)."""
+    cache and precision, and the PNG `out_dir/channels-stage-K.png` (RUN/explain/ by default;
+    `overwrite=False` refuses one that exists already, before any work, with a GraftError naming it)."""
     from ..advise.measure import stratified_sample
     from ..data.discover import find_data
+    from ..io import refuse_overwrite
     from ..strategies import get_strategy
 
     record = classifier.record
@@ -250,6 +252,9 @@ def run_top_channels(classifier: Classifier, *, stage: int = -1, images: int | N
         per_class = max(1, -(-images // max(1, len(splits.classes))))
         samples = stratified_sample(samples, per_class, seed=seed)[:images]
     backbone = classifier.model.backbone
+    if out_dir is not None:  # before any work: the figure's name is known from the stage
+        chosen = pick_stage(backbone_stages(backbone), stage, backbone=backbone.name)
+        refuse_overwrite([Path(out_dir) / f"channels-stage-{chosen.index}.png"], flag="--out", overwrite=overwrite)
     plan = get_strategy(record.strategy)
     trained = not plan.pretrained or (plan.image_phase and plan.trainable(backbone, config.strategy) != [])
     weights_id = _run_weights_id(classifier, backbone) if trained else backbone_weights_id(config.strategy.weights)

@@ -14,6 +14,7 @@ from torch import nn
 from ..backbones import DEFAULT_BACKBONE, create_backbone
 from ..classifier import Classifier
 from ..errors import GraftError
+from ..io import refuse_overwrite
 from ..model import GraftModel
 from ..plotting import write_png
 from .cam import activation_maps
@@ -45,11 +46,14 @@ def explain(
     out_dir: str | Path,
     method: str = "auto",
     colormap: str = "jet",
+    overwrite: bool = True,
 ) -> list[Explanation]:
     """Write `out_dir/<image>-<class>.png` for each image: the image as the model saw it, and the map.
 
     The map explains `class_name`, or else each image's predicted class. An unknown class name
     raises a GraftError before anything is computed; an unreadable image, a BadImageError naming it.
+    `overwrite=False` (graft explain --out, without --overwrite) refuses, with a GraftError naming
+    it, a PNG that exists already, before any PNG of its batch is written.
     """
     target = None if class_name is None else find_class(classifier.classes, class_name)
     config = classifier.data_config
@@ -61,17 +65,20 @@ def explain(
         batch = model_inputs(images[start : start + BATCH], config)
         chosen = None if target is None else torch.full((len(batch),), target)
         maps = activation_maps(classifier.model, batch, classes=chosen, method=method)
-        for offset, image in enumerate(batch):
+        results = []
+        for offset in range(len(batch)):
             path = Path(images[start + offset])
             explained, predicted = int(maps.classes[offset]), int(maps.predicted[offset])
             name = classifier.classes[explained]
-            result = Explanation(
+            results.append(Explanation(
                 path=str(path), png=out_dir / _unique(f"{path.stem}-{_slug(name)}.png", used), class_name=name,
                 probability=float(maps.probabilities[offset, explained]), predicted=classifier.classes[predicted],
                 predicted_probability=float(maps.probabilities[offset, predicted]), method=maps.method,
-            )
+            ))
+        refuse_overwrite([result.png for result in results], flag="--out", overwrite=overwrite)
+        for offset, (image, result) in enumerate(zip(batch, results)):
             write_png(_figure(result, model_view(image, config), maps.maps[offset].numpy(), colormap=colormap), result.png)
-            explanations.append(result)
+        explanations += results
     return explanations
 
 

@@ -176,16 +176,20 @@ def strongest_maps(backbone: Backbone, image: torch.Tensor, *, count: int = CHAN
 
 
 def feature_maps(classifier: Classifier, images: Sequence[str | Path], *, out_dir: str | Path,
-                 count: int = CHANNELS_SHOWN) -> list[FeatureMaps]:
-    """Write `out_dir/<image>-feature-maps.png` for each image: every stage's strongest channels."""
+                 count: int = CHANNELS_SHOWN, overwrite: bool = True) -> list[FeatureMaps]:
+    """Write `out_dir/<image>-feature-maps.png` for each image: every stage's strongest channels.
+    `overwrite=False` refuses (a GraftError naming it) a PNG that exists already, before any is written."""
+    from ..io import refuse_overwrite
+
     config = classifier.data_config
     out_dir = Path(out_dir)
+    pngs = [out_dir / f"{Path(path).stem}-feature-maps.png" for path in images]
+    refuse_overwrite(pngs, flag="--out", overwrite=overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for path in images:
+    for path, png in zip(images, pngs):
         batch = model_inputs([path], config)
         stages = strongest_maps(classifier.model.backbone, batch[0], count=count)
-        png = out_dir / f"{Path(path).stem}-feature-maps.png"
         figure = feature_maps_figure(model_view(batch[0], config), stages, backbone=classifier.model.backbone.name,
                                      note=Path(path).name)
         write_png(figure, png)

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from .common import FILE_NAMES, FORMATS, Exportable, Exported, ExportError
 
-__all__ = ["FILE_NAMES", "FORMATS", "export"]
+__all__ = ["FILE_NAMES", "FORMATS", "export", "written_files"]
+
+
+def written_files(out: str | Path, format: str = "onnx") -> list[Path]:
+    """Every file an export to `out` writes: the model file, the JSON beside it, and OpenVINO's .bin."""
+    out = Path(out)
+    return [out, out.with_name(out.name + ".json"), *([out.with_suffix(".bin")] if format == "openvino" else [])]
 
 
 def export(classifier: Exportable, out: str | Path, *, format: str = "onnx", check_images: list[Path] | None = None,
