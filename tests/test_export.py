@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,3 +71,29 @@ def test_damaged_json_and_missing_folders_are_explained(tmp_path):
     (tmp_path / "m" / META_FILE).write_text("{not json")
     with pytest.raises(ModelFileError, match="not valid JSON"):
         graft.load(tmp_path / "m" / META_FILE)
+
+
+def test_a_run_with_a_skipped_file_is_exported_at_its_end_and_by_graft_export(tiny_dataset, tmp_path, capsys,
+                                                                              monkeypatch):
+    """Issue 24: the parity check read the file the run had skipped as unreadable and refused, at the
+    end of training (so every predict tried again, 5 s instead of 0.5 s) and in graft export."""
+    import shutil
+
+    from conftest import FAST
+    from graft.export.cached import export_path
+    from test_cli import run_main
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    for split in ("train", "val"):
+        (data / split / "blue" / "0-broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image")
+    messages: list[str] = []
+    run = graft.train(data, strategy="linear-probe", out=tmp_path / "runs", name="skipped",
+                      **{**FAST, "log": messages.append})
+    skipped = json.loads((run.run_dir / "skipped.json").read_text())
+    assert {Path(row["path"]).name for row in skipped} == {"0-broken.png"} and len(skipped) == 2
+    assert not [m for m in messages if "was not exported" in m], messages
+    assert export_path(run.run_dir).exists()  # the first predict needs no export of its own
+    code, output = run_main(["export", run.run_dir, "--out", tmp_path / "model.onnx"], capsys, monkeypatch)
+    assert code in (0, None), output
+    assert "the run's own images" in output and (tmp_path / "model.onnx").exists()

@@ -87,7 +87,7 @@ def write_export(classifier: Exportable, path: Path, *, graphs: tuple[Path, ...]
         raise GraftError("its head is not made of graft's own layers, and tracing the whole model was not asked for")
     # A backbone graph was checked against torch when it was made: the whole is checked on a few
     # real images (a second on a 2-core CPU), a traced export on graft export's full set.
-    images = parity_images(classifier)[0][:QUICK_PARITY_IMAGES] if addable else None
+    images = parity_images(classifier, QUICK_PARITY_IMAGES)[0] if addable else None
     export_onnx(classifier, path, check_images=images, graphs=graphs, frozen_backbone=frozen_backbone, log=say)
     return path
 

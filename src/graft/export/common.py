@@ -13,6 +13,7 @@ answer is refused, with nothing left on disk.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
@@ -89,9 +90,11 @@ def require_suffix(out: Path, suffix: str, what: str) -> None:
         raise ExportError(f"--out {out}: {what} file name ends in {suffix} (e.g. {out.with_suffix(suffix).name}).")
 
 
-def parity_images(classifier: Exportable) -> tuple[list[Path], str]:
-    """Real images to check an export on: the run's val/test images if they are still there, else the
-    embedded CIFAR-10 sample (any real photos show a changed answer; their labels do not matter)."""
+def parity_images(classifier: Exportable, count: int = PARITY_IMAGES) -> tuple[list[Path], str]:
+    """Up to `count` real images to check an export on: the run's val/test images that can be read,
+    if they are still there (a file the run skipped as unreadable is passed over, never a reason
+    to refuse the export), else the embedded CIFAR-10 sample (any real photos show a changed
+    answer; their labels do not matter)."""
     from ..data.discover import find_eval_data
 
     record = classifier.record
@@ -99,13 +102,25 @@ def parity_images(classifier: Exportable) -> tuple[list[Path], str]:
     if source and Path(source).exists():
         try:
             samples, _ = find_eval_data(source, classifier.classes, check_images=False)
-            if samples:
-                return [s.path for s in samples[:PARITY_IMAGES]], f"the run's own images in {source}"
         except GraftError:
-            pass
+            samples = []
+        readable = list(itertools.islice((s.path for s in samples if _readable(s.path)), count))
+        if readable:
+            return readable, f"the run's own images in {source}"
     demo = Path(str(files("graft").joinpath(DEMO_DATA))) / "val"
     paths = sorted(p for p in demo.rglob("*") if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    return paths[:: max(1, len(paths) // PARITY_IMAGES)][:PARITY_IMAGES], "graft's embedded CIFAR-10 sample"
+    return paths[:: max(1, len(paths) // count)][:count], "graft's embedded CIFAR-10 sample"
+
+
+def _readable(path: Path) -> bool:
+    """Whether graft can read the image at `path` (it is decoded: a truncated file is found too)."""
+    from ..data.images import load_image
+
+    try:
+        load_image(path)
+    except GraftError:  # BadImageError: missing, empty, corrupt, too large
+        return False
+    return True
 
 
 def images_to_check(classifier: Exportable, check_images: list[Path] | None) -> tuple[list[Path], str]:
