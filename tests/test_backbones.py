@@ -113,3 +113,44 @@ def test_preprocessing_comes_from_the_pretrained_config():
     assert lite.data_config.mean == (0.5, 0.5, 0.5) and lite.data_config.image_size == 224
     resnet = create_backbone("resnet18", weights="none", img_size=96)
     assert resnet.data_config.mean == pytest.approx((0.485, 0.456, 0.406)) and resnet.data_config.image_size == 96
+
+
+class _RunsCode:
+    """An object whose unpickling would call a function: what a malicious .pth holds."""
+
+    def __reduce__(self):
+        return (print, ("unpickled: this must never run",))
+
+
+class _CallsTheSystem:
+    """An object whose unpickling would call into the os module (harmlessly here): torch names the module blocked."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.getpid, ())
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch.save", "system", "truncated"])
+def test_a_weights_file_graft_refuses_says_why(tmp_path, kind, capsys):
+    """`evil.pth` was refused as `cannot read weights ()`: the reason was an empty line of torch's message."""
+    import pickle
+
+    path = tmp_path / "evil.pth"
+    if kind == "pickle":
+        path.write_bytes(pickle.dumps(_RunsCode(), protocol=4))
+    elif kind == "torch.save":
+        torch.save({"weight": _RunsCode()}, path)
+    elif kind == "system":
+        torch.save({"weight": _CallsTheSystem()}, path)
+    else:
+        torch.save({"weight": torch.zeros(4)}, path)
+        path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(WeightsError) as error:
+        create_backbone("tf_efficientnet_lite0", weights=str(path), img_size=32)
+    message = str(error.value)
+    assert "weights ()" not in message and str(path) in message, message
+    assert "weights_only" not in message and "will likely succeed" not in message
+    assert "unpickled" not in capsys.readouterr().out  # nothing in the file ran
+    if kind != "truncated":
+        assert "never unpickles" in message

@@ -99,6 +99,11 @@ def load_pretrained(model: Any, architecture: str, weights: str) -> str:
     return f"file {path}"
 
 
+# Lines of torch.load's message that are advice, not the reason: graft never passes on the advice to set
+# weights_only=False (it runs any code in the file), nor torch's links and requests.
+_TORCH_ADVICE = ("weights_only", "Check the documentation", "Please file an issue", "will likely succeed")
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict from safetensors or a torch file (never unpickling arbitrary objects)."""
     try:
@@ -111,7 +116,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
         message = str(exc)
-        if "Unsupported global" in message:
+        if "unsupported global" in message.lower():  # "Unsupported global: ...", "unsupported GLOBAL posix.system"
             raise WeightsError(
                 f"{path}: holds Python objects besides tensors (a pickled model or a training checkpoint). graft "
                 "loads only plain state dicts of tensors and never unpickles code. Save the model's state_dict() "
@@ -121,9 +126,15 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         # never does that, so it never passes that advice on; only the reason is kept.
         if "WeightsUnpickler error:" in message:
             message = message.split("WeightsUnpickler error:", 1)[1]
-        lines = [line for line in message.strip().splitlines() if "weights_only" not in line]
-        first = lines[0].strip() if lines else type(exc).__name__
-        raise WeightsError(f"{path}: cannot read weights ({first}). Is it a complete state-dict file?") from None
+        lines = [line.strip() for line in message.splitlines()
+                 if line.strip() and not any(word in line for word in _TORCH_ADVICE)]
+        reason = lines[0] if lines else type(exc).__name__
+        if "operand" in reason.lower():  # a pickle torch.save did not write: its instructions are refused
+            raise WeightsError(
+                f"{path}: not a state dict graft can read safely ({reason}): the file is a pickle that torch's safe "
+                "loader does not accept, and graft never unpickles arbitrary objects. Save the model's state_dict() "
+                "with torch.save or, best, as .safetensors, and pass that file.") from None
+        raise WeightsError(f"{path}: cannot read weights ({reason}). Is it a complete state-dict file?") from None
     # Training frameworks often nest the weights one level down.
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
