@@ -273,7 +273,7 @@ def test_cache_ls_marks_and_verify_removes_damaged_entries(cli_cache, capsys, mo
     assert code == 0 and "2 entries" in listing and "damaged" in listing
     assert [e.key for e in cli_cache.entries() if e.problem] == [OTHER]
     code, report = _run_main(["cache", "verify"], capsys, monkeypatch)
-    assert code == 0 and OTHER in report and KEY not in report and "features.npy" in report and "--fix" in report
+    assert code == 1 and OTHER in report and KEY not in report and "features.npy" in report and "--fix" in report
     assert (cli_cache.root / OTHER).exists()  # verify alone changes nothing
     code, report = _run_main(["cache", "verify", "--fix"], capsys, monkeypatch)
     assert code == 0 and "Removed 1" in report
@@ -547,3 +547,12 @@ def test_a_partial_build_that_does_not_match_is_started_over(setup, reads, tmp_p
     assert _partials(cache) == [] and len(cache.entries()) == 1
     assert np.array_equal(np.asarray(features.features), _uninterrupted(setup, tmp_path))
 
+
+def test_cache_rm_of_a_key_not_there_says_so_and_exits_1(cli_cache, capsys, monkeypatch):
+    """`graft cache rm nosuchkey` exited 0 having removed nothing (issue 24), as `cache verify` did on damage."""
+    _entry(cli_cache, KEY)
+    code, report = _run_main(["cache", "rm", "nosuchkey"], capsys, monkeypatch)
+    assert code == 1 and "Not in the cache" in report and "nosuchkey" in report and "Removed 0" in report
+    assert [e.key for e in cli_cache.entries()] == [KEY]
+    code, report = _run_main(["cache", "rm", KEY], capsys, monkeypatch)
+    assert code == 0 and "Removed 1" in report

@@ -195,3 +195,32 @@ def test_predicting_a_run_in_torch_reads_its_weights_once(linear_probe_run, tiny
     code, output = run_main(["predict", linear_probe_run.run_dir, image], capsys, monkeypatch)
     assert code in (0, None) and "red" in output, output
     assert hashed.count("model.safetensors") == 1
+
+
+def test_top_k_0_is_refused(linear_probe_run, tiny_dataset, capsys, monkeypatch):
+    """`--top-k 0` showed one class, silently (issue 24)."""
+    image = sorted((tiny_dataset / "val" / "red").iterdir())[0]
+    code, output = run_main(["predict", linear_probe_run.run_dir, image, "--top-k", "0"], capsys, monkeypatch)
+    assert code == 2 and "--top-k 0: use 1 or more" in output and "Traceback" not in output
+
+
+def test_ctrl_c_during_predict_says_what_was_kept(linear_probe_run, tiny_dataset, tmp_path, capsys, monkeypatch):
+    """Ctrl-C exited 130 with no message (issue 24): now it says how far it got and that the CSV was not kept."""
+    from graft.prediction import Prediction
+
+    images = sorted((tiny_dataset / "val" / "red").iterdir())[:3]
+    rows = Prediction.csv_row
+    written = []
+
+    def interrupted(self, columns):
+        if written:
+            raise KeyboardInterrupt  # Ctrl-C while the second answer is written
+        written.append(self)
+        return rows(self, columns)
+
+    monkeypatch.setattr(Prediction, "csv_row", interrupted)
+    target = tmp_path / "answers.csv"
+    code, output = run_main(["predict", linear_probe_run.run_dir, *images, "--csv", target], capsys, monkeypatch)
+    assert code == 130 and "Traceback" not in output
+    assert "interrupted: after 1 of 3 images" in output and f"{target} was not written" in output, output
+    assert not list(tmp_path.iterdir())  # neither the CSV nor a temporary file

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Annotated, Optional
 
@@ -70,7 +71,8 @@ def cache_rm(
     keys: Annotated[Optional[list[str]], typer.Argument(help="Keys to remove (default: all).")] = None,
 ) -> None:
     """Remove cached feature sets: all of them without KEYS, and abandoned partial builds, keeping
-    those other graft processes are still writing."""
+    those other graft processes are still writing. The exit status is 1 when a KEY named is not in
+    the cache."""
     from ..features.partial import format_age
 
     cache = _cache()
@@ -84,10 +86,12 @@ def cache_rm(
         console.print(f"Kept {len(removal.kept)} partial builds still being written (another graft is extracting):")
         for partial in removal.kept:
             console.print(f"  {escape(partial.name)}: {escape(partial.state)}, started {format_age(now - partial.started)} ago")
-    if removal.missing:
-        console.print(f"Not in the cache ({escape(str(cache.root))}): {escape(', '.join(removal.missing))}")
     if removal.failed:
         raise GraftError(f"Could not remove {'; '.join(removal.failed)}. Check the permissions of {cache.root}.")
+    if removal.missing:
+        console.print(f"[bold red]Not in the cache[/] ({escape(str(cache.root))}): {escape(', '.join(removal.missing))}; "
+                      "`graft cache ls` lists the keys there are.")
+        sys.exit(1)
 
 
 @cache_app.command("verify")
@@ -95,7 +99,10 @@ def cache_rm(
 def cache_verify(
     fix: Annotated[bool, typer.Option("--fix", help="Remove the damaged entries and abandoned partial builds.")] = False,
 ) -> None:
-    """Check every entry (files, shapes, types, checksum); list the damaged ones, and with --fix remove them."""
+    """Check every entry (files, shapes, types, checksum); list the damaged ones, and with --fix remove them.
+
+    The exit status is 1 when damage was found and is still there (without --fix, or where --fix
+    could not remove it); 0 when every entry is sound, or --fix removed all the damage."""
     cache = _cache()
     count = len(cache.entries())
     bad = cache.verify()
@@ -115,7 +122,7 @@ def cache_verify(
     console.print(f"Checked {count} entries: {len(bad)} damaged, {len(abandoned)} abandoned partial builds.")
     if not fix:
         console.print("Run `graft cache verify --fix` to remove them (a damaged entry is also rebuilt when next used).")
-        return
+        sys.exit(1)
     removal = cache.remove([entry.key for entry in bad] + [partial.name for partial in abandoned])
     console.print(f"Removed {removal.entries} damaged entries and {removal.partials} abandoned partial builds.")
     if removal.failed:

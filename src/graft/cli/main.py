@@ -169,6 +169,8 @@ def predict(
     from ..prediction import Prediction, write_answers
     from ..progress import image_progress
 
+    if top_k < 1:
+        raise GraftError(f"--top-k {top_k}: use 1 or more (how many classes to show per image).")
     if csv_out is not None:
         refuse_overwrite([csv_out], flag="--csv", overwrite=overwrite)
     if not imagenet and len(target) < 2:
@@ -187,10 +189,21 @@ def predict(
         predictor = open_predictor(target[0], engine=engine, say=lambda message: error_console.print(escape(message)))
     answers = itertools.chain([Prediction(str(bad.path), [], bad.reason) for bad in failed],  # matched nothing: first
                               predictor.predict_iter(paths, top_k=top_k, batch_size=batch_size, tta=tta))
-    with image_progress(len(paths), "predict", enabled=bool(json_out or csv_out)) as update:
+    done = [0]
+
+    def interrupted() -> str:
+        kept = (f"{csv_out} was not written (the partial CSV was not kept)" if csv_out is not None
+                else "the answers shown above are all there is")
+        return f"after {done[0]:,} of {len(paths) + len(failed):,} images; {kept}. Run the command again to predict them all."
+
+    def each(_) -> None:
+        done[0] += 1
+        update(1)
+
+    with interrupts_explained(interrupted), image_progress(len(paths), "predict", enabled=bool(json_out or csv_out)) as update:
         count, unread = write_answers(answers, columns=max(1, min(top_k, len(predictor.classes))), csv_path=csv_out,
                                       json_out=sys.stdout if json_out else None,
-                                      show=None if json_out or csv_out else _show_answer, each=lambda _: update(1))
+                                      show=None if json_out or csv_out else _show_answer, each=each)
     for bad in unread:
         error_console.print(f"[bold red]not read:[/] {escape(bad.path)}: {escape(bad.error or '')}")
     if csv_out is not None:

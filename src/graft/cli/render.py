@@ -32,15 +32,16 @@ def quote(path: str | Path) -> str:
 
 
 @contextmanager
-def interrupts_explained():
-    """Ctrl-C in a run: say what it interrupted and where the run folder is, then exit 130.
+def interrupts_explained(describe=None):
+    """Ctrl-C in a command: say what it interrupted and what was kept (the interrupt's own `describe`,
+    as a run's says where its folder is, else the `describe()` given here), then exit 130.
 
     (Typer turns a bare KeyboardInterrupt into a silent exit before `main` could see it.)"""
     try:
         yield
     except KeyboardInterrupt as interrupt:
-        describe = getattr(interrupt, "describe", None)
-        error_console.print("[yellow]interrupted[/]: " + escape(describe() if describe else "nothing was saved."))
+        told = getattr(interrupt, "describe", None) or describe
+        error_console.print("[yellow]interrupted[/]: " + escape(told() if told else "nothing was saved."))
         sys.exit(130)
 
 
