@@ -418,3 +418,27 @@ def test_load_on_loopback(linear_probe_run, classifier, tiny_dataset):
     print(f"load: {REQUESTS} requests in {elapsed:.1f} s, {health['batches']} forward passes; RSS {before / 1024:.0f} -> "
           f"{after / 1024:.0f} MB (+{growth_mb:.1f}), peak {peak / 1024:.0f} MB")
     assert growth_mb < RSS_GROWTH_LIMIT_MB
+
+
+def test_413_for_any_number_of_images_over_the_limit(client, strict_client, val_images):
+    """34 images got 400 from Starlette's multipart limit where the README promises 413 (issue 24)."""
+    for count in (4, 10):  # the strict server takes 2
+        files = [("file", (f"{index}.png", val_images[index % 3].read_bytes())) for index in range(count)]
+        response = strict_client.post("/predict", files=files)
+        assert response.status_code == 413 and "More than 2 images" in response.json()["detail"], response.text
+    files = [("file", (f"{index}.png", val_images[index % 3].read_bytes())) for index in range(34)]  # default: 32
+    response = client.post("/predict", files=files)
+    assert response.status_code == 413 and "--max-images" in response.json()["detail"], response.text
+    response = client.post("/predict", files=files[:32])
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 32
+
+
+def test_docs_page_reads_offline(client):
+    """/docs loaded Swagger UI from a CDN and was blank offline: it is one page with nothing from elsewhere."""
+    response = client.get("/docs")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    page = response.text
+    for text in ("POST /predict", "top_k", "cam", "GET /model", "GET /health", "/openapi.json", "413"):
+        assert text in page, text
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page) and "<script" not in page
+    assert client.get("/openapi.json").json()["paths"]["/predict"]

@@ -5,6 +5,9 @@
     GET  /model     classes, backbone, strategy, accuracies, input size, the server's limits
     POST /predict   one or more images (multipart files, or one image as the raw body) -> top-k JSON;
                     ?top_k=N (default 5), ?cam=1 adds each image's activation map (PNG data URLs)
+    GET  /docs      the API described on one page that needs nothing from the network (FastAPI's own
+                    Swagger UI loads its scripts from a CDN, and is blank offline); the schema is
+                    at /openapi.json
 
 A request the server cannot use gets a 4xx with {"detail": "<file>: <what is wrong and what to do>"}
 and the server goes on serving: 400 no file or an empty one, 413 too many bytes or images, 415 not an
@@ -34,6 +37,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from ..prediction import Prediction, http_answer
 from ..predictor import BatchPredictor
@@ -71,7 +75,7 @@ def create_app(
         yield
         batcher.close()
 
-    app = FastAPI(title="graft serve", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="graft serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher = batcher
     app.state.predictor = predictor
     app.add_middleware(_LimitBody, max_bytes=max_bytes, max_mb=max_mb)
@@ -83,6 +87,10 @@ def create_app(
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(api_page(app.openapi(), name=name, max_mb=max_mb, max_images=max_images))
 
     @app.get("/health")
     async def health() -> dict:
@@ -134,6 +142,11 @@ def describe(predictor: BatchPredictor, *, name: str | None = None) -> dict:
     }
 
 
+# Form fields other than files that a request may hold (top_k and cam travel in the URL): a bound on
+# what the parser keeps, far above any real use.
+MAX_FIELDS = 100
+
+
 async def _read_uploads(request: Request, max_images: int) -> list[tuple[str, bytes]]:
     """(name, bytes) of each image in the request: multipart file fields, else the raw body."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -143,19 +156,72 @@ async def _read_uploads(request: Request, max_images: int) -> list[tuple[str, by
             raise RequestError(400, "No image: the request body is empty. Send the image's bytes as the body "
                                     "(curl --data-binary @photo.jpg) or as multipart files (curl -F file=@photo.jpg).")
         return [("request body", data)]
-    async with request.form(max_files=max_images + 1, max_fields=100) as form:
+    try:
+        # The parser stops at the first file over max_images (nothing more is kept): Starlette then
+        # answers 400 in its own words, where this server's promise is 413 naming --max-images.
+        form = await request.form(max_files=max_images, max_fields=MAX_FIELDS)
+    except HTTPException as error:
+        raise _form_refused(error, max_images) from None
+    try:
         uploads = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
         if not uploads:
             raise RequestError(400, "No file in the form: add the images as file fields (curl -F file=@photo.jpg).")
-        if len(uploads) > max_images:
-            raise RequestError(413, f"More than {max_images} images in one request; send them in several requests "
-                                    "(or start the server with a larger --max-images).")
         named = []
         for index, upload in enumerate(uploads, 1):
             if not upload.filename and not upload.size:
                 raise RequestError(400, f"File field {index} ({upload.filename or 'no name'}) holds no file: choose an image.")
             named.append((upload.filename or f"image {index}", await upload.read()))
+    finally:
+        await form.close()
     return named
+
+
+def _form_refused(error: HTTPException, max_images: int) -> RequestError:
+    """Starlette's refusal of a multipart form, as this server's RequestError (413 for too many images)."""
+    detail = str(error.detail)
+    if detail.startswith("Too many files"):
+        return RequestError(413, f"More than {max_images} images in one request; send them in several requests "
+                                 "(or start the server with a larger --max-images).")
+    if detail.startswith("Too many fields"):
+        return RequestError(400, f"More than {MAX_FIELDS} form fields: send only the images, as file fields "
+                                 "(curl -F file=@photo.jpg); top_k and cam go in the URL.")
+    return RequestError(error.status_code, f"The multipart form could not be read ({detail}); send the images as "
+                                           "file fields (curl -F file=@photo.jpg).")
+
+
+def api_page(schema: dict, *, name: str | None = None, max_mb: float = DEFAULT_MAX_MB,
+             max_images: int = DEFAULT_MAX_IMAGES) -> str:
+    """The API on one HTML page, from the app's OpenAPI schema: every endpoint with its parameters and
+    what it answers, and curl examples. Everything is in the page (no script, no stylesheet from
+    elsewhere), so it reads offline, where FastAPI's Swagger UI loads its scripts from a CDN."""
+    from html import escape
+
+    rows = []
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            parameters = "".join(
+                f"<li><code>{escape(p['name'])}</code> ({escape(p.get('in', ''))}"
+                + (f", default {escape(str(p['schema']['default']))}" if "default" in p.get("schema", {}) else "")
+                + ")</li>" for p in operation.get("parameters", []))
+            rows.append(f"<h2><code>{escape(method.upper())} {escape(path)}</code></h2>"
+                        f"<p>{escape(operation.get('summary', ''))}</p>"
+                        + (f"<ul>{parameters}</ul>" if parameters else ""))
+    title = "graft serve" + (f": {name}" if name else "")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}: API</title>
+<style>body {{ font-family: system-ui, sans-serif; max-width: 50em; margin: 2em auto; padding: 0 1em; color: #222; }}
+code, pre {{ background: #f3f3f3; padding: 0 .25em; }} pre {{ padding: .6em; overflow-x: auto; }}</style></head>
+<body><h1>{escape(title)}: API</h1>
+<p>Try the model on <a href="/">the page</a>; <a href="/model">/model</a> says which model this is and the server's
+limits; the OpenAPI schema is at <a href="/openapi.json">/openapi.json</a>.</p>
+<p>A request the server cannot use gets a 4xx with <code>{{"detail": "..."}}</code> naming the file and what to do,
+and the server goes on serving: 400 no file or an empty one, 413 a body over {max_mb:g} MB or more than
+{max_images} images, 415 not an image, 422 a corrupt image or a decompression bomb.</p>
+<pre>curl -F file=@rose.jpg -F file=@daisy.jpg 'http://HOST/predict?top_k=3'   # multipart: one or more images
+curl --data-binary @rose.jpg http://HOST/predict                          # or one image as the raw body</pre>
+{"".join(rows)}
+</body></html>
+"""
 
 
 def _prepare(uploads: list[tuple[str, bytes]], decoding: threading.BoundedSemaphore, predictor: BatchPredictor, *,
