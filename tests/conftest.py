@@ -85,13 +85,44 @@ def tiny_flat_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def isolated_cache(tmp_path_factory):
-    """Feature caches go to a temporary folder, never the user's ~/.cache.
+    """graft's cache for the whole session: a temporary folder, never the user's ~/.cache.
 
-    Session-scoped so that it is in place before module-scoped fixtures that train models.
+    Shared on purpose: features and traced graphs of the same images and networks are made once per
+    session. A test whose subject is the cache (or which must see a fresh extraction) takes its own
+    with `fresh_cache`. Session-scoped so that it is in place before module-scoped fixtures that train.
     """
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GRAFT_CACHE", str(tmp_path_factory.getbasetemp() / "graft-cache"))
+        patch.setenv("GRAFT_CACHE", str(session_cache(tmp_path_factory)))
         yield
+
+
+def session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.getbasetemp() / "graft-cache"
+
+
+@pytest.fixture(scope="session")
+def session_graphs(tmp_path_factory) -> Path:
+    """The session cache's engines folder, holding Lite0's graph at FAST's input size (traced once)."""
+    from graft.backbones import create_backbone
+    from graft.engines import compile_onnx
+
+    engines = session_cache(tmp_path_factory) / "engines"
+    size = FAST["img_size"]
+    compile_onnx(create_backbone("tf_efficientnet_lite0", img_size=size), (3, size, size), engines)
+    return engines
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, session_graphs) -> Path:
+    """An empty cache folder of the test's own (for --cache-dir / cache_dir=), holding copies of the
+    graphs the session has traced so far: its features are extracted afresh, while tracing, seconds a
+    network, is not repeated (copies, not links: a test may damage its files). Tests of tracing
+    itself take an empty folder instead."""
+    import shutil
+
+    folder = tmp_path / "fresh-cache"
+    shutil.copytree(session_graphs, folder / "engines", ignore=shutil.ignore_patterns("runs", ".*"))
+    return folder
 
 
 def set_terminal_width(monkeypatch, columns: int) -> None:
@@ -123,4 +154,4 @@ def linear_probe_run(tiny_dataset, tmp_path_factory):
     import graft
 
     out = tmp_path_factory.mktemp("linear-probe-run")
-    return graft.train(tiny_dataset, strategy="linear-probe", out=out, name="lp", cache_dir=out, **FAST)
+    return graft.train(tiny_dataset, strategy="linear-probe", out=out, name="lp", **FAST)

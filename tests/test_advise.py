@@ -159,7 +159,8 @@ def test_cli_prints_evidence_and_recommendation(textures_small, capsys, monkeypa
     code, output = run_main(["advise", textures_small, "--img-size", "64", "--sample-per-class", "6", "--workers", "0"],
                             capsys, monkeypatch)
     assert code in (0, None), output
-    for text in ("BN drift", "probe accuracy", "<- best cut", "Case 2", "--strategy truncate --cut", str(textures_small)):
+    for text in ("BN drift", "probe accuracy", "<- best cut", "Case 2", "The course's recipe for case 2: truncate --cut",
+                 f"Recommended: graft train {textures_small} --strategy", "auto: "):
         assert text in output
 
 
@@ -171,8 +172,8 @@ def test_recommended_command_stays_on_one_line_in_a_narrow_terminal(textures_sma
     assert code in (0, None), output
     commands = [line for line in output.splitlines() if "graft train" in line]
     assert commands, output
-    assert any(re.search(rf"graft train {re.escape(str(textures_small))} .*--strategy truncate --cut \d+", line)
-               for line in commands), commands
+    assert any(re.search(rf"^Recommended: graft train {re.escape(str(textures_small))} --strategy [a-z-]+.* --img-size 64",
+                         line) for line in commands), commands
 
 
 def test_cli_json_parses(textures_small, capsys, monkeypatch):
@@ -204,3 +205,26 @@ def test_bad_input_is_one_clear_error(args, expected, capsys, monkeypatch):
     code, output = run_main(args, capsys, monkeypatch)
     assert code == 2
     assert expected in output and "Traceback" not in output
+
+
+def test_the_recommendation_is_what_auto_runs_and_the_course_s_recipe_is_named_as_such():
+    """`graft advise` printed "Recommended: --strategy truncate --cut 0" and then "auto: linear-probe"
+    (issue 24): the recommendation is now what auto runs, with auto's reasons; the course's case is named."""
+    from graft.advise import recommend
+    from graft.advise.auto import auto_plan
+
+    tied = [StageEvidence(index=i, channels=8, bn_drift=0.5, probe_accuracy=1.0) for i in range(3)]
+    advice = recommend(2, stages=tied, best=0, reasons=["drift"], images_per_class=56)
+    plan = auto_plan(advice)
+    text = advice.describe("photos/", plan)
+    recommended = [line for line in text.splitlines() if line.startswith("Recommended")]
+    assert recommended == ["Recommended: graft train photos/ --strategy linear-probe"], text
+    assert "The course's recipe for case 2: truncate --cut 0; auto runs linear-probe here instead" in text
+    assert "auto: linear-probe" in text and plan.reasons[0] in text
+    # where they agree, one line says so; a probe-finetune plan is auto's own command (it decides after the probe)
+    lead = [StageEvidence(index=i, channels=8, bn_drift=0.5, probe_accuracy=a) for i, a in enumerate([0.9, 0.7, 0.6])]
+    truncate = recommend(2, stages=lead, best=0, reasons=[], images_per_class=56)
+    assert "truncate --cut 0, which is what auto runs here" in truncate.describe("photos/")
+    assert "Recommended: graft train photos/ --strategy truncate --cut 0" in truncate.describe("photos/")
+    large = recommend(3, stages=lead, best=0, reasons=[], images_per_class=500)
+    assert "Recommended: graft train photos/\n" in large.describe("photos/") + "\n"

@@ -62,8 +62,8 @@ def test_finetuning_runs_only_below_the_probe_line_and_within_the_budget():
 
 def test_auto_on_small_easy_data_is_the_linear_probe(tiny_dataset, tmp_path):
     messages: list[str] = []
-    auto = graft.train(tiny_dataset, out=tmp_path, cache_dir=tmp_path / "cache", **{**FAST, "log": messages.append})
-    probe = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, cache_dir=tmp_path / "cache", **FAST)
+    auto = graft.train(tiny_dataset, out=tmp_path, **{**FAST, "log": messages.append})
+    probe = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, **FAST)
     assert auto.run_dir.name.startswith("auto-") and auto.record.strategy == "linear-probe"
     assert auto.metrics.val_accuracy == probe.metrics.val_accuracy
     assert any(m.startswith("Case ") for m in messages) and any("auto: linear-probe" in m for m in messages)
@@ -119,15 +119,14 @@ def keep_spy(monkeypatch):
 def test_auto_finetunes_after_the_probe_as_finetune_does(tiny_dataset, tmp_path, finetune_plan, keep_spy,
                                                           linear_probe_run):
     messages: list[str] = []
-    run = graft.train(tiny_dataset, out=tmp_path, cache_dir=tmp_path / "cache", budget="0",
+    run = graft.train(tiny_dataset, out=tmp_path, budget="0",
                       **{**FAST, "epochs": 2, "log": messages.append})
     assert run.record.strategy == "probe-finetune"
     assert any("fine-tuning up to 2 epochs (no time limit)" in m for m in messages)
     # a new head on augmented views first (FAST caches one view), then the image epochs
     assert [row.phase for row in run.history] == ["head"] * FAST["head_epochs"] + ["images"] * 2
     # What it fine-tuned is graft's finetune, step for step: the same head start, views, seeds and epochs.
-    finetune = graft.train(tiny_dataset, strategy="finetune", out=tmp_path, cache_dir=tmp_path / "cache",
-                           **{**FAST, "epochs": 2})
+    finetune = graft.train(tiny_dataset, strategy="finetune", out=tmp_path, **{**FAST, "epochs": 2})
     assert [(r.phase, r.train_loss, r.val_acc) for r in run.history] == \
         [(r.phase, r.train_loss, r.val_acc) for r in finetune.history]
     # The probe and the best image epoch were weighed on the same val images, and the choice recorded.
@@ -146,7 +145,7 @@ def test_a_kept_probe_goes_back_on_its_pretrained_base(tiny_dataset, tmp_path, f
                                                         linear_probe_run):
     keep_spy.force = "probe"
     messages: list[str] = []
-    run = graft.train(tiny_dataset, out=tmp_path, cache_dir=tmp_path / "cache", budget="0",
+    run = graft.train(tiny_dataset, out=tmp_path, budget="0",
                       **{**FAST, "epochs": 2, "log": messages.append})
     assert [row.phase for row in run.history][-2:] == ["images"] * 2  # the base was fine-tuned...
     assert run.record.advice["auto"]["kept"] == "probe" and "probe-finetune: forced: probe." in messages
@@ -162,7 +161,7 @@ def test_a_budget_too_short_for_an_epoch_keeps_the_probe_and_records_it(tiny_dat
     measured = []
     monkeypatch.setattr("graft.training.budget.seconds_per_image", lambda *a, **k: measured.append(1) or 1.0)
     messages: list[str] = []
-    run = graft.train(tiny_dataset, out=tmp_path, name="short", cache_dir=tmp_path / "cache", budget="20s",
+    run = graft.train(tiny_dataset, out=tmp_path, name="short", budget="20s",
                       **{**FAST, "log": messages.append})
     assert run.record.strategy == "linear-probe" and not [r for r in run.history if r.phase == "images"], messages
     assert measured and any("takes about 40 s and the budget leaves" in m and "kept the probe" in m for m in messages)

@@ -17,14 +17,15 @@ from graft.runtime import Runtime
 TWO = ("tf_efficientnet_lite0", "tf_efficientnet_lite1")  # the test extra installs Lite1's weights
 
 
-def test_auto_backbone_measures_the_candidates_and_the_probe_reuses_the_winners_fit(tiny_dataset, tmp_path, monkeypatch):
-    from graft.heads import logistic
+def test_auto_backbone_measures_the_candidates_and_the_probe_reuses_the_winners_fit(tiny_dataset, tmp_path, monkeypatch,
+                                                                                   fresh_cache):
+    from sklearn.preprocessing import StandardScaler
 
-    fits = []
-    real_fit = logistic._fit
-    monkeypatch.setattr(logistic, "_fit", lambda *args, **kwargs: fits.append(1) or real_fit(*args, **kwargs))
+    fits = []  # every logistic fit standardises its features first: one StandardScaler.fit per fit
+    real_fit = StandardScaler.fit
+    monkeypatch.setattr(StandardScaler, "fit", lambda *args, **kwargs: fits.append(1) or real_fit(*args, **kwargs))
     result = graft.train(tiny_dataset, strategy="linear-probe", backbone="auto", budget="0", out=tmp_path,
-                         cache_dir=tmp_path, **FAST)
+                         cache_dir=fresh_cache, **FAST)
     record = json.loads((result.run_dir / "graft.json").read_text())
     trials = record["advice"]["backbone_choice"]["trials"]
     # every installed candidate, smallest first (Lite2's weights are not in the test extra: skipped where missing)

@@ -66,7 +66,7 @@ def test_the_loss_and_the_probe_use_the_weights_and_the_run_records_them(imbalan
         return original(logits, target, weight=weight, **options)
 
     monkeypatch.setattr(training_module.F, "cross_entropy", spy)
-    options = dict(out=tmp_path, cache_dir=tmp_path / "cache", **FAST)
+    options = dict(out=tmp_path, **FAST)
     run = graft.train(imbalanced_dataset, strategy="feature-extract", class_weight="balanced", name="fe", **options)
     weights = [w for w in seen if w is not None]
     assert weights and torch.allclose(weights[0], torch.tensor([3.0, 0.75, 0.75]))
@@ -118,7 +118,7 @@ def test_balanced_batches_replace_the_weighted_loss_and_the_run_records_them(imb
     monkeypatch.setattr(training_module.F, "cross_entropy", spy)
     monkeypatch.setattr(datasets, "balanced_sampler", counting_sampler)
     run = graft.train(imbalanced_dataset, strategy="finetune", class_weight="balanced", sampler="balanced",
-                      out=tmp_path, cache_dir=tmp_path / "cache", name="bal", **FAST)
+                      out=tmp_path, name="bal", **FAST)
     assert drawn == [27, 27]  # the head phase's cached features, then the images
     assert seen and all(weight is None for weight in seen)  # batches are balanced: the loss is not weighted again
     assert run.record.config.optim.sampler == "balanced"

@@ -136,11 +136,11 @@ def test_summary_of_a_saved_run(trained):
     assert "Trainable params: 3,843" in result.output  # the head: 1280 x 3 + 3
 
 
-def test_cache_ls_and_rm(tiny_dataset, tmp_path):
+def test_cache_ls_and_rm(tiny_dataset, tmp_path, fresh_cache):
     """A cache of its own (--cache-dir): the session's shared cache holds whatever other tests left."""
     from graft.features import FeatureCache
 
-    cache = tmp_path / "cache"
+    cache = fresh_cache
     trained = run("train", tiny_dataset, "--strategy", "feature-extract", "--img-size", "32", "--head-epochs", "1",
                   "--views", "1", "--workers", "0", "--no-audit", "--no-report", "--out", tmp_path, "--cache-dir", cache)
     assert trained.exit_code == 0, trained.output

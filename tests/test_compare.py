@@ -8,18 +8,20 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import FAST as FAST_RUN
 from graft.cli.main import app
 from graft.compare import compare
 from graft.errors import GraftError
 
-FAST = dict(img_size=32, batch_size=8, views=1, workers=0, progress=False, report=False, audit=False)
+# conftest's FAST run, but for the epochs compare sets itself
+FAST = {name: value for name, value in FAST_RUN.items() if name not in ("epochs", "head_epochs")}
 
 
 @pytest.fixture(scope="module")
 def comparison(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
     return compare(tiny_dataset, strategies=["linear-probe", "feature-extract", "finetune", "scratch"], epochs=2,
-                   head_epochs=4, out=out, name="c", log=None, cache_dir=out / "cache", **FAST)
+                   head_epochs=4, out=out, name="c", **FAST)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 import graft
+from conftest import FAST
 from graft.cli.main import app
 from graft.compare import compare
 from graft.config import GROUPS, TrainConfig, flag_of, option_fields, option_groups
@@ -21,8 +22,6 @@ from graft.errors import GraftError
 from graft.record import RunMetrics, RunRecord
 from graft.strategies import STRATEGIES, Strategy, get_strategy, register, unregister
 from test_cli import run_main
-
-FAST = dict(img_size=32, batch_size=16, head_epochs=2, epochs=1, views=1, workers=0, report=False, audit=False)
 
 
 def test_every_option_has_one_flag_help_and_group():
@@ -82,14 +81,13 @@ def test_command_line_is_one_unwrapped_line_that_parses_back():
 def test_train_accepts_every_cli_name(tiny_dataset, tmp_path):
     """The README promises graft.train takes the CLI's names: crop_scale, hflip, color_jitter too."""
     run = graft.train(tiny_dataset, strategy="feature-extract", crop_scale=0.5, hflip=0.0, color_jitter=0.1,
-                      out=tmp_path, cache_dir=tmp_path, log=None, progress=False, **FAST)
+                      out=tmp_path, **FAST)
     assert run.record.config.augment.crop_scale == 0.5 and run.record.config.augment.color_jitter == 0.1
 
 
 def test_compare_takes_a_comma_separated_string(tiny_dataset, tmp_path):
     comparison = compare(tiny_dataset, strategies="linear-probe, feature-extract", epochs=1,
-                                       out=tmp_path, cache_dir=tmp_path, log=None, progress=False,
-                                       **{k: v for k, v in FAST.items() if k != "epochs"})
+                                       out=tmp_path, **{k: v for k, v in FAST.items() if k != "epochs"})
     assert [row.strategy for row in comparison.rows] == ["linear-probe", "feature-extract"]
 
 
@@ -144,13 +142,12 @@ def test_a_new_strategy_is_one_class(throwaway, tiny_dataset, tmp_path, capsys, 
     # The CLI lists it (and `graft train --strategy` accepts it: the end of this test).
     assert name in CliRunner().invoke(app, ["strategies"], env={"COLUMNS": "250"}).output
     # compare runs it, with its main phase on images and a head at epoch 0.
-    comparison = compare(tiny_dataset, strategies=[name], epochs=1, out=tmp_path / "c", cache_dir=tmp_path,
-                                       log=None, progress=False, **{k: v for k, v in FAST.items() if k != "epochs"})
+    comparison = compare(tiny_dataset, strategies=[name], epochs=1, out=tmp_path / "c",
+                                       **{k: v for k, v in FAST.items() if k != "epochs"})
     (row,) = comparison.rows
     assert row.strategy == name and row.curve[0][0] == 0 and row.epoch_time_s is not None
     # The trained parameters are the head's plus the last stage's, as the class said.
-    run = graft.train(tiny_dataset, strategy=name, out=tmp_path / "t", cache_dir=tmp_path, log=None, progress=False,
-                      **{**FAST, "report": True})
+    run = graft.train(tiny_dataset, strategy=name, out=tmp_path / "t", **{**FAST, "report": True})
     assert run.metrics.params.trained < run.metrics.params.total
     assert {row.phase for row in run.history} == {"head", "images"}
     # The report names it and says what trained.
@@ -169,8 +166,8 @@ def test_a_new_strategy_is_one_class(throwaway, tiny_dataset, tmp_path, capsys, 
 # The run record ---------------------------------------------------------------------------------------------
 
 def test_run_record_round_trips_and_replays(tiny_dataset, tmp_path, capsys, monkeypatch):
-    run = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="first", cache_dir=tmp_path,
-                      log=None, progress=False, **FAST)
+    run = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="first",
+                      **FAST)
     saved = json.loads((run.run_dir / "graft.json").read_text())
     assert RunRecord.from_dict(saved) == run.record
     metrics = RunMetrics.from_dict(json.loads((run.run_dir / "metrics.json").read_text()))
@@ -206,10 +203,8 @@ def test_metrics_json_is_strict_json(tmp_path):
     (lambda r: r.update(format_version=99), "format version 99"),
     (lambda r: r["config"]["optim"].update(lr="fast"), "--lr 'fast': must be a number"),
 ])
-def test_an_edited_record_gets_a_clear_message(tiny_dataset, tmp_path, edit, message):
-    run = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, cache_dir=tmp_path, log=None,
-                      progress=False, **FAST)
-    record = json.loads((run.run_dir / "graft.json").read_text())
+def test_an_edited_record_gets_a_clear_message(linear_probe_run, edit, message):
+    record = json.loads((linear_probe_run.run_dir / "graft.json").read_text())
     edit(record)
     with pytest.raises(GraftError, match=message):
         RunRecord.from_dict(record)

@@ -29,7 +29,7 @@ def test_sharded_extraction_matches_one_process(tiny_dataset, tmp_path):
 def test_ddp_on_two_cpu_processes_trains_like_one(tiny_dataset, tmp_path):
     # One head epoch leaves the head weak (67% here): the image epochs under DDP must do the learning.
     common = dict(strategy="partial", unfreeze=1, img_size=32, epochs=3, head_epochs=1, batch_size=8, views=1,
-                  workers=0, progress=False, log=None, out=tmp_path, cache_dir=tmp_path / "cache")
+                  workers=0, progress=False, log=None, out=tmp_path)
     single = graft.train(tiny_dataset, name="one", **common)
     double = _train_retrying_teardown_abort(tiny_dataset, name="two", devices=2, **common)
     assert [row.phase for row in double.history] == [row.phase for row in single.history]

@@ -25,7 +25,7 @@ from test_cli import run_main
 
 def test_a_diverging_loss_stops_with_a_message_and_saves_nothing(tiny_dataset, tmp_path):
     with pytest.raises(GraftError, match=r"Training diverged: the loss became (nan|inf).*lower --lr"):
-        graft.train(tiny_dataset, strategy="feature-extract", lr=1e30, out=tmp_path, name="nan", cache_dir=tmp_path,
+        graft.train(tiny_dataset, strategy="feature-extract", lr=1e30, out=tmp_path, name="nan",
                     **{**FAST, "head_epochs": 3})
     assert not (tmp_path / "nan" / "model.safetensors").exists()
 
@@ -68,7 +68,7 @@ def test_a_report_that_cannot_be_written_leaves_a_complete_model(tiny_dataset, t
 
     monkeypatch.setattr("graft.report.write_report", disk_full)
     messages = []
-    run = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="r", cache_dir=tmp_path,
+    run = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="r",
                       **{**FAST, "report": True, "log": messages.append})
     assert any("report could not be written" in m and "saved and complete" in m for m in messages)
     assert graft.load(run.run_dir).classes == run.record.classes
@@ -88,7 +88,7 @@ def test_a_disk_that_fills_while_the_report_is_written_leaves_no_temporary_file(
 
     monkeypatch.setattr(graft.io, "fsync_path", fsync)
     messages = []
-    run = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="full", cache_dir=tmp_path,
+    run = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="full",
                       **{**FAST, "report": True, "log": messages.append})
     assert any("report could not be written" in m for m in messages)
     assert not [p.name for p in run.run_dir.rglob("*") if ".tmp" in p.name]
@@ -172,7 +172,7 @@ def test_ctrl_c_in_the_image_phase_says_where_the_run_is(tiny_dataset, tmp_path,
 
     monkeypatch.setattr(ClassifierModule, "training_step", interrupted)
     with pytest.raises(RunInterrupted) as caught:
-        graft.train(tiny_dataset, strategy="finetune", out=tmp_path, name="ft", cache_dir=tmp_path, **FAST)
+        graft.train(tiny_dataset, strategy="finetune", out=tmp_path, name="ft", **FAST)
     assert caught.value.stage == "the image phase" and not caught.value.saved
     assert caught.value.run_dir == tmp_path / "ft"
     code, output = run_main(["train", tiny_dataset, "--strategy", "finetune", "--img-size", "32", "--epochs", "1",
@@ -222,7 +222,7 @@ def _logged(run_dir: Path, phase: str) -> list[tuple[int, str]]:
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("whole")
-    return graft.train(tiny_dataset, out=out, name="whole", cache_dir=out / "cache", **RESUMABLE)
+    return graft.train(tiny_dataset, out=out, name="whole", **RESUMABLE)
 
 
 @pytest.mark.parametrize("stop_at", [(0, 0), (1, 0), (2, 3)])  # (image epoch, batch) where Ctrl-C lands
@@ -240,7 +240,7 @@ def test_an_interrupted_image_phase_resumes_to_the_same_weights(uninterrupted, t
 
     monkeypatch.setattr(ClassifierModule, "training_step", interrupt)
     with pytest.raises(RunInterrupted) as caught:
-        graft.train(tiny_dataset, out=tmp_path, name="cut", cache_dir=tmp_path / "cache", **RESUMABLE)
+        graft.train(tiny_dataset, out=tmp_path, name="cut", **RESUMABLE)
     epochs_run = set()
 
     def count(self, batch, batch_idx):
@@ -271,7 +271,7 @@ def test_an_interrupted_head_phase_resumes_from_its_last_epoch_to_the_same_weigh
 
     monkeypatch.setattr(ClassifierModule, "training_step", interrupt)
     with pytest.raises(RunInterrupted) as caught:
-        graft.train(tiny_dataset, out=tmp_path, name="cut", cache_dir=tmp_path / "cache", **RESUMABLE)
+        graft.train(tiny_dataset, out=tmp_path, name="cut", **RESUMABLE)
     assert caught.value.stage.startswith("the head phase")
     assert (tmp_path / "cut" / "checkpoints" / "head-resume.pt").exists()
     head_epochs_run = set()
@@ -304,8 +304,8 @@ def test_kill_9_in_the_image_phase_then_resume_gives_the_same_model(uninterrupte
     import sys
     import time
 
-    env = {**os.environ, "GRAFT_CACHE": str(tmp_path / "cache")}
-    args = [sys.executable, "-c", "from graft.cli.main import main; main()", "train", str(tiny_dataset),
+    env = dict(os.environ)  # the session's cache: the features and graphs the uninterrupted run made
+    args = [sys.executable, "-m", "graft", "train", str(tiny_dataset),
             "--strategy", "finetune", "--img-size", "32", "--batch-size", "8", "--head-epochs", "2", "--epochs", "3",
             "--views", "1", "--workers", "0", "--precision", "32", "--no-report", "--no-audit",
             "--out", str(tmp_path), "--name", "killed"]
@@ -318,7 +318,7 @@ def test_kill_9_in_the_image_phase_then_resume_gives_the_same_model(uninterrupte
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     assert not (tmp_path / "killed" / "model.safetensors").exists()
-    result = subprocess.run([sys.executable, "-c", "from graft.cli.main import main; main()", "train", "--resume",
+    result = subprocess.run([sys.executable, "-m", "graft", "train", "--resume",
                              str(tmp_path / "killed")], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     wa, wb = _weights(uninterrupted.run_dir), _weights(tmp_path / "killed")

@@ -13,11 +13,13 @@ import pytest
 
 import graft
 from conftest import COLOURS, make_image
+from conftest import FAST as FAST_RUN
 from graft.advise import Advice, StageEvidence
 from graft.report import write_report
 from graft.strategies import get_strategy
 
-FAST = dict(head_epochs=3, views=1, batch_size=8, workers=0, progress=False, log=None)
+# conftest's FAST run with the report and the audit, which this file tests, and a few more head epochs
+FAST = {**FAST_RUN, "head_epochs": 3, "batch_size": 8, "report": True, "audit": True}
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +36,10 @@ def planted(tiny_dataset, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(planted, tmp_path_factory):
-    out, cache = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("cache")
+    out = tmp_path_factory.mktemp("runs")
     return {
-        "feature-extract": graft.train(planted, strategy="feature-extract", img_size=64, out=out, name="fe",
-                                       cache_dir=cache, **FAST),
-        "finetune": graft.train(planted, strategy="finetune", img_size=32, epochs=1, out=out, name="ft",
-                                cache_dir=cache, **FAST),
+        "feature-extract": graft.train(planted, strategy="feature-extract", out=out, name="fe", **FAST),
+        "finetune": graft.train(planted, strategy="finetune", out=out, name="ft", **FAST),
     }
 
 
@@ -75,8 +75,7 @@ def test_planted_mistake_is_the_most_confident_one(runs):
 
 
 def test_no_report_and_no_audit(planted, tmp_path):
-    run = graft.train(planted, strategy="linear-probe", img_size=32, out=tmp_path, cache_dir=tmp_path,
-                      report=False, audit=False, **FAST)
+    run = graft.train(planted, strategy="linear-probe", out=tmp_path, **{**FAST, "report": False, "audit": False})
     assert not any((run.run_dir / name).exists() for name in ("report.html", "report.md", "report", "audit.json"))
     assert {"report_s", "audit_s"}.isdisjoint(json.loads((run.run_dir / "metrics.json").read_text())["timings"])
 
@@ -106,3 +105,26 @@ def test_train_command_has_the_report_flags():
 
     output = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
     assert "--no-report" in output and "--no-audit" in output
+
+
+def test_why_this_strategy_argues_for_what_the_run_did(runs, tmp_path):
+    """The report's "Why this strategy" argued for `truncate --cut 0` (the course's recipe for case 2)
+    while auto had run linear-probe (issue 24): it now gives auto's reasons for what ran, and names the
+    recipe as the course's."""
+    from graft.advise import recommend
+    from graft.advise.auto import auto_plan
+
+    run = runs["feature-extract"]
+    stages = [StageEvidence(index=i, channels=8, bn_drift=0.5, probe_accuracy=1.0) for i in range(3)]  # a tie
+    advice = recommend(2, stages=stages, best=0, reasons=["drift at least 0.35"], images_per_class=56)
+    plan = auto_plan(advice)
+    assert (advice.strategy, advice.cut, plan.strategy) == ("truncate", 0, "linear-probe")
+    record = dataclasses.replace(run.record, strategy="linear-probe",
+                                 advice={**advice.to_dict(), "auto": {"strategy": plan.strategy, "reasons": plan.reasons}})
+    write_report(tmp_path, record=record, metrics=run.metrics, strategy=get_strategy("linear-probe"), mistakes=[])
+    page = (tmp_path / "report.md").read_text()
+    why = page[page.index("## Why this strategy"):]
+    assert why.index("auto trained `linear-probe`") < why.index(plan.reasons[0]) < why.index("course's recipe")
+    assert "The course's recipe for case 2 is `truncate --cut 0`; auto trained `linear-probe` instead" in why
+    assert "so: truncate" not in page and "| strategy | truncate" not in why
+

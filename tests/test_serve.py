@@ -339,7 +339,7 @@ def _rss_kb(pid: int, key: str = "VmRSS") -> int:
 
 def start_server(run_dir: Path, *options: str) -> tuple[subprocess.Popen, str]:
     """`graft serve RUN --port 0` in its own process; returns it and its URL once it listens."""
-    command = [sys.executable, "-c", "from graft.cli.main import main; main()", "serve", str(run_dir), "--port", "0", *options]
+    command = [sys.executable, "-m", "graft", "serve", str(run_dir), "--port", "0", *options]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "COLUMNS": "200"})
     assert process.stdout is not None

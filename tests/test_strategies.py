@@ -11,27 +11,26 @@ import torch
 import graft
 import graft.classifier
 import graft.model
+from conftest import FAST as FAST_RUN
 from graft.backbones import create_backbone
 from graft.heads.logistic import LOGREG_GRID
 from graft.strategies import STRATEGIES
 
-# No report or audit: tests/test_report.py and tests/test_audit.py check those.
-FAST = dict(img_size=64, epochs=2, head_epochs=8, batch_size=8, views=2, workers=0, progress=False, log=None,
-            report=False, audit=False)
+# conftest's FAST run (no report or audit: tests/test_report.py and test_audit.py check those), with
+# enough epochs and views for every strategy to learn the colours.
+FAST = {**FAST_RUN, "epochs": 2, "head_epochs": 8, "batch_size": 8, "views": 2}
 
 
 @pytest.fixture(scope="module")
 def pretrained_state():
-    return {k: v.clone() for k, v in create_backbone("tf_efficientnet_lite0", img_size=64).body.state_dict().items()}
+    return {k: v.clone() for k, v in create_backbone("tf_efficientnet_lite0", img_size=32).body.state_dict().items()}
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_dataset, tmp_path_factory):
     """Train each strategy once; the tests below inspect the results (the run folders and records)."""
     out = tmp_path_factory.mktemp("runs")
-    cache = tmp_path_factory.mktemp("cache")  # shared: features are keyed by what made them, not by strategy
-    return {name: graft.train(tiny_dataset, strategy=name, out=out, name=name, cache_dir=cache, unfreeze=1, **FAST)
-            for name in STRATEGIES}
+    return {name: graft.train(tiny_dataset, strategy=name, out=out, name=name, unfreeze=1, **FAST) for name in STRATEGIES}
 
 
 def _learning_rates(result) -> list[float]:
@@ -151,12 +150,12 @@ def _feature_precisions(cache_dir) -> set[str]:
     return {json.loads(meta.read_text())["precision"] for meta in Path(cache_dir).glob("features/*/meta.json")}
 
 
-def test_explicit_bf16_computes_and_is_recorded_in_bf16(tiny_dataset, tmp_path):
+def test_explicit_bf16_computes_and_is_recorded_in_bf16(tiny_dataset, tmp_path, fresh_cache):
     """--precision bf16 (emulated where the CPU lacks it): the features, the scores and predictions are
     bf16 autocast, and graft.json says so."""
-    result = graft.train(tiny_dataset, strategy="linear-probe", precision="bf16", out=tmp_path, cache_dir=tmp_path,
-                         **{**FAST, "img_size": 32})
-    assert _feature_precisions(tmp_path) == {"bf16"}
+    result = graft.train(tiny_dataset, strategy="linear-probe", precision="bf16", out=tmp_path, cache_dir=fresh_cache,
+                         **FAST)
+    assert _feature_precisions(fresh_cache) == {"bf16"}
     assert result.record.inference_precision == "bf16" and result.record.config.runtime.precision == "bf16"
     assert graft.load(result.run_dir).precision == "bf16"
 
@@ -178,14 +177,15 @@ def cpu_bf16(monkeypatch):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="precision auto follows the GPU there, not the CPU")
 @pytest.mark.parametrize("native_bf16", ["0", "1"])
-def test_auto_precision_scores_and_predicts_in_fp32_on_any_cpu(tiny_dataset, tmp_path, cpu_bf16, native_bf16):
+def test_auto_precision_scores_and_predicts_in_fp32_on_any_cpu(tiny_dataset, tmp_path, cpu_bf16, native_bf16,
+                                                               fresh_cache):
     """Inference is fp32 under --precision auto whatever the CPU (bf16 features moved a probe's C and its
     val accuracy by 2 points on one set, issue 24): the val accuracy graft.json reports is the fp32
     model's, measured on fp32 features (graft once scored bf16 features while the record said fp32)."""
     cpu_bf16(native_bf16)
-    result = graft.train(tiny_dataset, strategy="linear-probe", precision="auto", out=tmp_path, cache_dir=tmp_path,
-                         **{**FAST, "img_size": 32})
-    assert _feature_precisions(tmp_path) == {"32"}
+    result = graft.train(tiny_dataset, strategy="linear-probe", precision="auto", out=tmp_path, cache_dir=fresh_cache,
+                         **FAST)
+    assert _feature_precisions(fresh_cache) == {"32"}
     assert result.record.inference_precision == "32" and result.record.config.runtime.precision == "auto"
     loaded = graft.load(result.run_dir)
     assert loaded.precision == "32"
@@ -212,26 +212,26 @@ def test_a_model_trains_again_after_extraction_and_prediction(tiny_dataset, tmp_
 
 def test_image_phase_that_only_hurts_is_not_kept(tiny_dataset, tmp_path):
     """With a learning rate that wrecks the model, the head-phase model is what gets saved."""
-    run = graft.train(tiny_dataset, strategy="finetune", lr=50.0, backbone_lr_ratio=1.0, out=tmp_path,
-                      cache_dir=tmp_path, **{**FAST, "epochs": 1})
+    run = graft.train(tiny_dataset, strategy="finetune", lr=50.0, backbone_lr_ratio=1.0, out=tmp_path, **{**FAST, "epochs": 1})
     images = [row for row in run.history if row.phase == "images"]
     assert images and images[0].val_acc < run.metrics.val_accuracy
 
 
 def test_linear_probe_chooses_c_by_cross_validation_unless_given(tiny_dataset, tmp_path):
-    chosen = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, cache_dir=tmp_path, **FAST)
+    chosen = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, **FAST)
     assert chosen.metrics.logreg_c in LOGREG_GRID
-    given = graft.train(tiny_dataset, strategy="linear-probe", logreg_c=0.5, out=tmp_path, cache_dir=tmp_path, **FAST)
+    given = graft.train(tiny_dataset, strategy="linear-probe", logreg_c=0.5, out=tmp_path, **FAST)
     assert given.metrics.logreg_c == 0.5
 
 
-def test_a_second_identical_linear_probe_reuses_the_stored_fit(tiny_dataset, tmp_path, monkeypatch):
+def test_a_second_identical_linear_probe_reuses_the_stored_fit(tiny_dataset, tmp_path, monkeypatch, fresh_cache):
     """The logistic regression is a function of the cached features: fitted once, stored beside them."""
-    from graft.heads import logistic
+    from sklearn.preprocessing import StandardScaler
 
-    options = dict(out=tmp_path, cache_dir=tmp_path, **FAST)
+    options = dict(out=tmp_path, cache_dir=fresh_cache, **FAST)
     first = graft.train(tiny_dataset, strategy="linear-probe", name="first", **options)
-    monkeypatch.setattr(logistic, "_fit", lambda *args, **kwargs: pytest.fail("fitted again instead of reusing the stored fit"))
+    # every logistic fit standardises its features first (one StandardScaler.fit a fit)
+    monkeypatch.setattr(StandardScaler, "fit", lambda *args, **kwargs: pytest.fail("fitted again instead of reusing the stored fit"))
     second = graft.train(tiny_dataset, strategy="linear-probe", name="second", **options)
     assert second.metrics.logreg_c == first.metrics.logreg_c
     for a, b in zip(first.classifier.model.head.parameters(), second.classifier.model.head.parameters()):
@@ -242,7 +242,7 @@ def test_a_second_identical_linear_probe_reuses_the_stored_fit(tiny_dataset, tmp
 
 def test_strategy_auto_follows_the_advice_and_records_it(tiny_dataset, tmp_path):
     """--strategy auto: the data is measured first, auto's plan trains, graft.json says why."""
-    run = graft.train(tiny_dataset, strategy="auto", out=tmp_path, cache_dir=tmp_path, **FAST)
+    run = graft.train(tiny_dataset, strategy="auto", out=tmp_path, **FAST)
     meta = json.loads((run.run_dir / "graft.json").read_text())
     advice = meta["advice"]
     assert advice["size"] == "small"  # 12 training images per class

@@ -48,6 +48,9 @@ class RunRecord:
     # what every forward pass of the model computes in: "32", or "bf16" where --precision bf16 was asked
     # ("auto" in records from before graft fixed inference at fp32)
     inference_precision: str = "auto"
+    # what computed the run's frozen features and its val and test scores: "torch", "onnxruntime" or
+    # "openvino" (graft.engines; None in records from before it was kept)
+    engine: str | None = None
     advice: dict | None = None  # why --strategy auto chose this (graft.advise's Advice.to_dict())
     accuracy: dict[str, float] = field(default_factory=dict)  # split -> accuracy of the saved model
     data: DataSummary | None = None

@@ -97,7 +97,11 @@ class StageEvidence:
 
 @dataclass
 class Advice:
-    """Which case the data is in, the strategy and settings that follow, and the evidence."""
+    """Which case the data is in, the evidence, and the course's recipe for that case (`strategy` and
+    its settings). What `--strategy auto` runs on the data follows from it (graft.advise.auto.auto_plan):
+    usually the recipe, but a frozen base wherever there are too few images to retrain one, and a
+    truncated base only on a clear lead of an earlier stage. `describe` says both, and recommends
+    what auto runs."""
 
     case: int  # 1 small+similar, 2 small+different, 3 large+similar, 4 large+different
     size: str  # "small" | "large"
@@ -110,8 +114,9 @@ class Advice:
     backbone_lr_ratio: float  # backbone learning rate as a fraction of lr
     stages: list[StageEvidence]  # one row per backbone stage
     best_stage: int  # the cut search's best stage
-    reasons: list[str]  # why this case, why this strategy
+    reasons: list[str]  # why this case: the measurements, in words
     alternatives: list[str] = field(default_factory=list)  # other reasonable choices, in words
+    recipe: list[str] = field(default_factory=list)  # why the course's recipe for the case is `strategy`
     backbone: str = DEFAULT_BACKBONE
     weights: str = "imagenet"
     img_size: int | None = None  # the input size measured at (None: the backbone's own)
@@ -129,7 +134,7 @@ class Advice:
         return options
 
     def command(self, data: str | Path = "DATA") -> str:
-        """The `graft train` command line that follows this advice (options left at their defaults omitted)."""
+        """The `graft train` command line of the course's recipe (options left at their defaults omitted)."""
         config = TrainConfig.from_options(**self.train_options(), backbone=self.backbone, weights=self.weights,
                                           img_size=self.img_size)
         return config.command(str(data))
@@ -143,13 +148,31 @@ class Advice:
         return (f"Case {self.case}: {self.size} data ({self.images_per_class:g} training images per class), "
                 f"{self.similarity} {relation} ImageNet.")
 
-    def describe(self, data: str | Path = "DATA") -> str:
-        """A few lines for the terminal: the case, the recommendation (for `data`) and why."""
+    def recipe_name(self) -> str:
+        """The course's recipe for the case, as strategy and settings: `truncate --cut 0`, `finetune`."""
+        settings = "".join(f" --{name} {value}" for name, value in (("cut", self.cut), ("unfreeze", self.unfreeze))
+                           if value is not None)
+        return f"{self.strategy}{settings}"
+
+    def describe(self, data: str | Path = "DATA", plan=None) -> str:
+        """A few lines for the terminal: the case and its evidence, the course's recipe for it, and the
+        recommendation, which is what `--strategy auto` runs on `data` (`plan`, graft.advise.auto's
+        AutoPlan; made from this advice when not given), with auto's reasons: one answer."""
+        if plan is None:
+            from .auto import auto_plan
+
+            plan = auto_plan(self)
+        same = plan.strategy == self.strategy and plan.options.get("cut") == self.cut
         lines = [
             *([self.backbone_choice.describe()] if self.backbone_choice is not None else []),
             self.headline(),
-            f"Recommended: {self.command(data)}",
             *(f"  - {reason}" for reason in self.reasons),
+            f"The course's recipe for case {self.case}: {self.recipe_name()}"
+            + (", which is what auto runs here." if same else f"; auto runs {plan.strategy} here instead (below)."),
+            *(f"  - {reason}" for reason in self.recipe),
+            f"What `graft train {data}` (strategy auto, the default) does with this data:",
+            plan.describe(),
+            f"Recommended: {plan.command(self, data)}",
         ]
         if self.alternatives:
             lines += ["Alternatives:", *(f"  - {alternative}" for alternative in self.alternatives)]
@@ -303,7 +326,8 @@ def judge_similarity(stages: list[StageEvidence]) -> tuple[bool, list[str]]:
 
 
 def recommend(case: int, *, stages: list[StageEvidence], best: int, reasons: list[str], images_per_class: float) -> Advice:
-    """The course's recipe for `case` as graft settings: strategy, cut, learning rates, and why."""
+    """The course's recipe for `case` as graft settings: strategy, cut, learning rates, and why (`recipe`);
+    `reasons`, the evidence for the case, are kept as they are."""
     cut, ratio, alternatives = None, BACKBONE_LR_RATIO_SIMILAR, []
     if case == 1:
         strategy = "linear-probe"
@@ -330,15 +354,16 @@ def recommend(case: int, *, stages: list[StageEvidence], best: int, reasons: lis
         why = (f"Large data unlike ImageNet: fine-tune everything from ImageNet weights (faster than from random weights), "
                f"the base at {ratio:g} x the head's learning rate because its late features must change more.")
         alternatives.append("scratch: the same network from random weights, the baseline fine-tuning must beat.")
-    reasons = [*reasons, why]
+    recipe = [why]
     mentioned = {strategy, *(text.split(" ")[0].rstrip(":") for text in alternatives)}
     alternatives += [f"{plan.name}: {plan.summary}" for plan in strategies_for_case(case) if plan.name not in mentioned]
     if strategy != "linear-probe":  # a logistic regression has no learning rate
-        reasons.append(f"Head learning rate {HEAD_LR:g}: graft's default for a new head trained with AdamW.")
+        recipe.append(f"Head learning rate {HEAD_LR:g}: graft's default for a new head trained with AdamW.")
     return Advice(
         case=case, size="large" if case in (3, 4) else "small", similarity="similar" if case in (1, 3) else "different",
         images_per_class=images_per_class, strategy=strategy, cut=cut, unfreeze=None, lr=HEAD_LR,
-        backbone_lr_ratio=ratio, stages=stages, best_stage=best, reasons=reasons, alternatives=alternatives,
+        backbone_lr_ratio=ratio, stages=stages, best_stage=best, reasons=list(reasons), alternatives=alternatives,
+        recipe=recipe,
     )
 
 

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ..config import parse_duration
+from ..config import TrainConfig, parse_duration
 from .advice import PROBE_MARGIN, Advice
 
 # Fine-tuning is tried only below this probe accuracy on val: the insect photos (96.1%) gained 0.6
@@ -56,6 +57,7 @@ class AutoPlan:
     options: dict  # graft.train keywords the plan sets (strategy, cut, learning rates)
     reasons: list[str] = field(default_factory=list)
     good_enough: float = PROBE_GOOD_ENOUGH  # probe-finetune: fine-tune only below this probe accuracy on val
+    budget: str = "10m"  # the --budget the plan was made for
 
     @property
     def may_finetune(self) -> bool:
@@ -63,6 +65,17 @@ class AutoPlan:
 
     def describe(self) -> str:
         return "\n".join([f"auto: {self.strategy}", *(f"  - {reason}" for reason in self.reasons)])
+
+    def command(self, advice: Advice, data: str | Path = "DATA") -> str:
+        """The `graft train` command that runs this plan on `data`: the strategy named where auto's
+        choice is final (a frozen base), else `--strategy auto` itself (the default, so not written),
+        since only auto decides after the probe whether to fine-tune."""
+        options = dict(backbone=advice.backbone, weights=advice.weights, img_size=advice.img_size)
+        if self.may_finetune:
+            options["budget"] = self.budget
+        else:
+            options.update(self.options)
+        return TrainConfig.from_options(**options).command(str(data))
 
 
 def auto_plan(advice: Advice, *, budget: str = "10m") -> AutoPlan:
@@ -98,7 +111,7 @@ def auto_plan(advice: Advice, *, budget: str = "10m") -> AutoPlan:
     if sampled is not None:
         reasons.append(f"On advise's sample the last stage probed {sampled:.0%} (a rough guess of the probe: "
                        "training measures the real one on val).")
-    return AutoPlan("probe-finetune", options, reasons, good_enough=good_enough)
+    return AutoPlan("probe-finetune", options, reasons, good_enough=good_enough, budget=budget)
 
 
 @dataclass

@@ -24,7 +24,8 @@ def advise(
     json_out: Annotated[bool, typer.Option("--json", help="Print the advice as JSON.")] = False,
     **options,
 ) -> None:
-    """Measure DATA (size, similarity to ImageNet, best stage to cut) and recommend a strategy."""
+    """Measure DATA (size, similarity to ImageNet, best stage to cut) and recommend what to train: what
+    `graft train DATA` (strategy auto) does with it, beside the course's recipe for its case."""
     from ..advise import advise as measure_and_advise
     from ..advise.auto import auto_plan
 
@@ -33,13 +34,14 @@ def advise(
                                 progress=not json_out, budget=budget, **options)
     plan = auto_plan(advice, budget=budget)
     if json_out:
-        print(json.dumps({**advice.to_dict(), "auto": {"strategy": plan.strategy, "reasons": plan.reasons}}, indent=2))
+        print(json.dumps({**advice.to_dict(), "auto": {"strategy": plan.strategy, "reasons": plan.reasons,
+                                                        "command": plan.command(advice, data)}}, indent=2))
         return
     console.print(evidence_table(advice))
-    say(advice.describe(data))
-    say(f"What `graft train {data}` (strategy auto, the default) does with this data:\n{plan.describe()}")
-    if advice.cut is not None:  # what the cut keeps, seen: the images its last stage's channels answer to
-        say(f"After training, see what stage {advice.cut} responds to: graft explain RUN --channels --stage {advice.cut}")
+    say(advice.describe(data, plan))
+    cut = plan.options.get("cut")
+    if cut is not None:  # what the cut keeps, seen: the images its last stage's channels answer to
+        say(f"After training, see what stage {cut} responds to: graft explain RUN --channels --stage {cut}")
 
 
 def evidence_table(advice) -> Table:

@@ -157,6 +157,8 @@ def channel_activations(backbone: Backbone, samples: Sequence[Sample], stage: St
                         runtime: Runtime, cache: FeatureCache | None = None) -> tuple[FeatureSet, bool]:
     """Each sample's mean activation of each channel of `stage` (N x C), and whether the cache had them."""
     view = stage_backbone(backbone, stage, weights_id=weights_id)
+    if isinstance(view.body, _StageBody):  # a hook on an inner stage, which the ONNX tracer cannot follow
+        runtime = runtime.but(engine="torch")
     started = time.time()
     features = backbone_features(view, samples, split="train", runtime=runtime, cache=cache or FeatureCache())
     return features, float(features.meta.get("created", started)) < started

@@ -113,7 +113,7 @@ def write_report(
     report.add(*_channels(run_dir))
     report.add(*_audit(audit, plan))
     if record.advice:
-        report.add(*_advice(record.advice))
+        report.add(*_advice(record.advice, ran=record.strategy))
     figures = run_dir / FIGURES_FOLDER
     figures.mkdir(exist_ok=True)
     for block in _flat(report.blocks):
@@ -242,24 +242,42 @@ def _audit(audit, plan: Strategy) -> list:
     return [Heading("Data audit"), Text(f"Not run: {reason}. Run `graft audit DATA` to audit the data on its own.")]
 
 
-def _advice(advice: dict) -> list:
-    """graft.advise's measurements and reasoning (Advice.to_dict()), in words and tables."""
+def _advice(advice: dict, *, ran: str) -> list:
+    """Why auto trained what it trained (`ran`, the strategy of the model saved): auto's decisions and
+    reasons first (the record's advice["auto"]), then graft.advise's measurements (Advice.to_dict())
+    and the course's recipe for the case, named as such: one answer, the one the run followed."""
     blocks: list = [Heading("Why this strategy (--strategy auto)")]
+    auto = advice.get("auto") or {}
+    planned = auto.get("strategy")
+    kept = "" if not planned or planned == ran else f" (its plan was {planned}; the probe was kept)"
+    blocks.append(Text(f"auto trained `{ran}`{kept}:"))
+    blocks.append(Bullets([*(auto.get("reasons") or []), *([auto["fine_tuning"]] if auto.get("fine_tuning") else [])]))
     if {"case", "size", "similarity"} <= advice.keys():
-        blocks.append(Text(f"Case {advice['case']}: {advice['size']} data ({advice.get('images_per_class', 0):g} training "
-                           f"images per class), {advice['similarity']} to ImageNet, so: {advice.get('strategy')}."))
-    blocks.append(Bullets(list(advice.get("reasons") or [])))
+        relation = "to" if advice["similarity"] == "similar" else "from"
+        blocks.append(Text(f"What graft advise measured. Case {advice['case']}: {advice['size']} data "
+                           f"({advice.get('images_per_class', 0):g} training images per class), {advice['similarity']} "
+                           f"{relation} ImageNet:"))
+    recipe = list(advice.get("recipe") or [])
+    evidence = list(advice.get("reasons") or [])
+    if not recipe and evidence:  # records from before the recipe was kept apart: its sentence was the last reason
+        evidence, recipe = evidence[:-1], evidence[-1:]
+    blocks.append(Bullets(evidence))
     stages = advice.get("stages") or []
     if stages:
         rows = [[str(stage.get("index", "")), str(stage.get("channels", "")), _format(stage.get("bn_drift"), ".3g"),
                  _format(stage.get("probe_accuracy"), ".1%")] for stage in stages]
         blocks.append(Table(["stage", "channels", "BatchNorm drift", "linear-probe accuracy"], rows))
+    course = str(advice.get("strategy", "")) + (f" --cut {advice['cut']}" if advice.get("cut") is not None else "")
+    if course and "case" in advice:
+        differs = "" if course.split(" ")[0] == ran else f"; auto trained `{ran}` instead, for the reasons above"
+        blocks += [Text(f"The course's recipe for case {advice['case']} is `{course}`{differs}."), Bullets(recipe)]
     if advice.get("alternatives"):
         blocks += [Text("Alternatives:"), Bullets(list(advice["alternatives"]))]
-    shown = {"case", "size", "similarity", "images_per_class", "reasons", "stages", "alternatives"}
+    shown = {"case", "size", "similarity", "images_per_class", "reasons", "stages", "alternatives", "recipe", "auto",
+             "strategy", "cut", "unfreeze"}  # the course's strategy and its settings: named above as the recipe
     rows = [[key.replace("_", " "), _plain(value)] for key, value in advice.items()
             if key not in shown and value not in (None, "", [], {})]
-    return blocks + [Table(["setting", "value"], rows, first_column_header=True)]
+    return blocks + ([Table(["setting", "value"], rows, first_column_header=True)] if rows else [])
 
 
 def _format(value, spec: str) -> str:

@@ -21,12 +21,17 @@ def evaluate(run: Run) -> None:
     backbone is the frozen one they came from, else through the whole model."""
     run.model.eval()
     splits = run.splits
-    frozen = run.val_features is not None
-    predictor = None if frozen else run.predictor()  # one graph for val and test
-    run.val_logits = run.logits(splits.val, run.val_features, predictor=predictor)
+    frozen = run.val_features
+    if frozen is not None:  # the backbone is the one these features came from
+        predictor, run.engine = None, frozen.meta.get("engine")
+    else:
+        predictor = run.predictor()  # one graph for val and test
+        run.engine = predictor.engine
+    run.val_logits = run.logits(splits.val, frozen, predictor=predictor)
     run.evaluations = {"val": _evaluation(run, splits.val, run.val_logits)}
     if splits.test:
-        logits = run.logits(splits.test, run.features(splits.test, "test") if frozen else None, predictor=predictor)
+        logits = run.logits(splits.test, run.features(splits.test, "test") if predictor is None else None,
+                            predictor=predictor)
         run.evaluations["test"] = _evaluation(run, splits.test, logits)
     run.timings["total_s"] = time.perf_counter() - run.started
 
@@ -50,7 +55,7 @@ def save(run: Run) -> None:
         # as run: auto's choices, the chosen C and the input size filled in, so --config replays it
         config=config.replace(img_size=run.net.data_config.image_size, logreg_c=run.logreg_c or config.strategy.logreg_c),
         advice=advice or None,
-        inference_precision=run.runtime.inference_precision,  # what val and test were scored in
+        inference_precision=run.runtime.inference_precision, engine=run.engine,  # what scored val and test
         accuracy=run.metrics.accuracies(),
         data=DataSummary(source=str(splits.source), counts={s: len(getattr(splits, s)) for s in ("train", "val", "test")}),
         versions=library_versions(),

@@ -70,6 +70,7 @@ class Run:
     audit: Any = None  # graft.audit.AuditResult
     evaluations: dict[str, Evaluation] = field(default_factory=dict)
     val_logits: np.ndarray | None = None  # of the model saved
+    engine: str | None = None  # what scored val and test (and made the frozen features they were scored on)
     metrics: RunMetrics | None = None  # metrics.json
     record: RunRecord | None = None  # graft.json
     stage: str = "the set-up of the run"  # what the run is doing: said if the user interrupts it
