@@ -245,3 +245,25 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path, capsys, monkeypat
     assert code == 2 and "nowhere does not exist" in output and "Traceback" not in output
     code, output = run_main(["audit", tmp_path, "--duplicate-threshold", "1.5"], capsys, monkeypatch)
     assert code == 2 and "--duplicate-threshold" in output and "Traceback" not in output
+
+
+def test_on_little_data_the_counts_are_said_as_counts_not_alarms():
+    """On small data a gap of 4 images read "Imbalanced: ... far fewer", and the label check's guesses
+    (its classifier right about a third of the images) "may be mislabelled" (issue 24)."""
+    small = check_imbalance(_splits({"airplane": 2, "automobile": 6, "bird": 6, "cat": 6}))
+    assert small.flagged == ["airplane"]  # the fact stays: the class weights follow it
+    assert small.message.startswith("Uneven on little data: airplane (2) has fewer train images than")
+    assert "a difference of 4 images" in small.message and "far fewer" not in small.message
+    large = check_imbalance(_splits({"ants": 40, "bees": 38, "wasps": 6, "flies": 41}))
+    assert "far fewer" in large.message and "--class-weight auto" in large.message  # graft weights them already
+
+    suspects = [Suspect(Path(f"cat/{i}.jpg"), "train", "cat", "deer", 0.99) for i in range(2)]
+    guessed = AuditResult(duplicates=[], imbalance=small, mislabelled=suspects,
+                          settings={"mislabel_confidence": 0.9, "label_check_accuracy": 0.34,
+                                    "images": {"train": 26, "val": 9}})
+    verdict = guessed.verdicts()["mislabelled"]
+    assert "may be mislabelled" not in verdict and "right about only 34%" in verdict
+    assert guessed.summary() == "3 findings: 1 class with fewer images, 2 images the weak label check doubts."
+    learnt = AuditResult(duplicates=[], imbalance=large, mislabelled=suspects,
+                         settings={"mislabel_confidence": 0.9, "label_check_accuracy": 0.97})
+    assert "may be mislabelled" in learnt.verdicts()["mislabelled"] and "that may be mislabelled" in learnt.summary()

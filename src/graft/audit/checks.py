@@ -35,6 +35,9 @@ MISLABEL_CONFIDENCE = 0.9
 MISLABEL_C = 0.01  # regularisation of the out-of-fold logistic regression (docs/audit.md)
 UNDER_MEDIAN = 0.5  # a class with fewer than half the median count is under-represented ...
 MAX_RATIO = 3.0  # ... and so is one with less than a third of the largest class
+# Under this many train images in the largest class, a gap between classes is a handful of images:
+# said as the counts it is, not as an alarm.
+FEW_IMAGES = 20
 SPLIT_ORDER = ("train", "val", "test")
 
 
@@ -134,16 +137,24 @@ def check_imbalance(splits: DataSplits) -> Imbalance:
     ratio = largest / max(smallest, 1)
     floor = max(UNDER_MEDIAN * float(np.median(list(counts.values()))), largest / MAX_RATIO)
     flagged = [name for name, count in counts.items() if count < floor]
+    weighted = ("graft train weights each class by its count meanwhile (--class-weight auto, the default), so "
+                "that a small class counts as much as a large one")
     if not flagged:
         message = f"Balanced: {smallest:,} to {largest:,} train images per class (largest/smallest {ratio:.1f}x)."
     else:
         few = ", ".join(f"{name} ({counts[name]:,})" for name in flagged[:10])
         more = f" and {len(flagged) - 10} more" if len(flagged) > 10 else ""
         them = "it" if len(flagged) == 1 else "them"
-        message = (f"Imbalanced: {few}{more} ha{'s' if len(flagged) == 1 else 've'} far fewer train images than "
-                   f"{largest_class} ({largest:,}; largest/smallest {ratio:.1f}x). Collect more images of {them} "
-                   f"(at least {int(np.ceil(floor)):,} each); until then expect lower recall on {them}, and weight "
-                   "the loss by class or oversample so the model does not learn to favour the large classes.")
+        has = "has" if len(flagged) == 1 else "have"
+        if largest < FEW_IMAGES:  # a few images apart: the counts, not an alarm
+            message = (f"Uneven on little data: {few}{more} {has} fewer train images than {largest_class} "
+                       f"({largest:,}), a difference of {largest - smallest:,} images. A few more images of {them} "
+                       f"would even it out; {weighted}.")
+        else:
+            message = (f"Imbalanced: {few}{more} {has} far fewer train images than {largest_class} ({largest:,}; "
+                       f"largest/smallest {ratio:.1f}x). Collect more images of {them} (at least "
+                       f"{int(np.ceil(floor)):,} each); until then expect lower recall on {them}. {weighted[0].upper()}"
+                       f"{weighted[1:]}.")
     return Imbalance(counts=counts, ratio=round(ratio, 3), flagged=flagged, message=message)
 
 

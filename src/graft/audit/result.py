@@ -15,6 +15,10 @@ from pathlib import Path
 from ..errors import GraftError
 
 SHOWN_ROWS = 20  # rows per table in reports; the JSON always has them all
+# Under this accuracy the label check's classifier has not learnt the classes (little data): a third
+# of its calls or more are wrong, so what it flags is mostly its own error (a judgement, not a
+# calibration: docs/audit.md calibrates the confidence threshold on data it learns).
+WEAK_LABEL_CHECK = 0.67
 THUMBNAIL_PX = 64
 
 
@@ -193,11 +197,37 @@ class AuditResult:
         total = checked.get("train", 0) + checked.get("val", 0)
         share = f" ({len(self.mislabelled) / total:.1%} of train+val)" if total else ""
         accuracy = self.settings.get("label_check_accuracy")
+        if self.weak_label_check:  # too little data to learn the classes: its disagreements are mostly its own errors
+            return (f"{_count(len(self.mislabelled), 'image')}{share} that the label check calls another class{rule}; "
+                    f"but on this little data its classifier is right about only {accuracy:.0%} of all images, so these "
+                    "are more likely images it gets wrong than wrong labels. Glance at them, and move any that truly "
+                    "is in the wrong class folder.")
         judge = (f" That classifier is right about {accuracy:.0%} of all images, so some of these may be hard "
                  "images it gets wrong rather than wrong labels." if accuracy is not None and accuracy < 0.95 else "")
         return (f"{_count(len(self.mislabelled), 'image')}{share} may be mislabelled: for each, a classifier that "
                 f"never saw it says it is another class{rule}.{judge} Look at each one; move it to the right class "
                 "folder, or delete it.")
+
+    @property
+    def weak_label_check(self) -> bool:
+        """The label check's classifier is right about under WEAK_LABEL_CHECK of the images (too little
+        data to learn the classes): what it flags is worded as its guesses, not as findings of fact."""
+        accuracy = self.settings.get("label_check_accuracy")
+        return accuracy is not None and accuracy < WEAK_LABEL_CHECK
+
+    def summary(self) -> str:
+        """The last line: how many findings, of which kind, in words."""
+        if not self.findings:
+            return "0 findings."
+        parts = []
+        if self.duplicates:
+            parts.append(_count(len(self.duplicates), "duplicate pair"))
+        if self.imbalance.flagged:
+            parts.append(_count(len(self.imbalance.flagged), "class", "classes") + " with fewer images")
+        if self.mislabelled:
+            parts.append(_count(len(self.mislabelled), "image") + (" the weak label check doubts" if self.weak_label_check
+                                                                     else " that may be mislabelled"))
+        return f"{_count(self.findings, 'finding')}: {', '.join(parts)}."
 
 
 TITLES = {"duplicates": "Duplicates", "imbalance": "Class balance", "mislabelled": "Likely mislabelled"}
@@ -254,5 +284,5 @@ def _jsonable(value):
     return value
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}" + ("" if number == 1 else "s")
+def _count(number: int, noun: str, plural: str | None = None) -> str:
+    return f"{number:,} " + (noun if number == 1 else plural or noun + "s")
