@@ -72,6 +72,8 @@ def print_result(result: AuditResult) -> None:
     verdicts = result.verdicts()
     for key, (header, rows) in result.tables().items():
         colour = "yellow" if rows or (key == "mislabelled" and result.label_check_skipped) else "green"
+        if key == "mislabelled" and rows and result.weak_label_check:
+            colour = "default"  # its guesses on little data: said as such, not as an alarm
         console.print(f"\n[bold]{TITLES[key]}[/]: [{colour}]{escape(verdicts[key])}[/]")
         if not rows:
             continue
@@ -83,4 +85,4 @@ def print_result(result: AuditResult) -> None:
             console.print(f"... and {len(rows) - SHOWN_ROWS:,} more (--json or --output FILE lists them all).")
     for note in result.notes:
         console.print(f"[dim]Note: {escape(note)}[/]")
-    console.print(f"\n{result.findings:,} finding{'' if result.findings == 1 else 's'}.")
+    console.print(f"\n{escape(result.summary())}")
