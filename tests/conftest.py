@@ -14,9 +14,29 @@ from PIL import Image
 
 
 def pytest_configure(config):
+    _one_share_of_the_cores_per_worker()
     config.addinivalue_line(
         "markers", "slow: takes more than a few seconds on 2 CPU cores (training several models, the demo, "
                    "several processes); deselect with -m 'not slow'")
+
+
+def _one_share_of_the_cores_per_worker() -> None:
+    """Under pytest-xdist (pyproject's addopts run one worker per core), each worker keeps to its own
+    cores: torch and ONNX Runtime size their thread pools from this process's cores (graft.runtime.
+    usable_cores), and two workers each spinning threads on every core ran slower than one."""
+    import os
+
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < count:
+        return
+    share = cores[int(worker.removeprefix("gw")) % count::count]
+    os.sched_setaffinity(0, share)
+    import torch
+
+    torch.set_num_threads(len(share))
 
 
 COLOURS = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (30, 40, 200)}
