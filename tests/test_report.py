@@ -128,3 +128,32 @@ def test_why_this_strategy_argues_for_what_the_run_did(runs, tmp_path):
     assert "The course's recipe for case 2 is `truncate --cut 0`; auto trained `linear-probe` instead" in why
     assert "so: truncate" not in page and "| strategy | truncate" not in why
 
+
+
+def test_a_diverged_run_is_an_error_in_the_cli_and_in_the_report(tiny_dataset, tmp_path, capsys, monkeypatch):
+    """`--lr 1e9` trained to chance with exit 0 and no word (issue 24): the loss blew up to finite values,
+    which the NaN check does not see. The CLI now says what happened and what to do, and exits 1; the
+    report says it at its top."""
+    from test_cli import run_main
+
+    code, output = run_main(["train", tiny_dataset, "--strategy", "feature-extract", "--lr", "1e9", "--img-size", "32",
+                             "--head-epochs", "2", "--views", "1", "--workers", "0", "--no-audit", "--out", tmp_path,
+                             "--name", "wild"], capsys, monkeypatch)
+    assert code == 1 and "Traceback" not in output, output
+    assert "error: Training diverged: the training loss reached" in output and "(--lr 1e+09)" in output
+    assert "train again with a lower --lr" in output
+    assert output.count("Report: ") == 1  # the run says where its report is; the CLI no longer says it again
+    assert (tmp_path / "wild" / "model.safetensors").exists()  # saved, to look at
+    assert "<strong>Error</strong>: Training diverged" in (tmp_path / "wild" / "report.html").read_text()
+
+
+def test_a_run_that_learnt_has_no_problems_and_one_at_chance_is_warned(linear_probe_run):
+    from graft.evaluation import evaluate_predictions
+    from graft.report.health import training_problems
+
+    metrics, classes = linear_probe_run.metrics, linear_probe_run.record.classes
+    assert training_problems(metrics, classes) == []
+    constant = evaluate_predictions([0, 0, 1, 2], [0, 0, 0, 0], classes)  # always the first class
+    problems = training_problems(dataclasses.replace(metrics, evaluations={"val": constant}), classes)
+    assert [p.kind for p in problems] == ["chance"] and not problems[0].is_error
+    assert f"answering '{classes[0]}' for every image scores (2 of 4 val images)" in problems[0].message

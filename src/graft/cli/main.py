@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import GraftError
+from .help import Group, use_graft_help
 from .options import Backbone, Engine, Overwrite, Weights, cache_dir_option, config_options, explicit_options
 from .render import (
     console,
@@ -35,7 +36,24 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=Group,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"graft {version('graft')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_print_version, is_eager=True,
+                                                    help="Print graft's version and exit.")] = None,
+) -> None:
+    """Transfer learning for image classification: a folder of labelled photos in, a trained classifier out."""
 
 # Commands that live beside their own library folder: graft.explain, graft.audit, graft.advise, graft.compare.
 from . import advise as _advise  # noqa: E402
@@ -73,20 +91,26 @@ def _train_and_report(data, config, *, json_out: bool = False, resume: Path | No
             result = resume_run(resume, log=log, progress=not json_out)
         else:
             result = train(data, config, log=log, progress=not json_out)
+    from ..report.health import training_problems
+
+    problems = training_problems(result.metrics, result.record.classes, lr=result.record.config.optim.lr)
     if json_out:
         print(json.dumps(result.metrics.to_dict(), indent=2))
-        return
-    if result.history:
-        console.print(history_table(result.history))
-    for split, evaluation in result.metrics.evaluations.items():
-        for table in evaluation_tables(evaluation, split):
-            console.print(table)
-    console.print(results_table(result.metrics, result.record.strategy, result.record.backbone))
-    run_dir = result.run_dir
-    say(f"Saved model and logs in {run_dir} (model.safetensors, graft.json, metrics.json, logs/).")
-    if (run_dir / "report.html").exists():
-        say(f"Report: {run_dir / 'report.html'} (and report.md)")
-    say(f"Next: graft predict {quote(run_dir)} IMAGE...   |   graft evaluate {quote(run_dir)} DATA")
+    else:
+        if result.history:
+            console.print(history_table(result.history))
+        for split, evaluation in result.metrics.evaluations.items():
+            for table in evaluation_tables(evaluation, split):
+                console.print(table)
+        console.print(results_table(result.metrics, result.record.strategy, result.record.backbone))
+        run_dir = result.run_dir  # the run has said where its report is (graft.train's log)
+        say(f"Saved model and logs in {run_dir} (model.safetensors, graft.json, metrics.json, logs/).")
+        say(f"Next: graft predict {quote(run_dir)} IMAGE...   |   graft evaluate {quote(run_dir)} DATA")
+    for problem in problems:  # after the results, where they are read last
+        label = "[bold red]error:[/]" if problem.is_error else "[bold yellow]warning:[/]"
+        error_console.print(f"{label} {escape(problem.message)}")
+    if any(problem.is_error for problem in problems):
+        sys.exit(1)
 
 
 @app.command()
@@ -125,7 +149,9 @@ def train(
 
 @app.command()
 @cache_dir_option
-@config_options(only=("strategy", "img_size", "out"), defaults={"strategy": "linear-probe"})
+@config_options(only=("strategy", "img_size", "out"), defaults={"strategy": "linear-probe"},
+                help={"strategy": "The strategy to train on the sample: linear-probe (its default here, the quickest) or "
+                                  "any other that `graft strategies` lists, auto included."})
 def demo(**options) -> None:
     """Train on the embedded CIFAR-10 sample (10 classes, 2,500 images), offline, in a few minutes."""
     from ..config import DEFAULT_BACKBONE, TrainConfig
@@ -226,7 +252,7 @@ def _show_answer(answer) -> None:
 def export_command(
     model: Annotated[Path, typer.Argument(help="Run folder (or model folder).")],
     format: Annotated[str, typer.Option("--format", help="onnx: one file that ONNX Runtime, OpenVINO and others run; "
-                                                         "openvino: OpenVINO IR (model.xml + model.bin; pip install 'graft\\[openvino]'); "
+                                                         "openvino: OpenVINO IR (model.xml + model.bin; pip install 'graft[openvino]'); "
                                                          "torchscript: model.pt for libtorch / torch.jit.load.")] = "onnx",
     out: Annotated[Optional[Path], typer.Option("--out", help="The file to write (default: MODEL/model.onnx, model.xml or model.pt).")] = None,
     check_images: Annotated[Optional[list[Path]], typer.Option("--check-images", help="Images to check the export on (default: the run's val images, else graft's sample).")] = None,
@@ -395,3 +421,6 @@ def strategies() -> None:
     for plan in STRATEGIES.values():
         table.add_row(escape(plan.name), escape(plan.summary), escape(plan.case))
     console.print(table)
+
+
+use_graft_help(app)  # last: every command above is registered

@@ -26,7 +26,7 @@ def annotated(name: str, *, help: str | None = None):
     """`Annotated[type, typer.Option(...)]` for config field `name` (help text overridable)."""
     for _group, spec, kind in option_fields():
         if spec.name == name:
-            return _annotation(spec, kind, help)  # beside a command's own options: no panel of its own
+            return _annotation(spec, kind, help)
     raise KeyError(name)
 
 
@@ -50,10 +50,9 @@ def config_options(*, only: Iterable[str] | None = None, exclude: Iterable[str] 
         names = [name for name in (only if only is not None else fields) if name not in exclude and name not in taken]
         added = []
         for name in names:
-            spec, kind, group = fields[name]
-            panel_group = group if len(names) > 8 else None  # a few options read best in one list
+            spec, kind, _group = fields[name]
             added.append(inspect.Parameter(
-                name, inspect.Parameter.KEYWORD_ONLY, annotation=_annotation(spec, kind, help.get(name), panel_group),
+                name, inspect.Parameter.KEYWORD_ONLY, annotation=_annotation(spec, kind, help.get(name)),
                 default=defaults.get(name, spec.default),
             ))
 
@@ -112,11 +111,7 @@ def explicit_options(ctx: typer.Context, values: dict[str, Any]) -> dict[str, An
             if getattr(ctx.get_parameter_source(name), "name", None) in typed}
 
 
-PANELS = {"strategy": "Strategy and model", "data": "Data", "optim": "Optimisation", "augment": "Augmentation",
-          "runtime": "Machine", "output": "Output"}
-
-
-def _annotation(spec, kind, help_text: str | None, group: str | None = None):
+def _annotation(spec, kind, help_text: str | None):
     types = [t for t in typing.get_args(kind) or (kind,) if t is not type(None)]
     # A field that takes a number or a name (--devices 2, --devices auto) is read as text.
     cli_type = str if len(types) > 1 else types[0]
@@ -125,8 +120,7 @@ def _annotation(spec, kind, help_text: str | None, group: str | None = None):
     declarations = [flag_of(spec)] + ([spec.metadata["short"]] if spec.metadata.get("short") else [])
     if types == [bool]:
         declarations = [f"{flag_of(spec)}/--no-{flag_of(spec).removeprefix('--')}"]
-    panel = PANELS.get(group) if group else None
-    return Annotated[cli_type, typer.Option(*declarations, help=help_text or help_of(spec), rich_help_panel=panel)]
+    return Annotated[cli_type, typer.Option(*declarations, help=help_text or help_of(spec))]
 
 
 # Options that commands other than `graft train` declare by hand, with the config's help text.

@@ -101,10 +101,13 @@ def write_report(
     `confident_mistakes`; `audit` is a graft.audit AuditResult (None: the report says why not).
     """
     from ..strategies import get_strategy
+    from .health import training_problems
 
     plan = strategy or get_strategy(record.strategy)
     run_dir = Path(run_dir)
     report = Report(f"graft run {run_dir.name}")
+    report.add(*(Text(f"**{'Error' if problem.is_error else 'Warning'}**: {problem.message}")
+                 for problem in training_problems(metrics, record.classes, lr=record.config.optim.lr)))
     report.add(*_header(record, metrics, plan))
     report.add(*_curves(plan, metrics))
     for split, evaluation in metrics.evaluations.items():
@@ -352,7 +355,9 @@ def _markdown_block(block) -> str:
 
 
 def _inline_html(text: str) -> str:
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    """`code` and **bold**, the two Markdown marks the report's text uses."""
+    marked = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", marked)
 
 
 def _html_table(table: Table) -> str:
