@@ -228,3 +228,22 @@ def test_the_recommendation_is_what_auto_runs_and_the_course_s_recipe_is_named_a
     assert "Recommended: graft train photos/ --strategy truncate --cut 0" in truncate.describe("photos/")
     large = recommend(3, stages=lead, best=0, reasons=[], images_per_class=500)
     assert "Recommended: graft train photos/\n" in large.describe("photos/") + "\n"
+
+
+def test_the_readme_describes_what_auto_does_on_small_data_unlike_imagenet():
+    """At 56 images per class on data unlike ImageNet auto kept a frozen base, where the README said
+    probe-finetune from 50 (issue 24): the README now says what auto_plan does, with its own numbers."""
+    from graft.advise import recommend
+    from graft.advise.auto import FINETUNE_MIN_PER_CLASS, auto_plan
+
+    stages = [StageEvidence(index=i, channels=8, bn_drift=0.5, probe_accuracy=a) for i, a in enumerate([0.6, 0.8, 0.8])]
+    plan = lambda case, per_class: auto_plan(recommend(case, stages=stages, best=1, reasons=[],  # noqa: E731
+                                                         images_per_class=per_class)).strategy
+    assert plan(2, 56) == plan(2, LARGE_PER_CLASS - 1) == "linear-probe"  # unlike ImageNet, small: frozen
+    assert plan(4, LARGE_PER_CLASS) == plan(1, FINETUNE_MIN_PER_CLASS) == "probe-finetune"
+    assert plan(1, FINETUNE_MIN_PER_CLASS - 1) == "linear-probe"
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    auto = readme[readme.index("**`--strategy auto`, the default**"):readme.index("Fine-tuning then runs")]
+    assert f"on data unlike ImageNet under {LARGE_PER_CLASS} images per class" in auto
+    assert f"on data like ImageNet under {FINETUNE_MIN_PER_CLASS} images per class, `linear-probe`" in auto
+    assert f"from {FINETUNE_MIN_PER_CLASS} per class on data like ImageNet, from {LARGE_PER_CLASS} on data unlike it" in auto
