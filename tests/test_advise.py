@@ -211,12 +211,12 @@ def test_the_recommendation_is_what_auto_runs_and_the_course_s_recipe_is_named_a
     """`graft advise` printed "Recommended: --strategy truncate --cut 0" and then "auto: linear-probe"
     (issue 24): the recommendation is now what auto runs, with auto's reasons; the course's case is named."""
     from graft.advise import recommend
-    from graft.advise.auto import auto_plan
+    from graft.advise.auto import auto_plan, recommendation
 
     tied = [StageEvidence(index=i, channels=8, bn_drift=0.5, probe_accuracy=1.0) for i in range(3)]
     advice = recommend(2, stages=tied, best=0, reasons=["drift"], images_per_class=56)
     plan = auto_plan(advice)
-    text = advice.describe("photos/", plan)
+    text = recommendation(advice, plan, "photos/")
     recommended = [line for line in text.splitlines() if line.startswith("Recommended")]
     assert recommended == ["Recommended: graft train photos/ --strategy linear-probe"], text
     assert "The course's recipe for case 2: truncate --cut 0; auto runs linear-probe here instead" in text
@@ -224,10 +224,11 @@ def test_the_recommendation_is_what_auto_runs_and_the_course_s_recipe_is_named_a
     # where they agree, one line says so; a probe-finetune plan is auto's own command (it decides after the probe)
     lead = [StageEvidence(index=i, channels=8, bn_drift=0.5, probe_accuracy=a) for i, a in enumerate([0.9, 0.7, 0.6])]
     truncate = recommend(2, stages=lead, best=0, reasons=[], images_per_class=56)
-    assert "truncate --cut 0, which is what auto runs here" in truncate.describe("photos/")
-    assert "Recommended: graft train photos/ --strategy truncate --cut 0" in truncate.describe("photos/")
+    described = recommendation(truncate, auto_plan(truncate), "photos/")
+    assert "truncate --cut 0, which is what auto runs here" in described
+    assert "Recommended: graft train photos/ --strategy truncate --cut 0" in described
     large = recommend(3, stages=lead, best=0, reasons=[], images_per_class=500)
-    assert "Recommended: graft train photos/\n" in large.describe("photos/") + "\n"
+    assert "Recommended: graft train photos/\n" in recommendation(large, auto_plan(large), "photos/") + "\n"
 
 
 def test_the_readme_describes_what_auto_does_on_small_data_unlike_imagenet():

@@ -100,8 +100,8 @@ class Advice:
     """Which case the data is in, the evidence, and the course's recipe for that case (`strategy` and
     its settings). What `--strategy auto` runs on the data follows from it (graft.advise.auto.auto_plan):
     usually the recipe, but a frozen base wherever there are too few images to retrain one, and a
-    truncated base only on a clear lead of an earlier stage. `describe` says both, and recommends
-    what auto runs."""
+    truncated base only on a clear lead of an earlier stage. graft.advise.auto.recommendation says
+    both, and recommends what auto runs."""
 
     case: int  # 1 small+similar, 2 small+different, 3 large+similar, 4 large+different
     size: str  # "small" | "large"
@@ -154,29 +154,25 @@ class Advice:
                            if value is not None)
         return f"{self.strategy}{settings}"
 
-    def describe(self, data: str | Path = "DATA", plan=None) -> str:
-        """A few lines for the terminal: the case and its evidence, the course's recipe for it, and the
-        recommendation, which is what `--strategy auto` runs on `data` (`plan`, graft.advise.auto's
-        AutoPlan; made from this advice when not given), with auto's reasons: one answer."""
-        if plan is None:
-            from .auto import auto_plan
-
-            plan = auto_plan(self)
-        same = plan.strategy == self.strategy and plan.options.get("cut") == self.cut
-        lines = [
+    def describe(self, ran: str | None = None) -> str:
+        """The case, its evidence and the course's recipe for it, in lines for the terminal. `ran`: the
+        strategy auto runs on the data, said beside the recipe (graft.advise.auto.recommendation,
+        what `graft advise` prints, adds auto's plan and the recommended command)."""
+        same = ran is None or ran == self.recipe_name()
+        return "\n".join([
             *([self.backbone_choice.describe()] if self.backbone_choice is not None else []),
             self.headline(),
             *(f"  - {reason}" for reason in self.reasons),
             f"The course's recipe for case {self.case}: {self.recipe_name()}"
-            + (", which is what auto runs here." if same else f"; auto runs {plan.strategy} here instead (below)."),
+            + ("" if ran is None else ", which is what auto runs here." if same
+               else f"; auto runs {ran} here instead (below)."),
             *(f"  - {reason}" for reason in self.recipe),
-            f"What `graft train {data}` (strategy auto, the default) does with this data:",
-            plan.describe(),
-            f"Recommended: {plan.command(self, data)}",
-        ]
-        if self.alternatives:
-            lines += ["Alternatives:", *(f"  - {alternative}" for alternative in self.alternatives)]
-        return "\n".join(lines)
+        ])
+
+    def describe_alternatives(self) -> str:
+        """The other reasonable strategies for the case, in lines ("" when there are none)."""
+        return "\n".join(["Alternatives:", *(f"  - {alternative}" for alternative in self.alternatives)]
+                         if self.alternatives else [])
 
 
 def advise(

@@ -78,6 +78,20 @@ class AutoPlan:
         return TrainConfig.from_options(**options).command(str(data))
 
 
+def recommendation(advice: Advice, plan: AutoPlan, data: str | Path = "DATA") -> str:
+    """What `graft advise` prints under its evidence table: the case and its evidence, the course's
+    recipe for it, what `graft train DATA` (auto) does with the data and why, and the recommended
+    command, which is what auto runs: one answer (the recipe is named as the course's)."""
+    ran = plan.strategy + (f" --cut {plan.options['cut']}" if plan.options.get("cut") is not None else "")
+    lines = [
+        advice.describe(ran=ran),
+        f"What `graft train {data}` (strategy auto, the default) does with this data:",
+        plan.describe(),
+        f"Recommended: {plan.command(advice, data)}",
+    ]
+    return "\n".join(line for line in (*lines, advice.describe_alternatives()) if line)
+
+
 def auto_plan(advice: Advice, *, budget: str = "10m") -> AutoPlan:
     """The plan `--strategy auto` follows for data `advice` measured (graft advise prints it too)."""
     limit = parse_duration(budget)

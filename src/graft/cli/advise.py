@@ -27,7 +27,7 @@ def advise(
     """Measure DATA (size, similarity to ImageNet, best stage to cut) and recommend what to train: what
     `graft train DATA` (strategy auto) does with it, beside the course's recipe for its case."""
     from ..advise import advise as measure_and_advise
-    from ..advise.auto import auto_plan
+    from ..advise.auto import auto_plan, recommendation
 
     budget = options.pop("budget")
     advice = measure_and_advise(data, sample_per_class=sample_per_class, large_per_class=large_per_class,
@@ -38,7 +38,7 @@ def advise(
                                                         "command": plan.command(advice, data)}}, indent=2))
         return
     console.print(evidence_table(advice))
-    say(advice.describe(data, plan))
+    say(recommendation(advice, plan, data))
     cut = plan.options.get("cut")
     if cut is not None:  # what the cut keeps, seen: the images its last stage's channels answer to
         say(f"After training, see what stage {cut} responds to: graft explain RUN --channels --stage {cut}")

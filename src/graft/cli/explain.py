@@ -44,8 +44,6 @@ def explain(
     training images that activate a stage's channels most (Zeiler and Fergus). An image that cannot
     be read is reported (path and reason) and the others are still explained; the exit status is
     then 1. A PNG in a folder named with --out is replaced only with --overwrite."""
-    from ..data.images import load_image
-    from ..errors import BadImageError
     from ..explain import explain as explain_images
 
     if feature_maps and channels:
@@ -64,15 +62,7 @@ def explain(
     else:
         run, image_paths = Path(target[0]), target[1:]
         folder = (run if run.is_dir() else run.parent) / "explain"
-    unread: dict[str, str] = {}
-    for image in image_paths:  # every image read first: the bad ones are reported, the good ones explained
-        try:
-            load_image(image)
-        except BadImageError as error:
-            unread[image] = error.reason
-    readable = [image for image in image_paths if image not in unread]
-    if not readable:
-        raise GraftError("No image could be read: " + "; ".join(f"{image}: {reason}" for image, reason in unread.items()))
+    readable, unread = _read_first(image_paths)
     if imagenet:
         from ..explain import imagenet_classifier
 
@@ -105,6 +95,24 @@ def explain(
     if unread:
         _report_unread(unread)
         sys.exit(1)
+
+
+def _read_first(images: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Every image read before the model is loaded: the readable ones, and why each other one is not
+    (a GraftError when none can be read)."""
+    from ..data.images import load_image
+    from ..errors import BadImageError
+
+    unread: dict[str, str] = {}
+    for image in images:
+        try:
+            load_image(image)
+        except BadImageError as error:
+            unread[image] = error.reason
+    readable = [image for image in images if image not in unread]
+    if not readable:
+        raise GraftError("No image could be read: " + "; ".join(f"{image}: {reason}" for image, reason in unread.items()))
+    return readable, unread
 
 
 def _print_json(explained: list[dict], images: list[str], unread: dict[str, str]) -> None:
