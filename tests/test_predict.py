@@ -224,3 +224,17 @@ def test_ctrl_c_during_predict_says_what_was_kept(linear_probe_run, tiny_dataset
     assert code == 130 and "Traceback" not in output
     assert "interrupted: after 1 of 3 images" in output and f"{target} was not written" in output, output
     assert not list(tmp_path.iterdir())  # neither the CSV nor a temporary file
+
+
+def test_ctrl_c_while_the_model_is_opened_says_nothing_was_written(linear_probe_run, tiny_dataset, tmp_path, capsys,
+                                                                    monkeypatch):
+    """The first predict of a run may export it first (seconds): Ctrl-C then exited 130 with no word."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("graft.loader.open_predictor", interrupted)
+    image = sorted((tiny_dataset / "val" / "red").iterdir())[0]
+    code, output = run_main(["predict", linear_probe_run.run_dir, image, "--csv", tmp_path / "a.csv"], capsys,
+                            monkeypatch)
+    assert code == 130 and "interrupted: while the model was being opened" in output and "nothing was written" in output
+    assert not list(tmp_path.iterdir())

@@ -205,14 +205,9 @@ def predict(
     paths, failed = expand_inputs(target if imagenet else target[1:])
     if not paths:
         raise GraftError("No image to predict: " + "; ".join(str(bad) for bad in failed))
-    if imagenet:
-        from ..backbones.imagenet import ImageNetModel
-
-        predictor: BatchPredictor = ImageNetModel(backbone, weights=weights, engine=engine)
-    else:
-        from ..loader import open_predictor
-
-        predictor = open_predictor(target[0], engine=engine, say=lambda message: error_console.print(escape(message)))
+    with interrupts_explained(lambda: "while the model was being opened, before any image was predicted; nothing "
+                                      "was written. Run the command again."):
+        predictor = _predictor(None if imagenet else target[0], backbone=backbone, weights=weights, engine=engine)
     answers = itertools.chain([Prediction(str(bad.path), [], bad.reason) for bad in failed],  # matched nothing: first
                               predictor.predict_iter(paths, top_k=top_k, batch_size=batch_size, tta=tta))
     done = [0]
@@ -237,6 +232,18 @@ def predict(
         (error_console.print(escape(written)) if json_out else say(written))  # stdout stays JSON with --json
     if unread:
         sys.exit(1)
+
+
+def _predictor(model: str | None, *, backbone: str, weights: str, engine: str) -> BatchPredictor:
+    """What graft predict predicts with: the model file or run folder `model` (a run on a CPU opened as
+    its kept export, written first where missing), else the backbone's own ImageNet head."""
+    if model is None:
+        from ..backbones.imagenet import ImageNetModel
+
+        return ImageNetModel(backbone, weights=weights, engine=engine)
+    from ..loader import open_predictor
+
+    return open_predictor(model, engine=engine, say=lambda message: error_console.print(escape(message)))
 
 
 def _show_answer(answer) -> None:
