@@ -154,7 +154,7 @@ class Advice:
                            if value is not None)
         return f"{self.strategy}{settings}"
 
-    def describe(self, ran: str | None = None) -> str:
+    def describe(self, *, ran: str | None = None) -> str:
         """The case, its evidence and the course's recipe for it, in lines for the terminal. `ran`: the
         strategy auto runs on the data, said beside the recipe (graft.advise.auto.recommendation,
         what `graft advise` prints, adds auto's plan and the recommended command)."""
