@@ -73,3 +73,14 @@ def test_cli_prints_the_table(tiny_dataset, tmp_path):
     assert result.exit_code == 0, result.output
     assert "linear-probe" in result.output and "scratch" in result.output and "compare.md" in result.output
     assert (tmp_path / "cli" / "accuracy.png").exists()
+
+
+def test_one_epoch_is_one_column(comparison):
+    """With --epochs 1, 'after epoch 1' and 'after the last epoch' are the same: compare.md says it once."""
+    import dataclasses
+
+    markdown = dataclasses.replace(comparison, epochs=1).to_markdown()
+    header = next(line for line in markdown.splitlines() if line.startswith("| strategy"))
+    assert header.count("val acc @") == 1 and "epochs |" not in header
+    row = next(line for line in markdown.splitlines() if line.startswith("| linear-probe"))
+    assert row.count("|") == header.count("|")

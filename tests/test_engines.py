@@ -294,3 +294,25 @@ def test_the_same_run_gives_the_same_model_whatever_the_cache_holds(tiny_dataset
     mine, theirs = cold.classifier.model.head.state_dict(), again.classifier.model.head.state_dict()
     assert all(torch.equal(mine[name], theirs[name]) for name in mine)
     assert cold.metrics.evaluations == again.metrics.evaluations
+
+
+def test_a_graph_that_could_not_be_written_is_not_remembered_as_untraceable(tmp_path, monkeypatch):
+    """A full disk or a file-size limit while tracing is no fault of the network: the next pass traces again."""
+    import errno
+
+    calls: list[int] = []
+
+    def full_disk(*args, **kwargs):
+        calls.append(1)
+        try:
+            raise OSError(errno.EFBIG, "File too large")
+        except OSError as error:
+            raise RuntimeError("the exporter wraps it") from error
+
+    monkeypatch.setattr("graft.engines.compile.trace_onnx", full_disk)
+    net = create_backbone("resnet10t", weights="none", img_size=32)
+    for _ in range(2):  # the system's own error, which graft's CLI says with the file and what to do
+        with pytest.raises(OSError, match="File too large"):
+            with frozen_forward(net, runtime=FP32.but(engine="onnxruntime"), input_size=(3, 32, 32), folder=tmp_path):
+                pass
+    assert len(calls) == 2 and not list(tmp_path.glob("*.refused.json"))

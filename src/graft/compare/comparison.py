@@ -66,21 +66,22 @@ class Comparison:
 
     def to_markdown(self) -> str:
         e = self.epochs
+        # one epoch: "after epoch 1" and "after the last epoch" are the same column
+        last = [f"val acc @ {e} epochs"] if e != 1 else []
         lines = [
             f"# Strategy comparison: {self.data}",
             "",
             f"Backbone `{self.backbone}`, {e} epoch{'s' if e != 1 else ''} of each strategy's main phase, seed {self.seed}.",
             "",
-            f"| strategy | val acc @ 1 epoch | val acc @ {e} epochs | val acc (model kept) | test acc | time / epoch (s) "
-            "| features (s) | total (s) | trainable params | peak RSS (MB) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| " + " | ".join(["strategy", "val acc @ 1 epoch", *last, "val acc (model kept)", "test acc",
+                              "time / epoch (s)", "features (s)", "total (s)", "trainable params", "peak RSS (MB)"]) + " |",
+            "|" + "---|" * (9 + len(last)),
         ]
         for row in self.rows:
-            lines.append(
-                f"| {row.strategy} | {pct(row.val_acc_first)} | {pct(row.val_acc_last)} | {pct(row.best_val_acc)} "
-                f"| {pct(row.test_acc)} | {num(row.epoch_time_s, '.1f')} | {row.features_s:.1f} | {row.total_s:.1f} "
-                f"| {row.trainable_params:,} | {num(row.peak_rss_mb, '.0f')} |"
-            )
+            cells = [row.strategy, pct(row.val_acc_first), *([pct(row.val_acc_last)] if last else []),
+                     pct(row.best_val_acc), pct(row.test_acc), num(row.epoch_time_s, ".1f"), f"{row.features_s:.1f}",
+                     f"{row.total_s:.1f}", f"{row.trainable_params:,}", num(row.peak_rss_mb, ".0f")]
+            lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "linear-probe fits a logistic regression once: it has no epochs, so both columns show that fit.",
                   "finetune and partial start from the head trained on the frozen base (epoch 0 in the plot).",
                   self.peak_memory_note, "", "![validation accuracy per epoch](accuracy.png)", "",

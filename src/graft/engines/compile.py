@@ -108,6 +108,9 @@ def compile_onnx(module: torch.nn.Module, input_size: tuple[int, ...], folder: P
         try:
             trace_onnx(module, example, temporary, output_names=["outputs"], optimize=not template)
         except Exception as error:  # the exporter raises many kinds; the message says which
+            written_wrong = _os_error_in(error)
+            if written_wrong is not None:  # a full disk, a size limit: the file's fault, not the module's
+                raise written_wrong from None  # said as such (graft.cli), and not remembered
             message = f"{type(module).__name__} could not be traced to ONNX: {_first_sentence(error)}"
             try:  # remembered by content and versions, so the next pass does not spend seconds failing again
                 write_json_atomic(refused, {"message": message, "torch": torch.__version__})
@@ -118,6 +121,18 @@ def compile_onnx(module: torch.nn.Module, input_size: tuple[int, ...], folder: P
     write_json_atomic(path.with_suffix(".json"), {"input_size": list(input_size), "relative_difference": difference,
                                                   "module": type(module).__name__, "torch": torch.__version__})
     return path
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError (a file not written) somewhere in the exception's chain: the exporter wraps them."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _first_sentence(error: Exception) -> str:
