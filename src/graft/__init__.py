@@ -11,7 +11,14 @@
 stay fast.
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# ONNX Runtime (1.29 and later) sends usage telemetry and keeps a device id and an event store under
+# ~/.cache unless this is set. graft runs offline and caches only where --cache-dir (or
+# $GRAFT_CACHE) says; set ORT_DISABLE_TELEMETRY=0 yourself to let ONNX Runtime do as it would.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from .errors import BadImageError, DataError, GraftError, ModelFileError, WeightsError  # noqa: E402
 
