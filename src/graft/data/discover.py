@@ -5,7 +5,16 @@ Accepted layouts (see `find_data`):
 - a folder with `train/` and `val/` (or `valid/`, `validation/`) and optional `test/`, each
   holding one folder per class; with `train/` but no `val/`, `train/` is split like a flat folder;
 - one folder of class folders, split into train/val per class (stratified) with a seed;
-- a CSV file with columns `path,label` and optionally `split` (train/val/test).
+- a label file (graft.data.labels): a CSV or TSV with a path column, a label column and optionally
+  `split` (train/val/test), or JSONL; or Hugging Face's imagefolder layout, a `metadata.csv` or
+  `metadata.jsonl` in the folder or in each of its train/, val/ and test/ folders. Folders named
+  like splits are never classes.
+
+A label file may give an image several labels, or none (`[]`): multi-label data. `find_data`'s
+`task` says which data its caller takes: "single" (one class per image: `Sample.label`; multi-label
+data is refused), "multilabel" (a set of classes per image: `Sample.labels`) or "auto" (multi-label
+when any image has several labels or none). Multi-label data without a val split is split by
+iterative stratification (graft.data.stratify), so that each label keeps its share in train and val.
 
 Hidden and junk entries (`.git`, `.ipynb_checkpoints`, `__MACOSX`, `.DS_Store`, `Thumbs.db`) are
 ignored. Non-image and unreadable files are skipped and reported, never fatal and never modified:
@@ -22,7 +31,6 @@ already read; the same image file reached twice (through links) is refused, as i
 
 from __future__ import annotations
 
-import csv
 import math
 import numbers
 import os
@@ -36,6 +44,17 @@ from ..errors import BadImageError, DataError
 from ..fingerprint import files_fingerprint
 from ..io import OUTPUT_MARKER, RUN_MARKER, write_bytes_atomic, write_json_atomic
 from .images import IMAGE_EXTENSIONS, load_image
+from .labels import (
+    SPLIT_NAMES,
+    LabelRows,
+    is_label_file,
+    metadata_file,
+    read_imagefolder,
+    read_label_file,
+    resolve_task,
+)
+from .labels import counted as _count
+from .labels import first_few as _first
 
 # RUN_MARKER (in every run and compare folder graft writes) and OUTPUT_MARKER (in the output root
 # graft creates, runs/) are defined where graft writes them, graft.io, and exported here too.
@@ -43,25 +62,55 @@ from .images import IMAGE_EXTENSIONS, load_image
 _OLD_OUTPUT_FILES = (("graft.json", "model.safetensors"), ("compare.json", "compare.md"))
 
 SPLITS = ("train", "val", "test")
-SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_FOLDER_NAMES = SPLIT_NAMES
 JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
 CHECK_DRAFT_SIZE = (256, 256)  # checking only needs a decode, not full resolution
-_SHOWN = 5  # how many offending rows or files an error message lists
 
 _LAYOUTS = ("give a folder of class folders (data/cats/1.jpg, data/dogs/2.jpg), a folder with "
-            "train/ and val/ folders of class folders, or a CSV file with columns path,label")
+            "train/ and val/ folders of class folders, a CSV file with columns path,label (or path,labels "
+            "for several labels per image), a JSONL file, or a Hugging Face imagefolder (metadata.jsonl)")
 
 # A folder of class folders, or of split folders, or a CSV: the nested mapping every layout becomes.
 ImagesByClass = dict[str, list[Path]]
 ImagesBySplit = dict[str, ImagesByClass]
+# Multi-label data: each split's images, each with its class names (any number).
+LabelledBySplit = dict[str, list[tuple[Path, tuple[str, ...]]]]
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image: `label` indexes the class list (-1 when unknown, as in prediction)."""
+    """One labelled image. `labels` holds the indexes of its classes in the class list, sorted.
+
+    Single-label data: `label` is the image's one class and `labels` is `(label,)`, filled in.
+    Multi-label data: `labels` holds any number of classes (none for an image that has none of
+    them) and `label` is -1, as for an image whose class is unknown (prediction).
+    """
 
     path: Path
     label: int
+    labels: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.label >= 0:
+            if self.labels not in ((), (self.label,)):
+                raise ValueError(f"a sample of class {self.label} cannot have the labels {self.labels}")
+            object.__setattr__(self, "labels", (self.label,))
+
+
+TASKS = ("single", "multilabel")  # what DataSplits.task says; find_data's task may also be "auto"
+
+
+def sample_targets(samples: list[Sample], classes: int, task: str = "single"):
+    """What a classifier learns from `samples`: for single-label data their classes (int64, N); for
+    multi-label data an N x `classes` multi-hot float32 array (1 where the image has the class)."""
+    import numpy as np
+
+    if task == "single":
+        return np.array([sample.label for sample in samples], dtype=np.int64)
+    multi_hot = np.zeros((len(samples), classes), dtype=np.float32)
+    for row, sample in enumerate(samples):
+        multi_hot[row, list(sample.labels)] = 1
+    return multi_hot
 
 
 @dataclass(frozen=True)
@@ -78,7 +127,8 @@ class DataSplits:
 
     `layout` says in words how the data was read and split, for summaries and run metadata.
     `ignored` lists folders left out on purpose, not for the user to fix: graft's own output, and
-    folder links that lead back into data already read (the reason says which).
+    folder links that lead back into data already read (the reason says which). `task` is "single"
+    (each sample's class is its `label`) or "multilabel" (each sample's classes are its `labels`).
     """
 
     classes: list[str]
@@ -89,21 +139,37 @@ class DataSplits:
     source: str = ""
     layout: str = ""
     ignored: list[SkippedFile] = field(default_factory=list)
+    task: str = "single"
 
     def counts(self, split: str) -> dict[str, int]:
-        """Images per class (every class, zeros included, in class order) in `split`."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-        per_label = Counter(sample.label for sample in getattr(self, split))
+        """Images per class (every class, zeros included, in class order) in `split`; in multi-label
+        data an image counts once for each of its classes."""
+        per_label = Counter(label for sample in self._split(split) for label in sample.labels)
         return {name: per_label[label] for label, name in enumerate(self.classes)}
 
+    def cardinality(self, split: str) -> float:
+        """Mean labels per image in `split` (1 for single-label data; 0 for a split with no image)."""
+        samples = self._split(split)
+        return sum(len(sample.labels) for sample in samples) / len(samples) if samples else 0.0
+
+    def targets(self, samples: list[Sample]):
+        """`sample_targets` of `samples` for this data's classes and task."""
+        return sample_targets(samples, len(self.classes), self.task)
+
     def describe(self, max_classes: int = 20) -> str:
-        """A few lines for the terminal: source, images per split and per class, skipped files."""
+        """A few lines for the terminal: source, task, images per split and per class (in multi-label
+        data: labels per image, images with none, images per label), skipped files."""
         splits = [split for split in SPLITS if getattr(self, split)]
         totals = ", ".join(f"{len(getattr(self, split))} {split}" for split in splits)
         skipped = f"; {_count(len(self.skipped), 'file')} skipped" if self.skipped else ""
+        task = "multi-label" if self.task == "multilabel" else "single-label"
         lines = [f"Data: {self.source}" + (f" ({self.layout})" if self.layout else ""),
-                 f"{len(self.classes)} classes, images: {totals}{skipped}"]
+                 f"{len(self.classes)} classes, {task}; images: {totals}{skipped}"]
+        if self.task == "multilabel":
+            unlabelled = sum(not sample.labels for split in splits for sample in getattr(self, split))
+            none = f"; {_count(unlabelled, 'image')} with no label" if unlabelled else ""
+            lines += [f"labels per image: {', '.join(f'{self.cardinality(s):.2f} {s}' for s in splits)}{none}",
+                      "images per label:"]
         counts = {split: self.counts(split) for split in splits}
         shown = self.classes[:max_classes]
         width = max(map(len, shown), default=0)
@@ -113,6 +179,11 @@ class DataSplits:
             lines.append(f"  ... and {len(self.classes) - len(shown)} more classes")
         lines.extend(f"  ignored {what}" for what in _ignored_phrases(self.ignored, Path(self.source)))
         return "\n".join(lines)
+
+    def _split(self, split: str) -> list[Sample]:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+        return getattr(self, split)
 
 
 def _ignored_phrases(ignored: list[SkippedFile], root: Path) -> list[str]:
@@ -132,55 +203,46 @@ def _ignored_note(data: _Source) -> str:
     return f" (graft ignored {'; and '.join(phrases)})" if phrases else ""
 
 
-@dataclass(frozen=True)
-class _Row:
-    """One CSV row: `file` is resolved against the CSV's folder, `text` is the path as written."""
-
-    line: int
-    file: Path
-    text: str
-    label: str
-    split: str
-
-
 @dataclass
 class _Source:
     """Where the data is and which splits it holds, before any class folder is read.
 
-    `splits` maps each split to its folder (for a CSV: to the CSV). `presplit` is true when the
-    user chose the splits (split folders or a split column), false when graft has to split.
+    `splits` maps each split to its folder (for a label file: to the file that lists it). `presplit`
+    is true when the user chose the splits (split folders or a split column), false when graft has
+    to split. `rows` holds a label file's rows (graft.data.labels), None for class folders.
     """
 
     path: Path
     splits: dict[str, Path]
     presplit: bool
-    rows: list[_Row] | None = None
+    rows: LabelRows | None = None
     skipped: list[SkippedFile] = field(default_factory=list)
     ignored: list[SkippedFile] = field(default_factory=list)
 
     @property
-    def is_csv(self) -> bool:
+    def is_label_file(self) -> bool:
         return self.rows is not None
 
     @property
     def layout(self) -> str:
-        if self.is_csv:
-            return "CSV file with a split column" if self.presplit else "CSV file"
+        if self.rows is not None:
+            return self.rows.layout
         if self.presplit:
             return ", ".join(f"{folder.name}/" for folder in self.splits.values()) + " folders"
         return "class folders"
 
     def where(self, split: str, name: str | None = None) -> str:
         """Where a split (or one class of it) lives, in words for error messages."""
-        if not self.is_csv:
+        if not self.is_label_file:
             folder = self.splits[split]
             return str(folder / name if name else folder)
-        rows = f"the {split} rows of {self.path}" if self.presplit else f"the rows of {self.path}"
+        file = self.splits.get(split, self.path)
+        rows = f"the {split} rows of {file}" if self.presplit else f"the rows of {file}"
         return f"{rows} labelled {name!r}" if name else rows
 
     def collect(self, splits: Iterable[str]) -> ImagesBySplit:
-        """Image files by split and class name; other files are added to `skipped`."""
-        if self.is_csv:
+        """Image files by split and class name (single-label data); other files are added to `skipped`."""
+        if self.is_label_file:
             return {split: self._rows_by_label(split) for split in splits}
         scan = _Scan(self.path, self.splits.values())
         found = {split: scan.class_folders(self.splits[split]) for split in splits}
@@ -191,11 +253,20 @@ class _Source:
         scan.check_duplicates(self.path)
         return images
 
+    def labelled(self, splits: Iterable[str]) -> LabelledBySplit:
+        """Each split's image files and their class names, sorted by path (multi-label data, where an
+        image may have several classes or none); other files are added to `skipped`."""
+        if self.rows is None:
+            return {split: sorted((path, (name,)) for name, paths in by_class.items() for path in paths)
+                    for split, by_class in self.collect(splits).items()}
+        return {split: sorted((row.file, row.labels) for row in self.rows.rows
+                              if row.split == split and _is_image(row.file, self.skipped)) for split in splits}
+
     def _rows_by_label(self, split: str) -> ImagesByClass:
         by_label: ImagesByClass = {}
-        for row in self.rows or []:
+        for row in self.rows.rows if self.rows else []:
             if row.split == split and _is_image(row.file, self.skipped):
-                by_label.setdefault(row.label, []).append(row.file)
+                by_label.setdefault(row.labels[0], []).append(row.file)
         return by_label
 
 
@@ -209,19 +280,26 @@ def find_data(
     seed: int = 0,
     check_images: bool = True,
     workers: int | None = None,
+    task: str = "single",
 ) -> DataSplits:
-    """Find the classes and the train/val(/test) samples in `source` (a folder or a CSV).
+    """Find the classes and the train/val(/test) samples in `source` (a folder or a label file).
 
-    Classes are the sorted class-folder names (or CSV labels); a sample's label indexes them.
+    Classes are the sorted class-folder names (or labels); a sample's label indexes them.
     Without a val split, each class is split on its own (stratified) with `val_split` and `seed`,
     so every class lands in both splits. With `check_images`, every image is decoded once, in
     `workers` threads, and unreadable ones are skipped: better now than an hour into training.
+
+    `task` is the data the caller takes: "single" refuses images with several labels or none,
+    "multilabel" reads every image's set of classes (`Sample.labels`), "auto" is "multilabel" where
+    any image has several labels or none. Multi-label data is split by `_split_labelled`.
     """
     _check_split_options(val_split, seed)
     data = _open_source(source)
     if "train" not in data.splits:
         raise DataError(f"{data.path} has {_listing(data)} but no training data; add a train/ folder "
                         "(or train rows) with the same classes.")
+    if resolve_task(data.rows, task) == "multilabel":
+        return _find_labelled(data, val_split, seed, check_images, workers)
     images = data.collect(data.splits)
     classes = _check_classes(data, images)
     if check_images:
@@ -237,31 +315,41 @@ def find_data(
 
 
 def find_eval_data(
-    source: str | Path, classes: list[str], *, check_images: bool = True
+    source: str | Path, classes: list[str], *, check_images: bool = True, task: str = "single"
 ) -> tuple[list[Sample], list[SkippedFile]]:
     """Labelled images to evaluate a model trained on `classes`, and the files skipped.
 
-    `source` is a folder of class folders, a CSV, or a split folder (its test/ if present, else
-    its val/: never train/, which the model has seen). Its classes must be among `classes`, but
-    need not be all of them; labels index `classes`, the model's order.
+    `source` is a folder of class folders, a label file, or a split folder (its test/ if present,
+    else its val/: never train/, which the model has seen). Its classes must be among `classes`, but
+    need not be all of them; labels index `classes`, the model's order. `task` as for `find_data`.
     """
     data = _open_source(source)
     split = _evaluation_split(data)
-    images = data.collect([split])
-    by_class = images[split]
-    unknown = sorted(set(by_class) - set(classes))
-    if unknown:
-        kind = "labels" if data.is_csv else "class folders"
-        raise DataError(f"{data.where(split)} has {kind} the model does not know: {', '.join(unknown)}. "
-                        f"The model's classes are: {', '.join(classes)}. Remove or rename them, "
-                        "or evaluate a model trained on these classes.")
-    if check_images:
-        _drop_unreadable(images, data.skipped, None)
-    samples = _samples(by_class, classes)
+    if resolve_task(data.rows, task) == "multilabel":
+        labelled = data.labelled([split])
+        _refuse_unknown_classes(data, split, {name for _, names in labelled[split] for name in names}, classes)
+        if check_images:
+            _drop_unreadable_labelled(labelled, data.skipped, None)
+        samples = _labelled_samples(labelled[split], classes)
+    else:
+        images = data.collect([split])
+        _refuse_unknown_classes(data, split, set(images[split]), classes)
+        if check_images:
+            _drop_unreadable(images, data.skipped, None)
+        samples = _samples(images[split], classes)
     if not samples:
         raise DataError(f"No readable images to evaluate in {data.where(split)}; "
                         f"graft reads {_extensions()}.")
     return samples, data.skipped
+
+
+def _refuse_unknown_classes(data: _Source, split: str, found: set[str], classes: list[str]) -> None:
+    unknown = sorted(found - set(classes))
+    if unknown:
+        kind = "labels" if data.is_label_file else "class folders"
+        raise DataError(f"{data.where(split)} has {kind} the model does not know: {', '.join(unknown)}. "
+                        f"The model's classes are: {', '.join(classes)}. Remove or rename them, "
+                        "or evaluate a model trained on these classes.")
 
 
 def write_skipped_report(skipped: Iterable[SkippedFile], path: str | Path) -> Path:
@@ -291,25 +379,60 @@ def _open_source(source: str | Path) -> _Source:
         if _is_graft_output(path):
             raise DataError(f"{path} is graft's own output (a run or output folder), not data: {_LAYOUTS}. "
                             "Give the folder that holds your class folders.")
-        return _folder_source(path)
-    if path.suffix.lower() == ".csv":
-        rows, has_split_column = _read_csv(path)
-        splits = {split: path for split in SPLITS if any(row.split == split for row in rows)}
-        return _Source(path, splits or {"train": path}, has_split_column, rows)
+        return _imagefolder_source(path) or _folder_source(path)
+    if is_label_file(path):
+        return _label_source(path, read_label_file(path))
     hint = (" To classify one image, use graft predict; to train, give the folder that holds the class "
             "folders." if path.suffix.lower() in IMAGE_EXTENSIONS else "")
-    raise DataError(f"{path} is a file but not a .csv file: {_LAYOUTS}.{hint}")
+    raise DataError(f"{path} is a file but not a .csv, .tsv or .jsonl label file: {_LAYOUTS}.{hint}")
+
+
+def _label_source(path: Path, found: LabelRows) -> _Source:
+    """Each split the rows name, with the file that lists it (one file, or one per split folder)."""
+    splits = {}
+    for split in SPLITS:
+        files = [row.source for row in found.rows if row.split == split]
+        if files:
+            splits[split] = files[0]
+    return _Source(path, splits or {"train": path}, found.presplit, found)
+
+
+def _imagefolder_source(root: Path) -> _Source | None:
+    """Hugging Face's imagefolder layout: a metadata file in `root`, or one in each split folder."""
+    top = metadata_file(root)
+    by_split: dict[str, Path] = {}
+    folders = [(folder, SPLIT_FOLDER_NAMES.get(folder.name.lower())) for folder in _visible_folders(root)]
+    for folder, split in folders:
+        file = metadata_file(folder) if split else None
+        if file is not None and split in by_split:
+            raise DataError(f"{root} has both {by_split[split].parent.name}/ and {folder.name}/ with metadata: keep "
+                            "one validation folder (val/, valid/ or validation/).")
+        if file is not None and split is not None:
+            by_split[split] = file
+    if top is None and not by_split:
+        return None
+    if top is not None and by_split:
+        raise DataError(f"{root} has a metadata file ({top.name}) and so do its split folders "
+                        f"({', '.join(f'{file.parent.name}/{file.name}' for file in by_split.values())}); keep "
+                        f"either the one in {root} or one in each split folder.")
+    bare = [folder for folder, split in folders if split and split not in by_split] if top is None else []
+    if bare:
+        raise DataError(f"{bare[0]} has no metadata file, but {next(iter(by_split.values())).parent.name}/ has one: "
+                        "give each split folder its metadata.csv or metadata.jsonl (file_name and label or labels).")
+    return _label_source(root, read_imagefolder(root, {"": top} if top is not None else by_split))
 
 
 def _folder_source(root: Path) -> _Source:
-    """Split folders (train/, val/, test/) when any of them holds folders, else class folders.
+    """Split folders (train/, val/, test/) when any of them holds folders, or when there are only
+    split folders (never two classes called train and val), else class folders.
 
-    Requiring subfolders keeps a flat dataset with a class called "train" (the vehicle) working.
+    Requiring one of these keeps a flat dataset with a class called "train" (the vehicle) working.
     """
     folders = _visible_folders(root)
     output = {folder for folder in folders if _is_graft_output(folder)}
     named = {folder: SPLIT_FOLDER_NAMES.get(folder.name.lower()) for folder in folders if folder not in output}
-    if not any(split and _visible_folders(folder) for folder, split in named.items()):
+    only_splits = len(named) > 1 and all(named.values())
+    if not only_splits and not any(split and _visible_folders(folder) for folder, split in named.items()):
         return _Source(root, {"train": root}, presplit=False)  # the scan leaves the output out
     splits: dict[str, Path] = {}
     skipped: list[SkippedFile] = []
@@ -338,7 +461,7 @@ def _evaluation_split(data: _Source) -> str:
 
 
 def _listing(data: _Source) -> str:
-    if data.is_csv:
+    if data.is_label_file:
         return "only " + ", ".join(data.splits) + " rows"
     return "only " + ", ".join(f"{folder.name}/" for folder in data.splits.values())
 
@@ -425,7 +548,8 @@ class _Scan:
         if not folders:
             found = f" ({_count(len(loose), 'image')} directly in it)" if loose else ""
             raise DataError(f"No class folders in {folder}{found}. Put each class's images in its own "
-                            f"folder, e.g. {folder / 'cats' / '1.jpg'} and {folder / 'dogs' / '2.jpg'}.")
+                            f"folder, e.g. {folder / 'cats' / '1.jpg'} and {folder / 'dogs' / '2.jpg'}, or list "
+                            f"each image's labels in {folder / 'metadata.jsonl'} (file_name and label or labels).")
         real_folder = os.path.realpath(folder)
         by_class: dict[str, _Class] = {}
         for class_folder in folders:
@@ -550,79 +674,6 @@ def _is_image(path: Path, skipped: list[SkippedFile]) -> bool:
     return False
 
 
-# -- CSV ---------------------------------------------------------------------------------------
-
-
-def _read_csv(path: Path) -> tuple[list[_Row], bool]:
-    """The rows of a `path,label[,split]` CSV, and whether it has a split column."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's UTF-8 BOM
-            reader = csv.reader(handle)
-            header = next(reader, None) or []
-            records = [(reader.line_num, record) for record in reader if any(v.strip() for v in record)]
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 text; save it as a UTF-8 CSV file.") from None
-    except csv.Error as error:
-        raise DataError(f"{path} line {reader.line_num} is not valid CSV ({error}).") from None
-    except OSError as error:
-        raise DataError(f"Cannot read {path} ({error.strerror}); check that you may read it.") from None
-    columns = {name.strip().lower(): index for index, name in reversed(list(enumerate(header)))}
-    if "path" not in columns or "label" not in columns:
-        found = ", ".join(name.strip() for name in header) or "none"
-        raise DataError(f"{path} needs a header row with columns path,label (and optionally split); "
-                        f"its columns are: {found}.")
-    rows = _parse_rows(path, records, columns)
-    _check_rows(path, rows)
-    return rows, "split" in columns
-
-
-def _parse_rows(path: Path, records: list[tuple[int, list[str]]], columns: dict[str, int]) -> list[_Row]:
-    def cell(record: list[str], column: str) -> str:
-        index = columns.get(column)
-        return record[index].strip() if index is not None and index < len(record) else ""
-
-    rows, problems = [], []
-    for line, record in records:
-        text, label, split = cell(record, "path"), cell(record, "label"), cell(record, "split")
-        role = SPLIT_FOLDER_NAMES.get(split.lower()) if "split" in columns else "train"
-        if not text or not label:
-            problems.append(f"line {line}: empty {'path' if not text else 'label'}")
-        elif role is None:
-            problems.append(f"line {line}: split {split!r} is not train, val or test")
-        else:
-            file = Path(text).expanduser()
-            rows.append(_Row(line, file if file.is_absolute() else path.parent / file, text, label, role))
-    if problems:
-        raise DataError(f"{path} has rows graft cannot use: {_first(problems)}. Every row needs a path "
-                        "and a label, and split (if present) must be train, val or test.")
-    return rows
-
-
-def _check_rows(path: Path, rows: list[_Row]) -> None:
-    """Every listed file exists, and none is listed twice (a leak between splits, or two labels)."""
-    missing = [f"line {row.line}: {row.text}" for row in rows if not row.file.is_file()]
-    if missing:
-        raise DataError(f"{path} lists {_count(len(missing), 'file')} that do not exist: {_first(missing)}. "
-                        f"Relative paths are read from the CSV's folder, {path.parent}; fix the paths "
-                        "or move the CSV.")
-    lines_of: dict[Path, list[int]] = {}
-    for row in rows:
-        lines_of.setdefault(row.file.resolve(), []).append(row.line)
-    repeated = [f"{file} (lines {', '.join(map(str, lines))})" for file, lines in lines_of.items() if len(lines) > 1]
-    if repeated:
-        raise DataError(f"{path} lists the same file more than once: {_first(repeated)}. List each "
-                        "image once, with one label and one split.")
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
-def _first(items: list[str]) -> str:
-    more = f"; and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
-    return "; ".join(items[:_SHOWN]) + more
-
-
 # -- Checks ------------------------------------------------------------------------------------
 
 
@@ -650,7 +701,7 @@ def _check_same_classes(data: _Source, images: ImagesBySplit, classes: list[str]
         if extra:
             problems.append(f"not in {data.where('train')} but in {data.where(split)}: {', '.join(extra)}")
     if problems:
-        kind = "labels" if data.is_csv else "class folders"
+        kind = "labels" if data.is_label_file else "class folders"
         raise DataError(f"The splits of {data.path} have different classes ({'; '.join(problems)}){_ignored_note(data)}. "
                         f"Every split needs the same {kind}.")
 
@@ -754,4 +805,70 @@ def _split_train(data: _Source, by_class: ImagesByClass, val_split: float, seed:
 def _samples(by_class: ImagesByClass, classes: list[str]) -> list[Sample]:
     label = {name: index for index, name in enumerate(classes)}
     return sorted((Sample(path, label[name]) for name, paths in by_class.items() for path in paths),
+                  key=lambda sample: sample.path)
+
+
+# -- Multi-label data --------------------------------------------------------------------------
+
+
+def _find_labelled(data: _Source, val_split: float, seed: int, check_images: bool, workers: int | None) -> DataSplits:
+    """`find_data` for multi-label data: the same checks as for classes (a label is a class), each
+    image's set of classes, and val split off by iterative stratification where there is none."""
+    images = data.labelled(data.splits)
+    classes = _check_classes(data, _by_label(images))
+    if check_images:
+        dropped = _drop_unreadable_labelled(images, data.skipped, workers)
+        _check_no_empty_class(data, _by_label(images, classes), dropped)
+    layout = data.layout
+    if "val" not in images:
+        images["train"], images["val"] = _split_labelled(data, images["train"], classes, val_split, seed)
+        layout += f"; val is {val_split:.0%} of the images, stratified by label (iterative), seed {seed}"
+    samples = {split: _labelled_samples(found, classes) for split, found in images.items()}
+    return DataSplits(classes, samples["train"], samples["val"], samples.get("test", []), data.skipped,
+                      str(data.path), layout, data.ignored, task="multilabel")
+
+
+def _by_label(images: LabelledBySplit, classes: Iterable[str] = ()) -> ImagesBySplit:
+    """Each split's images by class (`classes` always, even without images), an image under each of
+    its classes: what the class checks read."""
+    by_split: ImagesBySplit = {}
+    for split, found in images.items():
+        by_class = by_split[split] = {name: [] for name in classes}
+        for path, names in found:
+            for name in names:
+                by_class.setdefault(name, []).append(path)
+    return by_split
+
+
+def _drop_unreadable_labelled(images: LabelledBySplit, skipped: list[SkippedFile], workers: int | None) -> Counter:
+    """`_drop_unreadable` for multi-label data: each image decoded once, whatever its classes."""
+    reasons = _unreadable([path for found in images.values() for path, _ in found], workers)
+    dropped: Counter = Counter()
+    if reasons:
+        skipped.extend(SkippedFile(path, reason) for path, reason in reasons.items())
+        for split, found in images.items():
+            dropped.update((split, name) for path, names in found if path in reasons for name in names)
+            images[split] = [(path, names) for path, names in found if path not in reasons]
+    return dropped
+
+
+def _split_labelled(data: _Source, found: list[tuple[Path, tuple[str, ...]]], classes: list[str], val_split: float,
+                    seed: int) -> tuple[list[tuple[Path, tuple[str, ...]]], list[tuple[Path, tuple[str, ...]]]]:
+    """Split multi-label images (sorted by path: the split does not depend on the file's row order)
+    so that each class keeps its share in train and val, at least one image of it in each."""
+    from .stratify import iterative_split
+
+    per_class = Counter(name for _, names in found for name in names)
+    for name in classes:
+        if per_class[name] < 2:
+            raise DataError(f"Label {name!r} has only {per_class[name]} image ({data.where('train', name)}): "
+                            "too few to put at least one in train and one in val. Add images of it, or give "
+                            "your own val rows (a split column).")
+    val = iterative_split(sample_targets(_labelled_samples(found, classes), len(classes), "multilabel"), val_split, seed)
+    return [item for item, chosen in zip(found, val) if not chosen], [item for item, chosen in zip(found, val) if chosen]
+
+
+def _labelled_samples(found: list[tuple[Path, tuple[str, ...]]], classes: list[str]) -> list[Sample]:
+    index = {name: position for position, name in enumerate(classes)}
+    return sorted((Sample(path, -1, tuple(sorted(index[name] for name in names))) for path, names in found),
                   key=lambda sample: sample.path)
