@@ -304,7 +304,7 @@ def test_unknown_columns_are_named_with_the_expected_ones(tmp_path, make_image, 
 def test_unknown_jsonl_keys_and_lines_that_are_not_objects(tmp_path, make_image):
     images(tmp_path, make_image)
     file = write(tmp_path / "data.jsonl", ['{"path": "img/00.png", "labels": ["cat"], "score": 1}'])
-    with pytest.raises(DataError, match="keys graft does not read: 'score'"):
+    with pytest.raises(DataError, match=r"keys graft does not read: 'score' \(line 1\)"):
         find_data(file, task="auto")
     file = write(tmp_path / "data.jsonl", ['{"path": "img/00.png", "labels": ["cat"]}', "img/01.png cat"])
     with pytest.raises(DataError, match=r"data.jsonl line 2 is not JSON \(Expecting value\)"):
@@ -329,12 +329,13 @@ def test_rows_without_labels_bad_splits_and_bad_lists(tmp_path, make_image):
         {"path": "img/02.png", "labels": ["cat"], "split": "holdout"},
         {"path": "img/03.png", "labels": [["cat"]], "split": "val"},
         {"path": "img/04.png", "split": "val"},
+        {"path": "img/05.png", "labels": "owl"},
     )]
     with pytest.raises(DataError, match="has rows graft cannot use") as error:
         find_data(write(tmp_path / "data.jsonl", rows), task="auto")
     message = str(error.value)
     assert ("line 2: empty label; line 3: split 'holdout' is not train, val or test; line 4: the list [['cat']] holds "
-            "something other than labels; line 5: empty label") in message
+            "something other than labels; line 5: empty label; line 6: split '' is not train, val or test") in message
     assert "([] for an image with none of them)" in message
 
 

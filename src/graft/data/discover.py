@@ -97,9 +97,6 @@ class Sample:
             object.__setattr__(self, "labels", (self.label,))
 
 
-TASKS = ("single", "multilabel")  # what DataSplits.task says; find_data's task may also be "auto"
-
-
 def sample_targets(samples: list[Sample], classes: int, task: str = "single"):
     """What a classifier learns from `samples`: for single-label data their classes (int64, N); for
     multi-label data an N x `classes` multi-hot float32 array (1 where the image has the class)."""
@@ -389,11 +386,8 @@ def _open_source(source: str | Path) -> _Source:
 
 def _label_source(path: Path, found: LabelRows) -> _Source:
     """Each split the rows name, with the file that lists it (one file, or one per split folder)."""
-    splits = {}
-    for split in SPLITS:
-        files = [row.source for row in found.rows if row.split == split]
-        if files:
-            splits[split] = files[0]
+    files = {row.split: row.source for row in reversed(found.rows)}  # the first file to list each split
+    splits = {split: files[split] for split in SPLITS if split in files}
     return _Source(path, splits or {"train": path}, found.presplit, found)
 
 

@@ -32,7 +32,7 @@ import difflib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import DataError
@@ -177,6 +177,8 @@ def _read(path: Path, *, fixed_split: str | None = None, infer_split: bool = Fal
     except OSError as error:
         raise DataError(f"Cannot read {path} ({error.strerror}); check that you may read it.") from None
     split_column = any(record.split is not None for record in records)
+    if split_column:  # a JSONL line without the split the others give is a mistake, as an empty CSV cell is
+        records = [replace(record, split="") if record.split is None else record for record in records]
     return _rows(path, records, fixed_split, infer_split), split_column
 
 
@@ -226,15 +228,17 @@ def _columns(path: Path, names: list[str], header: list[str]) -> tuple[int, int,
     return paths[0], labels[0], splits[0] if splits else None
 
 
-def _refuse_unknown(path: Path, unknown: list[str], what: str) -> None:
+def _refuse_unknown(path: Path, unknown: list[str], what: str, lines: dict[str, int] | None = None) -> None:
+    """Columns (or JSONL keys, first seen on `lines`) that are none of graft's, named with a guess."""
     if not unknown:
         return
     known = [*PATH_COLUMNS, *LABEL_COLUMNS, *LABELS_COLUMNS, SPLIT_COLUMN]
     named = []
     for name in unknown:
         close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.75)
-        named.append(repr(name) + (f" ({close[0]}?)" if close else " (pandas' index: write the file with "
-                                   "index=False)" if name in ("", "Unnamed: 0") else ""))
+        named.append(repr(name) + (f" (line {lines[name]})" if lines else "") + (
+            f" ({close[0]}?)" if close else " (pandas' index: write the file with index=False)"
+            if name in ("", "Unnamed: 0") else ""))
     raise DataError(f"{path} has {what}s graft does not read: {', '.join(named)}. graft reads a path ({', '.join(PATH_COLUMNS)}), "
                     f"the labels ({', '.join(LABEL_COLUMNS + LABELS_COLUMNS)}) and optionally split; remove the other "
                     f"{what}s (or rename them), so that no misspelt {what} is silently ignored.")
@@ -271,7 +275,7 @@ def _jsonl_records(path: Path) -> list[_Record]:
             records.append(_Record(line, image.strip(), label,
                                    bool(label_keys) and label_keys[0] in LABELS_COLUMNS,
                                    None if split is None else str(split).strip()))
-    _refuse_unknown(path, list(unknown), "key")
+    _refuse_unknown(path, list(unknown), "key", unknown)
     return records
 
 
