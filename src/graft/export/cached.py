@@ -4,8 +4,11 @@ Where ONNX Runtime (or OpenVINO) is the engine (graft.engines.choice), a run fol
 its whole classifier as one ONNX graph: `graft.load(RUN).predict` and `graft evaluate` in this
 process (graft.classifier), `graft predict RUN` without importing torch at all (graft.loader), and
 `graft serve`. That graph is the run's export, kept in $GRAFT_CACHE/engines/runs/KEY.onnx, where
-KEY hashes graft.json (which seals the weights' SHA-256) and the versions of what traces graphs, so
-a retrained model or a new torch is exported afresh; a damaged file is written again.
+KEY hashes what decides the file: the weights' values, the classes, the preprocessing, the backbone,
+its cut and the head, the strategy and val accuracy the file's metadata names, and the versions of
+what traces graphs (`export_path`). So a retrained model or a new torch is exported afresh, while an
+identical model in another run folder (a second identical run) shares the export made for the
+first; a damaged file is written again.
 
 It is put together rather than traced: its backbone's graph plus the head's operators (about a
 second once that graph is there). A run whose backbone kept its pretrained weights (the frozen
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import GraftError
 from ..io import file_sha256, process_folder
-from ..model_files import META_FILE
+from ..model_files import META_FILE, WEIGHTS_FILE
 from ..runtime import cache_root
 
 if TYPE_CHECKING:  # the module stays torch-free: graft predict asks it where a run's export is
@@ -46,15 +49,59 @@ QUICK_PARITY_IMAGES = 16  # checked when a kept export is put together from a ch
 
 
 def export_path(folder: Path) -> Path:
-    """Where the export of the model in `folder` is kept (it may not be there yet)."""
+    """Where the export of the model in `folder` is kept (it may not be there yet).
+
+    Keyed by `model_identity`, not by graft.json's bytes (which name the run folder and differ
+    between two identical runs), so identical models share one export."""
     versions: list[str | None] = []
     for package in TRACERS:
         try:
             versions.append(version(package))
         except PackageNotFoundError:
             versions.append(None)
-    digest = hashlib.sha256(json.dumps([FORMAT, versions, file_sha256(Path(folder) / META_FILE)]).encode())
+    digest = hashlib.sha256(json.dumps([FORMAT, versions, model_identity(Path(folder))], sort_keys=True).encode())
     return cache_root() / "engines" / "runs" / f"{digest.hexdigest()[:32]}.onnx"
+
+
+# What an export holds besides the weights, from graft.json: the graph's structure (backbone, cut,
+# head), its input (data_config) and the metadata it carries (graft.predictor.model_metadata).
+EXPORTED_FIELDS = ("backbone", "cut", "data_config", "classes", "strategy")
+
+
+def model_identity(folder: Path) -> dict | str:
+    """What decides the export of the model in `folder`: graft.json's EXPORTED_FIELDS, the head's
+    shape, the val accuracy and the weights' values (`weights_digest`); for a graft.json that
+    cannot be read as a record, its SHA-256 (OSError where it is missing)."""
+    meta = Path(folder) / META_FILE
+    try:
+        record = json.loads(meta.read_text(encoding="utf-8"))
+        strategy = record["config"]["strategy"]
+        return {**{name: record[name] for name in EXPORTED_FIELDS},
+                "head": {"hidden": strategy.get("hidden"), "dropout": strategy.get("dropout")},
+                "val_accuracy": (record.get("accuracy") or {}).get("val"),
+                "weights": weights_digest(Path(folder) / WEIGHTS_FILE)}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return file_sha256(meta)
+
+
+def weights_digest(path: Path) -> str:
+    """SHA-256 of a safetensors file's tensors: their names, dtypes, shapes and bytes, without the
+    file's free-form metadata, whose order safetensors does not keep (two saves of the same tensors
+    can differ in their bytes there). Any other file: the SHA-256 of its bytes."""
+    import struct
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        try:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+            header.pop("__metadata__", None)
+        except (struct.error, ValueError, AttributeError, MemoryError, OverflowError):
+            return file_sha256(path)
+        digest.update(json.dumps(header, sort_keys=True).encode())
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def classifier_graph(classifier: Exportable, folder: Path | None, *, say=None) -> Path:
