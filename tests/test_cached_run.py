@@ -31,12 +31,12 @@ def test_a_second_identical_run_reuses_the_export_of_the_first(tiny_dataset, fre
         return graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path / "runs", name=name,
                            cache_dir=fresh_cache, **{**FAST, **options})
 
-    first = train("first")
+    first = train("cached-run-1")
     kept = export_path(first.run_dir)
     assert kept.is_relative_to(fresh_cache) and kept.exists() and "export_s" in first.metrics.timings
     written = kept.stat()
 
-    second = train("second")
+    second = train("cached-run-2")
     assert export_path(second.run_dir) == kept  # another run folder, the same model
     assert "export_s" not in second.metrics.timings  # nothing exported
     assert (kept.stat().st_ino, kept.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
@@ -98,23 +98,23 @@ def test_the_report_of_an_unchanged_run_is_not_drawn_again_and_is_when_something
         text = (run.run_dir / "report.md").read_text().replace(run.run_dir.name, "RUN")
         return [line for line in text.splitlines() if "time (s)" not in line]
 
-    first = train("first")
+    first = train("cached-run-1")
     figures = _figures(first.run_dir)
     assert {"confusion-val.png", "mistakes.png", "channels-stage-3.png", "channels-stage-4.png"} <= set(figures)
     assert drawn.count("png") == len(figures) and drawn.count("channels") == 2
     assert "val/blue/planted.png" in "\n".join(report(first))
     assert len(list((fresh_cache / "report").glob("*.json"))) == len(figures)  # kept under --cache-dir
 
-    second = train("second")
+    second = train("cached-run-2")
     assert drawn == []  # no figure rendered, no activation map or channel ranking computed
     assert _figures(second.run_dir) == figures and report(second) == report(first)
 
     planted.touch()  # the same pixels, another file time: the mistakes figure's input changed
-    third = train("third")
+    third = train("cached-run-3")
     assert drawn == ["png"]  # the mistakes figure alone
     assert _figures(third.run_dir) == figures and report(third) == report(first)
 
-    fourth = train("fourth", logreg_c=1.0)  # another head: other maps, and the channels of another model
+    fourth = train("cached-run-4", logreg_c=1.0)  # another head: other maps, and the channels of another model
     assert drawn.count("channels") == 2 and drawn.count("png") >= 3
     assert _figures(fourth.run_dir)["mistakes.png"] != figures["mistakes.png"]
 

@@ -19,11 +19,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from ..data.discover import DataSplits
 from ..features import FeatureSet
@@ -210,7 +205,13 @@ def out_of_fold_probabilities(
     stored = load_derived(features["train"], "oof", parts)
     if stored is not None:
         present = stored["probabilities"]
-    else:
+    else:  # scikit-learn is imported here: a run that reads the stored result never needs it
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from threadpoolctl import threadpool_limits
+
         model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
         # One thread: with torch loaded, two OpenMP runtimes fight over the cores and a fit that takes
         # 0.2 s alone took 16 s (2,000 images on 2 cores); these fits are too small to gain from threads.

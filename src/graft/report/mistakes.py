@@ -6,16 +6,21 @@ is "mistaken" with high confidence for its true class.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..data.discover import Sample
-from ..explain import MapPair, activation_maps, model_inputs, model_view
 from ..model import GraftModel
+
+if TYPE_CHECKING:  # graft.explain (and matplotlib with it) is imported where a map is drawn
+    from ..explain import MapPair
 
 MISTAKES_SHOWN = 8
 
@@ -26,12 +31,60 @@ class Mistake:
     true: str
     predicted: str
     probability: float  # of the predicted class
-    method: str  # how the map was made: CAM or Grad-CAM
-    pair: MapPair  # the image as the model saw it and the map of the predicted class
+    maps: _Maps = field(repr=False, compare=False)  # shared by the mistakes of one call
+    row: int = 0  # this mistake's place among them
+
+    @property
+    def method(self) -> str:
+        """How the map was made: CAM or Grad-CAM."""
+        return self.maps.computed()[0]
+
+    @property
+    def pair(self) -> MapPair:
+        """The image as the model saw it and the map of the predicted class."""
+        return self.maps.computed()[1][self.row]
 
     def to_dict(self) -> dict:
         return {"path": self.path, "true": self.true, "predicted": self.predicted, "probability": self.probability,
                 "method": self.method}
+
+
+class _Maps:
+    """The activation maps of some mistakes, computed in one batch when first asked for: a report
+    whose mistakes figure comes from graft's cache (graft.report.cache) never computes them."""
+
+    def __init__(self, model: GraftModel, mistakes: list[tuple[str, int, str, str, float]]):
+        self.model, self.mistakes = model, mistakes  # (path, predicted index, true, predicted, probability)
+        self._computed: tuple[str, list[MapPair]] | None = None
+
+    def computed(self) -> tuple[str, list[MapPair]]:
+        if self._computed is None:
+            from ..explain import MapPair, activation_maps, model_inputs, model_view
+
+            config = self.model.backbone.data_config
+            inputs = model_inputs([path for path, *_ in self.mistakes], config)
+            maps = activation_maps(self.model, inputs, classes=torch.tensor([index for _, index, *_ in self.mistakes]))
+            pairs = []
+            for row, (path, _, true, guess, probability) in enumerate(self.mistakes):
+                pairs.append(MapPair(view=model_view(inputs[row], config), heatmap=maps.maps[row].numpy(),
+                                     image_title=f"true: {true}", map_title=f"predicted: {guess} ({probability:.0%})",
+                                     note=f"{Path(path).parent.name}/{Path(path).name}"))
+            self._computed = (maps.method, pairs)
+        return self._computed
+
+    def key(self) -> dict:
+        """What the maps and the figure of them are drawn from (graft.report.cache): the model's
+        weights, its input, and each mistake's file (path, size, times) and answer."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        files = []
+        for path, index, true, guess, probability in self.mistakes:
+            stat = os.stat(path)
+            files.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns,
+                          index, true, guess, repr(probability)])
+        return {"model": digest.hexdigest(), "data_config": repr(self.model.backbone.data_config), "mistakes": files}
 
 
 def confident_mistakes(
@@ -43,7 +96,9 @@ def confident_mistakes(
     limit: int = MISTAKES_SHOWN,
 ) -> list[Mistake]:
     """The `limit` wrong predictions with the highest probability, most confident first, each with the
-    activation map of the class predicted (what the model saw that was not there)."""
+    activation map of the class predicted (what the model saw that was not there). The maps are
+    computed when first asked for (`Mistake.pair`, `Mistake.method`), all in one batch, from
+    `model` as it is then."""
     probabilities = torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(dim=1).numpy()
     predicted = probabilities.argmax(axis=1)
     labels = np.array([s.label for s in samples])
@@ -51,16 +106,19 @@ def confident_mistakes(
     chosen = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:limit]
     if len(chosen) == 0:
         return []
-    config = model.backbone.data_config
-    inputs = model_inputs([samples[i].path for i in chosen], config)
-    maps = activation_maps(model, inputs, classes=torch.from_numpy(predicted[chosen]))
-    mistakes = []
-    for row, index in enumerate(chosen):
-        true, guess = classes[labels[index]], classes[predicted[index]]
-        probability = float(probabilities[index, predicted[index]])
-        path = Path(samples[index].path)
-        pair = MapPair(view=model_view(inputs[row], config), heatmap=maps.maps[row].numpy(),
-                       image_title=f"true: {true}", map_title=f"predicted: {guess} ({probability:.0%})",
-                       note=f"{path.parent.name}/{path.name}")
-        mistakes.append(Mistake(str(path), true, guess, probability, maps.method, pair))
-    return mistakes
+    found = [(str(Path(samples[index].path)), int(predicted[index]), classes[labels[index]],
+              classes[predicted[index]], float(probabilities[index, predicted[index]])) for index in chosen]
+    maps = _Maps(model, found)
+    return [Mistake(path, true, guess, probability, maps, row) for row, (path, _, true, guess, probability)
+            in enumerate(found)]
+
+
+def mistakes_key(mistakes: Sequence[Mistake]) -> dict | None:
+    """What the figure of `mistakes` is drawn from (graft.report.cache), or None where they do not
+    come from one call of `confident_mistakes` or a file cannot be read (the figure is then drawn)."""
+    if not mistakes or any(mistake.maps is not mistakes[0].maps for mistake in mistakes):
+        return None
+    try:
+        return {**mistakes[0].maps.key(), "rows": [mistake.row for mistake in mistakes]}
+    except OSError:
+        return None

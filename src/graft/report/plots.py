@@ -7,16 +7,17 @@ or `write_png` turn it into a PNG. `curves_figure` takes several runs, for compa
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator, PercentFormatter
-from sklearn.metrics import ConfusionMatrixDisplay
 
 from ..evaluation import Evaluation
-from ..explain import MapPair, map_pairs_figure
+
+if TYPE_CHECKING:  # matplotlib, scikit-learn and graft.explain are imported where a figure is drawn:
+    # a report whose figures come from graft's cache (graft.report.cache) imports none of them
+    from matplotlib.figure import Figure
+
+    from ..explain import MapPair
 
 HEAD_SHADE = "0.9"
 SPLIT_NAMES = {"train": "Training", "val": "Validation", "test": "Test"}
@@ -30,6 +31,11 @@ def curves_figure(runs: Mapping[str, Sequence[dict]], *, title: str | None = Non
     dotted line where a run's image phase starts. A star marks each run's best validation accuracy:
     the epoch whose weights the run kept.
     """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
     figure = Figure(figsize=(12, 4.2), layout="constrained")
     loss_ax, accuracy_ax, lr_ax = figure.subplots(1, 3)
     several = len(runs) > 1
@@ -79,6 +85,10 @@ def curves_figure(runs: Mapping[str, Sequence[dict]], *, title: str | None = Non
 
 def confusion_figure(evaluation: Evaluation, *, split: str = "val") -> Figure:
     """The confusion matrix with class names on the axes and the count in each cell."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     count = len(evaluation.classes)
     side = float(np.clip(2.2 + 0.45 * count, 4.2, 16.0))
     figure = Figure(figsize=(side + 1.2, side), layout="constrained")
@@ -101,6 +111,8 @@ def confusion_figure(evaluation: Evaluation, *, split: str = "val") -> Figure:
 
 def mistakes_figure(pairs: Sequence[MapPair], *, per_row: int = 2) -> Figure:
     """The most confident mistakes: each image beside the map of the class it was mistaken for."""
+    from ..explain import map_pairs_figure
+
     return map_pairs_figure(pairs, per_row=min(per_row, len(pairs)), panel_inches=2.4, font_size=10)
 
 

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 from ..evaluation import Evaluation
 from ..io import write_text_atomic
-from ..plotting import png_bytes, write_png
-from .mistakes import Mistake
+from ..plotting import write_png
+from .cache import figure_png
+from .mistakes import Mistake, mistakes_key
 from .plots import SPLIT_NAMES, confusion_figure, curves_figure, mistakes_figure
 
 if TYPE_CHECKING:
@@ -168,7 +169,8 @@ def _curves(plan: Strategy, metrics: RunMetrics) -> list:
     blocks.append(Text("One point per epoch. The head phase trains the new head on cached features (shaded); "
                        "the image phase trains the backbone's chosen stages on images. The star marks the best "
                        "validation accuracy: the epoch whose weights were kept."))
-    return blocks + [Picture("curves", png_bytes(curves_figure({"run": history})), "Loss, accuracy and learning rate per epoch")]
+    png, _ = figure_png("curves", {"history": history}, lambda: (curves_figure({"run": history}), {}))
+    return blocks + [Picture("curves", png, "Loss, accuracy and learning rate per epoch")]
 
 
 def _evaluation(split: str, evaluation: Evaluation) -> list:
@@ -178,7 +180,9 @@ def _evaluation(split: str, evaluation: Evaluation) -> list:
     rows.append(["macro average", "", "", f"{evaluation.macro_f1:.3f}", str(evaluation.count)])
     return [
         Heading(f"{name}: accuracy {evaluation.accuracy:.1%} on {evaluation.count} images"),
-        Side([Picture(f"confusion-{split}", png_bytes(confusion_figure(evaluation, split=split)), f"{name} confusion matrix"),
+        Side([Picture(f"confusion-{split}", figure_png("confusion", {"split": split, "evaluation": evaluation.to_dict()},
+                                                       lambda: (confusion_figure(evaluation, split=split), {}))[0],
+                      f"{name} confusion matrix"),
               Table(["class", "precision", "recall", "F1", "images"], rows)]),
     ]
 
@@ -190,12 +194,14 @@ def _mistakes(mistakes: Sequence[Mistake] | None, metrics: RunMetrics, *, source
     if not mistakes:
         return blocks + [Text(f"No mistakes on the {metrics.val.count} validation images.")]
     answers = "The wrong answer" if len(mistakes) == 1 else f"The {len(mistakes)} wrong answers"
+    png, drawn = figure_png("mistakes", mistakes_key(mistakes), lambda: (mistakes_figure([m.pair for m in mistakes]),
+                                                                         {"method": mistakes[0].method}))
     blocks.append(Text(
         f"{answers} given with the highest probability. Beside each image, the activation "
-        f"map ({mistakes[0].method}) of the class the model chose: where it saw that class. A confident mistake "
+        f"map ({drawn['method']}) of the class the model chose: where it saw that class. A confident mistake "
         "is often a mislabelled or ambiguous image: check these files first."
     ))
-    blocks.append(Picture("mistakes", png_bytes(mistakes_figure([m.pair for m in mistakes])), "Most confident mistakes"))
+    blocks.append(Picture("mistakes", png, "Most confident mistakes"))
     rows = [[f"`{_relative(m.path, source)}`", m.true, m.predicted, f"{m.probability:.1%}"] for m in mistakes]
     return blocks + [Table(["file", "true class", "predicted", "probability"], rows)]
 
@@ -208,25 +214,61 @@ REPORT_CHANNEL_IMAGES = 60
 def _channels(run_dir: Path) -> list:
     """The last two stages' strongest channels and the training images that activate them most."""
     blocks: list = [Heading("What the last two stages respond to")]
-    try:
-        from ..classifier import load
-        from ..explain.channels import channels_figure, run_top_channels
-        from ..explain.feature_maps import backbone_stages
+    loaded: dict = {}
 
-        classifier = load(run_dir)
-        stages = backbone_stages(classifier.model.backbone)
-        results = [run_top_channels(classifier, stage=stage.index, images=REPORT_CHANNEL_IMAGES, progress=False,
-                                    channels=4, per_channel=5) for stage in stages[-2:]]
+    def draw(position: int):
+        """The figure of the stage at `position` among the last two, and what the text needs."""
+        from ..explain.channels import channels_figure, run_top_channels
+
+        if not loaded:
+            from ..classifier import load
+            from ..explain.feature_maps import backbone_stages
+
+            loaded["classifier"] = load(run_dir)
+            loaded["stages"] = backbone_stages(loaded["classifier"].model.backbone)[-2:]
+        classifier, stages = loaded["classifier"], loaded["stages"]
+        result = run_top_channels(classifier, stage=stages[position].index, images=REPORT_CHANNEL_IMAGES,
+                                  progress=False, channels=4, per_channel=5)
+        return (channels_figure(result, backbone=classifier.model.backbone.name),
+                {"stage": result.stage.index, "images": result.images, "stages": len(stages)})
+
+    try:
+        parts = _channels_key(run_dir)
+        last = figure_png("channels", parts and {**parts, "position": -1}, lambda: draw(-1))
+        shown = [last] if last[1]["stages"] < 2 else [
+            figure_png("channels", parts and {**parts, "position": -2}, lambda: draw(-2)), last]
     except Exception as error:  # noqa: BLE001 - the model is saved: a figure it cannot draw must not lose the report
         return blocks + [Text(f"Not shown: {error}")]
-    first = results[0]
     blocks.append(Text(
         f"For each of the last two stages, its strongest channels (rows) and the training images that activate them "
-        f"most, out of {first.images} sampled: late stages respond to object parts, earlier ones to textures and "
+        f"most, out of {shown[0][1]['images']} sampled: late stages respond to object parts, earlier ones to textures and "
         f"colours. `graft explain {run_dir} --channels --stage K` ranks every training image for stage K."))
-    name = classifier.model.backbone.name
-    return blocks + [Picture(f"channels-stage-{r.stage.index}", png_bytes(channels_figure(r, backbone=name)),
-                             f"Top training images of stage {r.stage.index}'s strongest channels") for r in results]
+    return blocks + [Picture(f"channels-stage-{drawn['stage']}", png,
+                             f"Top training images of stage {drawn['stage']}'s strongest channels") for png, drawn in shown]
+
+
+def _channels_key(run_dir: Path) -> dict | None:
+    """What the channel figures are drawn from (graft.report.cache): the run's backbone, weights,
+    input and settings, and the identity of its training images' files; None where that cannot be
+    read (the figures are then drawn, or say why they cannot be)."""
+    from ..data.discover import find_data
+    from ..export.cached import weights_digest
+    from ..fingerprint import files_fingerprint
+    from ..model_files import META_FILE, WEIGHTS_FILE
+
+    try:
+        record = json.loads((run_dir / META_FILE).read_text(encoding="utf-8"))
+        config = record["config"]
+        splits = find_data(record["data"]["source"], val_split=config["data"]["val_split"], seed=config["data"]["seed"],
+                           check_images=False)
+        return {"run": {key: record.get(key) for key in ("backbone", "weights", "cut", "data_config", "classes",
+                                                         "strategy", "inference_precision")},
+                "config": {"data": config["data"], "strategy": config["strategy"], "runtime": config["runtime"]},
+                "weights": weights_digest(run_dir / WEIGHTS_FILE),
+                "train": files_fingerprint([s.path for s in splits.train], [s.label for s in splits.train]),
+                "images": REPORT_CHANNEL_IMAGES, "channels": 4, "per_channel": 5}
+    except Exception:  # noqa: BLE001 - anything unreadable: drawn, never kept
+        return None
 
 
 def _relative(path: str, source: str | None) -> str:
