@@ -3,10 +3,15 @@
 The fit is a pure function of the cached training features, the regularisation grid and the seed,
 so its result is stored inside the features' cache entry: a second identical linear-probe run
 loads it instead of fitting again (and `graft cache rm` removes both together).
+
+Single-label data gets one multinomial regression (softmax logits); multi-label data (`targets`, an
+N x C multi-hot array) one binary regression per class, one-vs-rest (a logit per class, for a
+sigmoid), all at one C chosen by cross-validated mean average precision.
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from importlib.metadata import version
 
@@ -22,7 +27,7 @@ LOGREG_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def fit_logistic_head(head: nn.Module, features: FeatureSet, *, C: float | None, seed: int,
-                      balanced: bool = False) -> float:
+                      balanced: bool = False, targets: np.ndarray | None = None) -> float:
     """Set `head`'s last Linear layer to a logistic regression fitted on `features`; return the C used.
 
     Features are standardised for a well-conditioned fit; the scaling is then folded into the
@@ -30,8 +35,15 @@ def fit_logistic_head(head: nn.Module, features: FeatureSet, *, C: float | None,
     The regularisation C matters (on CIFAR-10 with Lite0, C=1 gave 75% where 0.003 gave 78%), so
     unless given it is chosen by stratified k-fold cross-validation on the training features only.
     `balanced`: weight each class inversely to its number of images (scikit-learn's class_weight="balanced").
+
+    `targets` (N x C, 0/1: `DataSplits.targets` of multi-label data) makes it one-vs-rest: one binary
+    logistic regression per class on the same standardised features (`_fit_one_vs_rest`), the head's
+    outputs each class's logit for a sigmoid; `balanced` then weights each class's positives and
+    negatives as scikit-learn's class_weight="balanced" does for that class's binary fit. None: each
+    image's one class is `features.labels`.
     """
-    arrays = _fitted(features, C=C, seed=seed, balanced=balanced)
+    arrays = (_fitted(features, C=C, seed=seed, balanced=balanced) if targets is None
+              else _fitted_multilabel(features, targets, C=C, seed=seed, balanced=balanced))
     weight, bias, chosen = arrays["weight"], arrays["bias"], float(arrays["C"][0])
     linear = final_linear(head)
     with torch.no_grad():
@@ -96,3 +108,124 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float | None, seed: int,
     return weight, bias, chosen, accuracy
 
 
+# -- Multi-label data: one-vs-rest -------------------------------------------------------------
+
+CV_FOLDS = 5  # multi-label cross-validation folds (fewer only with under 10 images)
+
+
+def probe_cv_map(features: FeatureSet, *, targets: np.ndarray, seed: int, balanced: bool = False) -> float | None:
+    """The one-vs-rest probe's cross-validated mean average precision on `features` and `targets`
+    (N x C, 0/1) at the C the cross-validation chose, or None where no class could be cross-validated.
+
+    It is the fit fit_logistic_head(C=None, targets=targets) makes, stored the same way.
+    """
+    score = float(_fitted_multilabel(features, targets, C=None, seed=seed, balanced=balanced)["cv_map"][0])
+    return None if np.isnan(score) else score
+
+
+def _fitted_multilabel(features: FeatureSet, targets: np.ndarray, *, C: float | None, seed: int,
+                       balanced: bool) -> dict[str, np.ndarray]:
+    """The one-vs-rest fit's weight (classes x features), bias, C, cv_map and cv_ap (each class's cross-validated
+    AP at that C; NaN where not cross-validated), stored in the features' cache entry under a name of
+    its own ("logreg-multilabel", never a single-label fit's "logreg") and keyed by the targets."""
+    targets = np.asarray(targets)
+    if targets.ndim != 2 or len(targets) != len(features) or not np.isin(targets, (0, 1)).all():
+        raise ValueError(f"targets must be {len(features)} images x classes of 0 and 1, not {targets.shape}")
+    targets = targets.astype(np.uint8)
+    # The cache entry's key does not hold multi-label targets (its samples' label is -1): the fit's does.
+    digest = hashlib.sha256(repr(targets.shape).encode() + targets.tobytes()).hexdigest()
+    parts = {"task": "multilabel", "targets": digest, "C": C, "grid": LOGREG_GRID, "seed": seed, "folds": CV_FOLDS,
+             "sklearn": version("scikit-learn"), "max_iter": 2000, "class_weight": "balanced" if balanced else None}
+    arrays = load_derived(features, "logreg-multilabel", parts)
+    if arrays is None:
+        weight, bias, chosen, cv_ap = _fit_one_vs_rest(np.asarray(features.features, dtype=np.float32), targets, C, seed,
+                                                       class_weight="balanced" if balanced else None)
+        scored = cv_ap[~np.isnan(cv_ap)]
+        arrays = {"weight": weight, "bias": bias, "C": np.array([chosen]), "cv_ap": cv_ap,
+                  "cv_map": np.array([scored.mean() if scored.size else np.nan])}
+        store_derived(features, "logreg-multilabel", parts, arrays)
+    return arrays
+
+
+def _fit_one_vs_rest(x: np.ndarray, y: np.ndarray, C: float | None, seed: int,
+                     class_weight: str | None = None) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """One binary logistic regression per column of `y` on standardised `x`, all at one C: `C`, or
+    (None) the grid's C with the best cross-validated mean AP (`_cv_average_precision`; 1.0 where no
+    class can be cross-validated). Returns the weight and bias on raw features, the C and each
+    class's cross-validated AP at it (NaN where not cross-validated)."""
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    scaler = StandardScaler().fit(x)
+    z = scaler.transform(x)
+    cv_ap = np.full(y.shape[1], np.nan)
+    with warnings.catch_warnings(), threadpool_limits(limits=1):  # one BLAS thread: see _fit
+        warnings.simplefilter("ignore", category=FutureWarning)
+        chosen = 1.0 if C is None else float(C)
+        if C is None:
+            scores = _cv_average_precision(z, y, seed, class_weight)  # classes x grid
+            scored = ~np.isnan(scores[:, 0])
+            if scored.any():
+                best = int(np.argmax(scores[scored].mean(axis=0)))  # ties: the smaller C
+                chosen, cv_ap = float(LOGREG_GRID[best]), scores[:, best]
+        fits = [_binary_fit(z, column, chosen, seed, class_weight) for column in y.T]
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    weight = np.vstack([coef for coef, _ in fits]) / scale
+    bias = np.array([intercept for _, intercept in fits]) - weight @ scaler.mean_
+    return weight, bias, chosen, cv_ap
+
+
+def _binary_fit(z: np.ndarray, y: np.ndarray, C: float, seed: int, class_weight: str | None) -> tuple[np.ndarray, float]:
+    """One class's coefficients and intercept. A class on every image or on none has nothing to fit:
+    its logit is then the constant log-odds of its smoothed share, (positives + 0.5) / (images + 1)."""
+    from sklearn.linear_model import LogisticRegression
+
+    positives = int(y.sum())
+    if positives in (0, len(y)):
+        return np.zeros(z.shape[1]), float(np.log((positives + 0.5) / (len(y) - positives + 0.5)))
+    regression = LogisticRegression(C=C, max_iter=2000, random_state=seed, class_weight=class_weight).fit(z, y)
+    return regression.coef_[0], float(regression.intercept_[0])
+
+
+def _cv_average_precision(z: np.ndarray, y: np.ndarray, seed: int, class_weight: str | None) -> np.ndarray:
+    """Each class's AP (rows) at each C of the grid (columns), the mean over the folds where it can be
+    measured: its held-out images hold a positive, and its training images positives and negatives.
+    NaN for a class measured in no fold. The folds are stratified iteratively (`_iterative_folds`);
+    each class's fits go through the grid from strong to weak regularisation, each starting from the
+    last one's solution."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import average_precision_score
+
+    scores = np.full((y.shape[1], CV_FOLDS, len(LOGREG_GRID)), np.nan)
+    folds = min(CV_FOLDS, len(y) // 2)
+    if folds < 2:
+        return scores.mean(axis=1)
+    fold = _iterative_folds(y, folds, seed)
+    for held in range(folds):
+        train, test = fold != held, fold == held
+        for column in range(y.shape[1]):
+            fitted, measured = y[train, column], y[test, column]
+            if not measured.any() or fitted.min() == fitted.max():
+                continue
+            regression = LogisticRegression(max_iter=2000, random_state=seed, class_weight=class_weight, warm_start=True)
+            for index, C in enumerate(LOGREG_GRID):
+                regression.set_params(C=C).fit(z[train], fitted)
+                scores[column, held, index] = average_precision_score(measured, regression.decision_function(z[test]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)  # a class measured in no fold: NaN, on purpose
+        return np.nanmean(scores, axis=1)
+
+
+def _iterative_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each image's fold (0 to folds - 1), the folds of even size with each label's share kept in
+    each: graft.data.stratify's iterative split, taking 1/folds of the images, then 1/(folds - 1) of
+    the rest, and so on."""
+    from ..data.stratify import iterative_split
+
+    fold = np.full(len(y), folds - 1)
+    remaining = np.arange(len(y))
+    for index in range(folds - 1):
+        held = iterative_split(y[remaining], 1 / (folds - index), seed + index)
+        fold[remaining[held]] = index
+        remaining = remaining[~held]
+    return fold
