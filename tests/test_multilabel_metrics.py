@@ -191,7 +191,7 @@ def test_the_floor_and_a_class_without_a_positive():
     assert thresholds.rules == [FLOOR, NO_POSITIVE]
     assert thresholds.values == pytest.approx([0.02 / 1.02, DEFAULT_THRESHOLD])
     lines = thresholds.describe()
-    assert "floor p / (1 + p)" in lines[0] and "2 of 100 images positive" in lines[0]
+    assert "floor p / (1 + p)" in lines[0] and "2 of 100 val images positive" in lines[0]
     assert "no positive among the 100 val images" in lines[1]
     # one positive scored above every negative: the best F1 (1.0) stands, far above the floor
     truth[50, 1] = 1
