@@ -104,6 +104,17 @@ def load_pretrained(model: Any, architecture: str, weights: str) -> str:
 _TORCH_ADVICE = ("weights_only", "Check the documentation", "Please file an issue", "will likely succeed")
 
 
+def _starts_like_a_pickle(path: Path) -> bool:
+    """Whether the file begins as pickle protocol 2 or later does (its PROTO opcode): torch's safe loader
+    says 'Unsupported operand' both for such a pickle's refused instructions and for bytes that are no
+    pickle at all (a text file's first letter read as an opcode)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(1) == b"\x80"
+    except OSError:
+        return False
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict from safetensors or a torch file (never unpickling arbitrary objects)."""
     try:
@@ -129,7 +140,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         lines = [line.strip() for line in message.splitlines()
                  if line.strip() and not any(word in line for word in _TORCH_ADVICE)]
         reason = lines[0] if lines else type(exc).__name__
-        if "operand" in reason.lower():  # a pickle torch.save did not write: its instructions are refused
+        if "operand" in reason.lower() and _starts_like_a_pickle(path):  # a pickle torch.save did not write
             raise WeightsError(
                 f"{path}: not a state dict graft can read safely ({reason}): the file is a pickle that torch's safe "
                 "loader does not accept, and graft never unpickles arbitrary objects. Save the model's state_dict() "
