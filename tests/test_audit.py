@@ -97,10 +97,35 @@ def test_planted_duplicates_are_found_and_distinct_photos_are_not(leaky_dataset)
 def test_best_matches_in_blocks_equal_the_whole_matrix():
     rng = np.random.default_rng(0)
     queries, reference = rng.normal(size=(50, 16)).astype(np.float32), rng.normal(size=(70, 16)).astype(np.float32)
-    index, best = best_matches(queries, reference, block=7)
     whole = queries @ reference.T
-    assert np.array_equal(index, whole.argmax(axis=1))
-    assert np.allclose(best, whole.max(axis=1), atol=1e-5)
+    for reference_block in (70, 9, 1):  # the reference whole, in blocks, a row at a time
+        index, best = best_matches(queries, reference, block=7, reference_block=reference_block)
+        assert np.array_equal(index, whole.argmax(axis=1))
+        assert np.allclose(best, whole.max(axis=1), atol=1e-5)
+    tied = np.ones((3, 4), dtype=np.float32)  # equal similarities everywhere: the first row, as argmax takes
+    assert best_matches(tied, tied, reference_block=1)[0].tolist() == [0, 0, 0]
+
+
+def test_the_label_check_held_fold_by_fold_answers_as_cross_val_predict(monkeypatch):
+    """The out-of-fold fit holds one fold's rows at a time (graft.memory), with scikit-learn's answers:
+    the same folds, scaler and fits as cross_val_predict over a pipeline, the scaler fitted in blocks."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from graft import memory
+    from graft.audit.checks import _cross_val_probabilities
+
+    rng = np.random.default_rng(1)
+    y = np.repeat([2, 5, 7], 20)  # classes present, not 0..k-1
+    x = (rng.normal(size=(60, 8)) + y[:, None] * 0.3).astype(np.float16)
+    monkeypatch.setattr(memory, "SCALER_BLOCK_BYTES", 8 * 8 * 7)  # 7 rows a block: the blocked scaler is used
+    ours = _cross_val_probabilities([x[:45], x[45:]], y, folds=5, seed=0, C=0.5)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=1000, random_state=0))
+    theirs = cross_val_predict(model, x.astype(np.float32), y, method="predict_proba",
+                               cv=StratifiedKFold(n_splits=5, shuffle=True, random_state=0))
+    assert np.allclose(ours, theirs, atol=1e-6)
 
 
 # -- Imbalance ---------------------------------------------------------------------------------
@@ -169,7 +194,7 @@ def test_a_second_audit_reuses_the_stored_label_check(mislabelled_dataset, monke
 
     root, _ = mislabelled_dataset
     first = _audit(root)
-    monkeypatch.setattr(checks, "cross_val_predict", lambda *a, **k: pytest.fail("fitted again instead of reusing"))
+    monkeypatch.setattr(checks, "_cross_val_probabilities", lambda *a, **k: pytest.fail("fitted again instead of reusing"))
     second = _audit(root)
     assert second.mislabelled == first.mislabelled and second.to_dict() == first.to_dict()
     with pytest.raises(pytest.fail.Exception):  # another seed is another set of folds

@@ -23,6 +23,7 @@ import numpy as np
 from ..data.discover import DataSplits
 from ..features import FeatureSet
 from ..features.derived import load_derived, store_derived
+from ..memory import float32_rows, give_back, standard_scaler
 from .result import DuplicatePair, Imbalance, Suspect
 
 DUPLICATE_THRESHOLD = 0.9
@@ -51,52 +52,73 @@ def find_duplicates(
 
 
 def closest_pairs(
-    splits: DataSplits, features: dict[str, FeatureSet], *, centre: bool = True, block: int = 512
+    splits: DataSplits, features: dict[str, FeatureSet], *, centre: bool = True, block: int = 512,
+    reference_block: int | None = None,
 ) -> list[DuplicatePair]:
     """Each val image with its most similar train image, each test image with its most similar train
     and val images: one pair per image and earlier split, however many near copies there are.
 
     Features are centred on the train mean before normalising: every feature of a ReLU network is
     positive, so uncentred vectors all point the same way and unrelated images look alike
-    (`centre=False` is there to measure that: docs/audit.md).
+    (`centre=False` is there to measure that: docs/audit.md). They are read from the cache a block
+    at a time (`best_matches`), never whole: 100,000 train images' float32 copies alone held 500 MB.
     """
     present = [split for split in SPLIT_ORDER if split in features and len(features[split])]
-    vectors = _unit_vectors({split: features[split] for split in present}, centre=centre)
+    mean = _row_mean(features["train"].features) if centre and "train" in present else np.float32(0.0)
+
+    def unit_rows(rows: np.ndarray) -> np.ndarray:
+        """float32 copies of `rows`, minus the train mean when centring, scaled to length 1."""
+        array = float32_rows(rows)
+        array -= mean
+        array /= np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
+        return array
+
     pairs = []
     for position, later in enumerate(present):
         for earlier in present[:position]:
-            match, similarity = best_matches(vectors[later], vectors[earlier], block=block)
+            match, similarity = best_matches(features[later].features, features[earlier].features, block=block,
+                                             reference_block=reference_block or REFERENCE_BLOCK, prepare=unit_rows)
             pairs += [DuplicatePair(getattr(splits, earlier)[match[row]].path, earlier, sample.path, later,
                                     round(float(min(similarity[row], 1.0)), 4))
                       for row, sample in enumerate(getattr(splits, later))]
     return pairs
 
 
-def best_matches(queries: np.ndarray, reference: np.ndarray, *, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
+REFERENCE_BLOCK = 8192  # reference rows compared at once: 42 MB of 1280-wide float32 rows, 17 MB of similarities
+
+
+def best_matches(queries: np.ndarray, reference: np.ndarray, *, block: int = 512, reference_block: int = REFERENCE_BLOCK,
+                 prepare=None) -> tuple[np.ndarray, np.ndarray]:
     """For each row of `queries`, the index of the most similar row of `reference` and their dot product.
 
-    Rows go `block` at a time, so memory stays at block x len(reference) similarities (50k train
-    images: 100 MB) instead of the whole matrix.
+    Both go a block at a time (`block` query rows against `reference_block` reference rows), each
+    block made by `prepare` (rows -> float32 rows: e.g. unit vectors of cached float16 features;
+    default: the rows as float32), so memory stays at two blocks and block x reference_block
+    similarities whatever the number of images. The best match over the blocks is the whole row's
+    argmax: the first of equal similarities, as numpy's argmax takes.
     """
+    prepare = prepare or (lambda rows: np.asarray(rows, dtype=np.float32))
     index = np.zeros(len(queries), dtype=np.int64)
     best = np.full(len(queries), -np.inf, dtype=np.float32)
-    if len(reference) == 0:
-        return index, best
-    for start in range(0, len(queries), block):
-        similarity = queries[start : start + block] @ reference.T
-        index[start : start + block] = similarity.argmax(axis=1)
-        best[start : start + block] = similarity.max(axis=1)
+    for first in range(0, len(reference), reference_block):
+        compared = prepare(reference[first : first + reference_block]).T
+        for start in range(0, len(queries), block):
+            similarity = prepare(queries[start : start + block]) @ compared
+            found = similarity.argmax(axis=1)
+            value = similarity[np.arange(len(found)), found]
+            better = value > best[start : start + block]  # a later block wins only when strictly better
+            index[start : start + block][better] = found[better] + first
+            best[start : start + block][better] = value[better]
     return index, best
 
 
-def _unit_vectors(features: dict[str, FeatureSet], *, centre: bool) -> dict[str, np.ndarray]:
-    """float32 copies, minus the train mean when `centre`, scaled to length 1."""
-    arrays = {split: np.array(feature_set.features, dtype=np.float32) for split, feature_set in features.items()}
-    mean = arrays["train"].mean(axis=0) if centre and "train" in arrays else 0.0
-    for array in arrays.values():
-        array -= mean
-        array /= np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
-    return arrays
+def _row_mean(rows: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """The float32 mean of `rows` (N x D) read `chunk` rows at a time: the same sums, in the same
+    order, as numpy's mean over a float32 copy of the whole (which adds row after row)."""
+    total = np.zeros(rows.shape[1], dtype=np.float32)
+    for start in range(0, len(rows), chunk):
+        total = np.add.reduce(np.concatenate([total[None], float32_rows(rows, slice(start, start + chunk))]), axis=0)
+    return total / len(rows)
 
 
 def identical_files(splits: DataSplits) -> list[DuplicatePair]:
@@ -194,7 +216,6 @@ def out_of_fold_probabilities(
     image's (path, split).
     """
     used = [split for split in ("train", "val") if split in features and len(features[split])]
-    x = np.concatenate([np.asarray(features[split].features, dtype=np.float32) for split in used])
     y = np.concatenate([features[split].labels for split in used])
     located: list[tuple[Path, str]] = [(sample.path, split) for split in used for sample in getattr(splits, split)]
     folds = min(5, int(np.bincount(y)[np.unique(y)].min()))
@@ -205,24 +226,55 @@ def out_of_fold_probabilities(
     stored = load_derived(features["train"], "oof", parts)
     if stored is not None:
         present = stored["probabilities"]
-    else:  # scikit-learn is imported here: a run that reads the stored result never needs it
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold, cross_val_predict
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-        from threadpoolctl import threadpool_limits
-
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
-        # One thread: with torch loaded, two OpenMP runtimes fight over the cores and a fit that takes
-        # 0.2 s alone took 16 s (2,000 images on 2 cores); these fits are too small to gain from threads.
-        with warnings.catch_warnings(), threadpool_limits(limits=1):
-            warnings.simplefilter("ignore", category=FutureWarning)  # scikit-learn's API-change notices
-            present = cross_val_predict(model, x, y, method="predict_proba",
-                                        cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed))
+    else:
+        present = _cross_val_probabilities([features[split].features for split in used], y, folds=folds, seed=seed, C=C)
         store_derived(features["train"], "oof", parts, {"probabilities": present})
     probabilities = np.zeros((len(y), len(splits.classes)))
     probabilities[:, np.unique(y)] = present  # its columns are the classes present, in order
     return probabilities, y, located
+
+
+def _cross_val_probabilities(parts: list[np.ndarray], y: np.ndarray, *, folds: int, seed: int, C: float) -> np.ndarray:
+    """scikit-learn's cross_val_predict(method="predict_proba") of a pipeline of StandardScaler and
+    LogisticRegression over the rows of `parts` one after another, with the same folds, fits and
+    answers, holding one fold's rows at a time: each fold's rows are read from the cached features
+    (float32), the scaler fitted a block at a time (graft.memory.standard_scaler) and applied in
+    place. cross_val_predict held a float32 copy of every row, each fold's twice, and the scaler's
+    float64 copy (100,000 images: 2.6 GB against 0.6). Columns: the classes present, in order."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from threadpoolctl import threadpool_limits
+
+    give_back()  # what earlier phases freed: these fits' rows come on top of what is held now
+    codes = np.unique(y, return_inverse=True)[1]  # the classes present as 0..k-1, as cross_val_predict encodes them
+    present = np.zeros((len(y), int(codes.max()) + 1))
+    # One thread: with torch loaded, two OpenMP runtimes fight over the cores and a fit that takes
+    # 0.2 s alone took 16 s (2,000 images on 2 cores); these fits are too small to gain from threads.
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
+        warnings.simplefilter("ignore", category=FutureWarning)  # scikit-learn's API-change notices
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        for train, test in splitter.split(np.zeros((len(y), 1)), y):
+            rows = _rows(parts, train)
+            scaler = standard_scaler(rows)
+            model = LogisticRegression(C=C, max_iter=1000, random_state=seed)
+            model.fit(scaler.transform(rows, copy=False), codes[train])
+            del rows
+            fold = model.predict_proba(scaler.transform(_rows(parts, test), copy=False))
+            present[np.ix_(test, model.classes_)] = fold
+    return present
+
+
+def _rows(parts: list[np.ndarray], index: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """float32 rows `index` of `parts` (cached features, memory-mapped) taken one after another."""
+    rows = np.empty((len(index), parts[0].shape[1]), dtype=np.float32)
+    offset = 0
+    for part in parts:
+        inside = np.flatnonzero((index >= offset) & (index < offset + len(part)))
+        for start in range(0, len(inside), chunk):
+            positions = inside[start : start + chunk]
+            rows[positions] = float32_rows(part, index[positions] - offset)
+        offset += len(part)
+    return rows
 
 
 def confident_disagreements(
