@@ -98,6 +98,33 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_multilabel(tmp_path_factory) -> Path:
+    """Several labels per image: 72 images (40 px), each grey and noisy with one or two coloured squares
+    (red, green, blue) at random places, labelled in labels.csv (`path,labels`, space-separated)."""
+    import csv
+
+    root = tmp_path_factory.mktemp("multilabel")
+    rng = np.random.default_rng(0)
+    names = list(COLOURS)
+    rows = []
+    for index in range(72):
+        present = sorted(rng.choice(len(names), size=int(rng.integers(1, 3)), replace=False).tolist())
+        pixels = np.full((40, 40, 3), 128.0) + rng.normal(0, 20, (40, 40, 3))
+        for label in present:
+            x, y = rng.integers(0, 20, 2)
+            pixels[y:y + 20, x:x + 20] = COLOURS[names[label]]
+        path = root / "images" / f"{index:03d}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+        rows.append((f"images/{index:03d}.png", " ".join(names[label] for label in present)))
+    with open(root / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "labels"])
+        writer.writerows(rows)
+    return root / "labels.csv"
+
+
+@pytest.fixture(scope="session")
 def tiny_flat_dataset(tmp_path_factory) -> Path:
     """One folder of 3 class folders (red, green, blue), 10 images each, for graft to split."""
     return _build(tmp_path_factory.mktemp("flat"), {"": 10})

@@ -243,13 +243,16 @@ def test_multilabel_data_is_refused_where_one_label_per_image_is_taken(tmp_path,
         assert f"{csv} gives 6 images several labels (e.g. data.csv line 5: cat, dog)" in str(error.value)
 
 
-def test_graft_train_stops_on_multilabel_data_before_any_work(tmp_path, make_image):
+def test_graft_train_refuses_a_balanced_sampler_on_multilabel_data_before_any_work(tmp_path, make_image):
+    """Multi-label training reads the file (test_multilabel trains on it); a sampler that draws each class
+    equally often cannot, and says so before a feature is extracted or a folder made."""
     import graft
+    from graft.errors import GraftError
 
     images(tmp_path, make_image)
     csv = write(tmp_path / "data.csv", ["path,labels"] + [f"img/{n}.png,{' '.join(t)}" for n, t in TAGS.items()])
-    with pytest.raises(DataError, match="multi-label training is not built yet"):
-        graft.train(csv, strategy="linear-probe", out=tmp_path / "runs")
+    with pytest.raises(GraftError, match="--sampler balanced draws each class equally often"):
+        graft.train(csv, strategy="linear-probe", out=tmp_path / "runs", sampler="balanced")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 

@@ -126,8 +126,11 @@ class Classifier(BatchPredictor):
     def _open(self) -> _Run:
         """The engine that computes the answers, ready: chosen, and its graph made where it runs one."""
         from .engines.choice import choose_engine
+        from .model_files import refuse_multilabel
         from .runtime import accelerator_device
 
+        if self.record is not None:
+            refuse_multilabel(self.record, self.folder or Path("."))
         precision = self.asked_precision
         engine = choose_engine(self.requested_engine, device=accelerator_device().type, precision=precision)
         if engine != "torch":

@@ -49,7 +49,7 @@ def at_least(minimum: float) -> Callable[[Any], str | None]:
 
 
 def fraction(value) -> str | None:
-    return None if 0.0 < value < 1.0 else "a fraction, greater than 0 and less than 1"
+    return None if value is None or 0.0 < value < 1.0 else "a fraction, greater than 0 and less than 1"
 
 
 def probability(value) -> str | None:
@@ -160,6 +160,11 @@ class DataOptions(Group):
     img_size: int | None = option(None, "Input size in pixels (default: the backbone's own; 64-96 is quick).",
                                   check=image_side)
     seed: int = option(0, "Random seed (split, initialisation, augmentation).", check=at_least(0))
+    task: str = option("auto", "single (one class per image), multilabel (several labels per image: a label file), or "
+                               "auto: multi-label when the data gives any image several labels or none.",
+                       check=one_of("auto", "single", "multilabel"))
+    threshold: float | None = option(None, "Multi-label data: one decision threshold for every class (default: each "
+                                           "class's own, chosen on val for its best F1).", check=fraction)
 
 
 @dataclass(frozen=True)

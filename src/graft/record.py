@@ -23,7 +23,7 @@ from typing import Any
 from .config import TrainConfig
 from .data.config import DataConfig
 from .errors import GraftError, ModelFileError
-from .evaluation import Evaluation
+from .evaluation import Evaluation, MultiLabelEvaluation, evaluation_from_dict
 
 RECORD_VERSION = 2
 RECORD_FILE = "graft.json"
@@ -51,8 +51,10 @@ class RunRecord:
     # what computed the run's frozen features and its val and test scores: "torch", "onnxruntime" or
     # "openvino" (graft.engines; None in records from before it was kept)
     engine: str | None = None
+    task: str = "single"  # "single" (one class per image) or "multilabel" (several labels: sigmoid outputs)
+    thresholds: dict | None = None  # multi-label: each class's decision threshold (graft.evaluation.Thresholds)
     advice: dict | None = None  # why --strategy auto chose this (graft.advise's Advice.to_dict())
-    accuracy: dict[str, float] = field(default_factory=dict)  # split -> accuracy of the saved model
+    accuracy: dict[str, float] = field(default_factory=dict)  # split -> its primary figure (accuracy; multi-label: mAP)
     data: DataSummary | None = None
     versions: dict[str, str] = field(default_factory=dict)
     format_version: int = RECORD_VERSION
@@ -121,6 +123,7 @@ class EpochRow:
     val_acc: float | None
     lr: float | None
     epoch_time_s: float | None
+    val_map: float | None = None  # multi-label data: the val mean average precision (what picks the best epoch)
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ class ParamCounts:
 
 @dataclass(frozen=True)
 class RunMetrics:
-    evaluations: dict[str, Evaluation]  # "val", and "test" when the data has a test split
+    evaluations: dict[str, Evaluation | MultiLabelEvaluation]  # "val", and "test" when the data has a test split
     history: list[EpochRow]
     timings: dict[str, float]  # features_s, audit_s, head_s, images_s, total_s, report_s
     params: ParamCounts
@@ -141,23 +144,24 @@ class RunMetrics:
     format_version: int = RECORD_VERSION
 
     @property
-    def val(self) -> Evaluation:
+    def val(self) -> Evaluation | MultiLabelEvaluation:
         return self.evaluations["val"]
 
     @property
-    def test(self) -> Evaluation | None:
+    def test(self) -> Evaluation | MultiLabelEvaluation | None:
         return self.evaluations.get("test")
 
     @property
     def val_accuracy(self) -> float:
-        return self.val.accuracy
+        """The val split's primary figure: accuracy, or for multi-label data the macro mAP."""
+        return primary(self.val)
 
     @property
     def test_accuracy(self) -> float | None:
-        return None if self.test is None else self.test.accuracy
+        return None if self.test is None else primary(self.test)
 
     def accuracies(self) -> dict[str, float]:
-        return {split: evaluation.accuracy for split, evaluation in self.evaluations.items()}
+        return {split: primary(evaluation) for split, evaluation in self.evaluations.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -177,7 +181,7 @@ class RunMetrics:
                 raise ModelFileError(f"{source}: format version {data.get('format_version')!r}; "
                                      f"this graft reads version {RECORD_VERSION}.")
             return cls(
-                evaluations={split: Evaluation.from_dict(e) for split, e in data["evaluations"].items()},
+                evaluations={split: evaluation_from_dict(e) for split, e in data["evaluations"].items()},
                 history=[EpochRow(**row) for row in data["history"]],
                 timings={key: float(value) for key, value in data["timings"].items()},
                 params=ParamCounts(**data["params"]),
@@ -185,6 +189,14 @@ class RunMetrics:
             )
         except (AttributeError, TypeError, KeyError, ValueError) as error:
             raise ModelFileError(f"{source}: a field is missing or has the wrong shape ({error}).") from None
+
+
+def primary(evaluation: Evaluation | MultiLabelEvaluation) -> float:
+    """A split's primary figure, what runs are ranked by: accuracy; for multi-label data the macro mean
+    average precision (0 where no class has a positive image to measure it on)."""
+    if isinstance(evaluation, MultiLabelEvaluation):
+        return evaluation.map_macro or 0.0
+    return evaluation.accuracy
 
 
 def read_json(path: Path) -> Any:

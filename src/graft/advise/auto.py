@@ -32,6 +32,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..config import TrainConfig, parse_duration
 from .advice import PROBE_MARGIN, Advice
 
@@ -126,6 +128,25 @@ def auto_plan(advice: Advice, *, budget: str = "10m") -> AutoPlan:
         reasons.append(f"On advise's sample the last stage probed {sampled:.0%} (a rough guess of the probe: "
                        "training measures the real one on val).")
     return AutoPlan("probe-finetune", options, reasons, good_enough=good_enough, budget=budget)
+
+
+def multilabel_plan(positives: list[int], *, budget: str = "10m") -> AutoPlan:
+    """auto's plan for data with several labels per image, from each label's training images
+    (`positives`): the same rules as auto_plan's on the median label's count, the probe's val figure
+    being the macro mean average precision (graft advise's similarity measurements, single-label
+    probes, are not made: data unlike ImageNet is not told apart here)."""
+    limit = parse_duration(budget)
+    within = "no time limit" if limit is None else f"the --budget of {budget}"
+    median = float(np.median(positives)) if positives else 0.0
+    if median < FINETUNE_MIN_PER_CLASS:
+        return AutoPlan("linear-probe", {"strategy": "linear-probe"}, [
+            f"Several labels per image, {median:g} training images per label (the median label; under "
+            f"{FINETUNE_MIN_PER_CLASS}): a linear probe per label on the frozen base; too few to retrain the base."])
+    return AutoPlan("probe-finetune", {"strategy": "probe-finetune"}, [
+        f"Several labels per image, {median:g} training images per label (the median label; at least "
+        f"{FINETUNE_MIN_PER_CLASS}): a linear probe per label first; then a head on augmented views and everything "
+        f"fine-tuned if the probe's val mAP is under {PROBE_GOOD_ENOUGH:.0%} and measured epochs fit in {within}; "
+        "the fine-tuned model is kept unless the probe beats it on val by more than the noise."])
 
 
 @dataclass

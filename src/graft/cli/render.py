@@ -65,7 +65,17 @@ def describe_os_error(error: OSError) -> str:
     return f"{where}{what}. {hints.get(error.errno or 0, 'Check the path and try again.')}"
 
 
-def evaluation_tables(evaluation: Evaluation, title: str) -> list[Table]:
+def evaluation_tables(evaluation, title: str) -> list[Table]:
+    """A split's evaluation as tables: per class, and the confusion matrix (single-label data), or the
+    per-class AP and decisions at each threshold (multi-label data: graft.evaluation.MultiLabelEvaluation)."""
+    if not isinstance(evaluation, Evaluation):
+        columns, rows = evaluation.table()
+        table = Table(title=f"{escape(title)}: {escape(evaluation.summary())}")
+        for column in columns:
+            table.add_column(escape(column), justify="left" if column == columns[0] else "right")
+        for row in rows:
+            table.add_row(*(escape(str(cell)) for cell in row))
+        return [table]
     per_class = Table(title=f"{escape(title)}: accuracy {evaluation.accuracy:.1%} on {evaluation.count} images")
     for column in ("class", "precision", "recall", "F1", "images"):
         per_class.add_column(column, justify="left" if column == "class" else "right")
@@ -100,11 +110,12 @@ def results_table(metrics, strategy: str, backbone: str) -> Table:
     table.add_column("")
     table.add_column("value", justify="right")
     timings = metrics.timings
+    figure = "accuracy" if isinstance(metrics.val, Evaluation) else "mAP (macro)"  # multi-label data's primary figure
     rows = [
         ("backbone", escape(backbone)),
         ("strategy", escape(strategy)),
-        ("val accuracy", f"{metrics.val_accuracy:.1%}"),
-        ("test accuracy", "-" if metrics.test_accuracy is None else f"{metrics.test_accuracy:.1%}"),
+        (f"val {figure}", f"{metrics.val_accuracy:.1%}"),
+        (f"test {figure}", "-" if metrics.test_accuracy is None else f"{metrics.test_accuracy:.1%}"),
         ("parameters trained", f"{metrics.params.trained:,} of {metrics.params.total:,}"),
         ("features (s)", f"{timings.get('features_s', 0.0):.1f}"),
         ("training (s)", f"{timings.get('head_s', 0.0) + timings.get('images_s', 0.0):.1f}"),

@@ -18,7 +18,8 @@ from .images import load_image
 
 
 class ImageDataset(Dataset):
-    """`(transform(image), label)` for each sample; label -1 for unlabelled images.
+    """`(transform(image), target)` for each sample: its label (-1 for unlabelled images), or its row
+    of `targets` where given (multi-label data: graft.data.discover.DataSplits.targets, N x C).
 
     `draft_size` is passed to `load_image`: set it to about the model's input size to decode big
     JPEGs at reduced scale, leave it None for full-resolution decoding.
@@ -30,10 +31,12 @@ class ImageDataset(Dataset):
         transform: Callable[[Image.Image], Tensor],
         *,
         draft_size: tuple[int, int] | None = None,
+        targets=None,
     ):
         self.samples = list(samples)
         self.transform = transform
         self.draft_size = draft_size
+        self.targets = targets
 
     @classmethod
     def from_paths(
@@ -49,6 +52,7 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+    def __getitem__(self, index: int):
         sample = self.samples[index]
-        return self.transform(load_image(sample.path, draft_size=self.draft_size)), sample.label
+        target = sample.label if self.targets is None else self.targets[index]
+        return self.transform(load_image(sample.path, draft_size=self.draft_size)), target

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..evaluation import Evaluation
+
 if TYPE_CHECKING:
     from ..record import RunMetrics
 
@@ -49,7 +51,7 @@ def training_problems(metrics: RunMetrics, classes: list[str], *, lr: float | No
             "(the default is 0.001).")))
     val = metrics.val
     supports = {name: row["support"] for name, row in val.per_class.items()}
-    if val.count and len(supports) > 1:
+    if isinstance(val, Evaluation) and val.count and len(supports) > 1:  # (multi-label: no single answer to compare)
         common, most = max(supports.items(), key=lambda item: item[1])
         baseline = most / val.count
         if val.accuracy <= baseline:

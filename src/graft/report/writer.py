@@ -112,7 +112,8 @@ def write_report(
     report.add(*_header(record, metrics, plan))
     report.add(*_curves(plan, metrics))
     for split, evaluation in metrics.evaluations.items():
-        report.add(*_evaluation(split, evaluation))
+        if isinstance(evaluation, Evaluation):  # (no report for multi-label runs yet: graft.training.finish)
+            report.add(*_evaluation(split, evaluation))
     report.add(*_mistakes(mistakes, metrics, source=record.data.source if record.data else None))
     report.add(*_channels(run_dir))
     report.add(*_audit(audit, plan))

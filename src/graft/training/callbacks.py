@@ -108,6 +108,7 @@ class History(L.Callback):
                 "train_acc": metrics.get("train_acc"),
                 "val_loss": metrics.get("val_loss"),
                 "val_acc": metrics.get("val_acc"),
+                **({"val_map": metrics["val_map"]} if "val_map" in metrics else {}),
                 "lr": max(group["lr"] for group in trainer.optimizers[0].param_groups),
                 "epoch_time_s": time.perf_counter() - self._start,
             }

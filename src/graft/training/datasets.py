@@ -24,11 +24,13 @@ class FeatureViews(Dataset):
     instead of one per image keeps a head epoch in the milliseconds.
     """
 
-    def __init__(self, views: list[FeatureSet]):
+    def __init__(self, views: list[FeatureSet], targets=None):
+        """`targets`: what the head learns, one row per image (default: the views' class labels;
+        multi-label data: its N x C multi-hot array, graft.data.discover.DataSplits.targets)."""
         if not views:
             raise ValueError("FeatureViews needs at least one view")
         self.views = views
-        self.labels = torch.from_numpy(np.asarray(views[0].labels, dtype=np.int64))
+        self.labels = torch.from_numpy(np.asarray(views[0].labels if targets is None else targets))
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

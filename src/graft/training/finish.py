@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 import time
 
-from ..evaluation import Evaluation, evaluate_predictions
+import numpy as np
+
+from ..evaluation import evaluate_predictions
 from ..io import write_json_atomic
 from ..record import DataSummary, ParamCounts, RunMetrics, RunRecord, library_versions
 from .run import Run
@@ -28,6 +30,11 @@ def evaluate(run: Run) -> None:
         predictor = run.predictor()  # one graph for val and test
         run.engine = predictor.engine
     run.val_logits = run.logits(splits.val, frozen, predictor=predictor)
+    if run.multilabel:  # each class's threshold, chosen on val, decides every split (the record keeps them)
+        from ..evaluation import choose_thresholds
+
+        run.thresholds = choose_thresholds(run.targets(splits.val), _sigmoid(run.val_logits), classes=splits.classes,
+                                           threshold=run.config.data.threshold)
     run.evaluations = {"val": _evaluation(run, splits.val, run.val_logits)}
     if splits.test:
         logits = run.logits(splits.test, run.features(splits.test, "test") if predictor is None else None,
@@ -56,6 +63,7 @@ def save(run: Run) -> None:
         config=config.replace(img_size=run.net.data_config.image_size, logreg_c=run.logreg_c or config.strategy.logreg_c),
         advice=advice or None,
         inference_precision=run.runtime.inference_precision, engine=run.engine,  # what scored val and test
+        task=run.splits.task, thresholds=run.thresholds.to_dict() if run.thresholds is not None else None,
         accuracy=run.metrics.accuracies(),
         data=DataSummary(source=str(splits.source), counts={s: len(getattr(splits, s)) for s in ("train", "val", "test")}),
         versions=library_versions(),
@@ -68,6 +76,9 @@ def report(run: Run) -> None:
     """report.html and report.md: what was learnt, where it fails (the most confident mistakes, with
     where the model looked), and what the audit found in the data."""
     if not run.config.output.report:
+        return
+    if run.multilabel:
+        run.say("Report: not written for multi-label runs yet (issue 25 brings it); metrics.json holds every figure.")
         return
     from ..report import confident_mistakes, write_report
 
@@ -89,7 +100,7 @@ def export(run: Run, classifier) -> None:
     structure's template given the fine-tuned weights, plus the head: about a second once that graph
     is cached), so that `graft predict RUN` needs no torch and no export the first time. Then
     metrics.json, last, with every timing."""
-    if run.runtime.device.type == "cpu":
+    if run.runtime.device.type == "cpu" and not run.multilabel:  # multi-label exports: issue 25's next step
         from ..export.cached import export_after_training
 
         tick = time.perf_counter()
@@ -101,5 +112,14 @@ def export(run: Run, classifier) -> None:
     write_json_atomic(run.run_dir / "metrics.json", run.metrics.to_dict())
 
 
-def _evaluation(run: Run, samples, logits) -> Evaluation:
+def _evaluation(run: Run, samples, logits):
+    if run.multilabel:
+        from ..evaluation import evaluate_multilabel
+
+        return evaluate_multilabel(run.targets(samples), _sigmoid(logits), classes=run.splits.classes,
+                                   thresholds=run.thresholds)
     return evaluate_predictions(run.labels(samples).tolist(), logits.argmax(axis=1), run.splits.classes)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))

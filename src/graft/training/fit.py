@@ -42,6 +42,13 @@ class FitSettings:
     class_weights: list[float] | None = None  # in the loss; None: unweighted
     plateau_patience: int = 2  # epochs without a lower val loss before the learning rate drops
     resume: bool = False  # go on from run_dir/checkpoints/PHASE-resume.pt where it exists
+    classes: int | None = None  # the head's outputs (multi-label data: its metric needs them)
+    multilabel: bool = False  # several labels per image: BCE, and the best epoch by val mAP (ClassifierModule)
+
+    @property
+    def monitor(self) -> str:
+        """The validation figure early stopping and the best epoch follow."""
+        return "val_map" if self.multilabel else "val_acc"
 
 
 def quiet_lightning() -> None:
@@ -69,7 +76,7 @@ def fit(
 ) -> FitResult:
     """Train `net` for up to `epochs` with early stopping; leave it holding its best epoch's weights.
 
-    With `initial_score` (the val accuracy `net` has now), an epoch must beat it to be kept: a fit
+    With `initial_score` (the val figure `net` has now: settings.monitor), an epoch must beat it to be kept: a fit
     that only makes things worse returns `net` as it came. Every epoch boundary is saved in
     run_dir/checkpoints/PHASE-resume.pt; with `settings.resume`, a fit that finds it there goes on
     from it (graft.training.resume_point.ResumePoint).
@@ -78,8 +85,10 @@ def fit(
     runtime, folder = settings.runtime, settings.run_dir / "checkpoints"
     module = ClassifierModule(net, param_groups, weight_decay=settings.weight_decay,
                               label_smoothing=settings.label_smoothing, class_weights=settings.class_weights,
-                              plateau_patience=settings.plateau_patience)
-    best = BestWeights(folder / f"{phase}-best.safetensors", monitor="val_acc", mode="max", initial_score=initial_score)
+                              plateau_patience=settings.plateau_patience, classes=settings.classes,
+                              multilabel=settings.multilabel)
+    best = BestWeights(folder / f"{phase}-best.safetensors", monitor=settings.monitor, mode="max",
+                       initial_score=initial_score)
     history = History(phase, folder / f"{phase}-history.json")
     progress = [EpochProgress(phase)] if runtime.progress else []
     logs = settings.run_dir / "logs"
@@ -92,7 +101,7 @@ def fit(
         num_nodes=runtime.num_nodes,
         strategy=_strategy(runtime.devices, runtime.num_nodes),
         precision=runtime.lightning_precision,
-        callbacks=[best, history, EarlyStopping(monitor="val_acc", mode="max", patience=settings.patience),
+        callbacks=[best, history, EarlyStopping(monitor=settings.monitor, mode="max", patience=settings.patience),
                    LearningRateMonitor("epoch"), *progress, *(extra_callbacks or []),
                    ResumePoint(folder / f"{phase}-resume.pt", resume=settings.resume)],
         logger=[CSVLogger(logs, name=phase, version=""), TensorBoardLogger(logs, name=phase, version="")],

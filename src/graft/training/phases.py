@@ -26,20 +26,23 @@ def head_phase(run: Run) -> None:
     train_views = [run.features(run.splits.train, "train", view) for view in views]
     run.val_features = run.features(run.splits.val, "val")
     run.timings["features_s"] = time.perf_counter() - tick
-    if run.config.output.audit:  # now, while the backbone is pretrained and frozen: its plain-view features
+    if run.config.output.audit and run.multilabel:
+        run.say("Data audit: not made for multi-label data yet (issue 25 brings it).")
+    elif run.config.output.audit:  # now, while the backbone is pretrained and frozen: its plain-view features
         _audit(run, plain_train=train_views[0] if views == [None] else None)
     if plan.head_phase == "logreg":
         from ..heads.logistic import fit_logistic_head
 
         tick, chosen = time.perf_counter(), run.config.strategy.logreg_c
         run.logreg_c = fit_logistic_head(run.model.head, train_views[0], C=chosen, seed=run.seed_value,
-                                         balanced=run.class_weights is not None)
+                                         balanced=run.class_weights is not None,
+                                         targets=run.targets(run.splits.train) if run.multilabel else None)
         run.timings["head_s"] = time.perf_counter() - tick
         run.say(f"Logistic regression: C = {run.logreg_c:g}" + (" (5-fold cross-validation on train)" if chosen is None else ""))
     else:
         run.train_head(views)
     run.head_logits = run.logits(run.splits.val, run.val_features)
-    run.head_score = float(run.val_right(head_phase=True).mean())
+    run.head_score = run.score(run.head_logits, run.splits.val)
 
 
 def image_phase(run: Run) -> None:

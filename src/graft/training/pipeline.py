@@ -16,7 +16,7 @@ from pathlib import Path
 from ..classifier import Classifier
 from ..config import TrainConfig
 from ..errors import GraftError
-from ..evaluation import Evaluation
+from ..evaluation import Evaluation, MultiLabelEvaluation
 from ..record import EpochRow, RunMetrics, RunRecord
 from ..runtime import use_cache_dir
 from .finish import evaluate, export, report, save
@@ -38,7 +38,7 @@ class RunResult:
         return self.metrics.history
 
     @property
-    def val(self) -> Evaluation:
+    def val(self) -> Evaluation | MultiLabelEvaluation:
         return self.metrics.val
 
 

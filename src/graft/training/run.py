@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..backbones import Backbone
     from ..config import TrainConfig
     from ..data.discover import DataSplits, Sample
-    from ..evaluation import Evaluation
+    from ..evaluation import Evaluation, MultiLabelEvaluation
     from ..features import FeatureCache, FeatureSet
     from ..model import GraftModel
     from ..runtime import Runtime
@@ -68,9 +68,10 @@ class Run:
     head_score: float | None = None  # val accuracy after the head phase
     logreg_c: float | None = None
     audit: Any = None  # graft.audit.AuditResult
-    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+    evaluations: dict[str, Evaluation | MultiLabelEvaluation] = field(default_factory=dict)
     val_logits: np.ndarray | None = None  # of the model saved
     engine: str | None = None  # what scored val and test (and made the frozen features they were scored on)
+    thresholds: Any = None  # multi-label: each class's graft.evaluation.Thresholds, chosen on val
     metrics: RunMetrics | None = None  # metrics.json
     record: RunRecord | None = None  # graft.json
     stage: str = "the set-up of the run"  # what the run is doing: said if the user interrupts it
@@ -142,8 +143,10 @@ class Run:
         from .fit import fit
 
         tick = time.perf_counter()
-        train_set = FeatureViews([self.features(self.splits.train, "train", view) for view in views])
-        val = self.val_features if self.val_features is not None else self.features(self.splits.val, "val")
+        splits = self.splits
+        train_set = FeatureViews([self.features(splits.train, "train", view) for view in views],
+                                 targets=self.targets(splits.train))
+        val = self.val_features if self.val_features is not None else self.features(splits.val, "val")
         # Each phase draws from its own seed: the same whatever ran before it (a cold run or one whose
         # features came from the cache), which is what makes a resumed run the same run.
         self.seed()
@@ -151,7 +154,7 @@ class Run:
             self.model.head,
             feature_loader(train_set, batch_size=self.runtime.batch_size, shuffle=True, seed=self.config.data.seed,
                            balanced=self.balanced_batches),
-            feature_loader(FeatureViews([val]), batch_size=256, shuffle=False),
+            feature_loader(FeatureViews([val], targets=self.targets(splits.val)), batch_size=256, shuffle=False),
             param_groups=[{"params": list(self.model.head.parameters()), "lr": self.config.optim.lr}],
             phase="head", epochs=self.config.optim.head_epochs, extra_callbacks=[EpochSetter(train_set)],
             settings=self.fit_settings(processes=1),  # milliseconds an epoch: one process
@@ -160,8 +163,12 @@ class Run:
         self.timings["head_s"] = self.timings.get("head_s", 0.0) + time.perf_counter() - tick
 
     def val_right(self, *, head_phase: bool = False) -> np.ndarray:
+        """Which val images the model answers right: its class; for multi-label data, exactly the
+        image's labels, each class's sigmoid read at 0.5."""
         logits = self.head_logits if head_phase else self.logits(self.splits.val)
         assert logits is not None, "the head phase's val logits are asked for where no head phase ran"
+        if self.multilabel:
+            return ((logits > 0) == (self.targets(self.splits.val) > 0.5)).all(axis=1)
         return logits.argmax(axis=1) == self.labels(self.splits.val)
 
     # --- mechanics the steps share ----------------------------------------------------------------
@@ -169,6 +176,25 @@ class Run:
     @property
     def seed_value(self) -> int:
         return self.config.data.seed
+
+    @property
+    def multilabel(self) -> bool:
+        return self.splits.task == "multilabel"
+
+    def targets(self, samples: list[Sample]) -> np.ndarray:
+        """What the model learns for `samples`: class indices, or multi-hot rows for multi-label data."""
+        return self.splits.targets(samples)
+
+    def score(self, logits: np.ndarray, samples: list[Sample]) -> float:
+        """The val figure fits follow (graft.training.module): accuracy, or for multi-label data the
+        macro mean average precision, computed as the training loop computes it."""
+        if not self.multilabel:
+            return float((logits.argmax(axis=1) == self.labels(samples)).mean())
+        from torchmetrics.functional.classification import multilabel_average_precision
+
+        targets = torch.from_numpy(self.targets(samples)).long()
+        return float(multilabel_average_precision(torch.from_numpy(logits).float().sigmoid(), targets,
+                                                  num_labels=targets.shape[1], average="macro", thresholds=None))
 
     @property
     def balanced_batches(self) -> bool:
@@ -197,11 +223,30 @@ class Run:
                     return head.eval()(torch.from_numpy(np.asarray(features.features, dtype=np.float32))).numpy()
             finally:
                 head.train(was_training)
+        if self.multilabel:
+            return self._model_logits(samples)
         predictor = predictor or self.predictor()
         probabilities = predictor.probabilities_of([sample.path for sample in samples],
                                                    batch_size=self.runtime.batch_size * 2)
         with np.errstate(divide="ignore"):
             return np.log(probabilities)
+
+    def _model_logits(self, samples: list[Sample]) -> np.ndarray:
+        """The whole model's logits (one per class, for a sigmoid each) on `samples`, in the engine
+        graft.engines chooses: multi-label data's counterpart of the predictor's probabilities."""
+        from torch.utils.data import DataLoader
+
+        from ..data.dataset import ImageDataset
+        from ..data.images import eval_draft_size
+        from ..data.transforms import eval_transform
+        from ..engines import frozen_forward
+
+        config = self.net.data_config
+        images = ImageDataset(samples, eval_transform(config, pixels=True), draft_size=eval_draft_size(config.image_size))
+        loader = DataLoader(images, batch_size=self.runtime.batch_size * 2, num_workers=self.runtime.workers)
+        with frozen_forward(self.model, runtime=self.runtime, input_size=config.input_size) as forward:
+            outputs = [forward(pixels) for pixels, _ in loader]
+        return torch.cat(outputs).numpy() if outputs else np.zeros((0, len(self.splits.classes)), dtype=np.float32)
 
     def predictor(self):
         """The model as it stands, as a graft Classifier predicts with it (its engine, fp32)."""
@@ -220,7 +265,8 @@ class Run:
         runtime = self.runtime if processes is None else self.runtime.but(devices=processes, num_nodes=1)
         return FitSettings(run_dir=self.run_dir, runtime=runtime, patience=optim.patience,
                            weight_decay=optim.weight_decay, label_smoothing=optim.label_smoothing,
-                           class_weights=None if self.balanced_batches else self.class_weights, resume=self.resume)
+                           class_weights=None if self.balanced_batches else self.class_weights, resume=self.resume,
+                           classes=len(self.splits.classes), multilabel=self.multilabel)
 
     def param_summary(self, phase: str) -> str:
         model = self.model
@@ -253,8 +299,10 @@ class Run:
         self.seed(1)  # see train_head
         # uint8 pixels: the backbone normalises whole batches (a quarter of the bytes between processes)
         augment = self.config.augment.to_augment() if self.plan.augment_images else None
-        train = ImageDataset(self.splits.train, train_transform(net.data_config, augment, pixels=True))
-        val = ImageDataset(self.splits.val, eval_transform(net.data_config, pixels=True))
+        targets = self.targets if self.multilabel else (lambda samples: None)  # single-label: each sample's label
+        train = ImageDataset(self.splits.train, train_transform(net.data_config, augment, pixels=True),
+                             targets=targets(self.splits.train))
+        val = ImageDataset(self.splits.val, eval_transform(net.data_config, pixels=True), targets=targets(self.splits.val))
         labels = [sample.label for sample in self.splits.train] if self.balanced_batches else None
         return fit(
             self.model,

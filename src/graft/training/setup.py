@@ -9,6 +9,7 @@ from typing import Any
 
 from ..config import AUTO, TrainConfig
 from ..data.discover import DataSplits, find_data, write_skipped_report
+from ..errors import GraftError
 from ..features import FeatureCache
 from ..io import check_output_folder, new_run_dir
 from ..runtime import Runtime
@@ -21,8 +22,6 @@ def start(data: str | Path, config: TrainConfig, *, log: Callable[[str], None], 
           resume: Path | None) -> Run:
     """Check and split the data; settle the backbone and the strategy (auto measures the data first);
     build the backbone the strategy asks for and a new head; make the run folder (or reopen `resume`)."""
-    from ..audit.checks import class_weights  # scikit-learn: imported when a run starts, not with graft
-
     started, requested = time.perf_counter(), config
     if config.strategy.strategy != AUTO:  # a bad name or combination fails now, before any data is read
         get_strategy(config.strategy.strategy).check(config)
@@ -30,12 +29,12 @@ def start(data: str | Path, config: TrainConfig, *, log: Callable[[str], None], 
     check_output_folder(config.output.out)
     saved = read_resume_file(resume) if resume is not None else {"decisions": {}, "found": None}
     seed_everything(config.data.seed)
-    splits = find_data(data, val_split=config.data.val_split, seed=config.data.seed)
+    splits = find_data(data, val_split=config.data.val_split, seed=config.data.seed, task=config.data.task)
     if resume is not None:
         check_same_data(resume, saved["found"], splits)
     log(splits.describe())
     cache = FeatureCache()  # under --cache-dir (graft.runtime.use_cache_dir, around the run), or graft's cache
-    weights = class_weights(splits, config.optim.class_weight)
+    weights = _class_weights(splits, config)
     decisions: dict[str, Any] = dict(saved["decisions"])
     notes: dict[str, Any] = {}
     config = _settle_backbone(config, splits, runtime, cache, weights, decisions, notes, log)
@@ -68,6 +67,23 @@ def start(data: str | Path, config: TrainConfig, *, log: Callable[[str], None], 
                good_enough=good_enough, class_weights=weights, trainable=trainable, trail=trail, notes=notes,
                requested=requested, decisions=decisions,
                initial_head={name: value.clone() for name, value in model.head.state_dict().items()})
+
+
+def _class_weights(splits: DataSplits, config: TrainConfig) -> list[float] | None:
+    """Single-label data: graft.audit.checks.class_weights (--class-weight). Several labels per image:
+    each class's positive weight in its binary loss, negatives / positives on train, under
+    --class-weight balanced (auto leaves them unweighted: one image's labels are not a class count)."""
+    from ..audit.checks import class_weights  # scikit-learn: imported when a run starts, not with graft
+
+    if splits.task != "multilabel":
+        return class_weights(splits, config.optim.class_weight)
+    if config.optim.sampler == "balanced":
+        raise GraftError("--sampler balanced draws each class equally often, which several labels per image do not "
+                         "allow; use --class-weight balanced (each class's positives weighted) instead.")
+    if config.optim.class_weight != "balanced":
+        return None
+    positives = splits.targets(splits.train).sum(axis=0)
+    return [float((len(splits.train) - count) / max(count, 1.0)) for count in positives]
 
 
 def build_model(config: TrainConfig, plan: Strategy, *, classes: int):
@@ -107,8 +123,13 @@ def _settle_strategy(config: TrainConfig, splits: DataSplits, runtime: Runtime, 
     """--strategy auto: measure the data as `graft advise` does and take auto's plan (graft.advise.auto):
     the config it sets, the probe accuracy from which fine-tuning is not tried, and its reasons."""
     from ..advise import advise_splits
-    from ..advise.auto import auto_plan
+    from ..advise.auto import auto_plan, multilabel_plan
 
+    if splits.task == "multilabel":  # graft advise's measurements are single-label probes
+        chosen = multilabel_plan([int(count) for count in splits.targets(splits.train).sum(axis=0)],
+                                 budget=config.strategy.budget)
+        log(chosen.describe())
+        return config.replace(**chosen.options), chosen.good_enough, {"strategy": chosen.strategy, "reasons": chosen.reasons}
     advice = advise_splits(splits, backbone=config.strategy.backbone, weights=config.strategy.weights,
                            img_size=config.data.img_size, seed=config.data.seed, runtime=runtime)
     chosen = auto_plan(advice, budget=config.strategy.budget)

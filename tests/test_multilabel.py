@@ -1,0 +1,77 @@
+"""Several labels per image through the one run loop (issue 25): every strategy learns a generated
+multi-label set with a sigmoid per class, the best epoch by val mAP, each class's threshold chosen on
+val and kept in graft.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import graft
+from conftest import FAST
+from graft.errors import GraftError, ModelFileError
+from graft.evaluation import MultiLabelEvaluation
+from test_cli import run_main
+
+# enough epochs for the SGD heads to learn three colours from 57 training images
+LEARN = {**FAST, "head_epochs": 8, "epochs": 2}
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_multilabel, tmp_path_factory):
+    out = tmp_path_factory.mktemp("multilabel-runs")
+    return {name: graft.train(tiny_multilabel, strategy=name, out=out, name=name, **LEARN)
+            for name in ("linear-probe", "feature-extract", "finetune")}
+
+
+@pytest.mark.parametrize("name", ["linear-probe", "feature-extract", "finetune"])
+def test_each_strategy_learns_several_labels_per_image(runs, name):
+    run = runs[name]
+    val = run.metrics.val
+    assert isinstance(val, MultiLabelEvaluation) and run.record.task == "multilabel"
+    assert val.map_macro >= 0.9 and run.metrics.val_accuracy == val.map_macro  # the primary figure is mAP
+    assert val.exact_match >= 0.5 and set(val.per_class) == {"blue", "green", "red"}
+    thresholds = run.record.thresholds["per_class"]
+    assert set(thresholds) == {"blue", "green", "red"} and all(0 < row["threshold"] < 1 for row in thresholds.values())
+    saved = json.loads((run.run_dir / "metrics.json").read_text())
+    assert saved["evaluations"]["val"]["task"] == "multilabel" and saved["val_accuracy"] == pytest.approx(val.map_macro)
+
+
+def test_fits_follow_val_map_and_the_probe_fits_one_logistic_regression_per_class(runs):
+    head_epochs = [row for row in runs["feature-extract"].history if row.phase == "head"]
+    assert head_epochs and all(row.val_map is not None for row in head_epochs)  # early stopping's figure
+    images = [row for row in runs["finetune"].history if row.phase == "images"]
+    assert images and all(0 <= row.val_map <= 1 for row in images)
+    probe = runs["linear-probe"].classifier.model.head
+    assert probe[-1].out_features == 3 and runs["linear-probe"].metrics.logreg_c is not None
+
+
+def test_a_threshold_for_every_class_can_be_given(tiny_multilabel, tmp_path):
+    run = graft.train(tiny_multilabel, strategy="linear-probe", threshold=0.3, out=tmp_path, **FAST)
+    rows = run.record.thresholds["per_class"].values()
+    assert {row["threshold"] for row in rows} == {0.3} and {row["rule"] for row in rows} == {"given"}
+
+
+def test_auto_plans_by_the_images_per_label_and_says_so(tiny_multilabel, tmp_path):
+    messages: list[str] = []
+    run = graft.train(tiny_multilabel, out=tmp_path, **{**FAST, "log": messages.append})
+    assert run.record.strategy == "linear-probe"  # about 30 images per label: under 50
+    assert any("training images per label" in message for message in messages)
+
+
+def test_what_multi_label_data_cannot_do_yet_is_said(tiny_multilabel, runs, tmp_path, capsys, monkeypatch):
+    with pytest.raises(GraftError, match="--sampler balanced draws each class equally often"):
+        graft.train(tiny_multilabel, strategy="feature-extract", sampler="balanced", out=tmp_path, **FAST)
+    with pytest.raises(ModelFileError, match="a multi-label model .* predicting, exporting and serving one are not built"):
+        graft.load(runs["linear-probe"].run_dir).predict([tiny_multilabel.parent / "images" / "000.png"])
+    code, output = run_main(["predict", runs["linear-probe"].run_dir, tiny_multilabel.parent / "images" / "000.png"],
+                            capsys, monkeypatch)
+    assert code == 2 and "multi-label model" in output and "Traceback" not in output
+
+
+def test_the_cli_trains_and_prints_the_per_class_table(tiny_multilabel, tmp_path, capsys, monkeypatch):
+    code, output = run_main(["train", tiny_multilabel, "--strategy", "linear-probe", "--img-size", "32", "--workers", "0",
+                             "--no-report", "--no-audit", "--out", tmp_path], capsys, monkeypatch)
+    assert code in (0, None), output
+    assert "multi-label" in output and "mAP" in output and "val mAP (macro)" in output
