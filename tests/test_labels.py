@@ -443,3 +443,27 @@ def test_find_data_splits_multilabel_data_stratified_and_seeded(tmp_path, make_i
     assert "val is 20% of the images, stratified by label (iterative), seed 4" in splits.describe()
     for label, name in enumerate(splits.classes):
         assert abs(splits.counts("val")[name] - 0.2 * targets[:, label].sum()) <= 1.5
+
+
+def test_a_label_file_per_split_beside_the_images(tmp_path, make_image):
+    """tags-dev's layout: train.csv and test.csv in DATA, paths from DATA; val split from train."""
+    images(tmp_path, make_image)
+    names = list(TAGS)
+    write(tmp_path / "train.csv", ["path,labels"] + [f"img/{n}.png,{' '.join(TAGS[n])}" for n in names[:9]])
+    write(tmp_path / "test.csv", ["path,labels"] + [f"img/{n}.png,{' '.join(TAGS[n])}" for n in names[9:]])
+    splits = find_data(tmp_path, task="auto", val_split=0.25)
+    assert splits.task == "multilabel" and "train.csv" in splits.layout and "test.csv" in splits.layout
+    assert {s.path.stem for s in splits.train + splits.val} == set(names[:9])
+    assert label_sets(splits.test, splits.classes) == {n: set(TAGS[n]) for n in names[9:]}
+    assert len(splits.val) >= 1  # no val.csv: val taken from train, stratified
+
+
+def test_label_files_per_split_that_cannot_be_read_as_one_say_why(tmp_path, make_image):
+    images(tmp_path, make_image)
+    write(tmp_path / "test.csv", ["path,labels", "img/00.png,cat"])
+    with pytest.raises(DataError, match="has test.csv but no train.csv"):
+        find_data(tmp_path, task="auto")
+    write(tmp_path / "train.csv", ["path,labels", "img/01.png,dog"])
+    write(tmp_path / "train.jsonl", [json.dumps({"path": "img/02.png", "labels": ["owl"]})])
+    with pytest.raises(DataError, match="two label files for train: train.csv and train.jsonl; keep one"):
+        find_data(tmp_path, task="auto")

@@ -75,3 +75,33 @@ def test_the_cli_trains_and_prints_the_per_class_table(tiny_multilabel, tmp_path
                              "--no-report", "--no-audit", "--out", tmp_path], capsys, monkeypatch)
     assert code in (0, None), output
     assert "multi-label" in output and "mAP" in output and "val mAP (macro)" in output
+
+
+def test_a_csv_a_jsonl_and_an_imagefolder_of_the_same_data_give_the_same_model(tiny_multilabel, tmp_path):
+    """The same images and labels written three ways (and as train.csv beside the images) are the same
+    data: the same split, features, fit and weights, byte for byte."""
+    import csv
+
+    from graft.export.cached import weights_digest
+
+    root = tiny_multilabel.parent
+    with open(tiny_multilabel, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    jsonl = tmp_path / "labels.jsonl"
+    jsonl.write_text("".join(json.dumps({"path": str(root / row["path"]), "labels": row["labels"].split()}) + "\n"
+                             for row in rows))
+    folder = tmp_path / "imagefolder"
+    folder.mkdir()
+    (folder / "images").symlink_to(root / "images")
+    (folder / "metadata.jsonl").write_text("".join(json.dumps({"file_name": row["path"], "labels": row["labels"].split()})
+                                                   + "\n" for row in rows))
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    (beside / "images").symlink_to(root / "images")
+    (beside / "train.csv").write_text(tiny_multilabel.read_text())
+    digests = {}
+    for name, data in (("csv", tiny_multilabel), ("jsonl", jsonl), ("imagefolder", folder), ("train.csv", beside)):
+        run = graft.train(data, strategy="linear-probe", out=tmp_path / "runs", name=name, **FAST)
+        assert run.record.task == "multilabel", name
+        digests[name] = (weights_digest(run.run_dir / "model.safetensors"), run.record.thresholds)
+    assert all(digest == digests["csv"] for digest in digests.values()), digests

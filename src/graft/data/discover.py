@@ -7,7 +7,8 @@ Accepted layouts (see `find_data`):
 - one folder of class folders, split into train/val per class (stratified) with a seed;
 - a label file (graft.data.labels): a CSV or TSV with a path column, a label column and optionally
   `split` (train/val/test), or JSONL; or Hugging Face's imagefolder layout, a `metadata.csv` or
-  `metadata.jsonl` in the folder or in each of its train/, val/ and test/ folders. Folders named
+  `metadata.jsonl` in the folder or in each of its train/, val/ and test/ folders; or a folder with a
+  label file per split (train.csv, test.csv: paths from the file). Folders named
   like splits are never classes.
 
 A label file may give an image several labels, or none (`[]`): multi-label data. `find_data`'s
@@ -51,7 +52,9 @@ from .labels import (
     metadata_file,
     read_imagefolder,
     read_label_file,
+    read_split_files,
     resolve_task,
+    split_label_files,
 )
 from .labels import counted as _count
 from .labels import first_few as _first
@@ -376,7 +379,7 @@ def _open_source(source: str | Path) -> _Source:
         if _is_graft_output(path):
             raise DataError(f"{path} is graft's own output (a run or output folder), not data: {_LAYOUTS}. "
                             "Give the folder that holds your class folders.")
-        return _imagefolder_source(path) or _folder_source(path)
+        return _imagefolder_source(path) or _split_files_source(path) or _folder_source(path)
     if is_label_file(path):
         return _label_source(path, read_label_file(path))
     hint = (" To classify one image, use graft predict; to train, give the folder that holds the class "
@@ -414,6 +417,12 @@ def _imagefolder_source(root: Path) -> _Source | None:
         raise DataError(f"{bare[0]} has no metadata file, but {next(iter(by_split.values())).parent.name}/ has one: "
                         "give each split folder its metadata.csv or metadata.jsonl (file_name and label or labels).")
     return _label_source(root, read_imagefolder(root, {"": top} if top is not None else by_split))
+
+
+def _split_files_source(root: Path) -> _Source | None:
+    """A folder with a label file per split beside the images (train.csv and test.csv, as tags-dev)."""
+    files = split_label_files(root)
+    return _label_source(root, read_split_files(root, files)) if files else None
 
 
 def _folder_source(root: Path) -> _Source:

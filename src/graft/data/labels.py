@@ -114,6 +114,30 @@ def metadata_file(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
+def split_label_files(folder: Path) -> dict[str, Path]:
+    """Label files named after the splits in `folder` (train.csv, val.jsonl, test.tsv; valid and
+    validation are val), each split's rows in its own file, paths read from the file's folder."""
+    found: dict[str, Path] = {}
+    for entry in sorted(folder.iterdir()):
+        split = SPLIT_NAMES.get(entry.stem.lower())
+        if split is None or entry.suffix.lower() not in LABEL_FILE_SUFFIXES or not entry.is_file():
+            continue
+        if split in found:
+            raise DataError(f"{folder} has two label files for {split}: {found[split].name} and {entry.name}; keep one.")
+        found[split] = entry
+    if found and "train" not in found:
+        raise DataError(f"{folder} has {', '.join(file.name for file in found.values())} but no train.csv (or "
+                        ".tsv, .jsonl): give the training images' labels in train.csv beside it.")
+    return found
+
+
+def read_split_files(root: Path, files: dict[str, Path]) -> LabelRows:
+    """The checked rows of `split_label_files(root)`: each file's rows in the split it is named after."""
+    rows = [row for split, file in files.items() for row in _read(file, fixed_split=split)[0]]
+    _check_rows(root, rows)
+    return LabelRows(root, list(files.values()), rows, True, "label files " + ", ".join(file.name for file in files.values()))
+
+
 def read_imagefolder(root: Path, files: dict[str, Path]) -> LabelRows:
     """The checked rows of an imagefolder's metadata: `files` maps "" to the data folder's file, or
     each split to its folder's file. A root file's rows are in the split their path's first folder
