@@ -10,7 +10,7 @@ import pytest
 
 import graft
 from conftest import FAST
-from graft.errors import GraftError, ModelFileError
+from graft.errors import GraftError
 from graft.evaluation import MultiLabelEvaluation
 from test_cli import run_main
 
@@ -60,14 +60,9 @@ def test_auto_plans_by_the_images_per_label_and_says_so(tiny_multilabel, tmp_pat
     assert any("training images per label" in message for message in messages)
 
 
-def test_what_multi_label_data_cannot_do_yet_is_said(tiny_multilabel, runs, tmp_path, capsys, monkeypatch):
+def test_what_multi_label_data_cannot_do_yet_is_said(tiny_multilabel, tmp_path):
     with pytest.raises(GraftError, match="--sampler balanced draws each class equally often"):
         graft.train(tiny_multilabel, strategy="feature-extract", sampler="balanced", out=tmp_path, **FAST)
-    with pytest.raises(ModelFileError, match="a multi-label model .* predicting, exporting and serving one are not built"):
-        graft.load(runs["linear-probe"].run_dir).predict([tiny_multilabel.parent / "images" / "000.png"])
-    code, output = run_main(["predict", runs["linear-probe"].run_dir, tiny_multilabel.parent / "images" / "000.png"],
-                            capsys, monkeypatch)
-    assert code == 2 and "multi-label model" in output and "Traceback" not in output
 
 
 def test_the_cli_trains_and_prints_the_per_class_table(tiny_multilabel, tmp_path, capsys, monkeypatch):
@@ -105,3 +100,23 @@ def test_a_csv_a_jsonl_and_an_imagefolder_of_the_same_data_give_the_same_model(t
         assert run.record.task == "multilabel", name
         digests[name] = (weights_digest(run.run_dir / "model.safetensors"), run.record.thresholds)
     assert all(digest == digests["csv"] for digest in digests.values()), digests
+
+
+def test_the_report_of_a_multi_label_run_shows_each_class_and_the_labels_given_together(tiny_multilabel, tmp_path):
+    """report.html and report.md for a multi-label run: mAP in the header, the per-class table at the
+    thresholds, each split's precision-recall curves, the co-occurrence of labels, no 'mistakes'."""
+    from graft.report import write_report
+    from graft.report.writer import LabelScores
+
+    run = graft.train(tiny_multilabel, strategy="linear-probe", out=tmp_path, **{**FAST, "report": True})
+    folder = run.run_dir
+    markdown = (folder / "report.md").read_text()
+    assert "val mAP (macro)" in markdown and "val accuracy" not in markdown
+    assert "Validation: mAP" in markdown and "threshold" in markdown
+    for name in ("precision-recall-val", "cooccurrence"):
+        assert (folder / "report" / f"{name}.png").stat().st_size > 1000, name
+    assert "Most confident mistakes" not in markdown and "several labels per image" in markdown
+    # without the answers (a report written again from the files), the tables alone, said plainly
+    write_report(folder, record=run.record, metrics=run.metrics, scores=LabelScores({}, {}))
+    again = (folder / "report.md").read_text()
+    assert "Validation: mAP" in again and "Not drawn for this report." in again

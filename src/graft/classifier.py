@@ -8,7 +8,8 @@ its backbone's graph plus the head, traced once per backbone and size, never per
 `graft predict RUN` and `graft serve` run, so every way of predicting a run gives the same answers.
 In torch it runs the network itself, in its inference precision (fp32 unless --precision bf16 was
 asked), in slices on a CPU (graft.engines.forward). A network that cannot be turned into that graph
-is predicted in torch fp32 under auto, with a warning.
+is predicted in torch fp32 under auto, with a warning. A multi-label model (its record's task) gives
+each class's sigmoid, in every engine, and answers with the labels over its record's thresholds.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from .data.config import DataConfig
 from .data.discover import Sample
 from .data.inputs import ImageInput
 from .errors import GraftError
-from .evaluation import Evaluation
+from .evaluation import Evaluation, MultiLabelEvaluation
 from .model import GraftModel
 from .model_files import load_model, save_model
 from .prediction import Prediction
-from .predictor import BatchPredictor, model_metadata
+from .predictor import BatchPredictor, model_metadata, record_thresholds
 from .record import RunRecord
 from .runtime import Runtime
 
@@ -41,14 +42,20 @@ class Classifier(BatchPredictor):
     inference precision); None: engine auto, and the precision its record states. `folder`: the run
     folder it was saved in (graft.load sets it), whose kept export the ONNX engines run; None: the
     same graph, made in a temporary file. `engine`: auto, torch, onnxruntime or openvino (default:
-    the runtime's, else auto).
+    the runtime's, else auto). `task`: "single" or "multilabel" (default: the record's, else single);
+    a multi-label model's `thresholds` (C numbers in class order) default to the record's.
     """
 
     def __init__(self, model: GraftModel, classes: list[str], record: RunRecord | None = None,
-                 runtime: Runtime | None = None, *, folder: str | Path | None = None, engine: str | None = None):
+                 runtime: Runtime | None = None, *, folder: str | Path | None = None, engine: str | None = None,
+                 task: str | None = None, thresholds: np.ndarray | None = None):
         self.model = model
         self.classes = list(classes)
         self.record = record  # how the model was made (graft.json); None for a model graft did not train
+        self.task = task or (record.task if record is not None else "single")
+        if thresholds is None and record is not None and self.task == "multilabel":
+            thresholds = record_thresholds(record)
+        self.thresholds = None if thresholds is None else np.asarray(thresholds, dtype=np.float64)
         self.runtime = runtime
         self.folder = Path(folder) if folder is not None else None
         self.requested_engine = engine or (runtime.engine if runtime is not None else "auto")
@@ -62,7 +69,7 @@ class Classifier(BatchPredictor):
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return model_metadata(self.classes, self.data_config, self.record)
+        return model_metadata(self.classes, self.data_config, self.record, task=self.task, thresholds=self.thresholds)
 
     @property
     def asked_precision(self) -> str:
@@ -89,28 +96,34 @@ class Classifier(BatchPredictor):
         with self._lock:
             if engine not in self._siblings:
                 self._siblings[engine] = Classifier(self.model, self.classes, self.record, self.runtime,
-                                                    folder=self.folder, engine=engine)
+                                                    folder=self.folder, engine=engine, task=self.task,
+                                                    thresholds=self.thresholds)
             return self._siblings[engine]
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         return self._ready()(pixels)
 
     def predict(self, images: ImageInput | Iterable[ImageInput], *, top_k: int = 5, batch_size: int = 64,
-                tta: bool = False, engine: str | None = None) -> list[Prediction]:
+                tta: bool = False, threshold: float | None = None, engine: str | None = None) -> list[Prediction]:
         """graft.predictor.BatchPredictor.predict; `engine`: another engine than the classifier's."""
-        return BatchPredictor.predict(self.using(engine), images, top_k=top_k, batch_size=batch_size, tta=tta)
+        return BatchPredictor.predict(self.using(engine), images, top_k=top_k, batch_size=batch_size, tta=tta,
+                                      threshold=threshold)
 
     def predict_iter(self, images: Sequence[ImageInput], *, top_k: int = 5, batch_size: int = 64,
-                     tta: bool = False, engine: str | None = None) -> Iterator[Prediction]:
-        return BatchPredictor.predict_iter(self.using(engine), images, top_k=top_k, batch_size=batch_size, tta=tta)
+                     tta: bool = False, threshold: float | None = None,
+                     engine: str | None = None) -> Iterator[Prediction]:
+        return BatchPredictor.predict_iter(self.using(engine), images, top_k=top_k, batch_size=batch_size, tta=tta,
+                                           threshold=threshold)
 
-    def evaluate(self, data: str | Path, *, batch_size: int = 64, tta: bool = False,
-                 engine: str | None = None) -> Evaluation:
-        return BatchPredictor.evaluate(self.using(engine), data, batch_size=batch_size, tta=tta)
+    def evaluate(self, data: str | Path, *, batch_size: int = 64, tta: bool = False, threshold: float | None = None,
+                 engine: str | None = None) -> Evaluation | MultiLabelEvaluation:
+        return BatchPredictor.evaluate(self.using(engine), data, batch_size=batch_size, tta=tta, threshold=threshold)
 
     def evaluate_images(self, data: str | Path, *, batch_size: int = 64, tta: bool = False,
-                        engine: str | None = None) -> tuple[Evaluation, list[dict]]:
-        return BatchPredictor.evaluate_images(self.using(engine), data, batch_size=batch_size, tta=tta)
+                        threshold: float | None = None,
+                        engine: str | None = None) -> tuple[Evaluation | MultiLabelEvaluation, list[dict]]:
+        return BatchPredictor.evaluate_images(self.using(engine), data, batch_size=batch_size, tta=tta,
+                                              threshold=threshold)
 
     def save(self, folder: str | Path) -> Path:
         if self.record is None:
@@ -126,11 +139,8 @@ class Classifier(BatchPredictor):
     def _open(self) -> _Run:
         """The engine that computes the answers, ready: chosen, and its graph made where it runs one."""
         from .engines.choice import choose_engine
-        from .model_files import refuse_multilabel
         from .runtime import accelerator_device
 
-        if self.record is not None:
-            refuse_multilabel(self.record, self.folder or Path("."))
         precision = self.asked_precision
         engine = choose_engine(self.requested_engine, device=accelerator_device().type, precision=precision)
         if engine != "torch":
@@ -141,7 +151,8 @@ class Classifier(BatchPredictor):
                     raise
                 print(f"Warning: {error} Predicting in PyTorch (fp32) instead.", file=sys.stderr)
                 precision = "32"
-        return _TorchRun(self.model, (self.runtime or Runtime()).but(engine="torch", inference_precision=precision))
+        return _TorchRun(self.model, (self.runtime or Runtime()).but(engine="torch", inference_precision=precision),
+                         multilabel=self.multilabel)
 
     def _graph(self) -> Path:
         from .export.cached import classifier_graph
@@ -190,12 +201,14 @@ class _GraphRun(_Run):
 
 class _TorchRun(_Run):
     """The network in torch (graft.engines.forward: channels_last, slices on a CPU), in eval mode
-    for the call and left as it was, in `runtime.inference_precision`."""
+    for the call and left as it was, in `runtime.inference_precision`: a softmax over the classes, or
+    (`multilabel`) each class's sigmoid."""
 
     engine = "torch"
 
-    def __init__(self, model: GraftModel, runtime: Runtime):
+    def __init__(self, model: GraftModel, runtime: Runtime, *, multilabel: bool = False):
         self.model, self.runtime, self.precision = model, runtime, runtime.inference_precision
+        self.multilabel = multilabel
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         import torch
@@ -204,7 +217,8 @@ class _TorchRun(_Run):
 
         config = self.model.backbone.data_config
         with frozen_forward(self.model, runtime=self.runtime, input_size=config.input_size) as forward:
-            return forward(torch.from_numpy(np.ascontiguousarray(pixels))).softmax(dim=-1).numpy()
+            logits = forward(torch.from_numpy(np.ascontiguousarray(pixels)))
+            return (logits.sigmoid() if self.multilabel else logits.softmax(dim=-1)).numpy()
 
 
 def predict_logits(model: GraftModel, samples: Sequence[Sample], config: DataConfig, *, runtime: Runtime,

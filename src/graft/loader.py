@@ -55,13 +55,12 @@ def open_predictor(path: str | Path, *, engine: str = "auto", say=None) -> Batch
     without torch (see the module's text). `say`: where notes go (default: stderr). Its weights are
     checked against graft.json once either way."""
     from .engines.choice import choose_engine, likely_device
-    from .model_files import read_record, refuse_multilabel
+    from .model_files import read_record
 
     path = Path(path)
     if _kind(path) != "run":
         return load(path, engine=engine)
     record, folder = read_record(path, check_weights=False)  # which engine decides whether torch is needed
-    refuse_multilabel(record, folder)
     precision = "bf16" if record.inference_precision == "bf16" else "32"
     if choose_engine(engine, device=likely_device(), precision=precision) != "onnxruntime":
         return load(folder, engine=engine)  # the weights are checked as they are read

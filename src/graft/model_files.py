@@ -89,15 +89,6 @@ def read_record(path: str | Path, *, check_weights: bool = True) -> tuple[RunRec
     return record, folder
 
 
-def refuse_multilabel(record: RunRecord, folder: Path) -> None:
-    """Predicting with a multi-label model (a sigmoid per class, decided at its threshold) is not
-    built yet: say so rather than answer as if the classes excluded each other."""
-    if record.task == "multilabel":
-        raise ModelFileError(f"{folder}: a multi-label model (several labels per image). graft trains and evaluates "
-                             "these (its figures are in metrics.json), but predicting, exporting and serving one are "
-                             "not built yet: issue 25's next step brings them.")
-
-
 def check_weights_file(folder: Path, expected: str | None) -> None:
     """Refuse weights whose SHA-256 is not the one graft.json records (`expected`)."""
     if expected != file_sha256(folder / WEIGHTS_FILE):

@@ -17,12 +17,18 @@ from typing import IO, Any
 class Prediction:
     """The answer for one image: `top` holds (class name, probability), most likely first.
 
-    For an input that could not be read, `error` says why and `top` is empty.
+    A multi-label model's answer (several labels per image) also holds `labels`, the classes whose
+    probability reaches their threshold (graft.evaluation.decide), most likely first, possibly none;
+    and `probabilities`, every class's probability (an independent sigmoid each) in the model's class
+    order. A single-label model's answer has neither (None). For an input that could not be read,
+    `error` says why and `top` is empty.
     """
 
     path: str
     top: list[tuple[str, float]]
     error: str | None = None
+    labels: list[str] | None = None
+    probabilities: dict[str, float] | None = None
 
     @property
     def label(self) -> str:
@@ -36,33 +42,59 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of `graft predict --json` and of each answer of `POST /predict`:
-        path, label, probability and top ([{class, probability}], most likely first); for an input
-        that could not be read, path and error."""
+        path, label, probability and top ([{class, probability}], most likely first); a multi-label
+        model's: path, labels (over their thresholds, most likely first), probabilities ({class:
+        probability} for every class) and top; for an input that could not be read, path and error."""
         if self.error is not None:
             return {"path": self.path, "error": self.error}
-        return {"path": self.path, "label": self.label, "probability": self.probability,
-                "top": [{"class": name, "probability": p} for name, p in self.top]}
+        top = [{"class": name, "probability": p} for name, p in self.top]
+        if self.labels is not None:
+            return {"path": self.path, "labels": list(self.labels), "probabilities": dict(self.probabilities or {}),
+                    "top": top}
+        return {"path": self.path, "label": self.label, "probability": self.probability, "top": top}
 
-    def csv_row(self, columns: int) -> list:
-        """The row under `csv_header(columns)`: path, the top `columns` classes with probabilities, error."""
+    def csv_row(self, columns: int, classes: Sequence[str] | None = None) -> list:
+        """The row under `csv_header(columns, classes)`: path, the top `columns` classes with
+        probabilities, error; a multi-label model's (`classes` given): path, labels (`join_labels`),
+        each of `classes`' probability, error."""
+        if classes is not None:
+            if self.error is not None:
+                return [self.path, "", *[""] * len(classes), self.error]
+            probabilities = self.probabilities or {}
+            return [self.path, join_labels(self.labels or [], classes), *(probabilities[name] for name in classes), ""]
         cells: list = [self.path]
         for rank in range(columns):
             cells += list(self.top[rank]) if rank < len(self.top) else ["", ""]
         return [*cells, self.error or ""]
 
     def lines(self) -> list[str]:
-        """The answer as text: the path, then one line per class ("  1. roses   96.0%")."""
+        """The answer as text: the path, then one line per class ("  1. roses   96.0%"); a multi-label
+        model's: the path, its labels, then one line per class of `top`, "*" where it is a label."""
         if self.error is not None:
             return [f"{self.path}: {self.error}"]
+        if self.labels is not None:
+            given = ", ".join(self.labels) if self.labels else "none (no class reaches its threshold)"
+            return [self.path, f"  labels: {given}",
+                    *(f"  {'*' if name in self.labels else ' '} {name:<40} {p:6.1%}" for name, p in self.top)]
         return [self.path, *(f"  {rank}. {name:<40} {p:6.1%}" for rank, (name, p) in enumerate(self.top, 1))]
 
 
-def csv_header(columns: int) -> list[str]:
-    """path, label, probability, then class_2, probability_2, ... up to `columns` classes, and error."""
+def csv_header(columns: int, classes: Sequence[str] | None = None) -> list[str]:
+    """path, label, probability, then class_2, probability_2, ... up to `columns` classes, and error;
+    for a multi-label model (`classes`: its classes): path, labels, probability_CLASS for each class,
+    and error."""
+    if classes is not None:
+        return ["path", "labels", *(f"probability_{name}" for name in classes), "error"]
     header = ["path", "label", "probability"]
     for rank in range(2, columns + 1):
         header += [f"class_{rank}", f"probability_{rank}"]
     return [*header, "error"]
+
+
+def join_labels(labels: Sequence[str], classes: Sequence[str]) -> str:
+    """A multi-label answer's labels in one CSV cell, as graft reads a label file's: separated by
+    spaces, or by "|" where a class name holds a space."""
+    return ("|" if any(" " in name for name in classes) else " ").join(labels)
 
 
 def http_answer(predictions: Iterable[Prediction]) -> dict[str, Any]:
@@ -70,13 +102,15 @@ def http_answer(predictions: Iterable[Prediction]) -> dict[str, Any]:
     return {"predictions": [prediction.to_dict() for prediction in predictions]}
 
 
-def write_answers(answers: Iterable[Prediction], *, columns: int, csv_path: str | Path | None = None,
-                  json_out: IO[str] | None = None, show: Callable[[Prediction], None] | None = None,
+def write_answers(answers: Iterable[Prediction], *, columns: int, classes: Sequence[str] | None = None,
+                  csv_path: str | Path | None = None, json_out: IO[str] | None = None,
+                  show: Callable[[Prediction], None] | None = None,
                   each: Callable[[Prediction], None] | None = None) -> tuple[int, list[Prediction]]:
     """Stream `answers` as they come: CSV rows into `csv_path` (written whole or not at all, via
     graft.io.atomic_path), a JSON array of `to_dict` objects into `json_out`, and `show(answer)` for
-    each readable answer; `each(answer)` after every one (progress). Returns how many answers there
-    were, and those that could not be read."""
+    each readable answer; `each(answer)` after every one (progress). `classes`: a multi-label model's
+    classes (its CSV has a column per class); None for a single-label model. Returns how many answers
+    there were, and those that could not be read."""
     from .io import atomic_path
 
     count, failed = 0, []
@@ -85,12 +119,12 @@ def write_answers(answers: Iterable[Prediction], *, columns: int, csv_path: str 
         if csv_path is not None:
             temporary = stack.enter_context(atomic_path(Path(csv_path)))
             writer = csv.writer(stack.enter_context(temporary.open("x", newline="", encoding="utf-8")))
-            writer.writerow(csv_header(columns))
+            writer.writerow(csv_header(columns, classes))
         if json_out is not None:
             json_out.write("[")
         for answer in answers:
             if writer is not None:
-                writer.writerow(answer.csv_row(columns))
+                writer.writerow(answer.csv_row(columns) if classes is None else answer.csv_row(columns, classes))
             if json_out is not None:
                 json_out.write(("\n" if count == 0 else ",\n") + json.dumps(answer.to_dict()))
             if answer.error is not None:
@@ -117,12 +151,17 @@ def write_rows(path: str | Path, columns: list[str], rows: Iterable[dict]) -> No
 
 
 def in_input_order(images: Sequence, indices: Iterable[int], errors: dict[int, str],
-                   tops: list[list[tuple[str, float]]]) -> Iterator[Prediction]:
+                   answers: list[Prediction]) -> Iterator[Prediction]:
     """One Prediction per index, in order: an index in `errors` gets its reason, the others take the
-    next of `tops` (one per readable input, in the same order)."""
+    next of `answers` (one per readable input, in the same order; their paths are set here)."""
     from .data.inputs import input_name
 
-    readable = iter(tops)
+    readable = iter(answers)
     for index in indices:
         name = input_name(images[index], index)
-        yield Prediction(name, [], errors[index]) if index in errors else Prediction(name, next(readable))
+        if index in errors:
+            yield Prediction(name, [], errors[index])
+        else:
+            answer = next(readable)
+            answer.path = name
+            yield answer

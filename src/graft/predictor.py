@@ -12,8 +12,12 @@ N x 3 x H x W) becomes class probabilities (`probabilities`). Everything else is
   reader holds up the model as little as possible (docs/benchmarks.md, "Batch prediction");
 - an input that cannot be read is an answer with `error` set, in input order, never a crash;
 - `tta`: the mean of the image's and its mirror image's probabilities; top-k by probability;
-- `evaluate`: a folder or CSV of labelled images (graft.data.find_eval_data) scored by
-  graft.evaluation.
+- a multi-label model (`task` "multilabel": a sigmoid per class) answers, besides the top-k, every
+  class's probability and the labels whose probability reaches their threshold (the ones chosen on
+  val and saved with the model, or one `threshold` for every class), decided by
+  graft.evaluation.decide, the one rule;
+- `evaluate`: a folder or label file of labelled images (graft.data.find_eval_data) scored by
+  graft.evaluation (a multi-label model: graft.evaluation.evaluate_multilabel at its thresholds).
 
 The module imports neither torch nor timm (`graft predict model.onnx` runs without them).
 """
@@ -38,40 +42,47 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from .data.discover import Sample
-    from .evaluation import Evaluation
+    from .evaluation import Evaluation, MultiLabelEvaluation
     from .record import RunRecord
 
 METADATA_VERSION = 1
+TASKS = ("single", "multilabel")  # one class per image (softmax), or several labels per image (a sigmoid each)
 
 
 @runtime_checkable
 class Predictor(Protocol):
     """What `graft.load` returns for any model file: a run folder, a .onnx, an OpenVINO .xml or a
     TorchScript .pt. `metadata` is the description every export carries (classes, input size and
-    preprocessing, backbone, strategy, val accuracy); `engine` and `precision` say what computes."""
+    preprocessing, backbone, strategy, val accuracy, task and thresholds); `engine` and `precision`
+    say what computes; `task` is "single" or "multilabel" (several labels per image)."""
 
     classes: list[str]
     engine: str
+    task: str
 
     @property
     def metadata(self) -> dict[str, Any]: ...
 
     def predict(self, images: ImageInput | Iterable[ImageInput], *, top_k: int = 5, batch_size: int = 64,
-                tta: bool = False) -> list[Prediction]: ...
+                tta: bool = False, threshold: float | None = None) -> list[Prediction]: ...
 
     def predict_iter(self, images: Sequence[ImageInput], *, top_k: int = 5, batch_size: int = 64,
-                     tta: bool = False) -> Iterator[Prediction]: ...
+                     tta: bool = False, threshold: float | None = None) -> Iterator[Prediction]: ...
 
-    def evaluate(self, data: str | Path, *, batch_size: int = 64, tta: bool = False) -> Evaluation: ...
+    def evaluate(self, data: str | Path, *, batch_size: int = 64, tta: bool = False,
+                 threshold: float | None = None) -> Evaluation | MultiLabelEvaluation: ...
 
 
 class BatchPredictor:
     """The shared implementation of `Predictor`. A subclass sets `classes`, `engine` (and `precision`
-    where it is not fp32), gives `data_config` and `metadata`, and implements `probabilities`."""
+    where it is not fp32; `task` and `thresholds` for a multi-label model), gives `data_config` and
+    `metadata`, and implements `probabilities`."""
 
     classes: list[str]
     engine: str = ""
     precision: str = "32"
+    task: str = "single"
+    thresholds: np.ndarray | None = None  # multi-label: each class's threshold, in class order (None: 0.5 each)
 
     @property
     def data_config(self) -> DataConfig:
@@ -82,8 +93,32 @@ class BatchPredictor:
         raise NotImplementedError
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """Class probabilities (float32, N x classes) for prepared uint8 pixels (N x 3 x H x W)."""
+        """Class probabilities (float32, N x classes) for prepared uint8 pixels (N x 3 x H x W): a
+        softmax over the classes, or for a multi-label model each class's sigmoid."""
         raise NotImplementedError
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether the model gives several labels per image (a sigmoid per class, decided at thresholds)."""
+        return self.task == "multilabel"
+
+    def decision_thresholds(self, threshold: float | None = None) -> np.ndarray:
+        """Each class's threshold (float64, in class order) for a multi-label model: `threshold` for
+        every class where given (--threshold), else the model's own (chosen on val), else 0.5 each.
+        GraftError for a threshold given to a single-label model, or one that is not a probability."""
+        from .evaluation.thresholds import DEFAULT_THRESHOLD, check_threshold
+
+        if not self.multilabel:
+            if threshold is not None:
+                raise GraftError(f"--threshold {threshold}: thresholds decide the labels of a multi-label model "
+                                 "(several labels per image); this model gives each image its one most likely class. "
+                                 "Leave --threshold out.")
+            raise ValueError("a single-label model has no decision thresholds")
+        if threshold is not None:
+            return np.full(len(self.classes), check_threshold(threshold), dtype=np.float64)
+        if self.thresholds is None:
+            return np.full(len(self.classes), DEFAULT_THRESHOLD, dtype=np.float64)
+        return np.asarray(self.thresholds, dtype=np.float64)
 
     # -- One image -----------------------------------------------------------------------------------
 
@@ -103,27 +138,46 @@ class BatchPredictor:
     # -- Batches -------------------------------------------------------------------------------------
 
     def predict(self, images: ImageInput | Iterable[ImageInput], *, top_k: int = 5, batch_size: int = 64,
-                tta: bool = False) -> list[Prediction]:
-        """Top-k classes with probabilities for each image; always a list, even for one image.
+                tta: bool = False, threshold: float | None = None) -> list[Prediction]:
+        """Top-k classes with probabilities for each image; always a list, even for one image. A
+        multi-label model's answers also hold `labels` (the classes at or over their thresholds, most
+        likely first) and every class's probability (`probabilities`).
 
         `images`: one image or a list of them, each a file path (str or Path), a PIL image, a uint8
         numpy array (H x W x 3 RGB or H x W grey; an N x H x W x 3 array is N images) or the bytes of
         an encoded image file. In a list, an input that cannot be read gives a Prediction with
         `error` set and no `top`; a single unreadable image raises `BadImageError`.
         `tta`: average the probabilities of each image and its horizontal mirror image.
+        `threshold`: a multi-label model's threshold for every class, instead of its own.
         """
         items, single = as_input_list(images)
-        predictions = list(self.predict_iter(items, top_k=top_k, batch_size=batch_size, tta=tta))
+        predictions = list(self.predict_iter(items, top_k=top_k, batch_size=batch_size, tta=tta, threshold=threshold))
         if single and predictions[0].error is not None:
             raise BadImageError(predictions[0].path, predictions[0].error)
         return predictions
 
     def predict_iter(self, images: Sequence[ImageInput], *, top_k: int = 5, batch_size: int = 64,
-                     tta: bool = False) -> Iterator[Prediction]:
+                     tta: bool = False, threshold: float | None = None) -> Iterator[Prediction]:
         """`predict`, one Prediction at a time in input order, reading one batch of images at a time."""
         k = max(1, min(top_k, len(self.classes)))
+        thresholds = self.decision_thresholds(threshold) if self.multilabel or threshold is not None else None
         for chunk, probabilities, errors in self.scored(images, batch_size=batch_size, tta=tta):
-            yield from in_input_order(images, chunk, errors, self.top(probabilities, k))
+            yield from in_input_order(images, chunk, errors, self.answers(probabilities, k, thresholds=thresholds))
+
+    def answers(self, probabilities: np.ndarray | None, k: int, *,
+                thresholds: np.ndarray | None = None) -> list[Prediction]:
+        """The answer of each row of `probabilities` (its path still empty): the `k` most likely
+        classes; for a multi-label model also its labels, decided at `thresholds` (default:
+        `decision_thresholds()`), most likely first, and every class's probability."""
+        tops = self.top(probabilities, k)
+        if probabilities is None or not self.multilabel:
+            return [Prediction("", top) for top in tops]
+        from .evaluation.thresholds import decide
+
+        given = decide(probabilities, self.decision_thresholds() if thresholds is None else thresholds)
+        return [Prediction("", top, labels=[self.classes[c] for c in np.argsort(-row, kind="stable") if given[i, c]],
+                           probabilities={name: float(p) for name, p in zip(self.classes, row)})
+                for i, (row, top) in enumerate(zip(probabilities, tops))]
 
     def scored(self, images: Sequence[ImageInput], *, batch_size: int = 64,
                tta: bool = False) -> Iterator[tuple[range, np.ndarray | None, dict[int, str]]]:
@@ -169,33 +223,64 @@ class BatchPredictor:
 
     # -- Labelled images -----------------------------------------------------------------------------
 
-    def evaluate(self, data: str | Path, *, batch_size: int = 64, tta: bool = False) -> Evaluation:
+    def evaluate(self, data: str | Path, *, batch_size: int = 64, tta: bool = False,
+                 threshold: float | None = None) -> Evaluation | MultiLabelEvaluation:
         """Accuracy, per-class metrics and confusion matrix on a folder or CSV of labelled images
-        (a folder of class folders, a split folder whose test/ or val/ is used, or a CSV of path,label).
+        (a folder of class folders, a split folder whose test/ or val/ is used, or a label file); for
+        a multi-label model, a MultiLabelEvaluation (mAP, per-class AP, precision, recall and F1 at
+        its thresholds, exact match, Hamming loss) on a label file's images.
 
-        `tta`: judge each image by the mean of its and its mirror image's probabilities."""
-        return self.evaluate_images(data, batch_size=batch_size, tta=tta)[0]
+        `tta`: judge each image by the mean of its and its mirror image's probabilities.
+        `threshold`: a multi-label model's threshold for every class, instead of its own."""
+        return self.evaluate_images(data, batch_size=batch_size, tta=tta, threshold=threshold)[0]
 
-    def evaluate_images(self, data: str | Path, *, batch_size: int = 64,
-                        tta: bool = False) -> tuple[Evaluation, list[dict]]:
-        """`evaluate`, plus one row per image: path, true class, predicted class, its probability."""
+    def evaluate_images(self, data: str | Path, *, batch_size: int = 64, tta: bool = False,
+                        threshold: float | None = None) -> tuple[Evaluation | MultiLabelEvaluation, list[dict]]:
+        """`evaluate`, plus one row per image: path, true class, predicted class, its probability; for
+        a multi-label model, path, true labels, predicted labels (graft.prediction.join_labels) and
+        each class's probability (probability_CLASS)."""
         from .data.discover import find_eval_data
 
-        samples, _skipped = find_eval_data(data, self.classes)
-        evaluation, probabilities = self.evaluate_samples(samples, batch_size=batch_size, tta=tta)
+        thresholds = self.decision_thresholds(threshold) if self.multilabel or threshold is not None else None
+        samples, _skipped = find_eval_data(data, self.classes, task=self.task)
+        evaluation, probabilities = self.evaluate_samples(samples, batch_size=batch_size, tta=tta, thresholds=thresholds)
+        if self.multilabel:
+            from .prediction import join_labels
+
+            answers = self.answers(probabilities, 1, thresholds=thresholds)
+            rows = [{"path": str(sample.path),
+                     "true": join_labels([self.classes[c] for c in sample.labels], self.classes),
+                     "predicted": join_labels(answer.labels or [], self.classes),
+                     **{f"probability_{name}": p for name, p in (answer.probabilities or {}).items()}}
+                    for sample, answer in zip(samples, answers)]
+            return evaluation, rows
         predicted = probabilities.argmax(axis=1)
         rows = [{"path": str(sample.path), "true": self.classes[sample.label], "predicted": self.classes[int(guess)],
                  "probability": float(probabilities[row, int(guess)])}
                 for row, (sample, guess) in enumerate(zip(samples, predicted))]
         return evaluation, rows
 
-    def evaluate_samples(self, samples: Sequence[Sample], *, batch_size: int = 64,
-                         tta: bool = False) -> tuple[Evaluation, np.ndarray]:
+    def evaluation_columns(self) -> list[str]:
+        """The columns of `evaluate_images`' rows (graft evaluate's per-image CSV)."""
+        if self.multilabel:
+            return ["path", "true", "predicted", *(f"probability_{name}" for name in self.classes)]
+        return ["path", "true", "predicted", "probability"]
+
+    def evaluate_samples(self, samples: Sequence[Sample], *, batch_size: int = 64, tta: bool = False,
+                         thresholds: np.ndarray | None = None) -> tuple[Evaluation | MultiLabelEvaluation, np.ndarray]:
         """The evaluation of labelled samples (graft.data.discover.Sample), and their probabilities
-        (N x classes). An image that cannot be read raises BadImageError: labelled data was checked."""
+        (N x classes). An image that cannot be read raises BadImageError: labelled data was checked.
+        A multi-label model's is decided at `thresholds` (default: `decision_thresholds()`)."""
+        probabilities = self.probabilities_of([sample.path for sample in samples], batch_size=batch_size, tta=tta)
+        if self.multilabel:
+            from .data.discover import sample_targets
+            from .evaluation import evaluate_multilabel
+
+            targets = sample_targets(list(samples), len(self.classes), "multilabel")
+            values = self.decision_thresholds() if thresholds is None else thresholds
+            return evaluate_multilabel(targets, probabilities, classes=self.classes, thresholds=values), probabilities
         from .evaluation import evaluate_predictions
 
-        probabilities = self.probabilities_of([sample.path for sample in samples], batch_size=batch_size, tta=tta)
         return evaluate_predictions([s.label for s in samples], probabilities.argmax(axis=1), self.classes), probabilities
 
     def probabilities_of(self, images: Sequence[ImageInput], *, batch_size: int = 64, tta: bool = False) -> np.ndarray:
@@ -218,9 +303,11 @@ class FilePredictor(BatchPredictor):
     _config: DataConfig
 
     def read_metadata(self, info: dict[str, Any]) -> None:
-        """Take the classes and the preprocessing from the file's metadata; ModelFileError if it is not graft's."""
+        """Take the classes, the preprocessing and (multi-label) the thresholds from the file's
+        metadata; ModelFileError if it is not graft's."""
         self._metadata = info
         self.classes, self._config = config_from_metadata(info, self.path)
+        self.task, self.thresholds = task_from_metadata(info, self.classes, self.path)
 
     @property
     def data_config(self) -> DataConfig:
@@ -235,9 +322,15 @@ class FilePredictor(BatchPredictor):
 
 
 def model_metadata(classes: Sequence[str], config: DataConfig, record: RunRecord | None, *,
-                   format: str = "graft-run") -> dict[str, Any]:
+                   format: str = "graft-run", task: str | None = None,
+                   thresholds: np.ndarray | None = None) -> dict[str, Any]:
     """What a program needs to feed a model and read its answers: what every export carries (in the
-    file and in the JSON beside it) and what every predictor's `metadata` says."""
+    file and in the JSON beside it) and what every predictor's `metadata` says. `task` and
+    `thresholds` default to the record's: "multilabel" models answer a sigmoid per class
+    ("probabilities"), an image having each class whose probability is >= its threshold."""
+    task = task or (record.task if record is not None else "single")
+    if task == "multilabel" and thresholds is None and record is not None:
+        thresholds = record_thresholds(record)
     return {
         "format": format,
         "version": METADATA_VERSION,
@@ -258,10 +351,43 @@ def model_metadata(classes: Sequence[str], config: DataConfig, record: RunRecord
             "std": list(config.std),
         },
         "outputs": ["logits", "probabilities"],
+        "task": task,
+        "thresholds": ({name: float(value) for name, value in zip(classes, thresholds)}
+                       if task == "multilabel" and thresholds is not None else None),
         "backbone": record.backbone if record else None,
         "strategy": record.strategy if record else None,
         "val_accuracy": record.accuracy.get("val") if record else None,
     }
+
+
+def record_thresholds(record: RunRecord) -> np.ndarray | None:
+    """A multi-label run's thresholds (graft.json's, chosen on val) in its class order; None without."""
+    if record.thresholds is None:
+        return None
+    try:
+        rows = record.thresholds["per_class"]
+        return np.array([float(rows[name]["threshold"]) for name in record.classes], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFileError(f"graft.json: thresholds has the wrong shape ({error}); the record is damaged or was "
+                             "edited. Train again.") from None
+
+
+def task_from_metadata(info: dict[str, Any], classes: list[str], path: Path) -> tuple[str, np.ndarray | None]:
+    """The task and (multi-label) thresholds a model file's metadata gives: "single" and None where it
+    names no task (files written before graft trained multi-label models)."""
+    task = info.get("task") or "single"
+    if task not in TASKS:
+        raise ModelFileError(f"{path}: task {task!r} in its metadata; graft knows {', '.join(TASKS)}. "
+                             "Export the model again with this graft.")
+    if task == "single":
+        return task, None
+    given = info.get("thresholds")
+    try:
+        values = np.array([float(given[name]) for name in classes], dtype=np.float64) if given is not None else None
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelFileError(f"{path}: its thresholds do not give one number per class ({error}); "
+                             "export the model again with `graft export RUN`.") from None
+    return task, values
 
 
 def config_from_metadata(info: dict[str, Any], path: Path) -> tuple[list[str], DataConfig]:

@@ -176,13 +176,18 @@ def predict(
     top_k: Annotated[int, typer.Option(help="How many classes to show per image.")] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write a CSV: path,label,probability, the next classes "
-                                                                  "(class_2, probability_2, ...) and error.")] = None,
+                                                                  "(class_2, probability_2, ...) and error; for a "
+                                                                  "multi-label model path,labels, probability_CLASS for "
+                                                                  "each class, and error.")] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average each image's probabilities with its mirror image's.")] = False,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="A multi-label model: give each image every "
+                                                                           "class whose probability reaches this, instead "
+                                                                           "of each class's threshold chosen on val.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images read and predicted at once.")] = 64,
     engine: Engine = "auto",
     overwrite: Overwrite = False,
 ) -> None:
-    """Top-k classes with probabilities for each image.
+    """Top-k classes with probabilities for each image (a multi-label model: the labels over their thresholds too).
 
     Images are read and predicted in batches, so any number of them fits in memory. An image that
     cannot be read is reported (path and reason) and the others are still answered; the exit
@@ -208,8 +213,11 @@ def predict(
     with interrupts_explained(lambda: "while the model was being opened, before any image was predicted; nothing "
                                       "was written. Run the command again."):
         predictor = _predictor(None if imagenet else target[0], backbone=backbone, weights=weights, engine=engine)
+    if threshold is not None:
+        predictor.decision_thresholds(threshold)  # a bad --threshold is said before any image is read
     answers = itertools.chain([Prediction(str(bad.path), [], bad.reason) for bad in failed],  # matched nothing: first
-                              predictor.predict_iter(paths, top_k=top_k, batch_size=batch_size, tta=tta))
+                              predictor.predict_iter(paths, top_k=top_k, batch_size=batch_size, tta=tta,
+                                                     threshold=threshold))
     done = [0]
 
     def interrupted() -> str:
@@ -223,6 +231,7 @@ def predict(
 
     with interrupts_explained(interrupted), image_progress(len(paths), "predict", enabled=bool(json_out or csv_out)) as update:
         count, unread = write_answers(answers, columns=max(1, min(top_k, len(predictor.classes))), csv_path=csv_out,
+                                      classes=predictor.classes if predictor.multilabel else None,
                                       json_out=sys.stdout if json_out else None,
                                       show=None if json_out or csv_out else _show_answer, each=each)
     for bad in unread:
@@ -292,13 +301,19 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     tta: Annotated[bool, typer.Option("--tta", help="Judge each image by the mean of its and its mirror image's "
                                                     "probabilities (twice the work).")] = False,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="A multi-label model: decide every class at "
+                                                                           "this probability, instead of each class's "
+                                                                           "threshold chosen on val.")] = None,
     engine: Engine = "auto",
     overwrite: Overwrite = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a model on DATA.
 
-    Writes the results (JSON, with the engine and precision that computed them) and each image's
-    prediction (a CSV beside it: path,true,predicted,probability). An earlier evaluation is never
+    A multi-label model (several labels per image) on a label file: mAP (macro and micro), per-class
+    AP, precision, recall and F1 at each class's threshold, exact match and Hamming loss. Writes the
+    results (JSON, with the engine and precision that computed them) and each image's prediction (a
+    CSV beside it: path,true,predicted,probability; multi-label: path,true,predicted labels and
+    probability_CLASS for each class). An earlier evaluation is never
     overwritten: without --output the files are evaluation.json, then evaluation-2.json, ...; a file
     named with --output that exists already (or its CSV) is replaced only with --overwrite."""
     from ..io import refuse_overwrite, write_json_atomic
@@ -308,14 +323,16 @@ def evaluate(
     if output is not None:
         refuse_overwrite([output, _predictions_csv(Path(output))], flag="--output", overwrite=overwrite)
     predictor = open_predictor(model, engine=engine, say=lambda message: error_console.print(escape(message)))
-    evaluation, rows = predictor.evaluate_images(data, tta=tta)
+    if threshold is not None:
+        predictor.decision_thresholds(threshold)  # a bad --threshold is said before any image is read
+    evaluation, rows = predictor.evaluate_images(data, tta=tta, threshold=threshold)
     folder = model if model.is_dir() else model.parent
     target = Path(output) if output is not None else next(
         path for index in itertools.count(1)
         if not (path := folder / ("evaluation.json" if index == 1 else f"evaluation-{index}.json")).exists()
         and not _predictions_csv(path).exists())
     predictions = _predictions_csv(target)
-    write_rows(predictions, ["path", "true", "predicted", "probability"], rows)
+    write_rows(predictions, predictor.evaluation_columns(), rows)
     write_json_atomic(target, {"data": str(data), "predictions": str(predictions), "tta": tta, "engine": predictor.engine,
                                "precision": predictor.precision, **evaluation.to_dict()})
     if json_out:

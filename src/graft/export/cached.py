@@ -43,7 +43,7 @@ from ..runtime import cache_root
 if TYPE_CHECKING:  # the module stays torch-free: graft predict asks it where a run's export is
     from .common import Exportable
 
-FORMAT = 2  # bump when what the export holds changes: older exports are then written again
+FORMAT = 3  # bump when what the export holds changes: older exports are then written again (3: task, thresholds)
 TRACERS = ("torch", "onnx", "onnxscript")  # their versions decide the graph
 QUICK_PARITY_IMAGES = 16  # checked when a kept export is put together from a checked backbone graph
 
@@ -64,13 +64,14 @@ def export_path(folder: Path) -> Path:
 
 
 # What an export holds besides the weights, from graft.json: the graph's structure (backbone, cut,
-# head), its input (data_config) and the metadata it carries (graft.predictor.model_metadata).
+# head), its input (data_config) and the metadata it carries (graft.predictor.model_metadata; a
+# multi-label model's outputs are sigmoids and its metadata holds its thresholds).
 EXPORTED_FIELDS = ("backbone", "cut", "data_config", "classes", "strategy")
 
 
 def model_identity(folder: Path) -> dict | str:
     """What decides the export of the model in `folder`: graft.json's EXPORTED_FIELDS, the head's
-    shape, the val accuracy and the weights' values (`weights_digest`); for a graft.json that
+    shape, the val accuracy, the task and thresholds, and the weights' values (`weights_digest`); for a graft.json that
     cannot be read as a record, its SHA-256 (OSError where it is missing)."""
     meta = Path(folder) / META_FILE
     try:
@@ -79,6 +80,7 @@ def model_identity(folder: Path) -> dict | str:
         return {**{name: record[name] for name in EXPORTED_FIELDS},
                 "head": {"hidden": strategy.get("hidden"), "dropout": strategy.get("dropout")},
                 "val_accuracy": (record.get("accuracy") or {}).get("val"),
+                "task": record.get("task", "single"), "thresholds": record.get("thresholds"),
                 "weights": weights_digest(Path(folder) / WEIGHTS_FILE)}
     except (ValueError, KeyError, TypeError, AttributeError):
         return file_sha256(meta)

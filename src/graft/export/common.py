@@ -2,13 +2,15 @@
 
 Each export holds the whole classifier: uint8 RGB pixels in (N x 3 x H x W, N dynamic, already
 resized and cropped as the metadata says; normalisation is inside), `logits` and `probabilities`
-out. The class names, input size, mean/std, interpolation and crop travel in the file itself and in
-a JSON file beside it (the export's name + ".json").
+out (a softmax over the classes; for a multi-label model each class's sigmoid). The class names,
+input size, mean/std, interpolation and crop, the task and a multi-label model's thresholds travel
+in the file itself and in a JSON file beside it (the export's name + ".json").
 
 Every export is run beside the PyTorch model on real images (the run's own val or test images when
 they are still there, else the embedded CIFAR-10 sample): the largest logit difference and the
-top-1 agreement are printed and saved beside the export, and an export that changes any top-1
-answer is refused, with nothing left on disk.
+top-1 agreement (for a multi-label model, the agreement of the label sets decided at its
+thresholds) are printed and saved beside the export, and an export that changes any answer is
+refused, with nothing left on disk.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class Exportable(Protocol):
     model: GraftModel
     classes: list[str]
     record: RunRecord | None
+    task: str  # "single" or "multilabel"
+    thresholds: np.ndarray | None  # a multi-label model's, in class order
 
     @property
     def data_config(self) -> DataConfig: ...
@@ -59,6 +63,8 @@ class Parity:
     source: str  # where the images came from
     max_abs_logit_diff: float
     top1_agreement: float
+    # multi-label: the share of images given the same labels (each class's sigmoid at its threshold)
+    label_agreement: float | None = None
 
 
 @dataclass(frozen=True)
@@ -69,20 +75,28 @@ class Exported:
 
 
 class _PixelsToScores(torch.nn.Module):
-    """uint8 pixels in; logits and probabilities out (the backbone normalises the batch itself)."""
+    """uint8 pixels in; logits and probabilities out (the backbone normalises the batch itself): a
+    softmax, or for a multi-label model (`multilabel`) each class's sigmoid."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, *, multilabel: bool = False):
         super().__init__()
         self.model = model
+        self.multilabel = multilabel
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(pixels).float()
-        return logits, logits.softmax(dim=-1)
+        return logits, (logits.sigmoid() if self.multilabel else logits.softmax(dim=-1))
+
+
+def scores_module(classifier: Exportable) -> _PixelsToScores:
+    """The classifier's network as an export holds it: pixels in, logits and probabilities out, in eval mode."""
+    return _PixelsToScores(classifier.model, multilabel=classifier.task == "multilabel").eval()
 
 
 def metadata(classifier: Exportable, format: str = "onnx") -> dict:
     """What a program needs to feed the exported model and read its answers (graft.predictor.model_metadata)."""
-    return model_metadata(classifier.classes, classifier.data_config, classifier.record, format=f"graft-{format}")
+    return model_metadata(classifier.classes, classifier.data_config, classifier.record, format=f"graft-{format}",
+                          task=classifier.task, thresholds=classifier.thresholds)
 
 
 def require_suffix(out: Path, suffix: str, what: str) -> None:
@@ -101,7 +115,7 @@ def parity_images(classifier: Exportable, count: int = PARITY_IMAGES) -> tuple[l
     source = record.data.source if record and record.data else None
     if source and Path(source).exists():
         try:
-            samples, _ = find_eval_data(source, classifier.classes, check_images=False)
+            samples, _ = find_eval_data(source, classifier.classes, check_images=False, task=classifier.task)
         except GraftError:
             samples = []
         readable = list(itertools.islice((s.path for s in samples if _readable(s.path)), count))
@@ -155,20 +169,34 @@ def check_parity(run: Callable[[np.ndarray], np.ndarray], classifier: Exportable
         reference = torch.cat([model(pixels[part]).float() for part in pixel_slices(len(pixels), *pixels.shape[-2:])]).numpy()
     if exported.shape != reference.shape:
         raise ExportError(f"The export answered {exported.shape} logits for {reference.shape} expected.")
+    labels = None
+    if classifier.task == "multilabel":  # the answers are the label sets: each class's sigmoid at its threshold
+        from ..evaluation.thresholds import DEFAULT_THRESHOLD, decide
+
+        thresholds = (classifier.thresholds if classifier.thresholds is not None
+                      else np.full(len(classifier.classes), DEFAULT_THRESHOLD))
+        given = [decide(1 / (1 + np.exp(-logits.astype(np.float64))), thresholds) for logits in (exported, reference)]
+        labels = float((given[0] == given[1]).all(axis=1).mean())
     return Parity(images=len(images), source=source,
                   max_abs_logit_diff=float(np.abs(exported - reference).max()),
-                  top1_agreement=float((exported.argmax(axis=1) == reference.argmax(axis=1)).mean()))
+                  top1_agreement=float((exported.argmax(axis=1) == reference.argmax(axis=1)).mean()),
+                  label_agreement=labels)
 
 
 def judge(parity: Parity, what: str, remedy: str, log) -> None:
-    """Print the parity figures; refuse an export that changes any top-1 answer (or gives NaN)."""
+    """Print the parity figures; refuse an export that changes any answer (or gives NaN): a top-1
+    answer, or for a multi-label model a label set at the thresholds."""
+    multilabel = parity.label_agreement is not None
+    agreement = parity.label_agreement if parity.label_agreement is not None else parity.top1_agreement
+    answers = "label sets (each class at its threshold)" if multilabel else "top-1 answers"
     if log:
-        log(f"Parity with PyTorch on {parity.images} images ({parity.source}): top-1 agreement "
-            f"{parity.top1_agreement:.1%}, largest logit difference {parity.max_abs_logit_diff:.2e}")
+        log(f"Parity with PyTorch on {parity.images} images ({parity.source}): "
+            f"{'label-set' if multilabel else 'top-1'} agreement {agreement:.1%}, largest logit difference "
+            f"{parity.max_abs_logit_diff:.2e}")
     if not np.isfinite(parity.max_abs_logit_diff):
         raise ExportError(f"The {what} export answers NaN or infinity on {parity.source}: it was not written. {remedy}")
-    if not parity.top1_agreement >= 1.0:
+    if not agreement >= 1.0:
         raise ExportError(
-            f"The {what} export changes {round((1 - parity.top1_agreement) * parity.images)} of {parity.images} "
-            f"top-1 answers (largest logit difference {parity.max_abs_logit_diff:.2e}): it was not written. "
+            f"The {what} export changes {round((1 - agreement) * parity.images)} of {parity.images} "
+            f"{answers} (largest logit difference {parity.max_abs_logit_diff:.2e}): it was not written. "
             f"{remedy}")

@@ -2,7 +2,7 @@
 
 The graph takes uint8 RGB pixels, N x 3 x H x W, already resized and cropped as the metadata says
 (the backbone's pretrained preprocessing), and normalises them itself; it returns `logits` and
-`probabilities` for N images (N is dynamic). The class names, input size, mean/std, interpolation
+`probabilities` (a softmax; a multi-label model's: each class's sigmoid) for N images (N is dynamic). The class names, input size, mean/std, interpolation
 and crop travel in the ONNX file's metadata (each key's value as JSON) and in a JSON file beside it.
 The parity check (graft.export.common) runs it in ONNX Runtime.
 
@@ -32,13 +32,13 @@ from .common import (
     Exported,
     ExportError,
     Parity,
-    _PixelsToScores,
     check_parity,
     images_to_check,
     judge,
     metadata,
     parity_images,
     require_suffix,
+    scores_module,
 )
 
 __all__ = ["FORMATS", "ExportError", "Exported", "Parity", "check_parity", "export_onnx", "metadata",
@@ -53,9 +53,10 @@ def write_onnx(classifier: Exportable, path: Path, *, graphs: Sequence[Path] = (
     with tempfile.TemporaryDirectory(prefix="graft-export-") as work:
         graph = prepared_backbone_graph(classifier, Path(work), graphs=graphs, frozen_backbone=frozen_backbone,
                                         say=say)
-        if graph is not None and _add_head(graph, classifier.model.head, path):
+        if graph is not None and _add_head(graph, classifier.model.head, path,
+                                           multilabel=classifier.task == "multilabel"):
             return
-    model = _PixelsToScores(classifier.model).eval()
+    model = scores_module(classifier)
     example = torch.zeros((2, *classifier.data_config.input_size), dtype=torch.uint8)
     trace_onnx(model, example, path, output_names=list(OUTPUTS))
 
@@ -104,10 +105,11 @@ def head_operators(head: torch.nn.Module) -> list[torch.nn.Module] | None:
     return acting if acting and isinstance(acting[-1], torch.nn.Linear) else None
 
 
-def _add_head(backbone: Path, head: torch.nn.Module, path: Path) -> bool:
+def _add_head(backbone: Path, head: torch.nn.Module, path: Path, *, multilabel: bool = False) -> bool:
     """Write at `path` the backbone's graph (pixels -> pooled float features) followed by the head in
-    eval mode (Gemm and Relu; Dropout is the identity) and a softmax: outputs `logits`, `probabilities`.
-    False (nothing written) where the head or the graph is of another kind."""
+    eval mode (Gemm and Relu; Dropout is the identity) and a softmax (`multilabel`: a sigmoid per
+    class): outputs `logits`, `probabilities`. False (nothing written) where the head or the graph is
+    of another kind."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -130,7 +132,10 @@ def _add_head(backbone: Path, head: torch.nn.Module, path: Path) -> bool:
         else:
             graph.node.append(helper.make_node("Relu", [current], [output], name=f"head.{index}"))
         current = output
-    graph.node.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1, name="softmax"))
+    if multilabel:
+        graph.node.append(helper.make_node("Sigmoid", ["logits"], ["probabilities"], name="sigmoid"))
+    else:
+        graph.node.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1, name="softmax"))
     classes = operators[-1].out_features
     shape = [batch.dim_param or batch.dim_value, classes]
     del graph.output[:]
@@ -142,7 +147,7 @@ def _add_head(backbone: Path, head: torch.nn.Module, path: Path) -> bool:
 
 def export_onnx(classifier: Exportable, out: str | Path, *, check_images: list[Path] | None = None,
                 graphs: Sequence[Path] = (), frozen_backbone: bool = False, log=print) -> Exported:
-    """Write `out` (e.g. model.onnx) and `out`.json; refuse an export that changes a top-1 answer.
+    """Write `out` (e.g. model.onnx) and `out`.json; refuse an export that changes an answer.
     `graphs`, `frozen_backbone`: where its backbone's graph may be, and how to trace one (write_onnx)."""
     try:
         import onnx

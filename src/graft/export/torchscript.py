@@ -2,7 +2,7 @@
 
 It is `torch.jit.trace` of the same model the ONNX export holds: uint8 RGB pixels N x 3 x H x W in
 (N dynamic; resized and cropped as the metadata says, normalisation inside), the tuple (logits,
-probabilities) out. It runs on the CPU (the normalisation constants were traced there). The
+probabilities) out (a multi-label model's probabilities: each class's sigmoid). It runs on the CPU (the normalisation constants were traced there). The
 metadata is inside the archive as the extra file "graft.json" (`torch.jit.load(path,
 _extra_files={"graft.json": ""})` fills it in) and in `model.pt.json` beside it. The parity check
 runs the saved file, loaded back with `torch.jit.load`.
@@ -29,12 +29,12 @@ from .common import (
     Exportable,
     Exported,
     ExportError,
-    _PixelsToScores,
     check_parity,
     images_to_check,
     judge,
     metadata,
     require_suffix,
+    scores_module,
 )
 
 EXTRA_FILE = "graft.json"
@@ -47,7 +47,7 @@ def export_torchscript(classifier: Exportable, out: str | Path, *, check_images:
     require_suffix(out, ".pt", "a TorchScript")
     out.parent.mkdir(parents=True, exist_ok=True)
     info = metadata(classifier, "torchscript")
-    model = _PixelsToScores(classifier.model).eval()
+    model = scores_module(classifier)
     example = torch.zeros((2, *classifier.data_config.input_size), dtype=torch.uint8)
     with atomic_path(out) as temporary, warnings.catch_warnings():
         # torch.jit's FutureWarnings (deprecated) and TracerWarnings (mean/std traced as constants: they are).

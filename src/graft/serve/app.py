@@ -1,10 +1,14 @@
 """`graft serve`: a trained model behind HTTP (FastAPI), with a web page to try it.
 
     GET  /          the page: drop or pick images, see the top classes as bars and the activation map
+                    (a multi-label model's: every label over its threshold, then the bars)
     GET  /health    {"status": "ok", ...}
-    GET  /model     classes, backbone, strategy, accuracies, input size, the server's limits
-    POST /predict   one or more images (multipart files, or one image as the raw body) -> top-k JSON;
-                    ?top_k=N (default 5), ?cam=1 adds each image's activation map (PNG data URLs)
+    GET  /model     classes, backbone, strategy, accuracies, input size, task and thresholds, the
+                    server's limits
+    POST /predict   one or more images (multipart files, or one image as the raw body) -> top-k JSON
+                    (a multi-label model's: the labels over their thresholds and every class's
+                    probability too); ?top_k=N (default 5), ?cam=1 adds each image's activation map
+                    (PNG data URLs), ?threshold=T decides a multi-label model's labels at T for every class
     GET  /docs      the API described on one page that needs nothing from the network (FastAPI's own
                     Swagger UI loads its scripts from a CDN, and is blank offline); the schema is
                     at /openapi.json
@@ -39,7 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from ..prediction import Prediction, http_answer
+from ..prediction import http_answer
 from ..predictor import BatchPredictor
 from .batching import Batcher
 from .uploads import RequestError, decode
@@ -106,16 +110,23 @@ def create_app(
         }
 
     @app.post("/predict")
-    async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000), cam: bool = False) -> dict:
+    async def predict(request: Request, top_k: int = Query(5, ge=1, le=1000), cam: bool = False,
+                      threshold: float | None = Query(None, gt=0, lt=1)) -> dict:
         if cam and not hasattr(predictor, "model"):
             raise RequestError(400, "cam=1: activation maps need the network itself; serve the run folder "
                                     "(graft serve runs/NAME) rather than an exported model, or drop cam=1.")
+        if threshold is not None and not predictor.multilabel:
+            raise RequestError(400, f"threshold={threshold:g}: thresholds decide a multi-label model's labels; this "
+                                    "model gives each image its one most likely class. Drop threshold.")
+        thresholds = predictor.decision_thresholds(threshold) if predictor.multilabel else None
         uploads = await _read_uploads(request, max_images)
         images, pixels = await run_in_threadpool(_prepare, uploads, decoding, predictor, keep=cam)
         del uploads
         probabilities = await asyncio.wrap_future(batcher.submit(pixels))
-        tops = predictor.top(probabilities, min(top_k, len(predictor.classes)))
-        answer = http_answer(Prediction(name_, top) for (name_, _), top in zip(images, tops))
+        answers = predictor.answers(probabilities, min(top_k, len(predictor.classes)), thresholds=thresholds)
+        for (name_, _), prediction in zip(images, answers):
+            prediction.path = name_
+        answer = http_answer(answers)
         if cam:
             maps = await run_in_threadpool(_activation_maps, predictor, batcher.lock, [image for _, image in images],
                                            probabilities.argmax(axis=1).tolist())
@@ -139,6 +150,9 @@ def describe(predictor: BatchPredictor, *, name: str | None = None) -> dict:
         "val_accuracy": metadata.get("val_accuracy"),
         "accuracy": accuracy,
         "input_size": list(predictor.data_config.input_size),
+        "task": predictor.task,
+        "thresholds": ({name: float(value) for name, value in zip(predictor.classes, predictor.decision_thresholds())}
+                       if predictor.multilabel else None),
     }
 
 
