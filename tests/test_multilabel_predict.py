@@ -135,11 +135,13 @@ def test_graft_evaluate_prints_and_writes_the_multilabel_evaluation(run, tiny_mu
     assert code == 2 and "--threshold 2" in output and "Traceback" not in output
 
 
-@pytest.mark.parametrize("format", ["onnx", "torchscript"])
+@pytest.mark.parametrize("format", ["onnx", "torchscript", "openvino"])
 def test_an_export_answers_with_the_same_labels_as_the_run(run, images, tmp_path, format):
-    from graft.export import export
+    from graft.export import FILE_NAMES, export
 
-    out = tmp_path / {"onnx": "model.onnx", "torchscript": "model.pt"}[format]
+    if format == "openvino":
+        pytest.importorskip("openvino", reason="openvino is an optional extra (pip install 'graft[openvino]')")
+    out = tmp_path / FILE_NAMES[format]
     exported = export(graft.load(run.run_dir), out, format=format, log=None)
     assert exported.parity.label_agreement == 1.0
     info = json.loads(exported.metadata_path.read_text())

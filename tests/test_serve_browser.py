@@ -7,6 +7,7 @@ both (Playwright through the test extra, chromium with apt), so CI runs these te
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -25,13 +26,31 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def served(linear_probe_run):
     """(base URL, classifier, engine): uvicorn in a thread of this process, on 127.0.0.1 and a free port."""
+    import graft
+
+    with _serving(graft.load(linear_probe_run.run_dir), "lp") as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def served_multilabel(tiny_multilabel, tmp_path_factory):
+    """The same, serving a linear probe trained on several labels per image."""
+    import graft
+    from conftest import FAST
+
+    run = graft.train(tiny_multilabel, strategy="linear-probe", out=tmp_path_factory.mktemp("ml-serve"), name="ml",
+                      **{**FAST, "head_epochs": 8})
+    with _serving(graft.load(run.run_dir), "ml") as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _serving(classifier, name: str):
     import uvicorn
 
-    import graft
     from graft.serve import bind, create_app, url
 
-    classifier = graft.load(linear_probe_run.run_dir)
-    app = create_app(classifier, name="lp")
+    app = create_app(classifier, name=name)
     sock = bind("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -112,3 +131,21 @@ def test_drop_several_images_and_a_bad_file(served, page, tiny_dataset):
     bad = cards.filter(has_text="notes<b>.txt")  # shown as text, never as markup
     playwright_api.expect(bad.locator(".error")).to_contain_text("not an image")
     assert bad.locator("b").count() == 0
+
+
+def test_a_multilabel_model_shows_every_label_over_its_threshold(served_multilabel, page, tiny_multilabel):
+    base, classifier, engine = served_multilabel
+    paths = sorted((tiny_multilabel.parent / "images").glob("*.png"))[:8]
+    answers = classifier.predict(paths, top_k=5, engine=engine)
+    path, expected = next((p, a) for p, a in zip(paths, answers) if len(a.labels) >= 2)  # an image with two labels
+    page.goto(base)
+    playwright_api.expect(page.locator("#model-info")).to_contain_text("several labels per image")
+    playwright_api.expect(page.locator("#model-info")).to_contain_text("val mAP")
+    page.set_input_files("#file", str(path))
+    card = page.locator("article.card").first
+    playwright_api.expect(card.locator(".label")).to_have_text(", ".join(expected.labels), timeout=30_000)
+    given = card.locator(".bar.given")
+    assert given.count() == len(expected.labels)
+    assert [given.nth(i).locator(".name").text_content() for i in range(given.count())] == expected.labels
+    assert card.locator(".bar").count() == len(classifier.classes)
+    playwright_api.expect(card.locator(".cam img.heatmap")).to_be_visible()
