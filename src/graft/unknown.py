@@ -21,9 +21,15 @@ The scores (`KINDS`), each higher for a less familiar image:
 - "energy": minus logsumexp of the logits (Liu et al., "Energy-based out-of-distribution detection",
   NeurIPS 2020).
 
-The last two need the classifier's logits and keep nothing but the threshold. Which one graft uses by
-default (`DEFAULT_KIND`) was measured on real photos (docs/benchmarks.md, "Unknown images";
-`python -m benchmarks.calibration.unknown_scores`).
+The last two need the classifier's logits and keep nothing but the threshold.
+
+The default, "knn" with k = 1, was measured on real photos (docs/benchmarks.md, "Unknown images";
+`python -m benchmarks.calibration.unknown_scores`): Lite0 features of four of flowers-dev's classes,
+the fifth class's photos and cifar10-dev's images the unknowns, each class held out in turn. Its
+AUROC against CIFAR was 0.987 (max-probability's 0.778), against the held-out flower 0.745 on the
+mean of the five (max-probability's 0.717), ahead of max-probability for three of the five (behind
+for daisies and tulips). Mahalanobis separated CIFAR best (0.994) but fell below chance for two held-
+out flowers (0.368 for daisies), and a larger k separated both kinds of unknown less well.
 
 `UnknownScore.to_dict` gives the JSON part (kind, k, threshold, known_recall, the val figures),
 `UnknownScore.tensors` the arrays (float32, names beginning "unknown.") meant for a safetensors file;
@@ -45,7 +51,7 @@ from .errors import GraftError
 KINDS = ("knn", "mahalanobis", "max-probability", "energy")
 FEATURE_KINDS = ("knn", "mahalanobis")  # scored on embeddings; the others on the classifier's logits
 DEFAULT_KIND = "knn"
-DEFAULT_K = 10
+DEFAULT_K = 1  # the nearest training image: measured best of 1, 5, 10, 20
 KNOWN_RECALL = 0.95
 QUERY_BLOCK = 256  # query rows compared with the training embeddings at once (knn)
 
