@@ -238,7 +238,7 @@ def test_multilabel_data_is_refused_where_one_label_per_image_is_taken(tmp_path,
     images(tmp_path, make_image)
     csv = write(tmp_path / "data.csv", ["path,labels"] + [f"img/{n}.png,{' '.join(t)}" for n, t in TAGS.items()])
     for read in (lambda: find_data(csv), lambda: find_eval_data(csv, NAMES)):
-        with pytest.raises(DataError, match="multi-label training is not built yet") as error:
+        with pytest.raises(DataError, match="this is multi-label data, which this step reads as one label per image only. graft train trains on it") as error:
             read()
         assert f"{csv} gives 6 images several labels (e.g. data.csv line 5: cat, dog)" in str(error.value)
 

@@ -491,7 +491,7 @@ def _not_single(found: LabelRows, several: list[LabelRow], unlabelled: list[Labe
     if unlabelled:
         row = unlabelled[0]
         said.append(f"{counted(len(unlabelled), 'image')} no label (e.g. {row.source.name} line {row.line})")
-    return (f"{found.source} gives {' and '.join(said)}: this is multi-label data, and graft cannot train on it yet "
-            "(multi-label training is not built yet: issue 25). For a single-label classifier, give every image "
-            "exactly one label.")
+    return (f"{found.source} gives {' and '.join(said)}: this is multi-label data, which this step reads as one label "
+            "per image only. graft train trains on it (--task auto or multilabel); for a single-label classifier, give "
+            "every image exactly one label.")
 

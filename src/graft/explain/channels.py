@@ -246,7 +246,8 @@ def run_top_channels(classifier: Classifier, *, stage: int = -1, images: int | N
         raise GraftError(f"The run's training data {source} is not there any more, so graft cannot rank images by "
                          "channel; put the data back at that path.")
     config = record.config
-    splits = find_data(source, val_split=config.data.val_split, seed=config.data.seed, check_images=False)
+    splits = find_data(source, val_split=config.data.val_split, seed=config.data.seed, check_images=False,
+                       task=config.data.task)
     samples = splits.train
     if images is not None:
         if images < 1:

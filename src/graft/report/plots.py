@@ -129,3 +129,58 @@ def _phase_spans(rows: Sequence[dict]) -> list[tuple[int, int, str]]:
         else:
             spans.append((epoch, epoch, row["phase"]))
     return spans
+
+
+def precision_recall_figure(targets: np.ndarray, probabilities: np.ndarray, *, classes: Sequence[str],
+                            thresholds: Sequence[float], split: str = "test") -> Figure:
+    """Each class's precision-recall curve (several labels per image), its average precision in the
+    legend and a dot where its threshold puts it; a class without a positive image has no curve."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    figure = Figure(figsize=(6.4, 5.0), layout="constrained")
+    ax = figure.subplots()
+    for column, name in enumerate(classes):
+        truth, scores = targets[:, column], probabilities[:, column]
+        if not truth.any():
+            continue
+        precision, recall, cuts = precision_recall_curve(truth, scores)
+        line, = ax.plot(recall, precision, drawstyle="steps-post", linewidth=1.6,
+                        label=f"{name} (AP {average_precision_score(truth, scores):.3f})")
+        chosen = scores >= thresholds[column]
+        if chosen.any():
+            ax.plot(truth[chosen].sum() / truth.sum(), truth[chosen].mean(), "o", color=line.get_color(),
+                    markeredgecolor="black", markersize=7)
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{SPLIT_NAMES.get(split, split)}: precision and recall per class\n"
+                 "dots: each class's threshold (chosen on validation)", fontsize=11)
+    ax.legend(fontsize=8, loc="lower left")
+    return figure
+
+
+def cooccurrence_figure(targets: np.ndarray, *, classes: Sequence[str], split: str = "train") -> Figure:
+    """How often each pair of labels is given to the same image (the diagonal: each label's images)."""
+    from matplotlib.figure import Figure
+
+    counts = targets.astype(np.int64).T @ targets.astype(np.int64)
+    count = len(classes)
+    side = float(np.clip(2.2 + 0.45 * count, 4.2, 16.0))
+    figure = Figure(figsize=(side + 1.2, side), layout="constrained")
+    ax = figure.subplots()
+    image = ax.imshow(counts, cmap="Blues")
+    figure.colorbar(image, ax=ax, label="images")
+    names = [name if len(name) <= 24 else f"{name[:11]}…{name[-12:]}" for name in classes]
+    ax.set_xticks(range(count), names, rotation=45 if count > 4 else 0, ha="right" if count > 4 else "center")
+    ax.set_yticks(range(count), names)
+    if count <= 25:
+        for row in range(count):
+            for column in range(count):
+                ax.text(column, row, str(counts[row, column]), ha="center", va="center", fontsize=9,
+                        color="white" if counts[row, column] > counts.max() / 2 else "black")
+    ax.set_title(f"{SPLIT_NAMES.get(split, split)}: labels given together\n"
+                 "each cell: images with both labels; the diagonal: images with the label", fontsize=11)
+    return figure

@@ -16,12 +16,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..evaluation import Evaluation
+import numpy as np
+
+from ..evaluation import Evaluation, MultiLabelEvaluation
 from ..io import write_text_atomic
 from ..plotting import write_png
 from .cache import figure_png
 from .mistakes import Mistake, mistakes_key
-from .plots import SPLIT_NAMES, confusion_figure, curves_figure, mistakes_figure
+from .plots import (
+    SPLIT_NAMES,
+    confusion_figure,
+    cooccurrence_figure,
+    curves_figure,
+    mistakes_figure,
+    precision_recall_figure,
+)
 
 if TYPE_CHECKING:
     from ..record import RunMetrics, RunRecord
@@ -78,6 +87,15 @@ class Fragment:
 
 
 @dataclass
+class LabelScores:
+    """A multi-label run's answers for its figures: each split's multi-hot targets (images x classes)
+    and, for the splits evaluated, the model's probabilities (a sigmoid per class)."""
+
+    targets: dict[str, np.ndarray]
+    probabilities: dict[str, np.ndarray]
+
+
+@dataclass
 class Report:
     title: str
     blocks: list = field(default_factory=list)
@@ -94,12 +112,15 @@ def write_report(
     strategy: Strategy | None = None,
     mistakes: Sequence[Mistake] | None = None,
     audit=None,
+    scores: LabelScores | None = None,
 ) -> tuple[Path, Path]:
     """Write run_dir/report.html and run_dir/report.md (+ run_dir/report/*.png); return both paths.
 
     `record` and `metrics` are what graft.json and metrics.json hold; `strategy` is the one that
     trained (looked up by the record's name when not given); `mistakes` come from
-    `confident_mistakes`; `audit` is a graft.audit AuditResult (None: the report says why not).
+    `confident_mistakes`; `audit` is a graft.audit AuditResult (None: the report says why not);
+    `scores`, for a multi-label run, draws each split's precision-recall curves and the labels'
+    co-occurrence.
     """
     from ..strategies import get_strategy
     from .health import training_problems
@@ -112,11 +133,16 @@ def write_report(
     report.add(*_header(record, metrics, plan))
     report.add(*_curves(plan, metrics))
     for split, evaluation in metrics.evaluations.items():
-        if isinstance(evaluation, Evaluation):  # (no report for multi-label runs yet: graft.training.finish)
+        if isinstance(evaluation, Evaluation):
             report.add(*_evaluation(split, evaluation))
-    report.add(*_mistakes(mistakes, metrics, source=record.data.source if record.data else None))
+        elif isinstance(evaluation, MultiLabelEvaluation):
+            report.add(*_multilabel_evaluation(split, evaluation, scores))
+    if record.task == "multilabel":
+        report.add(*_cooccurrence(record.classes, scores))
+    else:
+        report.add(*_mistakes(mistakes, metrics, source=record.data.source if record.data else None))
     report.add(*_channels(run_dir))
-    report.add(*_audit(audit, plan))
+    report.add(*_audit(audit, plan, multilabel=record.task == "multilabel"))
     if record.advice:
         report.add(*_advice(record.advice, ran=record.strategy))
     figures = run_dir / FIGURES_FOLDER
@@ -149,8 +175,12 @@ def _header(record: RunRecord, metrics: RunMetrics, plan: Strategy) -> list:
                  + (f", dropout {head['dropout']}" if head.get("dropout") else "")],
         ["classes", f"{len(classes)}: {', '.join(classes[:12])}" + (", …" if len(classes) > 12 else "")],
         ["images", ", ".join(f"{split} {counts[split]:,}" for split in ("train", "val", "test") if counts.get(split))],
-        ["val accuracy", accuracy(metrics.val_accuracy)],
-        ["test accuracy", accuracy(metrics.test_accuracy)],
+        *([["val mAP (macro)", accuracy(metrics.val_accuracy)], ["test mAP (macro)", accuracy(metrics.test_accuracy)],
+           ["labels per image", ", ".join(f"{split} {evaluation.cardinality:.2f} true, {evaluation.predicted_cardinality:.2f} "
+                                          "given" for split, evaluation in metrics.evaluations.items()
+                                          if isinstance(evaluation, MultiLabelEvaluation))]]
+          if record.task == "multilabel" else
+          [["val accuracy", accuracy(metrics.val_accuracy)], ["test accuracy", accuracy(metrics.test_accuracy)]]),
         ["parameters trained", f"{metrics.params.trained:,} of {metrics.params.total:,}"],
         ["time (s)", ", ".join(f"{name} {timings[key]:.1f}" for key, name in TIMINGS.items() if key in timings)],
     ]
@@ -186,6 +216,46 @@ def _evaluation(split: str, evaluation: Evaluation) -> list:
                       f"{name} confusion matrix"),
               Table(["class", "precision", "recall", "F1", "images"], rows)]),
     ]
+
+
+def _multilabel_evaluation(split: str, evaluation: MultiLabelEvaluation, scores: LabelScores | None) -> list:
+    """Several labels per image: the per-class table at the thresholds, and each class's
+    precision-recall curve where the run's answers were given (`scores`)."""
+    name = SPLIT_NAMES.get(split, split)
+    headers, rows = evaluation.table()
+    blocks: list = [Heading(f"{name}: mAP {evaluation.map_macro:.3f} (macro) on {evaluation.count} images"
+                            if evaluation.map_macro is not None else f"{name}: {evaluation.count} images"),
+                    Text(evaluation.summary())]
+    table = Table(headers, rows)
+    if scores is None or split not in scores.probabilities:
+        return blocks + [table]
+    targets, probabilities = scores.targets[split], scores.probabilities[split]
+    thresholds = [row["threshold"] for row in evaluation.per_class.values()]
+    parts = {"split": split, "classes": evaluation.classes, "thresholds": thresholds,
+             "answers": _digest(targets, probabilities)}
+    png, _ = figure_png("precision-recall", parts, lambda: (precision_recall_figure(
+        targets, probabilities, classes=evaluation.classes, thresholds=thresholds, split=split), {}))
+    return blocks + [Side([Picture(f"precision-recall-{split}", png, f"{name} precision-recall curves"), table])]
+
+
+def _cooccurrence(classes: list[str], scores: LabelScores | None) -> list:
+    blocks: list = [Heading("Labels given together (training images)")]
+    if scores is None or "train" not in scores.targets:
+        return blocks + [Text("Not drawn for this report.")]
+    targets = scores.targets["train"]
+    png, _ = figure_png("cooccurrence", {"classes": classes, "targets": _digest(targets)},
+                        lambda: (cooccurrence_figure(targets, classes=classes), {}))
+    return blocks + [Picture("cooccurrence", png, "How often each pair of labels is given to one training image")]
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+    return digest.hexdigest()
 
 
 def _mistakes(mistakes: Sequence[Mistake] | None, metrics: RunMetrics, *, source: str | None) -> list:
@@ -261,12 +331,13 @@ def _channels_key(run_dir: Path) -> dict | None:
         record = json.loads((run_dir / META_FILE).read_text(encoding="utf-8"))
         config = record["config"]
         splits = find_data(record["data"]["source"], val_split=config["data"]["val_split"], seed=config["data"]["seed"],
-                           check_images=False)
+                           check_images=False, task=record.get("task", "single"))
         return {"run": {key: record.get(key) for key in ("backbone", "weights", "cut", "data_config", "classes",
                                                          "strategy", "inference_precision")},
                 "config": {"data": config["data"], "strategy": config["strategy"], "runtime": config["runtime"]},
                 "weights": weights_digest(run_dir / WEIGHTS_FILE),
-                "train": files_fingerprint([s.path for s in splits.train], [s.label for s in splits.train]),
+                "train": files_fingerprint([s.path for s in splits.train],
+                                           [s.label if s.label >= 0 else s.labels for s in splits.train]),
                 "images": REPORT_CHANNEL_IMAGES, "channels": 4, "per_channel": 5}
     except Exception:  # noqa: BLE001 - anything unreadable: drawn, never kept
         return None
@@ -280,11 +351,12 @@ def _relative(path: str, source: str | None) -> str:
         return path
 
 
-def _audit(audit, plan: Strategy) -> list:
+def _audit(audit, plan: Strategy, *, multilabel: bool = False) -> list:
     if audit is not None:
         return [Fragment(audit.to_html(), audit.to_markdown())]
     reason = (f"{plan.name} starts from random weights, so there are no pretrained features to audit the data with"
-              if not plan.pretrained else "the audit was turned off (--no-audit)")
+              if not plan.pretrained else "the audit does not check several labels per image yet" if multilabel
+              else "the audit was turned off (--no-audit)")
     return [Heading("Data audit"), Text(f"Not run: {reason}. Run `graft audit DATA` to audit the data on its own.")]
 
 

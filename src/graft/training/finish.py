@@ -37,9 +37,9 @@ def evaluate(run: Run) -> None:
                                            threshold=run.config.data.threshold)
     run.evaluations = {"val": _evaluation(run, splits.val, run.val_logits)}
     if splits.test:
-        logits = run.logits(splits.test, run.features(splits.test, "test") if predictor is None else None,
-                            predictor=predictor)
-        run.evaluations["test"] = _evaluation(run, splits.test, logits)
+        run.test_logits = run.logits(splits.test, run.features(splits.test, "test") if predictor is None else None,
+                                     predictor=predictor)
+        run.evaluations["test"] = _evaluation(run, splits.test, run.test_logits)
     run.timings["total_s"] = time.perf_counter() - run.started
 
 
@@ -77,17 +77,22 @@ def report(run: Run) -> None:
     where the model looked), and what the audit found in the data."""
     if not run.config.output.report:
         return
-    if run.multilabel:
-        run.say("Report: not written for multi-label runs yet (issue 25 brings it); metrics.json holds every figure.")
-        return
     from ..report import confident_mistakes, write_report
+    from ..report.writer import LabelScores
 
     assert run.record is not None and run.metrics is not None and run.val_logits is not None  # saved and evaluated
     tick = time.perf_counter()
-    mistakes = confident_mistakes(run.model, run.splits.val, run.val_logits, classes=run.splits.classes)
+    mistakes, scores = None, None
+    if run.multilabel:  # each class's curves and the labels' co-occurrence; no single wrong answer to show
+        answered = {"val": run.val_logits, "test": run.test_logits}
+        scores = LabelScores(
+            targets={split: run.targets(getattr(run.splits, split)) for split in ("train", "val", "test")},
+            probabilities={split: _sigmoid(logits) for split, logits in answered.items() if logits is not None})
+    else:
+        mistakes = confident_mistakes(run.model, run.splits.val, run.val_logits, classes=run.splits.classes)
     try:
         html_path, _ = write_report(run.run_dir, record=run.record, metrics=run.metrics, strategy=run.plan,
-                                    mistakes=mistakes, audit=run.audit)
+                                    mistakes=mistakes, audit=run.audit, scores=scores)
         run.say(f"Report: {html_path} (and report.md)")
     except OSError as error:  # the model is saved and complete: a missing report must not hide that
         run.say(f"Warning: the report could not be written ({error.strerror or error}: {error.filename}); "

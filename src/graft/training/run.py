@@ -70,6 +70,7 @@ class Run:
     audit: Any = None  # graft.audit.AuditResult
     evaluations: dict[str, Evaluation | MultiLabelEvaluation] = field(default_factory=dict)
     val_logits: np.ndarray | None = None  # of the model saved
+    test_logits: np.ndarray | None = None
     engine: str | None = None  # what scored val and test (and made the frozen features they were scored on)
     thresholds: Any = None  # multi-label: each class's graft.evaluation.Thresholds, chosen on val
     metrics: RunMetrics | None = None  # metrics.json
