@@ -154,5 +154,9 @@ def test_other_bad_inputs_are_graft_errors(data):
         fit_unknown(data["train"], data["train_y"][:-1], data["val"], kind="mahalanobis")
     with pytest.raises(GraftError, match="not finite"):
         score.score(np.full((2, DIM), np.nan, dtype=np.float32))
+    with pytest.raises(GraftError, match="2-D"):
+        score.score(data["far"][0])
+    assert score.score(np.zeros((0, DIM), dtype=np.float32)).shape == (0,)  # an empty batch: no scores
+    assert fitted(data, "energy").score(logits=np.zeros((0, CLASSES))).shape == (0,)
     with pytest.raises(GraftError, match="lacks"):
         UnknownScore.from_dict(score.to_dict(), {})

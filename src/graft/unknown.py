@@ -236,11 +236,11 @@ def _labelled(known_scores: np.ndarray, unknown_scores: np.ndarray) -> tuple[np.
 
 
 def _rows(array: np.ndarray, what: str, *, dim: int | None = None) -> np.ndarray:
-    """`array` as float32 rows (N x D); a GraftError for another shape, another width than `dim`, or
-    values that are not finite."""
+    """`array` as float32 rows (N x D, N may be 0); a GraftError for another shape, another width than
+    `dim`, or values that are not finite."""
     rows = np.asarray(array, dtype=np.float32)
-    if rows.ndim != 2 or not rows.shape[0] or not rows.shape[1]:
-        raise GraftError(f"The {what} must be images x values (2-D, not empty); got shape {rows.shape}.")
+    if rows.ndim != 2 or not rows.shape[1]:
+        raise GraftError(f"The {what} must be images x values (2-D, at least one value); got shape {rows.shape}.")
     if dim is not None and rows.shape[1] != dim:
         raise GraftError(f"The {what} have {rows.shape[1]} values per image, but the score of unknown images was "
                          f"fitted on {dim}: use the same backbone's features.")
