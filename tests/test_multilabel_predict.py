@@ -99,6 +99,12 @@ def test_evaluate_gives_the_multilabel_evaluation_at_the_saved_thresholds(run, t
     assert list(rows[0]) == model.evaluation_columns()
 
 
+def test_a_folder_of_class_folders_is_evaluated_as_one_label_per_image(run, tiny_dataset):
+    evaluation = graft.load(run.run_dir).evaluate(tiny_dataset)  # its val/: red, green and blue squares
+    assert isinstance(evaluation, MultiLabelEvaluation) and evaluation.cardinality == 1.0
+    assert all(row["support"] > 0 for row in evaluation.per_class.values())
+
+
 def test_graft_predict_writes_labels_and_each_class_probability(run, images, tmp_path, capsys, monkeypatch):
     target = tmp_path / "answers.csv"
     code, output = run_main(["predict", run.run_dir, *images[:3], tmp_path / "missing.png", "--csv", target],
@@ -173,3 +179,9 @@ def test_serve_answers_with_labels(run, images, linear_probe_run):
     with TestClient(create_app(graft.load(linear_probe_run.run_dir))) as client:
         refused = client.post("/predict?threshold=0.5", content=images[0].read_bytes())
         assert refused.status_code == 400 and "multi-label" in refused.json()["detail"]
+
+
+def test_graft_export_says_what_a_multilabel_export_holds(run, tmp_path, capsys, monkeypatch):
+    code, output = run_main(["export", run.run_dir, "--out", tmp_path / "m.onnx"], capsys, monkeypatch)
+    assert code in (0, None), output
+    assert "label-set agreement 100.0%" in output and "each class's threshold" in output

@@ -287,8 +287,11 @@ def export_command(
     if out is not None:
         refuse_overwrite(written_files(out, format), flag="--out", overwrite=overwrite)
     target = out or (model if model.is_dir() else model.parent) / FILE_NAMES[format]
-    exported = export(load(model), target, format=format, check_images=check_images, log=say)
-    say(f"Written {exported.path} and {exported.metadata_path.name} (class names, preprocessing, parity).")
+    classifier = load(model)
+    exported = export(classifier, target, format=format, check_images=check_images, log=say)
+    held = ("class names, each class's threshold (several labels per image), preprocessing, parity"
+            if classifier.multilabel else "class names, preprocessing, parity")
+    say(f"Written {exported.path} and {exported.metadata_path.name} ({held}).")
 
 
 @app.command()

@@ -63,7 +63,8 @@ def serve(
     info = predictor.metadata
     batcher = app.state.batcher
     batching = f"batching {batcher.window_ms:g} ms" if batcher.batching else "no batching"
-    what = (f"{info['backbone']}, {info['strategy']}, " if info.get("backbone") else "") + f"{len(predictor.classes)} classes, {batcher.engine}, {batching}"
+    labels = ", several labels per image" if predictor.multilabel else ""
+    what = (f"{info['backbone']}, {info['strategy']}, " if info.get("backbone") else "") + f"{len(predictor.classes)} classes{labels}, {batcher.engine}, {batching}"
     console.print(f"Serving {escape(str(run))} ({escape(what)}) at [bold]{escape(url(sock))}[/]  (Ctrl-C to stop)", soft_wrap=True)
     console.file.flush()
     run_server(app, sock, access_log=access_log)
