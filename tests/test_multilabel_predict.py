@@ -173,6 +173,8 @@ def test_serve_answers_with_labels(run, images, linear_probe_run):
         assert described["task"] == "multilabel" and described["thresholds"] == pytest.approx(_thresholds(run))
         answer = client.post("/predict?cam=1", files={"file": ("a.png", images[0].read_bytes())}).json()["predictions"][0]
         assert answer["labels"] == expected.labels and answer["cam"]["image"].startswith("data:image/png")
+        assert [drawn["class"] for drawn in answer["cams"]] == expected.labels and answer["cam"] == answer["cams"][0]
+        assert len({drawn["heatmap"] for drawn in answer["cams"]}) == len(expected.labels)  # a map of each label
         assert answer["probabilities"] == pytest.approx(expected.probabilities, abs=1e-5)
         low = client.post("/predict?threshold=0.01", content=images[0].read_bytes()).json()["predictions"][0]
         assert set(low["labels"]) == {n for n, p in low["probabilities"].items() if p >= 0.01}

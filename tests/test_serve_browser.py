@@ -148,4 +148,12 @@ def test_a_multilabel_model_shows_every_label_over_its_threshold(served_multilab
     assert given.count() == len(expected.labels)
     assert [given.nth(i).locator(".name").text_content() for i in range(given.count())] == expected.labels
     assert card.locator(".bar").count() == len(classifier.classes)
-    playwright_api.expect(card.locator(".cam img.heatmap")).to_be_visible()
+    heatmap = card.locator(".cam img.heatmap")
+    playwright_api.expect(heatmap).to_be_visible()
+    assert heatmap.get_attribute("alt").endswith(expected.labels[0])  # the most likely label's map first
+    buttons = card.locator(".cam .which button")
+    assert [buttons.nth(i).text_content() for i in range(buttons.count())] == expected.labels
+    buttons.nth(1).click()  # each label's map, one click away
+    playwright_api.expect(heatmap).to_have_attribute("alt", f"{heatmap.get_attribute('alt').split(' map for ')[0]} map for "
+                                                            f"{expected.labels[1]}")
+    playwright_api.expect(card.locator(".cam figcaption")).to_contain_text(expected.labels[1])

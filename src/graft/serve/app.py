@@ -8,7 +8,8 @@
     POST /predict   one or more images (multipart files, or one image as the raw body) -> top-k JSON
                     (a multi-label model's: the labels over their thresholds and every class's
                     probability too); ?top_k=N (default 5), ?cam=1 adds each image's activation map
-                    (PNG data URLs), ?threshold=T decides a multi-label model's labels at T for every class
+                    (PNG data URLs; a multi-label model's answers also hold `cams`, a map per label),
+                    ?threshold=T decides a multi-label model's labels at T for every class
     GET  /docs      the API described on one page that needs nothing from the network (FastAPI's own
                     Swagger UI loads its scripts from a CDN, and is blank offline); the schema is
                     at /openapi.json
@@ -128,10 +129,20 @@ def create_app(
             prediction.path = name_
         answer = http_answer(answers)
         if cam:
-            maps = await run_in_threadpool(_activation_maps, predictor, batcher.lock, [image for _, image in images],
-                                           probabilities.argmax(axis=1).tolist())
-            for item, drawn in zip(answer["predictions"], maps):
-                item["cam"] = drawn
+            # a map of the most likely class; for a multi-label model, one per label (most likely first)
+            explained = [[predictor.classes.index(name) for name in (prediction.labels or [])] or [int(best)]
+                         if predictor.multilabel else [int(best)]
+                         for prediction, best in zip(answers, probabilities.argmax(axis=1))]
+            pairs = [(index, chosen) for index, classes in enumerate(explained) for chosen in classes]
+            maps = await run_in_threadpool(_activation_maps, predictor, batcher.lock,
+                                           [images[index][1] for index, _ in pairs], [chosen for _, chosen in pairs])
+            drawn: list[list[dict]] = [[] for _ in explained]
+            for (index, _), picture in zip(pairs, maps):
+                drawn[index].append(picture)
+            for item, pictures in zip(answer["predictions"], drawn):
+                item["cam"] = pictures[0]
+                if predictor.multilabel:
+                    item["cams"] = pictures
         return answer
 
     return app
