@@ -116,10 +116,7 @@ def create_app(
         if cam and not hasattr(predictor, "model"):
             raise RequestError(400, "cam=1: activation maps need the network itself; serve the run folder "
                                     "(graft serve runs/NAME) rather than an exported model, or drop cam=1.")
-        if threshold is not None and not predictor.multilabel:
-            raise RequestError(400, f"threshold={threshold:g}: thresholds decide a multi-label model's labels; this "
-                                    "model gives each image its one most likely class. Drop threshold.")
-        thresholds = predictor.decision_thresholds(threshold) if predictor.multilabel else None
+        thresholds = _decision_thresholds(predictor, threshold)
         uploads = await _read_uploads(request, max_images)
         images, pixels = await run_in_threadpool(_prepare, uploads, decoding, predictor, keep=cam)
         del uploads
@@ -129,16 +126,8 @@ def create_app(
             prediction.path = name_
         answer = http_answer(answers)
         if cam:
-            # a map of the most likely class; for a multi-label model, one per label (most likely first)
-            explained = [[predictor.classes.index(name) for name in (prediction.labels or [])] or [int(best)]
-                         if predictor.multilabel else [int(best)]
-                         for prediction, best in zip(answers, probabilities.argmax(axis=1))]
-            pairs = [(index, chosen) for index, classes in enumerate(explained) for chosen in classes]
-            maps = await run_in_threadpool(_activation_maps, predictor, batcher.lock,
-                                           [images[index][1] for index, _ in pairs], [chosen for _, chosen in pairs])
-            drawn: list[list[dict]] = [[] for _ in explained]
-            for (index, _), picture in zip(pairs, maps):
-                drawn[index].append(picture)
+            drawn = await run_in_threadpool(_maps_of_answers, predictor, batcher.lock, [image for _, image in images],
+                                            answers, probabilities)
             for item, pictures in zip(answer["predictions"], drawn):
                 item["cam"] = pictures[0]
                 if predictor.multilabel:
@@ -262,6 +251,30 @@ def _prepare(uploads: list[tuple[str, bytes]], decoding: threading.BoundedSemaph
             pixels.append(predictor.prepare(image))
         images.append((name, image if keep else None))
     return images, np.stack(pixels)
+
+
+def _decision_thresholds(predictor: BatchPredictor, threshold: float | None) -> np.ndarray | None:
+    """A multi-label model's thresholds for this request (`threshold` for every class where given);
+    None for a single-label model, which refuses a threshold with 400."""
+    if threshold is not None and not predictor.multilabel:
+        raise RequestError(400, f"threshold={threshold:g}: thresholds decide a multi-label model's labels; this "
+                                "model gives each image its one most likely class. Drop threshold.")
+    return predictor.decision_thresholds(threshold) if predictor.multilabel else None
+
+
+def _maps_of_answers(classifier, lock: threading.Lock, images: list, answers: list, probabilities: np.ndarray
+                     ) -> list[list[dict]]:
+    """For each image, the activation maps (`_activation_maps`) of its most likely class; for a
+    multi-label model, of each of its labels (most likely first; its most likely class where it has none)."""
+    explained = [[classifier.classes.index(name) for name in (answer.labels or [])] or [int(best)]
+                 if classifier.multilabel else [int(best)]
+                 for answer, best in zip(answers, probabilities.argmax(axis=1))]
+    pairs = [(index, chosen) for index, classes in enumerate(explained) for chosen in classes]
+    maps = _activation_maps(classifier, lock, [images[index] for index, _ in pairs], [chosen for _, chosen in pairs])
+    drawn: list[list[dict]] = [[] for _ in explained]
+    for (index, _), picture in zip(pairs, maps):
+        drawn[index].append(picture)
+    return drawn
 
 
 def _activation_maps(classifier, lock: threading.Lock, images: list, classes: list[int]) -> list[dict]:
