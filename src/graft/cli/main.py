@@ -62,8 +62,9 @@ from . import cache as _cache  # noqa: E402
 from . import compare as _compare  # noqa: E402
 from . import explain as _explain  # noqa: E402
 from . import serve as _serve  # noqa: E402
+from . import suggest as _suggest  # noqa: E402
 
-for _module in (_compare, _advise, _explain, _audit, _cache, _serve):
+for _module in (_compare, _advise, _explain, _audit, _cache, _serve, _suggest):
     _module.register(app)
 
 DEMO_DATA = "demo_data/cifar10-sample"
@@ -289,8 +290,8 @@ def export_command(
     target = out or (model if model.is_dir() else model.parent) / FILE_NAMES[format]
     classifier = load(model)
     exported = export(classifier, target, format=format, check_images=check_images, log=say)
-    held = ("class names, each class's threshold (several labels per image), preprocessing, parity"
-            if classifier.multilabel else "class names, preprocessing, parity")
+    held = ("class names, each class's threshold, preprocessing, parity" if classifier.multilabel
+            else "class names, preprocessing, parity")
     say(f"Written {exported.path} and {exported.metadata_path.name} ({held}).")
 
 
