@@ -34,7 +34,7 @@ accuracy on held-out train images chose it, and cifar10-dev's test split reports
 labelling at random.
 
 Each suggestion says why (`Suggestion.reason`), from what is true of it among the unlabelled images:
-"uncertain: roses 0.41 vs tulips 0.38" where its margin is in the smallest quarter; "unlike the
+"uncertain: roses 0.41 vs tulips 0.38" where its margin is in the smallest quarter and under 0.5; "unlike the
 training images" where its unlikeness is above the threshold that keeps 95% of the training images
 (graft.unknown.fit_unknown, each training image scored against the others); else "covers a region no
 labelled image is near". Torch-free (numpy; scikit-learn where graft.unknown chooses the threshold),
@@ -50,15 +50,21 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import GraftError
 
+if TYPE_CHECKING:
+    from .classifier import Classifier
+    from .record import RunRecord
+
 METHODS = ("margin-coverage", "margin", "entropy", "coverage")
 DEFAULT_METHOD = "margin-coverage"
 DUPLICATE_SIMILARITY = 0.9  # graft.audit's DUPLICATE_THRESHOLD: centred cosine similarity of near-duplicates
-UNCERTAIN_SHARE = 0.25  # "uncertain" in a reason: a margin among the smallest quarter of the unlabelled images
+UNCERTAIN_SHARE = 0.25  # "uncertain" in a reason: a margin among the smallest quarter of the unlabelled images' ...
+UNCERTAIN_MARGIN = 0.5  # ... and under this (the top class under half a unit of probability ahead of the second)
 UNLIKE_RECALL = 0.95  # "unlike the training images": above the score that keeps this share of the training images
 THRESHOLD_SAMPLE = 2000  # training images scored against the others to set that threshold (a seeded sample)
 BLOCK = 1024  # rows compared at once
@@ -172,31 +178,18 @@ def suggest(
         unit = _unit(rows, score.arrays["unknown.mean"])
         ordered = np.sort(probs, axis=1)[:, ::-1]
         margin = ordered[:, 0] - ordered[:, 1] if len(rows) else np.zeros(0)
-        entropy = -np.sum(np.where(probs > 0, probs * np.log(np.maximum(probs, 1e-300)), 0.0), axis=1)
+        exact = probs.astype(np.float64)
+        entropy = -np.sum(exact * np.log(np.clip(exact, 1e-300, None)), axis=1)
         picked, distances, near = _greedy(method, unit, unlikeness.copy(), margin, entropy, count,
                                           1.0 - duplicate_similarity)
     threshold = score.threshold if math.isfinite(score.threshold) else None
-    uncertain_margin = float(np.quantile(margin, UNCERTAIN_SHARE)) if len(rows) else 0.0
+    uncertain_margin = min(float(np.quantile(margin, UNCERTAIN_SHARE)) if len(rows) else 0.0, UNCERTAIN_MARGIN)
     top = np.argsort(-probs, axis=1, kind="stable")[:, :2]
-    items = []
-    for rank, (index, distance) in enumerate(zip(picked, distances), start=1):
-        first, second = (classes[top[index, 0]], float(probs[index, top[index, 0]])), \
-                        (classes[top[index, 1]], float(probs[index, top[index, 1]]))
-        reasons = []
-        words = []
-        if margin[index] <= uncertain_margin:
-            reasons.append("uncertain")
-            words.append(f"uncertain: {first[0]} {first[1]:.2f} vs {second[0]} {second[1]:.2f}")
-        if threshold is not None and unlikeness[index] > threshold:
-            reasons.append("unlike")
-            words.append(f"unlike the training images (distance {unlikeness[index]:.2f} to the nearest)")
-        if not reasons:
-            reasons.append("coverage")
-            words.append(f"covers a region no labelled image is near (distance {distance:.2f})")
-        items.append(Suggestion(index=int(index), rank=rank, reason="; ".join(words), reasons=tuple(reasons),
-                                top=first, second=second, margin=float(margin[index]), entropy=float(entropy[index]),
-                                unlikeness=float(unlikeness[index]), distance=float(distance),
-                                path=None if paths is None else str(paths[index])))
+    items = [_suggestion(index, rank, distance, top=[(classes[c], float(probs[index, c])) for c in top[index]],
+                         margin=float(margin[index]), entropy=float(entropy[index]),
+                         unlikeness=float(unlikeness[index]), uncertain_margin=uncertain_margin, threshold=threshold,
+                         path=None if paths is None else str(paths[index]))
+             for rank, (index, distance) in enumerate(zip(picked, distances), start=1)]
     notes = []
     if near:
         notes.append(f"{near:,} unlabelled images were left out as near copies (centred cosine similarity >= "
@@ -206,6 +199,25 @@ def suggest(
                      "are no more")
     return Suggestions(items=items, method=method, images=len(rows), near_copies=near, unlike_threshold=threshold,
                        asked=count, notes=notes)
+
+
+def _suggestion(index: int, rank: int, distance: float, *, top: list[tuple[str, float]], margin: float, entropy: float,
+                unlikeness: float, uncertain_margin: float, threshold: float | None, path: str | None) -> Suggestion:
+    """One pick with its reasons: "uncertain" where its margin is at most `uncertain_margin` (and under
+    UNCERTAIN_MARGIN), "unlike" where its unlikeness is over `threshold`, else "coverage"."""
+    reasons, words = [], []
+    if margin <= uncertain_margin and margin < UNCERTAIN_MARGIN:
+        reasons.append("uncertain")
+        words.append(f"uncertain: {top[0][0]} {top[0][1]:.2f} vs {top[1][0]} {top[1][1]:.2f}")
+    if threshold is not None and unlikeness > threshold:
+        reasons.append("unlike")
+        words.append(f"unlike the training images (distance {unlikeness:.2f} to the nearest)")
+    if not reasons:
+        reasons.append("coverage")
+        words.append(f"covers a region no labelled image is near (distance {distance:.2f})")
+    return Suggestion(index=int(index), rank=rank, reason="; ".join(words), reasons=tuple(reasons), top=top[0],
+                      second=top[1], margin=margin, entropy=entropy, unlikeness=unlikeness, distance=float(distance),
+                      path=path)
 
 
 def check_count(count: int) -> int:
@@ -220,12 +232,6 @@ def _greedy(method: str, unit: np.ndarray, distance: np.ndarray, margin: np.ndar
     """The picks in order, each one's distance when picked, and how many images were left out as near
     copies. `distance` starts as each image's distance to the nearest labelled image and is lowered
     after each pick to the distance to the nearest labelled image or pick."""
-    if method == "margin":
-        priority = -margin
-    elif method == "entropy":
-        priority = entropy
-    else:
-        priority = None  # depends on the distance, recomputed after each pick
     available = distance > duplicate_distance
     near = int((~available).sum())
     picked: list[int] = []
@@ -236,7 +242,7 @@ def _greedy(method: str, unit: np.ndarray, distance: np.ndarray, margin: np.ndar
         elif method == "margin-coverage":
             value = (1.0 - margin) * distance
         else:
-            value = priority
+            value = -margin if method == "margin" else entropy
         index = int(np.argmax(np.where(available, value, -np.inf)))
         picked.append(index)
         at_pick.append(float(distance[index]))
@@ -285,3 +291,118 @@ def _rows(array: np.ndarray, what: str, *, dim: int | None = None, empty: bool =
 def _unit(rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
     centred = rows - mean
     return (centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+# -- A run and a folder of unlabelled images -----------------------------------------------------------
+
+
+def suggest_for_run(run: str | Path, images: Sequence[str | Path], *, count: int, method: str = DEFAULT_METHOD,
+                    progress: bool = True) -> Suggestions:
+    """`graft suggest RUN UNLABELLED/`: `suggest` over the images in `images` (files, folders, globs),
+    from the run's own features: the run's backbone, preprocessing and engine through graft's one
+    extraction path and cache (graft.features.backbone_features; the labelled images' features are
+    the ones training cached), and its head's probabilities on those features. The labelled images
+    are every image of the run's data (train, val and test), as graft.data.find_data splits it
+    again. A GraftError names a RUN that is not a run folder, a multi-label run, missing training
+    data, or images of which none can be read (unreadable ones are left out and named in `notes`)."""
+    from .data.discover import Sample, find_data
+
+    count = check_count(count)
+    if method not in METHODS:
+        raise GraftError(f"Unknown way of suggesting images {method!r}; choose one of {', '.join(METHODS)}.")
+    paths, notes = _unlabelled_images(images)
+    classifier, record, source = _open_run(run)
+    config = record.config
+    splits = find_data(source, val_split=config.data.val_split, seed=config.data.seed, task=config.data.task)
+    backbone, runtime = _run_backbone(classifier, record), config.runtime.resolve(progress=progress)
+    labelled = [_features(backbone, samples, split, runtime)
+                for split, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test)) if samples]
+    unlabelled = _features(backbone, [Sample(path, -1) for path in paths], "unlabelled", runtime)
+    found = suggest(np.concatenate(labelled), unlabelled, _head_probabilities(classifier, unlabelled),
+                    classes=classifier.classes, count=count, method=method, paths=[str(path) for path in paths])
+    found.notes[:0] = notes
+    return found
+
+
+def _unlabelled_images(images: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
+    """The readable image files among `images` and a note naming the unreadable ones; a GraftError
+    where there is no image or none can be read."""
+    from .data.discover import _unreadable
+    from .data.inputs import expand_inputs
+
+    paths, failed = expand_inputs(list(images))
+    if failed and not paths:
+        raise GraftError("No unlabelled images to rank: " + "; ".join(f"{error.path}: {error.reason}" for error in failed))
+    if not paths:
+        raise GraftError("No unlabelled images to rank: give a folder of images (graft suggest RUN UNLABELLED/).")
+    unreadable = _unreadable(paths, None)
+    readable = [path for path in paths if path not in unreadable]
+    if not readable:
+        raise GraftError("None of the unlabelled images can be read: "
+                         + "; ".join(f"{path}: {reason}" for path, reason in list(unreadable.items())[:5]))
+    notes = [f"{len(unreadable):,} unreadable image(s) left out: "
+             + "; ".join(f"{path}: {reason}" for path, reason in list(unreadable.items())[:5])] if unreadable else []
+    notes += [f"{error.path}: {error.reason}" for error in failed]
+    return readable, notes
+
+
+def _open_run(run: str | Path) -> tuple[Classifier, RunRecord, str]:
+    """The run folder `run` as a Classifier, its record and its training data (checked: single-label,
+    the data at hand)."""
+    from .classifier import load
+
+    path = Path(run)
+    if not path.is_dir():
+        raise GraftError(f"{run} is not a run folder: graft suggest needs the folder graft train wrote (its "
+                         "graft.json names the training images, whose features suggest compares with), not an "
+                         "exported model or an image.")
+    classifier = load(path)
+    record = classifier.record
+    if record is None:
+        raise GraftError(f"{run} holds no run record (graft.json); give a run folder graft train wrote.")
+    if record.task != "single":
+        raise GraftError(f"{run} is a multi-label run; graft suggest ranks images for single-label runs only (its "
+                         "uncertainty is the margin between the two most likely classes).")
+    if record.data is None or not record.data.source:
+        raise GraftError(f"{run}: its graft.json does not name its training data; train it again with graft train.")
+    if not Path(record.data.source).exists():
+        raise GraftError(f"The run's training data {record.data.source} is not there any more, so graft cannot compare "
+                         "the unlabelled images with it; put the data back at that path.")
+    return classifier, record, record.data.source
+
+
+def _run_backbone(classifier: Classifier, record: RunRecord):
+    """The run's backbone, its `weights_id` (a key of the feature cache) set as training set it: the
+    starting weights where the strategy kept them frozen (so the features training cached are read
+    back), else a digest of the trained weights (graft.explain.channels keys a run's features so)."""
+    import hashlib
+
+    from .backbones.weights import describe_weights
+    from .strategies import get_strategy
+
+    backbone = classifier.model.backbone
+    plan = get_strategy(record.strategy)
+    if plan.pretrained and not (plan.image_phase and plan.trainable(backbone, record.config.strategy) != []):
+        backbone.weights_id = describe_weights(record.config.strategy.weights)
+        return backbone
+    digest = hashlib.sha256()
+    for name, tensor in sorted(backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    backbone.weights_id = f"run:{digest.hexdigest()[:24]}"
+    return backbone
+
+
+def _features(backbone, samples, split: str, runtime) -> np.ndarray:
+    from .features import backbone_features
+
+    return np.asarray(backbone_features(backbone, samples, split=split, runtime=runtime).features, dtype=np.float32)
+
+
+def _head_probabilities(classifier: Classifier, features: np.ndarray) -> np.ndarray:
+    """The run's head on the features: its softmax probabilities (N x C)."""
+    import torch
+
+    with torch.no_grad():
+        logits = classifier.model.head(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+        return logits.float().softmax(dim=-1).numpy().astype(np.float64)
