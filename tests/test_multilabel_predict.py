@@ -40,8 +40,9 @@ def _thresholds(run) -> dict[str, float]:
     return {name: row["threshold"] for name, row in run.record.thresholds["per_class"].items()}
 
 
-def _sigmoids(run, paths) -> np.ndarray:
-    """Each class's sigmoid, computed here from the network itself (torch, fp32)."""
+def _sigmoids(run, paths, *, mirrored: bool = False) -> np.ndarray:
+    """Each class's sigmoid, computed here from the network itself (torch, fp32), of the images or
+    (`mirrored`) of their mirror images."""
     import torch
 
     from graft.data.images import eval_draft_size, load_image
@@ -49,6 +50,8 @@ def _sigmoids(run, paths) -> np.ndarray:
 
     config = run.classifier.data_config
     pixels = np.stack([prepare_image(load_image(p, draft_size=eval_draft_size(config.image_size)), config) for p in paths])
+    if mirrored:
+        pixels = np.ascontiguousarray(pixels[..., ::-1])
     with torch.inference_mode():
         return run.classifier.model.eval()(torch.from_numpy(pixels)).float().sigmoid().numpy()
 
@@ -70,6 +73,9 @@ def test_predict_gives_the_labels_over_each_threshold_and_every_probability(run,
     assert right >= len(answers) // 2  # it learnt the colours
     single = model.predict(images[0])[0]
     assert single.to_dict()["labels"] == single.labels and "label" not in single.to_dict()
+    both = (_sigmoids(run, images[:4]) + _sigmoids(run, images[:4], mirrored=True)) / 2  # tta: the mean of the sigmoids
+    tta = model.predict(images[:4], tta=True)
+    assert np.allclose([list(answer.probabilities.values()) for answer in tta], both, atol=1e-4)
 
 
 def test_a_threshold_for_every_class_overrides_the_chosen_ones(run, images, linear_probe_run):
