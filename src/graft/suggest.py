@@ -21,6 +21,11 @@ The ways of combining them (`METHODS`), each a greedy pick of `count` images:
   beside what is labelled or picked, and an outlying one for little where the model is sure of it.
 - "margin": the smallest margins first. "entropy": the largest entropies first.
 - "coverage": k-center greedy alone (the largest distance first).
+- "margin-clusters": k-means (scikit-learn) of the unlabelled images into `count` clusters, each
+  cluster's smallest margin picked, the smallest first.
+- "typical": TypiClust (Hacohen et al., "Active learning on a budget", ICML 2022): k-means of the
+  labelled and unlabelled images together; from the clusters with the fewest labelled images, the
+  largest first, each one's most typical image (the densest: nearest to its neighbours).
 
 Every method leaves out an image whose centred cosine similarity to a labelled image or an earlier
 pick is at least `duplicate_similarity` (the audit's calibrated near-duplicate threshold, 0.9): no two
@@ -60,7 +65,8 @@ if TYPE_CHECKING:
     from .classifier import Classifier
     from .record import RunRecord
 
-METHODS = ("margin-coverage", "margin", "entropy", "coverage")
+METHODS = ("margin-coverage", "margin", "entropy", "coverage", "margin-clusters", "typical")
+CLUSTER_METHODS = ("margin-clusters", "typical")
 DEFAULT_METHOD = "margin-coverage"
 DUPLICATE_SIMILARITY = 0.9  # graft.audit's DUPLICATE_THRESHOLD: centred cosine similarity of near-duplicates
 UNCERTAIN_SHARE = 0.25  # "uncertain" in a reason: a margin among the smallest quarter of the unlabelled images' ...
@@ -181,7 +187,8 @@ def suggest(
         exact = probs.astype(np.float64)
         entropy = -np.sum(exact * np.log(np.clip(exact, 1e-300, None)), axis=1)
         picked, distances, near = _greedy(method, unit, unlikeness.copy(), margin, entropy, count,
-                                          1.0 - duplicate_similarity)
+                                          1.0 - duplicate_similarity, train_unit=score.arrays["unknown.train"],
+                                          seed=seed)
     threshold = score.threshold if math.isfinite(score.threshold) else None
     uncertain_margin = min(float(np.quantile(margin, UNCERTAIN_SHARE)) if len(rows) else 0.0, UNCERTAIN_MARGIN)
     top = np.argsort(-probs, axis=1, kind="stable")[:, :2]
@@ -228,16 +235,21 @@ def check_count(count: int) -> int:
 
 
 def _greedy(method: str, unit: np.ndarray, distance: np.ndarray, margin: np.ndarray, entropy: np.ndarray,
-            count: int, duplicate_distance: float) -> tuple[list[int], list[float], int]:
+            count: int, duplicate_distance: float, *, train_unit: np.ndarray,
+            seed: int) -> tuple[list[int], list[float], int]:
     """The picks in order, each one's distance when picked, and how many images were left out as near
     copies. `distance` starts as each image's distance to the nearest labelled image and is lowered
     after each pick to the distance to the nearest labelled image or pick."""
     available = distance > duplicate_distance
     near = int((~available).sum())
+    preference = _cluster_preference(method, unit, train_unit, margin, available, count, seed) \
+        if method in CLUSTER_METHODS else None
     picked: list[int] = []
     at_pick: list[float] = []
     while len(picked) < count and available.any():
-        if method == "coverage":
+        if preference is not None:
+            value = preference
+        elif method == "coverage":
             value = distance
         elif method == "margin-coverage":
             value = (1.0 - margin) * distance
@@ -252,6 +264,68 @@ def _greedy(method: str, unit: np.ndarray, distance: np.ndarray, margin: np.ndar
         near += int(copies.sum())
         available &= ~copies
     return picked, at_pick, near
+
+
+def _cluster_preference(method: str, unit: np.ndarray, train_unit: np.ndarray, margin: np.ndarray,
+                        available: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """How much each image is preferred (higher first) by a method that clusters the embeddings
+    (k-means, scikit-learn, `seed`), the images in no cluster's turn after the others by margin.
+
+    "margin-clusters": `count` clusters of the available unlabelled images; each cluster's smallest
+    margin is its representative, the representatives in order of margin.
+    "typical" (TypiClust: Hacohen et al., "Active learning on a budget", ICML 2022): labelled and
+    unlabelled images in min(labelled + count, MAX_CLUSTERS) clusters; the clusters with the fewest
+    labelled images first, the largest first among those; from each in turn its most typical
+    unlabelled image (the highest inverse mean distance to its TYPICAL_NEIGHBOURS nearest neighbours
+    in the cluster), then each one's next most typical, and so on."""
+    from sklearn.cluster import KMeans
+
+    candidates = np.flatnonzero(available)
+    preference = -np.argsort(np.argsort(margin, kind="stable"), kind="stable").astype(np.float64) - len(margin)
+    if not len(candidates):
+        return preference
+    if method == "margin-clusters":
+        clusters = KMeans(min(count, len(candidates)), n_init=1, random_state=seed).fit_predict(unit[candidates])
+        turns = [candidates[clusters == label][np.argsort(margin[candidates[clusters == label]], kind="stable")[:1]]
+                 for label in np.unique(clusters)]
+        order = sorted((int(members[0]) for members in turns), key=lambda index: margin[index])
+    else:
+        order = _typical_order(unit, train_unit, candidates, count, seed)
+    preference[order] = np.arange(len(order), 0, -1, dtype=np.float64)
+    return preference
+
+
+MAX_CLUSTERS = 500  # TypiClust's cap on clusters
+TYPICAL_NEIGHBOURS = 20
+
+
+def _typical_order(unit: np.ndarray, train_unit: np.ndarray, candidates: np.ndarray, count: int,
+                   seed: int) -> list[int]:
+    from sklearn.cluster import KMeans
+
+    points = np.vstack([train_unit, unit[candidates]])
+    labelled = np.r_[np.ones(len(train_unit), dtype=bool), np.zeros(len(candidates), dtype=bool)]
+    clusters = KMeans(min(len(train_unit) + count, MAX_CLUSTERS, len(points)), n_init=1,
+                      random_state=seed).fit_predict(points)
+    queues = []
+    for label in np.unique(clusters):
+        members = np.flatnonzero(clusters == label)
+        if labelled[members].all():
+            continue
+        similarity = points[members] @ points[members].T
+        neighbours = min(TYPICAL_NEIGHBOURS, len(members) - 1)
+        if neighbours:
+            nearest = -np.sort(-similarity, axis=1)[:, 1 : neighbours + 1]  # the image itself left out
+            typicality = 1.0 / np.maximum(1.0 - nearest, 1e-6).mean(axis=1)
+        else:
+            typicality = np.ones(len(members))
+        mine = [member for member in members[np.argsort(-typicality, kind="stable")] if not labelled[member]]
+        queues.append((int(labelled[members].sum()), -len(members), int(label), mine))
+    queues.sort()
+    order: list[int] = []
+    for turn in range(max((len(queue[3]) for queue in queues), default=0)):
+        order += [int(candidates[queue[3][turn] - len(train_unit)]) for queue in queues if turn < len(queue[3])]
+    return order
 
 
 def _unlikeness_score(train: np.ndarray, seed: int):
