@@ -120,3 +120,16 @@ def test_the_report_of_a_multi_label_run_shows_each_class_and_the_labels_given_t
     write_report(folder, record=run.record, metrics=run.metrics, scores=LabelScores({}, {}))
     again = (folder / "report.md").read_text()
     assert "Validation: mAP" in again and "Not drawn for this report." in again
+
+
+def test_auto_decides_on_the_images_answered_wholly_right(tiny_multilabel, tmp_path, monkeypatch):
+    """auto's 'probe good enough' is a share of images answered right: for several labels per image,
+    those whose every label is right (tags-dev's probe had val mAP 0.961 but 74% exact match)."""
+    from graft.advise import auto
+
+    monkeypatch.setattr(auto, "FINETUNE_MIN_PER_CLASS", 10)  # about 30 images per label: probe-finetune's plan
+    messages: list[str] = []
+    run = graft.train(tiny_multilabel, out=tmp_path, budget="none", **{**FAST, "log": messages.append})
+    said = next(message for message in messages if message.startswith("auto: the linear probe reached"))
+    assert "exact match on val (every label of an image right)" in said, said
+    assert run.record.task == "multilabel" and run.record.advice["auto"]["fine_tuning"] in said

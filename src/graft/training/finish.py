@@ -52,7 +52,8 @@ def save(run: Run) -> None:
         evaluations=run.evaluations, history=run.history, timings=run.timings, logreg_c=run.logreg_c,
         params=ParamCounts(total=counts.total, trainable=counts.trainable, frozen=counts.frozen,
                            trained=run.trained_params()))
-    advice = {**run.notes["advice"], "auto": run.trail} if "advice" in run.notes else {}
+    # auto's plan and decisions (a multi-label plan has no graft advise measurements beside them)
+    advice = {**run.notes.get("advice", {}), "auto": run.trail} if "advice" in run.notes or run.trail else {}
     if "backbone_choice" in run.notes:
         advice["backbone_choice"] = run.notes["backbone_choice"]
     splits = run.splits
@@ -105,7 +106,7 @@ def export(run: Run, classifier) -> None:
     structure's template given the fine-tuned weights, plus the head: about a second once that graph
     is cached), so that `graft predict RUN` needs no torch and no export the first time. Then
     metrics.json, last, with every timing."""
-    if run.runtime.device.type == "cpu" and not run.multilabel:  # multi-label exports: issue 25's next step
+    if run.runtime.device.type == "cpu":
         from ..export.cached import export_after_training
 
         tick = time.perf_counter()

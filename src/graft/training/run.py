@@ -114,7 +114,11 @@ class Run:
         budget = parse_duration(config.strategy.budget)
         seconds_spent = time.perf_counter() - self.started
         seconds_left = None if budget is None else budget - seconds_spent
-        estimate, probe = None, self.head_score or 0.0
+        estimate, probe, figure = None, self.head_score or 0.0, "on val"
+        if self.multilabel:  # as accuracy is: the share of val images answered wholly right (every label, at 0.5)
+            assert self.head_logits is not None  # the probe's val answers
+            probe = float(((self.head_logits >= 0) == self.targets(splits.val).astype(bool)).all(axis=1).mean())
+            figure = "exact match on val (every label of an image right)"
         if probe < self.good_enough and seconds_left is not None:
             model.freeze_backbone(self.trainable)
             views = ImageDataset(splits.train, train_transform(self.net.data_config, config.augment.to_augment(), pixels=True))
@@ -125,7 +129,8 @@ class Run:
             # keep time for the evaluation after the last epoch (val and test, forward passes)
             seconds_left -= per_image * VAL_COST * (len(splits.val) + len(splits.test))
         decision = decide_finetune(probe_accuracy=probe, epochs=config.optim.epochs, epoch_seconds=estimate,
-                                   seconds_left=seconds_left, seconds_spent=seconds_spent, good_enough=self.good_enough)
+                                   seconds_left=seconds_left, seconds_spent=seconds_spent, good_enough=self.good_enough,
+                                   figure=figure)
         return decision.epochs, decision.reason
 
     def skip_images(self, *, recorded_as: str) -> None:
