@@ -57,13 +57,15 @@ def test_a_near_copy_of_a_labelled_image_is_never_suggested():
     assert sorted(item.index for item in found) == list(range(5, 15))
 
 
-def test_prefers_uncertain_images_and_says_so():
+@pytest.mark.parametrize("method", ["margin-clusters", "margin", "margin-coverage"])
+def test_prefers_uncertain_images_and_says_so(method):
     rng = np.random.default_rng(2)
     train = rng.normal(size=(50, 64))
-    unlabelled = rng.normal(size=(40, 64))  # all about as far from the training images
-    margins = np.where(np.arange(40) % 4 == 0, 0.02, 0.9)  # every fourth image: a close call
-    found = suggest(train, unlabelled, _probabilities(margins), classes=CLASSES, count=10)
-    assert sorted(item.index for item in found) == list(range(0, 40, 4))
+    centres = rng.normal(size=(10, 64))
+    unlabelled = np.repeat(centres, 4, axis=0) + rng.normal(scale=0.4, size=(40, 64))  # 10 groups of 4 similar images
+    margins = np.where(np.arange(40) % 4 == 1, 0.02, 0.9)  # in each group one close call
+    found = suggest(train, unlabelled, _probabilities(margins), classes=CLASSES, count=10, method=method)
+    assert sorted(item.index for item in found) == list(range(1, 40, 4))
     for item in found:
         assert item.reason.startswith("uncertain: a 0.46 vs b 0.44"), item.reason
         assert item.reasons[0] == "uncertain"

@@ -127,6 +127,19 @@ def curve(rows: list[dict], method: str, split: str) -> list[float]:
             for r in sorted({row["round"] for row in mine})]
 
 
+def per_seed(rows: list[dict], method: str, labels: list[int]) -> list[dict]:
+    """For each repeat: the method's test curve, random's, and the labels the method needed to reach
+    random's final test accuracy in that repeat."""
+    result = []
+    for seed in sorted({row["seed"] for row in rows}):
+        mine = [row for row in rows if row["seed"] == seed]
+        ours = curve(mine, method, "test")
+        chance = curve(mine, RANDOM, "test")
+        result.append({"seed": seed, "method": ours, "random": chance,
+                       "labels_to_reach_random_final": labels_to_reach(labels, ours, chance[-1])})
+    return result
+
+
 def labels_to_reach(labels: list[int], accuracies: list[float], target: float) -> float | None:
     """The labels at which a curve first reaches `target`, interpolated linearly between rounds; None if never."""
     for index, accuracy in enumerate(accuracies):
@@ -205,6 +218,12 @@ def main() -> None:
           f"\n\n## Test accuracy (cifar10-dev test), mean of {args.repeats}\n\n{table(rows, methods, 'test', labels)}\n\n"
           f"labels to reach random's final test accuracy ({final_random:.1%}): "
           + ", ".join(f"{m} {v if v is not None else 'not reached'}" for m, v in reach.items()), flush=True)
+    seeds = per_seed(rows, chosen, labels)
+    print(f"\n## Each repeat: {chosen} against random (test)\n\n| seed | {chosen} | random | labels to reach random's "
+          "final |\n|---|---|---|---|\n" + "\n".join(
+              f"| {row['seed']} | {' '.join(f'{v:.1%}' for v in row['method'])} | "
+              f"{' '.join(f'{v:.1%}' for v in row['random'])} | {row['labels_to_reach_random_final']} |" for row in seeds),
+          flush=True)
     timing = timed_round(data, pool, labels[-1], batch=args.batch, method=DEFAULT_METHOD)
     print(f"\none labelling round on {timing['unlabelled']:,} unlabelled images ({timing['labelled_before']} labelled): "
           f"suggest {timing['suggest_seconds']} s, refit {timing['fit_seconds']} s")
@@ -213,7 +232,7 @@ def main() -> None:
     record(args.key, {"chosen_on_val": chosen, "default_method": DEFAULT_METHOD, "labels": labels,
                       "val_curves": {m: curve(rows, m, "val") for m in methods}, "val_means": val_means,
                       "test_curves": {m: curve(rows, m, "test") for m in methods},
-                      "random_final_test": final_random, "labels_to_reach_random_final": reach,
+                      "random_final_test": final_random, "labels_to_reach_random_final": reach, "each_repeat": seeds,
                       "round_timing": timing, "rows": rows,
                       "images": {"pool": int(len(pool)), "val": int(len(val)), "test": int(len(data["test_y"]))},
                       "feature_seconds": round(float(data["seconds"]), 1), "seconds": seconds}, about)

@@ -28,7 +28,8 @@ def suggest(
     unlabelled: Annotated[list[str], typer.Argument(help="Folders, files or glob patterns of unlabelled images.")],
     count: Annotated[int, typer.Option("--count", "-n", help="How many images to suggest.")] = DEFAULT_COUNT,
     method: Annotated[str, typer.Option(help=f"How to rank them: {', '.join(METHODS)} (default {DEFAULT_METHOD}: "
-                                              "uncertainty x distance to the labelled and earlier suggested images).")] = DEFAULT_METHOD,
+                                              "the least certain image of each of N groups of similar images; chosen by measurement, "
+                                              "docs/benchmarks.md).")] = DEFAULT_METHOD,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Also write the suggestions to this CSV file "
                                                                    "(rank,path,reason and the numbers behind it).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the suggestions as JSON.")] = False,
@@ -36,9 +37,10 @@ def suggest(
 ) -> None:
     """What to label next: the unlabelled images whose labels should help the model most.
 
-    Ranks the images by how unsure the run's model is of them (the margin between its two most likely
-    classes), how unlike the labelled images they are, and how far they lie from the labelled images
-    and from each other (never two near-duplicates), each with its reason. Their features come from
+    By default, groups the images into N clusters of similar images and suggests from each the one the
+    run's model is least sure of (the smallest margin between its two most likely classes); never two
+    near-duplicates, nor a near copy of a labelled image; each with its reason (uncertain, unlike the
+    labelled images, or its group). Their features come from
     the run's backbone through graft's feature cache: a second call on the same images extracts nothing."""
     from ..io import refuse_overwrite, write_text_atomic
     from ..suggest import check_count, suggest_for_run
