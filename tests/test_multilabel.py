@@ -5,6 +5,7 @@ val and kept in graft.json."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -129,7 +130,35 @@ def test_auto_decides_on_the_images_answered_wholly_right(tiny_multilabel, tmp_p
 
     monkeypatch.setattr(auto, "FINETUNE_MIN_PER_CLASS", 10)  # about 30 images per label: probe-finetune's plan
     messages: list[str] = []
-    run = graft.train(tiny_multilabel, out=tmp_path, budget="none", **{**FAST, "log": messages.append})
+    run = graft.train(tiny_multilabel, out=tmp_path, budget="1h", **{**FAST, "log": messages.append})  # timed epochs
     said = next(message for message in messages if message.startswith("auto: the linear probe reached"))
     assert "exact match on val (every label of an image right)" in said, said
+    assert "(measured)" in said, said  # an image epoch was timed on multi-hot targets (it raised IndexError: -1)
     assert run.record.task == "multilabel" and run.record.advice["auto"]["fine_tuning"] in said
+
+
+def test_advise_on_several_labels_per_image_gives_auto_s_plan_and_the_command(tiny_multilabel, capsys, monkeypatch):
+    code, output = run_main(["advise", tiny_multilabel], capsys, monkeypatch)
+    assert code in (0, None), output
+    assert "several labels per image (3 labels" in output and "auto: linear-probe" in output
+    assert f"Recommended: graft train {tiny_multilabel}" in output and "Traceback" not in output
+    code, output = run_main(["advise", tiny_multilabel, "--json"], capsys, monkeypatch)
+    answer = json.loads(output)
+    assert answer["task"] == "multilabel" and answer["auto"]["strategy"] == "linear-probe"
+    assert sum(answer["images_per_label"].values()) > len(answer["images_per_label"]) * 10
+
+
+def test_compare_on_several_labels_per_image_ranks_by_val_map(tiny_multilabel, tmp_path):
+    from graft.compare import compare
+
+    result = compare(tiny_multilabel, strategies=["linear-probe", "feature-extract"], out=tmp_path, **FAST)
+    rows = {row.strategy: row for row in result.rows}
+    assert set(rows) == {"linear-probe", "feature-extract"}
+    assert all(0 < row.best_val_acc <= 1 and 0 < row.val_acc_first <= 1 for row in rows.values())
+    table = (result.folder / "compare.md").read_text()
+    assert "val mAP (model kept)" in table and "test mAP" in table and "val acc" not in table
+    for row in rows.values():  # the kept model's figure is its run's val mAP
+        assert row.best_val_acc == pytest.approx(json.loads((Path(row.run_dir) / "metrics.json").read_text())["val_accuracy"])
+    extract = rows["feature-extract"]
+    history = json.loads((Path(extract.run_dir) / "metrics.json").read_text())["history"]
+    assert extract.val_acc_first == pytest.approx(history[0]["val_map"])  # the curve is val mAP, epoch by epoch

@@ -30,6 +30,8 @@ def advise(
     from ..advise.auto import auto_plan, recommendation
 
     budget = options.pop("budget")
+    if _multilabel_advice(data, budget=budget, json_out=json_out, val_split=options["val_split"], seed=options["seed"]):
+        return
     advice = measure_and_advise(data, sample_per_class=sample_per_class, large_per_class=large_per_class,
                                 progress=not json_out, budget=budget, **options)
     plan = auto_plan(advice, budget=budget)
@@ -42,6 +44,33 @@ def advise(
     cut = plan.options.get("cut")
     if cut is not None:  # what the cut keeps, seen: the images its last stage's channels answer to
         say(f"After training, see what stage {cut} responds to: graft explain RUN --channels --stage {cut}")
+
+
+def _multilabel_advice(data: Path, *, budget: str, json_out: bool, val_split: float, seed: int) -> bool:
+    """Several labels per image: auto's plan from the images per label (graft.advise.auto.multilabel_plan),
+    printed with the command; graft advise's measurements (single-label probes per stage) are not made.
+    False for single-label data, which the measurements advise on."""
+    from ..advise.auto import multilabel_plan
+    from ..config import TrainConfig
+    from ..data.discover import find_data
+
+    splits = find_data(data, val_split=val_split, seed=seed, task="auto", check_images=False)
+    if splits.task != "multilabel":
+        return False
+    positives = [int(count) for count in splits.targets(splits.train).sum(axis=0)]
+    plan = multilabel_plan(positives, budget=budget)
+    command = TrainConfig.from_options(budget=budget).command(str(data))
+    if json_out:
+        print(json.dumps({"task": "multilabel", "classes": splits.classes,
+                          "images_per_label": dict(zip(splits.classes, positives, strict=True)),
+                          "auto": {"strategy": plan.strategy, "reasons": plan.reasons, "command": command}}, indent=2))
+        return True
+    say(f"{data}: several labels per image ({len(splits.classes)} labels, {len(splits.train)} training images). "
+        "graft advise measures similarity to ImageNet with single-label probes, which several labels per image do "
+        "not give; auto plans from the images per label:")
+    say(plan.describe())
+    say(f"Recommended: {command}")
+    return True
 
 
 def evidence_table(advice) -> Table:

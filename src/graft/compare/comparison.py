@@ -59,21 +59,23 @@ class Comparison:
     rows: list[StrategyRow]
     folder: Path
     peak_memory_note: str = ""
+    figure: str = "val acc"  # what the val columns hold: "val mAP" for several labels per image (macro mAP)
 
     def to_dict(self) -> dict:
         return {"data": self.data, "backbone": self.backbone, "epochs": self.epochs, "seed": self.seed,
-                "peak_memory_note": self.peak_memory_note, "strategies": [asdict(row) for row in self.rows]}
+                "figure": self.figure, "peak_memory_note": self.peak_memory_note, "strategies": [asdict(row) for row in self.rows]}
 
     def to_markdown(self) -> str:
         e = self.epochs
         # one epoch: "after epoch 1" and "after the last epoch" are the same column
-        last = [f"val acc @ {e} epochs"] if e != 1 else []
+        last = [f"{self.figure} @ {e} epochs"] if e != 1 else []
         lines = [
             f"# Strategy comparison: {self.data}",
             "",
             f"Backbone `{self.backbone}`, {e} epoch{'s' if e != 1 else ''} of each strategy's main phase, seed {self.seed}.",
             "",
-            "| " + " | ".join(["strategy", "val acc @ 1 epoch", *last, "val acc (model kept)", "test acc",
+            "| " + " | ".join(["strategy", f"{self.figure} @ 1 epoch", *last, f"{self.figure} (model kept)",
+                              self.figure.replace("val", "test"),
                               "time / epoch (s)", "features (s)", "total (s)", "trainable params", "peak RSS (MB)"]) + " |",
             "|" + "---|" * (9 + len(last)),
         ]
@@ -133,7 +135,7 @@ def compare(
     check_output_folder(config.output.out)
     folder = new_run_dir(config.output.out, config.output.name or f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     rows = []
-    memory_note = ""
+    memory_note, several = "", False
     for index, plan in enumerate(plans, 1):
         say(f"[{index}/{len(plans)}] {plan.name}")
         head_epochs = epochs if plan.main_phase == "head" else config.optim.head_epochs
@@ -142,8 +144,10 @@ def compare(
                                          out=str(folder), name=plan.name),
                     log=log, progress=progress)
         rows.append(_row(plan, run, peak_rss_mb=_peak_rss_mb()))
+        several = run.record.task == "multilabel"
     comparison = Comparison(data=str(data), backbone=config.strategy.backbone, epochs=epochs, seed=config.data.seed,
-                            rows=rows, folder=folder, peak_memory_note=memory_note)
+                            rows=rows, folder=folder, peak_memory_note=memory_note,
+                            figure="val mAP" if several else "val acc")
     _write(comparison)
     return comparison
 
@@ -152,8 +156,9 @@ def _row(plan, run, *, peak_rss_mb: float | None) -> StrategyRow:
     metrics = run.metrics
     phase = plan.main_phase
     main = [row for row in run.history if row.phase == phase] if phase else []
-    curve = [(row.epoch, row.val_acc) for row in main if row.val_acc is not None]
-    head = [row.val_acc for row in run.history if row.phase == "head" and row.val_acc is not None]
+    key = "val_map" if run.record.task == "multilabel" else "val_acc"  # the figure fits follow
+    curve = [(row.epoch, getattr(row, key)) for row in main if getattr(row, key) is not None]
+    head = [getattr(row, key) for row in run.history if row.phase == "head" and getattr(row, key) is not None]
     if phase == "images" and head:  # the head the image phase started from: epoch 0
         curve.insert(0, (0, max(head)))
     if not curve:  # linear-probe: one fit, one number

@@ -21,7 +21,8 @@ def seconds_per_image(model: nn.Module, loader: DataLoader, *, runtime: Runtime,
     device = runtime.device
     was_training = model.training
     model.to(device=device, memory_format=torch.channels_last).train()  # type: ignore[call-overload]
-    loss = nn.CrossEntropyLoss()
+    multilabel = getattr(loader.dataset, "targets", None) is not None  # multi-hot rows: a sigmoid per class
+    loss = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
     timings: list[tuple[float, int]] = []  # (seconds, images) per batch
     try:
         for index, (pixels, labels) in enumerate(loader):
@@ -30,7 +31,7 @@ def seconds_per_image(model: nn.Module, loader: DataLoader, *, runtime: Runtime,
             started = time.perf_counter()
             pixels = pixels.to(device=device, memory_format=torch.channels_last)
             with runtime.autocast(device):
-                value = loss(model(pixels).float(), labels.to(device))
+                value = loss(model(pixels).float(), labels.to(device).float() if multilabel else labels.to(device))
             value.backward()
             if device.type == "cuda":
                 torch.cuda.synchronize()

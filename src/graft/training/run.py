@@ -121,7 +121,8 @@ class Run:
             figure = "exact match on val (every label of an image right)"
         if probe < self.good_enough and seconds_left is not None:
             model.freeze_backbone(self.trainable)
-            views = ImageDataset(splits.train, train_transform(self.net.data_config, config.augment.to_augment(), pixels=True))
+            views = ImageDataset(splits.train, train_transform(self.net.data_config, config.augment.to_augment(), pixels=True),
+                                 targets=self.targets(splits.train) if self.multilabel else None)
             loader = image_loader(views, batch_size=self.runtime.batch_size, shuffle=True, workers=self.runtime.workers)
             per_image = seconds_per_image(model, loader, runtime=self.runtime)
             model.freeze_backbone()
