@@ -64,6 +64,18 @@ def crop_fraction(value) -> str | None:
     return None if 0.0 < value <= 1.0 else "the fraction of the image the random crop keeps at least, in (0, 1]"
 
 
+def known_share(value) -> str | None:
+    """--known-recall, by graft.unknown's own check."""
+    from .unknown import check_known_recall
+
+    try:
+        check_known_recall(value)
+    except GraftError:
+        return ("a share strictly between 0 and 1, such as 0.95: the share of known images kept as known "
+                "(the threshold of unknown images is set on val to keep it)")
+    return None
+
+
 def one_of(*choices: str) -> Callable[[Any], str | None]:
     def check(value) -> str | None:
         return None if value in choices else f"choose one of {', '.join(choices)}"
@@ -165,6 +177,9 @@ class DataOptions(Group):
                        check=one_of("auto", "single", "multilabel"))
     threshold: float | None = option(None, "Multi-label data: one decision threshold for every class (default: each "
                                            "class's own, chosen on val for its best F1).", check=fraction)
+    known_recall: float = option(0.95, "Single-label data: the share of known val images the threshold of unknown "
+                                       "images keeps as known; images scoring above it are answered \"none of the "
+                                       "classes\" (graft.unknown).", check=known_share)
 
 
 @dataclass(frozen=True)

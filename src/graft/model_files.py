@@ -1,7 +1,9 @@
 """graft's model files: weights in safetensors, everything else in JSON. Never pickle.
 
-A run folder (or any folder) holds `model.safetensors` and `graft.json` (a graft.record.RunRecord).
-The JSON records the SHA-256 of the weights and is written last, each file to a temporary name then
+A run folder (or any folder) holds `model.safetensors` and `graft.json` (a graft.record.RunRecord),
+and, for a model with a score of unknown images (graft.unknown), that score's arrays in
+`unknown.safetensors` (its threshold and kind in graft.json's `unknown`). The JSON records the
+SHA-256 of the weights (and of the score's arrays) and is written last, each file to a temporary name then
 renamed, so a crash mid-save leaves either the previous complete model or a mismatch that
 `read_model_files` refuses. `load_model` builds the network they describe.
 
@@ -22,14 +24,22 @@ if TYPE_CHECKING:  # the module stays torch-free: graft predict reads records wi
     import torch
 
     from .model import GraftModel
+    from .unknown import UnknownScore
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = RECORD_FILE
+UNKNOWN_FILE = "unknown.safetensors"  # the arrays of the score of unknown images (graft.unknown)
 
 
-def save_model(model: torch.nn.Module, record: RunRecord, folder: str | Path) -> Path:
+def save_model(model: torch.nn.Module, record: RunRecord, folder: str | Path, *,
+               unknown: UnknownScore | None = None) -> Path:
+    """Write the weights, `unknown`'s arrays where the model has a score of unknown images (its JSON
+    part goes in the record: `record.unknown` must be `unknown.to_dict()`), then graft.json, sealed."""
+    from safetensors.numpy import save_file as save_arrays
     from safetensors.torch import save_file
 
+    if (unknown.to_dict() if unknown is not None else None) != record.unknown:
+        raise ValueError("record.unknown must be the JSON part of the score of unknown images saved with it")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / WEIGHTS_FILE
@@ -37,6 +47,12 @@ def save_model(model: torch.nn.Module, record: RunRecord, folder: str | Path) ->
     with atomic_path(weights) as temporary:
         save_file(state, str(temporary), metadata={"format": "graft", "version": str(RECORD_VERSION)})
     sealed = {**record.to_dict(), "weights_sha256": file_sha256(weights)}
+    if unknown is not None:
+        with atomic_path(folder / UNKNOWN_FILE) as temporary:
+            save_arrays(unknown.tensors(), str(temporary), metadata={"format": "graft-unknown"})
+        sealed["unknown_sha256"] = file_sha256(folder / UNKNOWN_FILE)
+    else:  # a score left from an earlier save in this folder is no longer the model's
+        (folder / UNKNOWN_FILE).unlink(missing_ok=True)
     write_json_atomic(folder / META_FILE, {**sealed, "record_sha256": record_checksum(sealed)})
     return folder
 
@@ -86,6 +102,8 @@ def read_record(path: str | Path, *, check_weights: bool = True) -> tuple[RunRec
     record = RunRecord.from_dict(data, source=str(folder / META_FILE))
     if check_weights:
         check_weights_file(folder, data.get("weights_sha256"))
+        if record.unknown is not None:
+            check_unknown_file(folder, data.get("unknown_sha256"))
     return record, folder
 
 
@@ -96,6 +114,36 @@ def check_weights_file(folder: Path, expected: str | None) -> None:
             f"{folder / WEIGHTS_FILE} does not match {META_FILE} (checksum differs): the save was "
             "interrupted or a file was replaced. Train again or restore both files together."
         )
+
+
+def check_unknown_file(folder: Path, expected: str | None) -> None:
+    """Refuse a score of unknown images whose arrays are missing or not the ones graft.json records."""
+    path = folder / UNKNOWN_FILE
+    if not path.is_file() or expected != file_sha256(path):
+        raise ModelFileError(
+            f"{path} is missing or does not match {META_FILE} (checksum differs): graft.json holds a score of "
+            "unknown images whose arrays were not saved with it or were replaced. Restore the run folder's files "
+            "together, or train again."
+        )
+
+
+def read_unknown(folder: str | Path, record: RunRecord) -> UnknownScore | None:
+    """The model's score of unknown images (graft.unknown.UnknownScore): graft.json's `unknown` with
+    the arrays of unknown.safetensors (checked by `read_record`); None for a model without one
+    (multi-label models, and models saved before graft fitted it). Torch-free."""
+    if record.unknown is None:
+        return None
+    from safetensors.numpy import load_file
+
+    from .unknown import UnknownScore
+
+    path = Path(folder) / UNKNOWN_FILE
+    try:
+        arrays = load_file(str(path))
+    except (OSError, ValueError) as error:
+        raise ModelFileError(f"{path}: the arrays of the score of unknown images cannot be read ({error}); "
+                             "train again.") from None
+    return UnknownScore.from_dict(record.unknown, arrays)
 
 
 def read_model_files(path: str | Path) -> tuple[RunRecord, dict[str, torch.Tensor], Path]:

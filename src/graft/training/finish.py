@@ -56,7 +56,7 @@ def save(run: Run) -> None:
     advice = {**run.notes.get("advice", {}), "auto": run.trail} if "advice" in run.notes or run.trail else {}
     if "backbone_choice" in run.notes:
         advice["backbone_choice"] = run.notes["backbone_choice"]
-    splits = run.splits
+    splits, unknown = run.splits, unknown_score(run)
     run.record = RunRecord(
         backbone=config.strategy.backbone, weights=run.net.weights_source, cut=run.net.cut,
         data_config=run.net.data_config, classes=splits.classes, strategy=run.plan.name,
@@ -65,12 +65,62 @@ def save(run: Run) -> None:
         advice=advice or None,
         inference_precision=run.runtime.inference_precision, engine=run.engine,  # what scored val and test
         task=run.splits.task, thresholds=run.thresholds.to_dict() if run.thresholds is not None else None,
+        unknown=unknown.to_dict() if unknown is not None else None,
         accuracy=run.metrics.accuracies(),
         data=DataSummary(source=str(splits.source), counts={s: len(getattr(splits, s)) for s in ("train", "val", "test")}),
         versions=library_versions(),
     )
-    save_model(run.model, run.record, run.run_dir)
+    save_model(run.model, run.record, run.run_dir, unknown=unknown)
     shutil.rmtree(run.run_dir / "checkpoints", ignore_errors=True)  # the best epoch is now model.safetensors
+
+
+def unknown_score(run: Run):
+    """The score of unknown images (graft.unknown.fit_unknown: how unlike the training images an image
+    is, its threshold set on val to keep --known-recall of the known images), fitted on the model's
+    own embeddings of train and val: the cached features while the backbone is the frozen one they
+    came from, else computed now through the trained backbone. None, with a note, for multi-label
+    runs, runs without a pretrained backbone, and data too small to set the threshold."""
+    from ..errors import GraftError
+    from ..unknown import fit_unknown
+
+    if run.multilabel:
+        run.say("Note: no score of unknown images for multi-label data yet; every image is answered with its labels.")
+        return None
+    if not run.plan.pretrained or run.config.strategy.weights == "none":
+        run.say("Note: no score of unknown images: the backbone did not start from pretrained weights.")
+        return None
+    tick, splits = time.perf_counter(), run.splits
+    if run.val_features is not None:  # the frozen backbone's features: the model's embeddings
+        train, val = run.features(splits.train, "train").features, run.val_features.features
+    else:  # the backbone trained: its cached features are no longer the model's
+        train, val = _embeddings(run, splits.train), _embeddings(run, splits.val)
+    try:
+        score = fit_unknown(train, run.labels(splits.train), val, known_recall=run.config.data.known_recall)
+    except GraftError as error:
+        run.say(f"Note: no score of unknown images was fitted: {error}")
+        return None
+    run.timings["unknown_s"] = time.perf_counter() - tick
+    run.say(f"Unknown images: {score.kind} score, threshold {score.threshold:.4g} keeps {score.val_kept:.1%} of "
+            f"{score.val_images} val images as known (--known-recall {score.known_recall:g})")
+    return score
+
+
+def _embeddings(run: Run, samples) -> np.ndarray:
+    """The model's backbone's pooled features of `samples` (N x D, float32), in the engine graft.engines chooses."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ..data.dataset import ImageDataset
+    from ..data.images import eval_draft_size
+    from ..data.transforms import eval_transform
+    from ..engines import frozen_forward
+
+    config = run.net.data_config
+    images = ImageDataset(samples, eval_transform(config, pixels=True), draft_size=eval_draft_size(config.image_size))
+    loader = DataLoader(images, batch_size=run.runtime.batch_size * 2, num_workers=run.runtime.workers)
+    with frozen_forward(run.model.backbone, runtime=run.runtime, input_size=config.input_size) as forward:
+        rows = [forward(pixels).float() for pixels, _ in loader]
+    return torch.cat(rows).numpy() if rows else np.zeros((0, run.net.num_features), dtype=np.float32)
 
 
 def report(run: Run) -> None:
