@@ -40,8 +40,8 @@ def suggest(
     By default, groups the images into N clusters of similar images and suggests from each the one the
     run's model is least sure of (the smallest margin between its two most likely classes); never two
     near-duplicates, nor a near copy of a labelled image; each with its reason (uncertain, unlike the
-    labelled images, or its group). Their features come from
-    the run's backbone through graft's feature cache: a second call on the same images extracts nothing."""
+    labelled images, or its group). Their features come from the run's backbone through graft's
+    feature cache: a second call on the same images extracts nothing."""
     from ..io import refuse_overwrite, write_text_atomic
     from ..suggest import check_count, suggest_for_run
 
@@ -55,13 +55,16 @@ def suggest(
         print(json.dumps({"method": found.method, "images": found.images, "notes": found.notes,
                           "suggestions": [item.to_dict() for item in found]}, indent=2))
         return
-    table = Table(title=escape(f"Label these {len(found):,} of {found.images:,} unlabelled images first "
-                               f"({found.method})"))
-    for column in ("rank", "file", "reason"):
-        table.add_column(column, justify="right" if column == "rank" else "left")
-    for item in found:
-        table.add_row(str(item.rank), escape(str(item.path)), escape(item.reason))
-    console.print(table)
+    if len(found):
+        table = Table(title=escape(f"Label these {len(found):,} of {found.images:,} unlabelled images first "
+                                   f"({found.method})"))
+        for column in ("rank", "file", "reason"):
+            table.add_column(column, justify="right" if column == "rank" else "left")
+        for item in found:
+            table.add_row(str(item.rank), escape(str(item.path)), escape(item.reason))
+        console.print(table)
+    else:
+        console.print(f"No image to suggest among the {found.images:,} unlabelled images.")
     for note in found.notes:
         console.print(f"[dim]Note: {escape(note)}[/]")
     if csv_out is not None:
