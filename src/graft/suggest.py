@@ -73,19 +73,18 @@ if TYPE_CHECKING:
 METHODS = ("margin-coverage", "margin", "entropy", "coverage", "margin-clusters", "typical")
 CLUSTER_METHODS = ("margin-clusters", "typical")
 DEFAULT_METHOD = "margin-clusters"
-DUPLICATE_SIMILARITY = 0.9  # graft.audit's DUPLICATE_THRESHOLD: centred cosine similarity of near-duplicates
+DUPLICATE_SIMILARITY = 0.9  # graft.audit's DUPLICATE_THRESHOLD (not imported: the audit imports torch)
 UNCERTAIN_SHARE = 0.25  # "uncertain" in a reason: a margin among the smallest quarter of the unlabelled images' ...
 UNCERTAIN_MARGIN = 0.5  # ... and under this (the top class under half a unit of probability ahead of the second)
 UNLIKE_RECALL = 0.95  # "unlike the training images": above the score that keeps this share of the training images
 THRESHOLD_SAMPLE = 2000  # training images scored against the others to set that threshold (a seeded sample)
-BLOCK = 1024  # rows compared at once
 
 
 @dataclass(frozen=True)
 class Suggestion:
     """One image to label: `index` is its row in the arrays given (`path`, where given, its file),
-    `rank` its place (1 first). `reasons` holds "uncertain", "unlike" and/or "coverage"; `reason` says
-    it in words. `margin` is the head's top probability minus its second (`top` and `second`: those
+    `rank` its place (1 first). `reasons` holds "uncertain" and/or "unlike", else "group" (its cluster's
+    pick) or "coverage"; `reason` says it in words. `margin` is the head's top probability minus its second (`top` and `second`: those
     classes and probabilities), `entropy` of its probabilities (natural log), `unlikeness`
     graft.unknown's knn score (1 - centred cosine similarity to the nearest training image), and
     `distance` the same to the nearest labelled image or earlier pick when it was picked."""
@@ -159,8 +158,8 @@ def suggest(
     `train_features` (N x D): the labelled images' embeddings; `features` (M x D): the unlabelled
     images' embeddings from the same backbone; `probabilities` (M x C): the head's class
     probabilities for them, `classes` their C names (for the reasons); `paths` (M, optional) names
-    each image in the answer. `seed` draws the training images that set the unlikeness threshold
-    where there are over THRESHOLD_SAMPLE. A GraftError names a bad shape or value.
+    each image in the answer. `seed` seeds k-means and draws the training images that set the
+    unlikeness threshold where there are over THRESHOLD_SAMPLE. A GraftError names a bad shape or value.
     """
     train = _rows(train_features, "labelled images' embeddings")
     rows = _rows(features, "unlabelled images' embeddings", dim=train.shape[1], empty=True)
