@@ -191,3 +191,25 @@ def test_graft_suggest_refuses_bad_input_clearly(linear_probe_run, unlabelled, t
         code, output = run_main(args, capsys, monkeypatch)
         assert code == 2, output
         assert message in output and "Traceback" not in output, output
+
+
+def test_suggest_for_run_reads_every_feature_from_the_cache(linear_probe_run, unlabelled, monkeypatch):
+    """The labelled images' features are the ones training cached, and a second call on the same
+    unlabelled images extracts nothing: a labelling round costs no forward pass but the new images'."""
+    import graft.features.extract as extract
+    from graft.suggest import suggest_for_run
+
+    calls = []
+    original = extract.extract_into
+
+    def counted(backbone, dataset, out, **options):
+        calls.append(len(dataset))
+        return original(backbone, dataset, out, **options)
+
+    monkeypatch.setattr(extract, "extract_into", counted)
+    first = suggest_for_run(linear_probe_run.run_dir, [unlabelled], count=3, progress=False)
+    assert sum(calls) <= 9  # the unlabelled images at most: train, val and test came from training's cache
+    calls.clear()
+    second = suggest_for_run(linear_probe_run.run_dir, [unlabelled], count=3, progress=False)
+    assert calls == []
+    assert [item.path for item in second] == [item.path for item in first]
