@@ -109,14 +109,15 @@ def test_the_report_of_a_multi_label_run_shows_each_class_and_the_labels_given_t
     from graft.report import write_report
     from graft.report.writer import LabelScores
 
-    run = graft.train(tiny_multilabel, strategy="linear-probe", out=tmp_path, **{**FAST, "report": True})
+    run = graft.train(tiny_multilabel, strategy="linear-probe", out=tmp_path, **{**FAST, "report": True, "audit": True})
     folder = run.run_dir
     markdown = (folder / "report.md").read_text()
     assert "val mAP (macro)" in markdown and "val accuracy" not in markdown
     assert "Validation: mAP" in markdown and "threshold" in markdown
     for name in ("precision-recall-val", "cooccurrence"):
         assert (folder / "report" / f"{name}.png").stat().st_size > 1000, name
-    assert "Most confident mistakes" not in markdown and "several labels per image" in markdown
+    assert "Most confident mistakes" not in markdown and "## Data audit" in markdown
+    assert "may be wrong or missing" in markdown or "No likely mislabelled" in markdown
     # without the answers (a report written again from the files), the tables alone, said plainly
     write_report(folder, record=run.record, metrics=run.metrics, scores=LabelScores({}, {}))
     again = (folder / "report.md").read_text()
@@ -162,3 +163,35 @@ def test_compare_on_several_labels_per_image_ranks_by_val_map(tiny_multilabel, t
     extract = rows["feature-extract"]
     history = json.loads((Path(extract.run_dir) / "metrics.json").read_text())["history"]
     assert extract.val_acc_first == pytest.approx(history[0]["val_map"])  # the curve is val mAP, epoch by epoch
+
+
+def test_the_audit_finds_a_label_missing_and_a_label_wrong(tiny_multilabel, tmp_path):
+    """Several labels per image: each (image, label) pair is judged by a one-vs-rest classifier that
+    never saw the image; a label removed from an image that shows it, and one added to an image that
+    does not, are both found; duplicates are looked for as in single-label data."""
+    import csv
+
+    from graft.audit import audit
+
+    with open(tiny_multilabel, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    root = tiny_multilabel.parent
+    changed = {}
+    for row in rows:
+        labels = row["labels"].split()
+        if len(labels) == 2 and "missing" not in changed:  # the square drawn last, whole: its label removed
+            removed = labels.pop()
+            changed["missing"] = (row["path"], f"not {removed}")
+        elif labels == ["blue"] and "wrong" not in changed:
+            labels.append("green")
+            changed["wrong"] = (row["path"], "green")
+        row["labels"] = " ".join(labels)
+    edited = tmp_path / "labels.csv"
+    edited.write_text("path,labels\n" + "".join(f"{root / row['path']},{row['labels']}\n" for row in rows))
+    result = audit(edited, img_size=64, progress=False, cache_dir=tmp_path / "cache", mislabel_confidence=0.8)
+    found = {(suspect.path.name, suspect.label) for suspect in result.mislabelled}
+    for path, label in changed.values():
+        assert (path.split("/")[-1], label) in found, (path, label, sorted(found)[:10])
+    assert len(found) <= 6, sorted(found)  # 72 images x 3 labels judged
+    assert result.several_labels and "may be wrong or missing" in result.verdicts()["mislabelled"]
+    assert "labels say" in result.to_markdown()

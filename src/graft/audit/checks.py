@@ -287,3 +287,80 @@ def confident_disagreements(
                         predicted=classes[predicted[row]], confidence=round(float(top[row]), 4))
                 for row in np.flatnonzero((predicted != labels) & (top >= confidence))]
     return sorted(suspects, key=lambda suspect: (-suspect.confidence, str(suspect.path)))
+
+
+# -- Several labels per image ------------------------------------------------------------------
+
+
+def label_set_problem(splits: DataSplits, features: dict[str, FeatureSet] | None = None) -> str | None:
+    """Why the label check cannot run on multi-label train+val images, or None when it can: each
+    class it judges needs two images with it and two without."""
+    targets = splits.targets(splits.train + splits.val)
+    judged = [column for column in range(targets.shape[1])
+              if 2 <= targets[:, column].sum() <= len(targets) - 2]
+    return None if judged else "no label is on at least two images and off at least two in train+val."
+
+
+def out_of_fold_label_probabilities(
+    splits: DataSplits, features: dict[str, FeatureSet], *, seed: int = 0, C: float = MISLABEL_C
+) -> tuple[np.ndarray, np.ndarray, list[tuple[Path, str]]]:
+    """Several labels per image: each class's probability for every train and val image from a
+    one-vs-rest logistic regression that never saw the image (5 folds, shuffled; one binary fit per
+    class on standardised features, as the single-label check fits one multinomial). A class on
+    fewer than two images, or missing from fewer than two, is not judged: its column is NaN.
+    Returns the probabilities (images x classes), the multi-hot targets, each image's (path, split)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+    from threadpoolctl import threadpool_limits
+
+    used = [split for split in ("train", "val") if split in features and len(features[split])]
+    samples = [sample for split in used for sample in getattr(splits, split)]
+    targets = splits.targets(samples)
+    located: list[tuple[Path, str]] = [(sample.path, split) for split in used for sample in getattr(splits, split)]
+    folds = min(5, len(samples))
+    parts = {"with": [features[split].meta.get("key") for split in used], "C": C, "seed": seed, "folds": folds,
+             "targets": [list(targets.shape), hashlib.sha256(targets.astype(np.uint8).tobytes()).hexdigest()],
+             "max_iter": 1000, "sklearn": version("scikit-learn")}
+    stored = load_derived(features["train"], "oof-multilabel", parts)
+    if stored is not None:
+        return stored["probabilities"], targets, located
+    parts_rows = [features[split].features for split in used]
+    probabilities = np.full(targets.shape, np.nan)
+    judged = [column for column in range(targets.shape[1]) if 2 <= targets[:, column].sum() <= len(targets) - 2]
+    give_back()
+    with warnings.catch_warnings(), threadpool_limits(limits=1):  # see _cross_val_probabilities
+        warnings.simplefilter("ignore", category=FutureWarning)
+        for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(targets):
+            rows = _rows(parts_rows, train)
+            scaler = standard_scaler(rows)
+            rows = scaler.transform(rows, copy=False)
+            held = scaler.transform(_rows(parts_rows, test), copy=False)
+            for column in judged:
+                truth = targets[train, column]
+                if truth.min() == truth.max():  # this fold's training rows hold one answer only
+                    probabilities[test, column] = float(truth[0])
+                    continue
+                model = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(rows, truth)
+                probabilities[test, column] = model.predict_proba(held)[:, 1]
+    store_derived(features["train"], "oof-multilabel", parts, {"probabilities": probabilities})
+    return probabilities, targets, located
+
+
+def confident_label_disagreements(
+    probabilities: np.ndarray, targets: np.ndarray, located: list[tuple[Path, str]], classes: list[str],
+    *, confidence: float
+) -> list[Suspect]:
+    """(image, class) pairs a classifier that never saw the image contradicts at `confidence` or more:
+    a label given that it is that sure is absent (`label` the class, `predicted` "not CLASS"), or a
+    label not given that it is that sure is there (`label` "not CLASS", `predicted` the class).
+    Most confident first."""
+    suspects = []
+    for row, column in zip(*np.nonzero(~np.isnan(probabilities)), strict=True):
+        present, probability = bool(targets[row, column]), float(probabilities[row, column])
+        sure = 1.0 - probability if present else probability
+        if sure >= confidence:
+            name = classes[column]
+            suspects.append(Suspect(path=located[row][0], split=located[row][1],
+                                    label=name if present else f"not {name}",
+                                    predicted=f"not {name}" if present else name, confidence=round(sure, 4)))
+    return sorted(suspects, key=lambda suspect: (-suspect.confidence, str(suspect.path), suspect.label))

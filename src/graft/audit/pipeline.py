@@ -6,6 +6,8 @@ import numbers
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..data.discover import DataSplits
 from ..errors import GraftError
 from ..features import FeatureSet
@@ -16,8 +18,11 @@ from .checks import (
     SPLIT_ORDER,
     check_imbalance,
     confident_disagreements,
+    confident_label_disagreements,
     find_duplicates,
     label_check_problem,
+    label_set_problem,
+    out_of_fold_label_probabilities,
     out_of_fold_probabilities,
 )
 from .result import AuditResult
@@ -58,8 +63,16 @@ def audit_features(
         "mislabel_confidence": mislabel_confidence,
         "seed": seed,
     }
-    mislabelled, skipped_reason = [], label_check_problem(splits, features)
-    if skipped_reason is None:
+    several = splits.task == "multilabel"
+    mislabelled, skipped_reason = [], (label_set_problem if several else label_check_problem)(splits, features)
+    if several and skipped_reason is None:  # each (image, class) pair judged: labels likely wrong or missing
+        probabilities, targets, located = out_of_fold_label_probabilities(splits, features, seed=seed)
+        mislabelled = confident_label_disagreements(probabilities, targets, located, splits.classes,
+                                                    confidence=mislabel_confidence)
+        judged = ~np.isnan(probabilities)
+        settings["label_check_accuracy"] = round(float(((probabilities >= 0.5) == targets.astype(bool))[judged].mean()), 4)
+        settings["task"] = "multilabel"
+    elif skipped_reason is None:
         probabilities, labels, located = out_of_fold_probabilities(splits, features, seed=seed)
         mislabelled = confident_disagreements(probabilities, labels, located, splits.classes,
                                               confidence=mislabel_confidence)
@@ -118,7 +131,7 @@ def plain_features(
     from ..data.discover import find_data
     from ..features import FeatureCache, backbone_features
 
-    splits = find_data(data, val_split=val_split, seed=seed)  # checks images with its own threads, as train does
+    splits = find_data(data, val_split=val_split, seed=seed, task="auto")  # checks images with its own threads, as train does
     net = create_backbone(backbone, weights=weights, img_size=img_size)
     cache = FeatureCache()
     features = {

@@ -155,7 +155,8 @@ class AuditResult:
         return {
             "duplicates": (["similarity", "image", "split", "same as", "split"], duplicates),
             "imbalance": (["class", "train images", ""], balance),
-            "mislabelled": (["image", "split", "folder says", "looks like", "confidence"], suspects),
+            "mislabelled": (["image", "split", "labels say" if self.several_labels else "folder says", "looks like",
+                             "confidence"], suspects),
         }
 
     def _image(self, path: Path) -> ImageCell:
@@ -193,6 +194,11 @@ class AuditResult:
         if not self.mislabelled:
             return (f"No likely mislabelled images: a classifier that never saw each image agrees with its "
                     f"folder, or does not say otherwise{rule}.")
+        if self.several_labels:
+            return (f"{_count(len(self.mislabelled), 'label')} may be wrong or missing: for each image and label, a "
+                    f"one-vs-rest classifier that never saw the image says the opposite{rule} (a label given that it "
+                    "finds absent, or one not given that it finds there). Look at each image and correct its labels in "
+                    "the label file.")
         checked = self.settings.get("images", {})
         total = checked.get("train", 0) + checked.get("val", 0)
         share = f" ({len(self.mislabelled) / total:.1%} of train+val)" if total else ""
@@ -207,6 +213,11 @@ class AuditResult:
         return (f"{_count(len(self.mislabelled), 'image')}{share} may be mislabelled: for each, a classifier that "
                 f"never saw it says it is another class{rule}.{judge} Look at each one; move it to the right class "
                 "folder, or delete it.")
+
+    @property
+    def several_labels(self) -> bool:
+        """The data has several labels per image: the label check judged each (image, label) pair."""
+        return self.settings.get("task") == "multilabel"
 
     @property
     def weak_label_check(self) -> bool:
@@ -225,8 +236,9 @@ class AuditResult:
         if self.imbalance.flagged:
             parts.append(_count(len(self.imbalance.flagged), "class", "classes") + " with fewer images")
         if self.mislabelled:
-            parts.append(_count(len(self.mislabelled), "image") + (" the weak label check doubts" if self.weak_label_check
-                                                                     else " that may be mislabelled"))
+            parts.append(_count(len(self.mislabelled), "label") + " that may be wrong or missing" if self.several_labels
+                         else _count(len(self.mislabelled), "image") + (" the weak label check doubts"
+                                                                        if self.weak_label_check else " that may be mislabelled"))
         return f"{_count(self.findings, 'finding')}: {', '.join(parts)}."
 
 

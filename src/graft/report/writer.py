@@ -142,7 +142,7 @@ def write_report(
     else:
         report.add(*_mistakes(mistakes, metrics, source=record.data.source if record.data else None))
     report.add(*_channels(run_dir))
-    report.add(*_audit(audit, plan, multilabel=record.task == "multilabel"))
+    report.add(*_audit(audit, plan))
     if record.advice:
         report.add(*_advice(record.advice, ran=record.strategy))
     figures = run_dir / FIGURES_FOLDER
@@ -351,12 +351,11 @@ def _relative(path: str, source: str | None) -> str:
         return path
 
 
-def _audit(audit, plan: Strategy, *, multilabel: bool = False) -> list:
+def _audit(audit, plan: Strategy) -> list:
     if audit is not None:
         return [Fragment(audit.to_html(), audit.to_markdown())]
     reason = (f"{plan.name} starts from random weights, so there are no pretrained features to audit the data with"
-              if not plan.pretrained else "the audit does not check several labels per image yet" if multilabel
-              else "the audit was turned off (--no-audit)")
+              if not plan.pretrained else "the audit was turned off (--no-audit)")
     return [Heading("Data audit"), Text(f"Not run: {reason}. Run `graft audit DATA` to audit the data on its own.")]
 
 

@@ -26,9 +26,7 @@ def head_phase(run: Run) -> None:
     train_views = [run.features(run.splits.train, "train", view) for view in views]
     run.val_features = run.features(run.splits.val, "val")
     run.timings["features_s"] = time.perf_counter() - tick
-    if run.config.output.audit and run.multilabel:
-        run.say("Data audit: not made for multi-label data yet (issue 25 brings it).")
-    elif run.config.output.audit:  # now, while the backbone is pretrained and frozen: its plain-view features
+    if run.config.output.audit:  # now, while the backbone is pretrained and frozen: its plain-view features
         _audit(run, plain_train=train_views[0] if views == [None] else None)
     if plan.head_phase == "logreg":
         from ..heads.logistic import fit_logistic_head
