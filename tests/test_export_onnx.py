@@ -36,8 +36,11 @@ def test_export_answers_like_the_model_and_carries_its_metadata(exported, tiny_d
     images = sorted((tiny_dataset / "val" / "blue").iterdir())[:3]
     pixels = np.stack([prepare_image(load_image(p), classifier.data_config) for p in images])
     session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
-    logits, probabilities = session.run(None, {"pixels": pixels})
+    logits, probabilities, features, both = session.run(None, {"pixels": pixels})
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    # the backbone's pooled features (what a score of unknown images reads), and both side by side
+    assert features.shape == (3, classifier.model.backbone.num_features)
+    assert np.array_equal(both, np.concatenate([probabilities, features], axis=1))
     expected = [p.label for p in classifier.predict(images)]
     assert [props["classes"][i] for i in logits.argmax(axis=1)] == expected == ["blue"] * 3
 

@@ -73,8 +73,12 @@ def checkerboard(size: int = 40, square: int = 5) -> np.ndarray:
     return np.repeat((cells * 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
-def noise(seed: int = 0, size: int = 40) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+def stripes(size: int = 40, period: int = 8) -> np.ndarray:
+    """White vertical stripes two pixels wide on black. (Uniform noise at the tests' 32 px scored 0.21
+    against a threshold of 0.34: the noisy training colours are not far from it at that size.)"""
+    pixels = np.zeros((size, size, 3), dtype=np.uint8)
+    pixels[:, ::period] = pixels[:, 1::period] = 255
+    return pixels
 
 
 def save_png(array: np.ndarray, path):
@@ -97,3 +101,83 @@ def test_a_fine_tuned_run_fits_its_score_on_its_own_backbones_embeddings(tiny_da
     with torch.inference_mode():
         own = result.classifier.model.backbone.eval()(torch.from_numpy(pixels)).numpy()
     assert np.allclose(score.score(own), 0.0, atol=1e-3)  # each training image is its own nearest neighbour
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_an_image_unlike_the_training_data_is_answered_unknown(scored_run, tiny_dataset, engine):
+    model = graft.load(scored_run.run_dir, engine=engine)
+    known = sorted((tiny_dataset / "val").glob("*/*.png"))
+    answers = model.predict([*known, checkerboard(), stripes()])
+    assert model.engine == engine and all(answer.unknown is not None for answer in answers)
+    strange, familiar = answers[len(known):], answers[: len(known)]
+    assert all(answer.unknown for answer in strange), [answer.unknown_score for answer in strange]
+    assert sum(answer.unknown for answer in familiar) <= 2  # the threshold keeps 90% of val: 1 of 12 left out
+    assert all(answer.label in ("red", "green", "blue") for answer in strange)  # the label stays the likeliest class
+    assert "none of the 3 classes" in "\n".join(strange[0].lines())
+    assert strange[0].to_dict()["unknown"] is True and strange[0].to_dict()["answer"] == "none of the 3 classes"
+    assert familiar[0].to_dict()["answer"] == familiar[0].label
+
+
+def test_the_engines_agree_on_the_unknown_score(scored_run, tiny_dataset):
+    images = [*sorted((tiny_dataset / "val" / "red").glob("*.png")), checkerboard()]
+    torch_scores = [a.unknown_score for a in graft.load(scored_run.run_dir, engine="torch").predict(images)]
+    onnx_scores = [a.unknown_score for a in graft.load(scored_run.run_dir, engine="onnxruntime").predict(images)]
+    assert np.allclose(torch_scores, onnx_scores, atol=1e-3)
+
+
+@pytest.fixture
+def old_run(scored_run, tmp_path):
+    """The scored run as graft saved runs before the score: no `unknown` in graft.json, no unknown.safetensors."""
+    import shutil
+
+    from graft.model_files import record_checksum
+
+    folder = tmp_path / "old"
+    shutil.copytree(scored_run.run_dir, folder)
+    data = json.loads((folder / META_FILE).read_text())
+    for key in ("unknown", "unknown_sha256", "record_sha256"):
+        data.pop(key)
+    data["record_sha256"] = record_checksum(data)
+    (folder / META_FILE).write_text(json.dumps(data))
+    (folder / UNKNOWN_FILE).unlink()
+    return folder
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_an_old_run_without_the_score_loads_and_predicts_unchanged(old_run, scored_run, tiny_dataset, engine):
+    images = [*sorted((tiny_dataset / "val" / "green").glob("*.png")), checkerboard()]
+    old = graft.load(old_run, engine=engine).predict(images)
+    new = graft.load(scored_run.run_dir, engine=engine).predict(images)
+    assert all(answer.unknown is None and answer.unknown_score is None for answer in old)
+    assert [[name for name, _ in a.top] for a in old] == [[name for name, _ in a.top] for a in new]
+    assert np.allclose([[p for _, p in a.top] for a in old], [[p for _, p in a.top] for a in new], atol=1e-5)
+    assert set(old[0].to_dict()) == {"path", "label", "probability", "top"}
+    assert "none of" not in "\n".join(old[-1].lines())
+
+
+def test_graft_predict_csv_adds_unknown_columns_only_for_a_scored_model(old_run, scored_run, tmp_path, capsys,
+                                                                       monkeypatch):
+    image = save_png(checkerboard(), tmp_path / "checkerboard.png")
+    code, output = run_main(["predict", old_run, image, "--csv", tmp_path / "old.csv", "--top-k", "1"], capsys,
+                            monkeypatch)
+    assert code in (0, None), output
+    assert (tmp_path / "old.csv").read_text().splitlines()[0] == "path,label,probability,error"
+    code, output = run_main(["predict", scored_run.run_dir, image, "--csv", tmp_path / "new.csv", "--top-k", "1"],
+                            capsys, monkeypatch)
+    assert code in (0, None), output
+    header, row = (tmp_path / "new.csv").read_text().splitlines()
+    assert header == "path,label,probability,error,unknown,unknown_score"
+    assert row.split(",")[4] == "true" and float(row.split(",")[5]) > 0
+    code, output = run_main(["predict", scored_run.run_dir, image], capsys, monkeypatch)
+    assert "none of the 3 classes" in output
+
+
+def test_graft_evaluate_says_how_many_images_it_called_unknown(scored_run, tiny_dataset, tmp_path, capsys,
+                                                               monkeypatch):
+    code, output = run_main(["evaluate", scored_run.run_dir, tiny_dataset / "val", "--output", tmp_path / "e.json"],
+                            capsys, monkeypatch)
+    assert code in (0, None), output
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["unknown"]["images"] == 12 and result["unknown"]["unknown"] <= 2
+    assert "of 12 images" in output and "Called unknown" in output
+    assert (tmp_path / "e-predictions.csv").read_text().splitlines()[0].endswith(",unknown,unknown_score")

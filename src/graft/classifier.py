@@ -10,6 +10,9 @@ In torch it runs the network itself, in its inference precision (fp32 unless --p
 asked), in slices on a CPU (graft.engines.forward). A network that cannot be turned into that graph
 is predicted in torch fp32 under auto, with a warning. A multi-label model (its record's task) gives
 each class's sigmoid, in every engine, and answers with the labels over its record's thresholds.
+A model with a score of unknown images (graft.unknown, kept in its run folder) takes the backbone's
+pooled features from the same pass (the ONNX graph's `probabilities_and_features` output; in torch,
+the backbone then the head) and answers unknown over the score's threshold.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from .data.inputs import ImageInput
 from .errors import GraftError
 from .evaluation import Evaluation, MultiLabelEvaluation
 from .model import GraftModel
-from .model_files import load_model, save_model
+from .model_files import load_model, read_unknown, save_model
 from .prediction import Prediction
 from .predictor import BatchPredictor, model_metadata, record_thresholds
 from .record import RunRecord
 from .runtime import Runtime
+from .unknown import UnknownScore
 
 
 class Classifier(BatchPredictor):
@@ -43,12 +47,14 @@ class Classifier(BatchPredictor):
     folder it was saved in (graft.load sets it), whose kept export the ONNX engines run; None: the
     same graph, made in a temporary file. `engine`: auto, torch, onnxruntime or openvino (default:
     the runtime's, else auto). `task`: "single" or "multilabel" (default: the record's, else single);
-    a multi-label model's `thresholds` (C numbers in class order) default to the record's.
+    a multi-label model's `thresholds` (C numbers in class order) default to the record's. `unknown`:
+    its score of unknown images (graft.unknown.UnknownScore); default: the one kept in `folder` where
+    its record has one, else none.
     """
 
     def __init__(self, model: GraftModel, classes: list[str], record: RunRecord | None = None,
                  runtime: Runtime | None = None, *, folder: str | Path | None = None, engine: str | None = None,
-                 task: str | None = None, thresholds: np.ndarray | None = None):
+                 task: str | None = None, thresholds: np.ndarray | None = None, unknown: UnknownScore | None = None):
         self.model = model
         self.classes = list(classes)
         self.record = record  # how the model was made (graft.json); None for a model graft did not train
@@ -58,6 +64,9 @@ class Classifier(BatchPredictor):
         self.thresholds = None if thresholds is None else np.asarray(thresholds, dtype=np.float64)
         self.runtime = runtime
         self.folder = Path(folder) if folder is not None else None
+        if unknown is None and record is not None and self.folder is not None:
+            unknown = read_unknown(self.folder, record)
+        self.unknown = unknown
         self.requested_engine = engine or (runtime.engine if runtime is not None else "auto")
         self._run: _Run | None = None
         self._siblings: dict[str, Classifier] = {}
@@ -97,11 +106,14 @@ class Classifier(BatchPredictor):
             if engine not in self._siblings:
                 self._siblings[engine] = Classifier(self.model, self.classes, self.record, self.runtime,
                                                     folder=self.folder, engine=engine, task=self.task,
-                                                    thresholds=self.thresholds)
+                                                    thresholds=self.thresholds, unknown=self.unknown)
             return self._siblings[engine]
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         return self._ready()(pixels)
+
+    def probabilities_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._ready().with_features(pixels)
 
     def predict(self, images: ImageInput | Iterable[ImageInput], *, top_k: int = 5, batch_size: int = 64,
                 tta: bool = False, threshold: float | None = None, engine: str | None = None) -> list[Prediction]:
@@ -128,7 +140,7 @@ class Classifier(BatchPredictor):
     def save(self, folder: str | Path) -> Path:
         if self.record is None:
             raise GraftError("This model has no run record (graft did not train it), so it cannot be saved as a graft model.")
-        return save_model(self.model, self.record, folder)
+        return save_model(self.model, self.record, folder, unknown=self.unknown)
 
     def _ready(self) -> _Run:
         with self._lock:
@@ -145,7 +157,7 @@ class Classifier(BatchPredictor):
         engine = choose_engine(self.requested_engine, device=accelerator_device().type, precision=precision)
         if engine != "torch":
             try:
-                return _GraphRun(engine, self._graph)
+                return _GraphRun(engine, self._graph, classes=len(self.classes) if self.unknown is not None else None)
             except (GraftError, OSError) as error:  # CompileError and ExportError are GraftErrors
                 if self.requested_engine != "auto":
                     raise
@@ -167,14 +179,20 @@ class _Run:
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The probabilities and the backbone's pooled features (None where this run cannot give them)."""
+        return self(pixels), None
+
 
 class _GraphRun(_Run):
     """The whole classifier's ONNX graph (`make` writes it and returns its path) in ONNX Runtime, its
     slices side by side (graft.engines.sliced), or in OpenVINO in f32. A file that cannot be opened
-    (damaged on disk) is made once more."""
+    (damaged on disk) is made once more. `classes` (the number of classes) asks for the backbone's
+    pooled features too: the graph's `probabilities_and_features` output, split after `classes` columns."""
 
-    def __init__(self, engine: str, make: Callable[[], Path]):
-        self.engine = engine
+    def __init__(self, engine: str, make: Callable[[], Path], *, classes: int | None = None):
+        self.engine, self.classes = engine, classes
+        self.output = "probabilities" if classes is None else "probabilities_and_features"
         path = make()
         try:
             self.run = self._open(path)
@@ -186,17 +204,23 @@ class _GraphRun(_Run):
         if self.engine == "onnxruntime":
             from .engines.sliced import SlicedSession
 
-            return SlicedSession(path, output="probabilities")
+            return SlicedSession(path, output=self.output)
         import openvino
 
         from .runtime import run_in_slices
 
         # f32: on CPUs with bf16 OpenVINO would otherwise compute in bf16 and move answers.
         compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        return lambda pixels: run_in_slices(lambda part: np.asarray(compiled({"pixels": part})["probabilities"]), pixels)
+        return lambda pixels: run_in_slices(lambda part: np.asarray(compiled({"pixels": part})[self.output]), pixels)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        return self.run(pixels)
+        return self.with_features(pixels)[0]
+
+    def with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = self.run(pixels)
+        if self.classes is None:
+            return outputs, None
+        return np.ascontiguousarray(outputs[:, : self.classes]), np.ascontiguousarray(outputs[:, self.classes :])
 
 
 class _TorchRun(_Run):
@@ -219,6 +243,24 @@ class _TorchRun(_Run):
         with frozen_forward(self.model, runtime=self.runtime, input_size=config.input_size) as forward:
             logits = forward(torch.from_numpy(np.ascontiguousarray(pixels)))
             return (logits.sigmoid() if self.multilabel else logits.softmax(dim=-1)).numpy()
+
+    def with_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The backbone's pooled features, then the head on them (fp32), in one pass."""
+        import torch
+
+        from .engines.forward import frozen_forward
+
+        config, head = self.model.backbone.data_config, self.model.head
+        with frozen_forward(self.model.backbone, runtime=self.runtime, input_size=config.input_size) as forward:
+            features = forward(torch.from_numpy(np.ascontiguousarray(pixels))).float()
+        was_training = head.training
+        try:
+            with torch.inference_mode():
+                logits = head.eval()(features)
+        finally:
+            head.train(was_training)
+        probabilities = logits.sigmoid() if self.multilabel else logits.softmax(dim=-1)
+        return probabilities.numpy(), features.numpy()
 
 
 def predict_logits(model: GraftModel, samples: Sequence[Sample], config: DataConfig, *, runtime: Runtime,

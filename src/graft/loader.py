@@ -55,7 +55,7 @@ def open_predictor(path: str | Path, *, engine: str = "auto", say=None) -> Batch
     without torch (see the module's text). `say`: where notes go (default: stderr). Its weights are
     checked against graft.json once either way."""
     from .engines.choice import choose_engine, likely_device
-    from .model_files import read_record
+    from .model_files import read_record, read_unknown
 
     path = Path(path)
     if _kind(path) != "run":
@@ -64,10 +64,10 @@ def open_predictor(path: str | Path, *, engine: str = "auto", say=None) -> Batch
     precision = "bf16" if record.inference_precision == "bf16" else "32"
     if choose_engine(engine, device=likely_device(), precision=precision) != "onnxruntime":
         return load(folder, engine=engine)  # the weights are checked as they are read
-    read_record(folder)  # the weights, checked once
+    record, folder = read_record(folder)  # the weights (and the score of unknown images), checked once
     say = say or (lambda message: print(message, file=sys.stderr))
     try:
-        return _kept_export(folder, say)
+        return _kept_export(folder, say, unknown=read_unknown(folder, record))
     except GraftError as error:
         if engine != "auto":
             raise
@@ -75,7 +75,7 @@ def open_predictor(path: str | Path, *, engine: str = "auto", say=None) -> Batch
         return load(folder, engine="torch")
 
 
-def _kept_export(folder: Path, say) -> BatchPredictor:
+def _kept_export(folder: Path, say, *, unknown=None) -> BatchPredictor:
     from .export.cached import export_path
     from .export.exported import ExportedModel
 
@@ -85,7 +85,7 @@ def _kept_export(folder: Path, say) -> BatchPredictor:
             say(f"Exporting {folder} to ONNX once for fast prediction (kept in {path.parent}).")
             _export_in_child(folder, path)
         try:
-            return ExportedModel(path)
+            return ExportedModel(path, unknown=unknown)
         except ModelFileError:  # damaged in the cache (files there are written whole): export it again
             if attempt == 2:
                 raise

@@ -22,6 +22,11 @@ class Prediction:
     and `probabilities`, every class's probability (an independent sigmoid each) in the model's class
     order. A single-label model's answer has neither (None). For an input that could not be read,
     `error` says why and `top` is empty.
+
+    A model with a score of unknown images (graft.unknown, kept with the run) also answers
+    `unknown_score`, how unlike its training images the image is, and `unknown`: True where that is
+    over the model's threshold, the image then being of none of its `known_classes` classes (`label`
+    stays the most likely class). Answers of other models have None in all three.
     """
 
     path: str
@@ -29,6 +34,14 @@ class Prediction:
     error: str | None = None
     labels: list[str] | None = None
     probabilities: dict[str, float] | None = None
+    unknown: bool | None = None
+    unknown_score: float | None = None
+    known_classes: int | None = None
+
+    @property
+    def verdict(self) -> str:
+        """In words: "none of the N classes" for an unknown image, else its label."""
+        return f"none of the {self.known_classes} classes" if self.unknown else self.label
 
     @property
     def label(self) -> str:
@@ -44,19 +57,28 @@ class Prediction:
         """The JSON object of `graft predict --json` and of each answer of `POST /predict`:
         path, label, probability and top ([{class, probability}], most likely first); a multi-label
         model's: path, labels (over their thresholds, most likely first), probabilities ({class:
-        probability} for every class) and top; for an input that could not be read, path and error."""
+        probability} for every class) and top; for an input that could not be read, path and error.
+        A model with a score of unknown images adds unknown, unknown_score and answer (`verdict`)."""
         if self.error is not None:
             return {"path": self.path, "error": self.error}
         top = [{"class": name, "probability": p} for name, p in self.top]
         if self.labels is not None:
             return {"path": self.path, "labels": list(self.labels), "probabilities": dict(self.probabilities or {}),
                     "top": top}
-        return {"path": self.path, "label": self.label, "probability": self.probability, "top": top}
+        answer = {"path": self.path, "label": self.label, "probability": self.probability, "top": top}
+        if self.unknown is not None:
+            answer.update(unknown=self.unknown, unknown_score=self.unknown_score, answer=self.verdict)
+        return answer
 
-    def csv_row(self, columns: int, classes: Sequence[str] | None = None) -> list:
-        """The row under `csv_header(columns, classes)`: path, the top `columns` classes with
-        probabilities, error; a multi-label model's (`classes` given): path, labels (`join_labels`),
-        each of `classes`' probability, error."""
+    def csv_row(self, columns: int, classes: Sequence[str] | None = None, *, unknown: bool = False) -> list:
+        """The row under `csv_header(columns, classes, unknown=unknown)`: path, the top `columns` classes
+        with probabilities, error, and (`unknown`: a model with a score of unknown images) unknown
+        ("true" or "false") and unknown_score; a multi-label model's (`classes` given): path, labels
+        (`join_labels`), each of `classes`' probability, error."""
+        if unknown and classes is None:
+            extra = (["", ""] if self.unknown is None
+                     else ["true" if self.unknown else "false", self.unknown_score])
+            return [*self.csv_row(columns), *extra]
         if classes is not None:
             if self.error is not None:
                 return [self.path, "", *[""] * len(classes), self.error]
@@ -76,19 +98,23 @@ class Prediction:
             given = ", ".join(self.labels) if self.labels else "none (no class reaches its threshold)"
             return [self.path, f"  labels: {given}",
                     *(f"  {'*' if name in self.labels else ' '} {name:<40} {p:6.1%}" for name, p in self.top)]
-        return [self.path, *(f"  {rank}. {name:<40} {p:6.1%}" for rank, (name, p) in enumerate(self.top, 1))]
+        lines = [self.path, *(f"  {rank}. {name:<40} {p:6.1%}" for rank, (name, p) in enumerate(self.top, 1))]
+        if self.unknown:
+            lines.insert(1, f"  {self.verdict}: unlike every training image (unknown score {self.unknown_score:.3f} "
+                            "over the model's threshold); the most likely classes:")
+        return lines
 
 
-def csv_header(columns: int, classes: Sequence[str] | None = None) -> list[str]:
+def csv_header(columns: int, classes: Sequence[str] | None = None, *, unknown: bool = False) -> list[str]:
     """path, label, probability, then class_2, probability_2, ... up to `columns` classes, and error;
-    for a multi-label model (`classes`: its classes): path, labels, probability_CLASS for each class,
-    and error."""
+    then, for a model with a score of unknown images (`unknown`), unknown and unknown_score; for a
+    multi-label model (`classes`: its classes): path, labels, probability_CLASS for each class, and error."""
     if classes is not None:
         return ["path", "labels", *(f"probability_{name}" for name in classes), "error"]
     header = ["path", "label", "probability"]
     for rank in range(2, columns + 1):
         header += [f"class_{rank}", f"probability_{rank}"]
-    return [*header, "error"]
+    return [*header, "error", *(["unknown", "unknown_score"] if unknown else [])]
 
 
 def join_labels(labels: Sequence[str], classes: Sequence[str]) -> str:
@@ -105,12 +131,14 @@ def http_answer(predictions: Iterable[Prediction]) -> dict[str, Any]:
 def write_answers(answers: Iterable[Prediction], *, columns: int, classes: Sequence[str] | None = None,
                   csv_path: str | Path | None = None, json_out: IO[str] | None = None,
                   show: Callable[[Prediction], None] | None = None,
-                  each: Callable[[Prediction], None] | None = None) -> tuple[int, list[Prediction]]:
+                  each: Callable[[Prediction], None] | None = None,
+                  unknown: bool = False) -> tuple[int, list[Prediction]]:
     """Stream `answers` as they come: CSV rows into `csv_path` (written whole or not at all, via
     graft.io.atomic_path), a JSON array of `to_dict` objects into `json_out`, and `show(answer)` for
     each readable answer; `each(answer)` after every one (progress). `classes`: a multi-label model's
-    classes (its CSV has a column per class); None for a single-label model. Returns how many answers
-    there were, and those that could not be read."""
+    classes (its CSV has a column per class); None for a single-label model. `unknown`: the model has a
+    score of unknown images (its CSV adds unknown and unknown_score). Returns how many answers there
+    were, and those that could not be read."""
     from .io import atomic_path
 
     count, failed = 0, []
@@ -119,12 +147,15 @@ def write_answers(answers: Iterable[Prediction], *, columns: int, classes: Seque
         if csv_path is not None:
             temporary = stack.enter_context(atomic_path(Path(csv_path)))
             writer = csv.writer(stack.enter_context(temporary.open("x", newline="", encoding="utf-8")))
-            writer.writerow(csv_header(columns, classes))
+            writer.writerow(csv_header(columns, classes, unknown=unknown))
         if json_out is not None:
             json_out.write("[")
         for answer in answers:
             if writer is not None:
-                writer.writerow(answer.csv_row(columns) if classes is None else answer.csv_row(columns, classes))
+                if classes is not None:
+                    writer.writerow(answer.csv_row(columns, classes))
+                else:
+                    writer.writerow(answer.csv_row(columns, unknown=True) if unknown else answer.csv_row(columns))
             if json_out is not None:
                 json_out.write(("\n" if count == 0 else ",\n") + json.dumps(answer.to_dict()))
             if answer.error is not None:

@@ -16,6 +16,9 @@ N x 3 x H x W) becomes class probabilities (`probabilities`). Everything else is
   class's probability and the labels whose probability reaches their threshold (the ones chosen on
   val and saved with the model, or one `threshold` for every class), decided by
   graft.evaluation.decide, the one rule;
+- a model with a score of unknown images (graft.unknown, `unknown`: kept with a run) scores each
+  image's embedding (the backbone's pooled features, computed in the same pass as the
+  probabilities: `probabilities_and_features`) and answers `unknown` over its threshold;
 - `evaluate`: a folder or label file of labelled images (graft.data.find_eval_data) scored by
   graft.evaluation (a multi-label model: graft.evaluation.evaluate_multilabel at its thresholds).
 
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     from .data.discover import Sample
     from .evaluation import Evaluation, MultiLabelEvaluation
     from .record import RunRecord
+    from .unknown import UnknownScore
 
 METADATA_VERSION = 1
 TASKS = ("single", "multilabel")  # one class per image (softmax), or several labels per image (a sigmoid each)
@@ -83,6 +87,7 @@ class BatchPredictor:
     precision: str = "32"
     task: str = "single"
     thresholds: np.ndarray | None = None  # multi-label: each class's threshold, in class order (None: 0.5 each)
+    unknown: UnknownScore | None = None  # the score of unknown images kept with the model (None: no score)
 
     @property
     def data_config(self) -> DataConfig:
@@ -96,6 +101,27 @@ class BatchPredictor:
         """Class probabilities (float32, N x classes) for prepared uint8 pixels (N x 3 x H x W): a
         softmax over the classes, or for a multi-label model each class's sigmoid."""
         raise NotImplementedError
+
+    def probabilities_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """`probabilities` and, from the same pass, the backbone's pooled features (N x D), or None
+        where this model file does not give them (then `unknown` cannot be scored)."""
+        return self.probabilities(pixels), None
+
+    def judged(self, pixels: np.ndarray, *, tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """`scores` and each image's score of unknown images (float64, N; None for a model without
+        one). With `tta` the probabilities are the mean of the image's and its mirror image's; the
+        unknown score is the image's own."""
+        if self.unknown is None:
+            return self.scores(pixels, tta=tta), None
+        probabilities, features = self.probabilities_and_features(pixels)
+        if features is None:
+            raise ModelFileError(f"This {self.engine} model does not give the image embeddings its score of unknown "
+                                 "images needs; predict with the run folder.")
+        probabilities = np.asarray(probabilities, dtype=np.float32)
+        if tta:
+            mirrored = np.asarray(self.probabilities(np.ascontiguousarray(pixels[..., ::-1])), dtype=np.float32)
+            probabilities = ((probabilities + mirrored) / 2).astype(np.float32)
+        return probabilities, self.unknown.score(features)
 
     @property
     def multilabel(self) -> bool:
@@ -161,17 +187,23 @@ class BatchPredictor:
         """`predict`, one Prediction at a time in input order, reading one batch of images at a time."""
         k = max(1, min(top_k, len(self.classes)))
         thresholds = self.decision_thresholds(threshold) if self.multilabel or threshold is not None else None
-        for chunk, probabilities, errors in self.scored(images, batch_size=batch_size, tta=tta):
-            yield from in_input_order(images, chunk, errors, self.answers(probabilities, k, thresholds=thresholds))
+        for chunk, probabilities, errors, unknown in self.scored(images, batch_size=batch_size, tta=tta):
+            yield from in_input_order(images, chunk, errors,
+                                      self.answers(probabilities, k, thresholds=thresholds, unknown=unknown))
 
-    def answers(self, probabilities: np.ndarray | None, k: int, *,
-                thresholds: np.ndarray | None = None) -> list[Prediction]:
+    def answers(self, probabilities: np.ndarray | None, k: int, *, thresholds: np.ndarray | None = None,
+                unknown: np.ndarray | None = None) -> list[Prediction]:
         """The answer of each row of `probabilities` (its path still empty): the `k` most likely
         classes; for a multi-label model also its labels, decided at `thresholds` (default:
-        `decision_thresholds()`), most likely first, and every class's probability."""
+        `decision_thresholds()`), most likely first, and every class's probability. `unknown`: each
+        row's score of unknown images (`judged`), answered unknown over the model's threshold."""
         tops = self.top(probabilities, k)
         if probabilities is None or not self.multilabel:
-            return [Prediction("", top) for top in tops]
+            if unknown is None or self.unknown is None:
+                return [Prediction("", top) for top in tops]
+            threshold, count = self.unknown.threshold, len(self.classes)
+            return [Prediction("", top, unknown=bool(value > threshold), unknown_score=float(value),
+                               known_classes=count) for top, value in zip(tops, unknown)]
         from .evaluation.thresholds import decide
 
         given = decide(probabilities, self.decision_thresholds() if thresholds is None else thresholds)
@@ -180,10 +212,11 @@ class BatchPredictor:
                 for i, (row, top) in enumerate(zip(probabilities, tops))]
 
     def scored(self, images: Sequence[ImageInput], *, batch_size: int = 64,
-               tta: bool = False) -> Iterator[tuple[range, np.ndarray | None, dict[int, str]]]:
+               tta: bool = False) -> Iterator[tuple[range, np.ndarray | None, dict[int, str], np.ndarray | None]]:
         """For each batch of `images`: its indices, the probabilities of its readable images (None
-        when there is none) and the reasons of the others by index. The next batch is read in a
-        thread while this one runs."""
+        when there is none), the reasons of the others by index, and the readable images' scores of
+        unknown images (None for a model without one; `judged`). The next batch is read in a thread
+        while this one runs."""
         if batch_size < 1:
             raise GraftError(f"--batch-size {batch_size}: use 1 or more.")
         chunks = [range(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size)]
@@ -195,7 +228,8 @@ class BatchPredictor:
                 batch, errors = pending.result()
                 if number + 1 < len(chunks):
                     pending = reader.submit(self.read_batch, images, chunks[number + 1])
-                yield chunk, (self.scores(batch, tta=tta) if batch is not None else None), errors
+                probabilities, unknown = self.judged(batch, tta=tta) if batch is not None else (None, None)
+                yield chunk, probabilities, errors, unknown
 
     def read_batch(self, images: Sequence[ImageInput], chunk: range) -> tuple[np.ndarray | None, dict[int, str]]:
         """The readable images of `chunk` as one uint8 batch (None when there is none), and the errors by index."""
@@ -243,7 +277,8 @@ class BatchPredictor:
 
         thresholds = self.decision_thresholds(threshold) if self.multilabel or threshold is not None else None
         samples, _skipped = find_eval_data(data, self.classes, task=self.task)
-        evaluation, probabilities = self.evaluate_samples(samples, batch_size=batch_size, tta=tta, thresholds=thresholds)
+        probabilities, unknown = self.judged_of([sample.path for sample in samples], batch_size=batch_size, tta=tta)
+        evaluation = self.evaluation_of(samples, probabilities, thresholds=thresholds)
         if self.multilabel:
             from .prediction import join_labels
 
@@ -258,13 +293,17 @@ class BatchPredictor:
         rows = [{"path": str(sample.path), "true": self.classes[sample.label], "predicted": self.classes[int(guess)],
                  "probability": float(probabilities[row, int(guess)])}
                 for row, (sample, guess) in enumerate(zip(samples, predicted))]
+        if unknown is not None and self.unknown is not None:  # a model with a score of unknown images
+            for row, value in zip(rows, unknown):
+                row.update(unknown="true" if value > self.unknown.threshold else "false", unknown_score=float(value))
         return evaluation, rows
 
     def evaluation_columns(self) -> list[str]:
-        """The columns of `evaluate_images`' rows (graft evaluate's per-image CSV)."""
+        """The columns of `evaluate_images`' rows (graft evaluate's per-image CSV); a model with a
+        score of unknown images adds unknown and unknown_score."""
         if self.multilabel:
             return ["path", "true", "predicted", *(f"probability_{name}" for name in self.classes)]
-        return ["path", "true", "predicted", "probability"]
+        return ["path", "true", "predicted", "probability", *(["unknown", "unknown_score"] if self.unknown else [])]
 
     def evaluate_samples(self, samples: Sequence[Sample], *, batch_size: int = 64, tta: bool = False,
                          thresholds: np.ndarray | None = None) -> tuple[Evaluation | MultiLabelEvaluation, np.ndarray]:
@@ -272,26 +311,42 @@ class BatchPredictor:
         (N x classes). An image that cannot be read raises BadImageError: labelled data was checked.
         A multi-label model's is decided at `thresholds` (default: `decision_thresholds()`)."""
         probabilities = self.probabilities_of([sample.path for sample in samples], batch_size=batch_size, tta=tta)
+        return self.evaluation_of(samples, probabilities, thresholds=thresholds), probabilities
+
+    def evaluation_of(self, samples: Sequence[Sample], probabilities: np.ndarray, *,
+                      thresholds: np.ndarray | None = None) -> Evaluation | MultiLabelEvaluation:
+        """The evaluation of labelled samples from their `probabilities` (`evaluate_samples`)."""
         if self.multilabel:
             from .data.discover import sample_targets
             from .evaluation import evaluate_multilabel
 
             targets = sample_targets(list(samples), len(self.classes), "multilabel")
             values = self.decision_thresholds() if thresholds is None else thresholds
-            return evaluate_multilabel(targets, probabilities, classes=self.classes, thresholds=values), probabilities
+            return evaluate_multilabel(targets, probabilities, classes=self.classes, thresholds=values)
         from .evaluation import evaluate_predictions
 
-        return evaluate_predictions([s.label for s in samples], probabilities.argmax(axis=1), self.classes), probabilities
+        return evaluate_predictions([s.label for s in samples], probabilities.argmax(axis=1), self.classes)
 
     def probabilities_of(self, images: Sequence[ImageInput], *, batch_size: int = 64, tta: bool = False) -> np.ndarray:
         """The probabilities (N x classes, float32) of images that must all be readable."""
+        return self.judged_of(images, batch_size=batch_size, tta=tta)[0]
+
+    def judged_of(self, images: Sequence[ImageInput], *, batch_size: int = 64,
+                  tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """The probabilities (N x classes, float32) of images that must all be readable, and their scores
+        of unknown images (N; None for a model without one)."""
         rows: list[np.ndarray] = []
-        for _, probabilities, errors in self.scored(images, batch_size=batch_size, tta=tta):
+        scores: list[np.ndarray] = []
+        for _, probabilities, errors, unknown in self.scored(images, batch_size=batch_size, tta=tta):
             if errors or probabilities is None:
                 index = min(errors)
                 raise BadImageError(input_name(images[index], index), errors[index])
             rows.append(probabilities)
-        return np.concatenate(rows) if rows else np.zeros((0, len(self.classes)), dtype=np.float32)
+            if unknown is not None:
+                scores.append(unknown)
+        if not rows:
+            return np.zeros((0, len(self.classes)), dtype=np.float32), (np.zeros(0) if self.unknown else None)
+        return np.concatenate(rows), (np.concatenate(scores) if self.unknown is not None else None)
 
 
 class FilePredictor(BatchPredictor):

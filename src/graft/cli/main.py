@@ -234,7 +234,8 @@ def predict(
         count, unread = write_answers(answers, columns=max(1, min(top_k, len(predictor.classes))), csv_path=csv_out,
                                       classes=predictor.classes if predictor.multilabel else None,
                                       json_out=sys.stdout if json_out else None,
-                                      show=None if json_out or csv_out else _show_answer, each=each)
+                                      show=None if json_out or csv_out else _show_answer, each=each,
+                                      unknown=getattr(predictor, "unknown", None) is not None)
     for bad in unread:
         error_console.print(f"[bold red]not read:[/] {escape(bad.path)}: {escape(bad.error or '')}")
     if csv_out is not None:
@@ -337,13 +338,21 @@ def evaluate(
         and not _predictions_csv(path).exists())
     predictions = _predictions_csv(target)
     write_rows(predictions, predictor.evaluation_columns(), rows)
+    # a model with a score of unknown images: how many of these (known) images it called unknown
+    unknown = ({"unknown": sum(row["unknown"] == "true" for row in rows), "images": len(rows),
+                "threshold": predictor.unknown.threshold} if predictor.unknown is not None else None)
     write_json_atomic(target, {"data": str(data), "predictions": str(predictions), "tta": tta, "engine": predictor.engine,
-                               "precision": predictor.precision, **evaluation.to_dict()})
+                               "precision": predictor.precision, **evaluation.to_dict(),
+                               **({"unknown": unknown} if unknown is not None else {})})
     if json_out:
-        print(json.dumps(evaluation.to_dict(), indent=2))
+        print(json.dumps({**evaluation.to_dict(), **({"unknown": unknown} if unknown is not None else {})}, indent=2))
         return
     for table in evaluation_tables(evaluation, str(data)):
         console.print(table)
+    if unknown is not None and predictor.unknown is not None:
+        say(f"Called unknown (none of the {len(predictor.classes)} classes): {unknown['unknown']} of "
+            f"{unknown['images']} images (the score's threshold keeps {predictor.unknown.known_recall:.0%} of known "
+            "val images)")
     say(f"Written to {target} (per-image predictions: {predictions})")
 
 

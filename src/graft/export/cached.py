@@ -43,7 +43,8 @@ from ..runtime import cache_root
 if TYPE_CHECKING:  # the module stays torch-free: graft predict asks it where a run's export is
     from .common import Exportable
 
-FORMAT = 3  # bump when what the export holds changes: older exports are then written again (3: task, thresholds)
+FORMAT = 4  # bump when what the export holds changes: older exports are then written again (3: task, thresholds;
+# 4: the backbone's pooled features as outputs, for the score of unknown images)
 TRACERS = ("torch", "onnx", "onnxscript")  # their versions decide the graph
 QUICK_PARITY_IMAGES = 16  # checked when a kept export is put together from a checked backbone graph
 

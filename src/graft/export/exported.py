@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,16 +24,24 @@ from ..engines.sliced import SlicedSession
 from ..errors import ModelFileError
 from ..predictor import FilePredictor
 
+if TYPE_CHECKING:
+    from ..unknown import UnknownScore
+
+FEATURES_OUTPUT = "probabilities_and_features"  # graft.export.onnx: probabilities then pooled features, per image
+
 
 class ExportedModel(FilePredictor):
     """An ONNX file from `graft export` (its metadata inside), ready to predict.
 
-    `threads`: the cores ONNX Runtime may use (default: all this process may run on).
+    `threads`: the cores ONNX Runtime may use (default: all this process may run on). `unknown`: a
+    score of unknown images to answer with (a run's, graft.loader gives its kept export the run's);
+    it reads the graph's pooled features, so the file must have them (every export graft puts together
+    from its backbone's graph does), else ModelFileError.
     """
 
     engine = "onnxruntime"
 
-    def __init__(self, path: str | Path, *, threads: int | None = None):
+    def __init__(self, path: str | Path, *, threads: int | None = None, unknown: UnknownScore | None = None):
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
@@ -41,7 +50,8 @@ class ExportedModel(FilePredictor):
         if not self.path.is_file():
             raise ModelFileError(f"{self.path}: no such file; give the model.onnx that `graft export RUN` wrote.")
         try:
-            self.session = SlicedSession(self.path, threads=threads, output="probabilities")
+            self.session = SlicedSession(self.path, threads=threads,
+                                         output="probabilities" if unknown is None else FEATURES_OUTPUT)
         except Exception as error:  # ONNX Runtime raises its own exception types for unreadable files
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             raise ModelFileError(f"{self.path}: not an ONNX model ONNX Runtime can read ({first}).") from None
@@ -50,8 +60,20 @@ class ExportedModel(FilePredictor):
         except ValueError as error:
             raise ModelFileError(f"{self.path}: its metadata is not graft's ({error}).") from None
         self.read_metadata(info)
+        if unknown is not None and FEATURES_OUTPUT not in {output.name for output in self.session.session.get_outputs()}:
+            raise ModelFileError(f"{self.path}: the graph does not give the image embeddings the score of unknown "
+                                 "images reads; predict with the run folder in torch (--engine torch).")
+        self.unknown = unknown
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities for a uint8 batch (N x 3 x H x W), run in slices side by side
         (graft.engines.sliced: bounded memory, one core each)."""
-        return self.session(pixels)
+        return self.probabilities_and_features(pixels)[0]
+
+    def probabilities_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The probabilities and, for a model with a score of unknown images, the pooled features, from one pass."""
+        outputs = self.session(pixels)
+        if self.unknown is None:
+            return outputs, None
+        count = len(self.classes)
+        return np.ascontiguousarray(outputs[:, :count]), np.ascontiguousarray(outputs[:, count:])

@@ -2,7 +2,10 @@
 
 The graph takes uint8 RGB pixels, N x 3 x H x W, already resized and cropped as the metadata says
 (the backbone's pretrained preprocessing), and normalises them itself; it returns `logits` and
-`probabilities` (a softmax; a multi-label model's: each class's sigmoid) for N images (N is dynamic). The class names, input size, mean/std, interpolation
+`probabilities` (a softmax; a multi-label model's: each class's sigmoid) for N images (N is dynamic);
+an export put together from its backbone's graph also returns `features` (the backbone's pooled
+features, what a score of unknown images reads: graft.unknown) and `probabilities_and_features`
+(the two side by side, one row per image: what graft itself runs, in one pass). The class names, input size, mean/std, interpolation
 and crop travel in the ONNX file's metadata (each key's value as JSON) and in a JSON file beside it.
 The parity check (graft.export.common) runs it in ONNX Runtime.
 
@@ -108,8 +111,9 @@ def head_operators(head: torch.nn.Module) -> list[torch.nn.Module] | None:
 def _add_head(backbone: Path, head: torch.nn.Module, path: Path, *, multilabel: bool = False) -> bool:
     """Write at `path` the backbone's graph (pixels -> pooled float features) followed by the head in
     eval mode (Gemm and Relu; Dropout is the identity) and a softmax (`multilabel`: a sigmoid per
-    class): outputs `logits`, `probabilities`. False (nothing written) where the head or the graph is
-    of another kind."""
+    class): outputs `logits`, `probabilities`, `features` (the backbone's pooled features) and
+    `probabilities_and_features` (probabilities then features, concatenated per image). False (nothing
+    written) where the head or the graph is of another kind."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -136,10 +140,17 @@ def _add_head(backbone: Path, head: torch.nn.Module, path: Path, *, multilabel: 
         graph.node.append(helper.make_node("Sigmoid", ["logits"], ["probabilities"], name="sigmoid"))
     else:
         graph.node.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1, name="softmax"))
-    classes = operators[-1].out_features
-    shape = [batch.dim_param or batch.dim_value, classes]
+    graph.node.append(helper.make_node("Identity", [features.name], ["features"], name="features"))
+    graph.node.append(helper.make_node("Concat", ["probabilities", "features"], ["probabilities_and_features"],
+                                       axis=1, name="probabilities_and_features"))
+    linear = [layer for layer in operators if isinstance(layer, torch.nn.Linear)]
+    classes, width = int(linear[-1].out_features), int(linear[0].in_features)
+    rows = batch.dim_param or batch.dim_value
     del graph.output[:]
-    graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape) for name in OUTPUTS)
+    graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [rows, classes]) for name in OUTPUTS)
+    graph.output.extend([helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, [rows, width]),
+                         helper.make_tensor_value_info("probabilities_and_features", onnx.TensorProto.FLOAT,
+                                                       [rows, classes + width])])
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return True

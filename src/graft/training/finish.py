@@ -106,7 +106,9 @@ def unknown_score(run: Run):
 
 
 def _embeddings(run: Run, samples) -> np.ndarray:
-    """The model's backbone's pooled features of `samples` (N x D, float32), in the engine graft.engines chooses."""
+    """The model's backbone's pooled features of `samples` (N x D, float32), in torch: the trained
+    backbone is nowhere traced yet (its export is put together later from its structure's template),
+    and tracing it here would cost a whole trace per run."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -118,7 +120,8 @@ def _embeddings(run: Run, samples) -> np.ndarray:
     config = run.net.data_config
     images = ImageDataset(samples, eval_transform(config, pixels=True), draft_size=eval_draft_size(config.image_size))
     loader = DataLoader(images, batch_size=run.runtime.batch_size * 2, num_workers=run.runtime.workers)
-    with frozen_forward(run.model.backbone, runtime=run.runtime, input_size=config.input_size) as forward:
+    runtime = run.runtime.but(engine="torch")
+    with frozen_forward(run.model.backbone, runtime=runtime, input_size=config.input_size) as forward:
         rows = [forward(pixels).float() for pixels, _ in loader]
     return torch.cat(rows).numpy() if rows else np.zeros((0, run.net.num_features), dtype=np.float32)
 
