@@ -228,14 +228,14 @@ def test_batched_requests_answer_as_single_ones(classifier, tiny_dataset):
     requests = [_pixels(classifier, paths[i : i + n]) for i, n in ((0, 1), (1, 3), (4, 2), (6, 3))]
     single = Batcher(classifier, window_ms=0)
     try:
-        alone = [single.submit(pixels).result(timeout=60) for pixels in requests]
+        alone = [single.submit(pixels).result(timeout=60)[0] for pixels in requests]
         assert single.batches == len(requests)
     finally:
         single.close()
     batcher = Batcher(classifier, window_ms=500, max_batch=6)  # everything queued at once: batches of <= 6
     try:
         futures = [batcher.submit(pixels) for pixels in requests]
-        together = [future.result(timeout=60) for future in futures]
+        together = [future.result(timeout=60)[0] for future in futures]
         assert batcher.batches == 2  # (1 + 3 + 2), then 3: a request is never split
     finally:
         batcher.close()
@@ -268,7 +268,7 @@ def test_a_cancelled_request_does_not_stop_the_worker(classifier, val_images):
         pixels = _pixels(classifier, val_images[:1])
         gone = batcher.submit(pixels)
         gone.cancel()  # the client hung up while its request waited
-        assert batcher.submit(pixels).result(timeout=60).shape == (1, len(classifier.classes))
+        assert batcher.submit(pixels).result(timeout=60)[0].shape == (1, len(classifier.classes))
     finally:
         batcher.close()
 

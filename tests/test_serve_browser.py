@@ -157,3 +157,28 @@ def test_a_multilabel_model_shows_every_label_over_its_threshold(served_multilab
     playwright_api.expect(heatmap).to_have_attribute("alt", f"{heatmap.get_attribute('alt').split(' map for ')[0]} map for "
                                                             f"{expected.labels[1]}")
     playwright_api.expect(card.locator(".cam figcaption")).to_contain_text(expected.labels[1])
+
+
+def test_an_unknown_image_is_said_to_be_of_none_of_the_classes(tiny_dataset, tmp_path_factory, browser, tmp_path):
+    """A run with a score of unknown images: the page says "none of the 3 classes" plainly for a
+    checkerboard, and names the likeliest class beside it."""
+    import graft
+    from conftest import FAST
+    from test_unknown_runs import checkerboard, save_png
+
+    run = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path_factory.mktemp("unknown-serve"), name="u",
+                      known_recall=0.9, **FAST)
+    image = save_png(checkerboard(), tmp_path / "checkerboard.png")
+    with _serving(graft.load(run.run_dir), "u") as (base, classifier, engine):
+        expected = classifier.predict(image, engine=engine)[0]
+        assert expected.unknown
+        context = browser.new_context(viewport={"width": 1100, "height": 800})
+        try:
+            page = context.new_page()
+            page.goto(base)
+            page.set_input_files("#file", str(image))
+            card = page.locator("article.card").first
+            playwright_api.expect(card.locator(".label")).to_have_text("none of the 3 classes", timeout=30_000)
+            playwright_api.expect(card.locator("[data-testid=unknown-note]")).to_contain_text(f"Most like: {expected.label}")
+        finally:
+            context.close()

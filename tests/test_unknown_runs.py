@@ -181,3 +181,24 @@ def test_graft_evaluate_says_how_many_images_it_called_unknown(scored_run, tiny_
     assert result["unknown"]["images"] == 12 and result["unknown"]["unknown"] <= 2
     assert "of 12 images" in output and "Called unknown" in output
     assert (tmp_path / "e-predictions.csv").read_text().splitlines()[0].endswith(",unknown,unknown_score")
+
+
+def test_the_server_answers_unknown_with_its_score(scored_run, tiny_dataset):
+    from fastapi.testclient import TestClient
+
+    from graft.serve import create_app
+
+    model = graft.load(scored_run.run_dir)
+    known = sorted((tiny_dataset / "val" / "blue").glob("*.png"))[0]
+    strange = Image.fromarray(checkerboard())
+    import io
+
+    buffer = io.BytesIO()
+    strange.save(buffer, format="PNG")
+    with TestClient(create_app(model)) as client:
+        answers = [client.post("/predict", content=content).json()["predictions"][0]
+                   for content in (buffer.getvalue(), known.read_bytes())]
+        described = client.get("/model").json()
+    assert answers[0]["unknown"] is True and answers[0]["answer"] == "none of the 3 classes"
+    assert answers[0]["unknown_score"] > described["unknown"]["threshold"]
+    assert answers[1]["unknown"] is False and answers[1]["answer"] == answers[1]["label"] == "blue"

@@ -9,7 +9,9 @@
                     (a multi-label model's: the labels over their thresholds and every class's
                     probability too); ?top_k=N (default 5), ?cam=1 adds each image's activation map
                     (PNG data URLs; a multi-label model's answers also hold `cams`, a map per label),
-                    ?threshold=T decides a multi-label model's labels at T for every class
+                    ?threshold=T decides a multi-label model's labels at T for every class; a model
+                    with a score of unknown images (graft.unknown) adds unknown, unknown_score and
+                    answer ("none of the N classes" when unknown, else the label) to each answer
     GET  /docs      the API described on one page that needs nothing from the network (FastAPI's own
                     Swagger UI loads its scripts from a CDN, and is blank offline); the schema is
                     at /openapi.json
@@ -120,8 +122,9 @@ def create_app(
         uploads = await _read_uploads(request, max_images)
         images, pixels = await run_in_threadpool(_prepare, uploads, decoding, predictor, keep=cam)
         del uploads
-        probabilities = await asyncio.wrap_future(batcher.submit(pixels))
-        answers = predictor.answers(probabilities, min(top_k, len(predictor.classes)), thresholds=thresholds)
+        probabilities, unknown = await asyncio.wrap_future(batcher.submit(pixels))
+        answers = predictor.answers(probabilities, min(top_k, len(predictor.classes)), thresholds=thresholds,
+                                    unknown=unknown)
         for (name_, _), prediction in zip(images, answers):
             prediction.path = name_
         answer = http_answer(answers)
@@ -153,6 +156,7 @@ def describe(predictor: BatchPredictor, *, name: str | None = None) -> dict:
         "task": predictor.task,
         "thresholds": ({name: float(value) for name, value in zip(predictor.classes, predictor.decision_thresholds())}
                        if predictor.multilabel else None),
+        **({"unknown": predictor.unknown.to_dict()} if predictor.unknown is not None else {}),
     }
 
 

@@ -3,8 +3,9 @@
 Each request turns its images into uint8 pixels (in its own thread, as graft.predictor prepares
 them) and hands them to `Batcher.submit`, which returns a Future. One worker thread owns the model:
 it takes the first waiting request, keeps collecting requests for up to `window_ms` milliseconds
-(or until `max_batch` images), runs them as one batch through the predictor's `probabilities` and
-answers each request with its own rows. With `window_ms=0` batching is off: every request runs
+(or until `max_batch` images), runs them as one batch through the predictor's `judged` (the
+probabilities and, for a model with a score of unknown images, each image's score) and answers each
+request with its own rows. With `window_ms=0` batching is off: every request runs
 alone, in arrival order.
 
 Requests are never split, so a request's answers never depend on which others it shared a batch
@@ -68,7 +69,8 @@ class Batcher:
         return self.window_s > 0
 
     def submit(self, pixels: np.ndarray) -> Future:
-        """Probabilities (N x classes, float32) for `pixels`, as a Future."""
+        """For `pixels`, as a Future: their probabilities (N x classes, float32) and their scores of
+        unknown images (N; None for a model without a score), graft.predictor.BatchPredictor.judged."""
         job = _Job(pixels)
         if not self._thread.is_alive():
             job.future.set_exception(RuntimeError("the model's worker thread has stopped"))
@@ -117,7 +119,7 @@ class Batcher:
         try:
             pixels = np.concatenate([job.pixels for job in jobs]) if len(jobs) > 1 else jobs[0].pixels
             with self.lock:
-                probabilities = self.predictor.probabilities(pixels)
+                probabilities, unknown = self.predictor.judged(pixels)
         except Exception as error:  # a bug or an out-of-memory: every waiting request hears of it
             for job in jobs:
                 job.future.set_exception(error)
@@ -126,5 +128,6 @@ class Batcher:
         self.images += len(pixels)
         start = 0
         for job in jobs:
-            job.future.set_result(np.array(probabilities[start : start + len(job.pixels)]))
+            rows = slice(start, start + len(job.pixels))
+            job.future.set_result((np.array(probabilities[rows]), None if unknown is None else np.array(unknown[rows])))
             start += len(job.pixels)
