@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +194,22 @@ def test_graft_export_says_what_a_multilabel_export_holds(run, tmp_path, capsys,
     code, output = run_main(["export", run.run_dir, "--out", tmp_path / "m.onnx"], capsys, monkeypatch)
     assert code in (0, None), output
     assert "label-set agreement 100.0%" in output and "each class's threshold" in output
+
+
+def test_explain_draws_a_map_for_every_label_given(run, images, tmp_path):
+    """graft explain on a multi-label run: one figure per label over its threshold (the most likely
+    class where none is), each with that label's sigmoid; --class still picks one class."""
+    from graft.explain import explain
+
+    classifier = graft.classifier.load(run.run_dir)
+    answers = graft.load(run.run_dir).predict(images[:4], top_k=3)
+    drawn = explain(classifier, images[:4], out_dir=tmp_path / "maps")
+    expected = [(Path(a.path).name, label) for a in answers for label in (a.labels or [a.label])]
+    assert [(Path(d.path).name, d.class_name) for d in drawn] == expected
+    for explanation in drawn:
+        answer = next(a for a in answers if Path(a.path).name == Path(explanation.path).name)
+        assert explanation.png.stat().st_size > 1000
+        expected_probability = answer.probabilities[explanation.class_name]
+        assert explanation.probability == pytest.approx(expected_probability, abs=1e-4)  # the sigmoid, not a softmax
+    one = explain(classifier, images[:2], class_name="red", out_dir=tmp_path / "red")
+    assert [d.class_name for d in one] == ["red", "red"]

@@ -40,6 +40,7 @@ class ActivationMaps:
     classes: torch.Tensor  # B: the class index each map explains
     probabilities: torch.Tensor  # B x classes: the model's softmax output
     method: str  # CAM or GRAD_CAM
+    logits: torch.Tensor | None = None  # B x classes (a multi-label model's probabilities are their sigmoids)
 
     @property
     def predicted(self) -> torch.Tensor:
@@ -90,6 +91,7 @@ def activation_maps(
         classes=targets.cpu(),
         probabilities=logits.detach().float().softmax(dim=1).cpu(),
         method=chosen,
+        logits=logits.detach().float().cpu(),
     )
 
 

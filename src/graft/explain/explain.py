@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -61,25 +62,46 @@ def explain(
     out_dir.mkdir(parents=True, exist_ok=True)
     explanations: list[Explanation] = []
     used: set[str] = set()
+    several = getattr(classifier, "task", "single") == "multilabel"
     for start in range(0, len(images), BATCH):
         batch = model_inputs(images[start : start + BATCH], config)
+        rows = list(range(len(batch)))  # the image of each map
         chosen = None if target is None else torch.full((len(batch),), target)
+        if several and target is None:  # a map for every label the model gives the image
+            rows, chosen = _labels_given(classifier, batch, method=method)
+            batch = batch[rows]
         maps = activation_maps(classifier.model, batch, classes=chosen, method=method)
+        probabilities = maps.logits.sigmoid() if several and maps.logits is not None else maps.probabilities
         results = []
-        for offset in range(len(batch)):
-            path = Path(images[start + offset])
-            explained, predicted = int(maps.classes[offset]), int(maps.predicted[offset])
+        for offset, row in enumerate(rows):
+            path = Path(images[start + row])
+            explained, predicted = int(maps.classes[offset]), int(probabilities[offset].argmax())
             name = classifier.classes[explained]
             results.append(Explanation(
                 path=str(path), png=out_dir / _unique(f"{path.stem}-{_slug(name)}.png", used), class_name=name,
-                probability=float(maps.probabilities[offset, explained]), predicted=classifier.classes[predicted],
-                predicted_probability=float(maps.probabilities[offset, predicted]), method=maps.method,
+                probability=float(probabilities[offset, explained]), predicted=classifier.classes[predicted],
+                predicted_probability=float(probabilities[offset, predicted]), method=maps.method,
             ))
         refuse_overwrite([result.png for result in results], flag="--out", overwrite=overwrite)
         for offset, (image, result) in enumerate(zip(batch, results)):
             write_png(_figure(result, model_view(image, config), maps.maps[offset].numpy(), colormap=colormap), result.png)
         explanations += results
     return explanations
+
+
+def _labels_given(classifier: Classifier, batch: torch.Tensor, *, method: str) -> tuple[list[int], torch.Tensor]:
+    """A multi-label model's answers for `batch`: (image row, class) for every label at or over its
+    threshold (graft.evaluation.decide), the most likely class where none is; images in order."""
+    from ..evaluation.thresholds import decide
+
+    logits = activation_maps(classifier.model, batch, method=method).logits
+    assert logits is not None
+    probabilities = logits.sigmoid().numpy()
+    given = decide(probabilities, classifier.decision_thresholds())
+    pairs = [(row, column) for row in range(len(batch))
+             for column in (sorted((int(c) for c in np.flatnonzero(given[row])), key=lambda c: -probabilities[row, c])
+                            or [int(probabilities[row].argmax())])]
+    return [row for row, _ in pairs], torch.tensor([column for _, column in pairs])
 
 
 def _figure(result: Explanation, view, heatmap, *, colormap: str):
