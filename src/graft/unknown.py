@@ -180,6 +180,11 @@ def check_known_recall(value: float) -> float:
     return float(value)
 
 
+def val_images_needed(known_recall: float) -> int:
+    """How many val images a threshold keeping `known_recall` of them needs (one of them left out)."""
+    return math.ceil(round(1 / (1 - check_known_recall(known_recall)), 9))
+
+
 def choose_threshold(val_scores: np.ndarray, known_recall: float) -> float:
     """The threshold that keeps the `known_recall` share of `val_scores` (scores of known images): the
     ceil(known_recall x M)-th lowest score, moved up to halfway to the next higher one, so that the
@@ -187,7 +192,7 @@ def choose_threshold(val_scores: np.ndarray, known_recall: float) -> float:
     M >= 1 / (1 - known_recall), else a GraftError says how many val images are needed."""
     known_recall = check_known_recall(known_recall)
     scores = np.sort(np.asarray(val_scores, dtype=np.float64).reshape(-1))
-    needed = math.ceil(round(1 / (1 - known_recall), 9))
+    needed = val_images_needed(known_recall)
     if len(scores) < needed:
         raise GraftError(f"Choosing the threshold of unknown images to keep {known_recall:.0%} of the known ones needs at "
                          f"least {needed} val images (one of them left out), and val holds {len(scores)}; add val "

@@ -81,7 +81,7 @@ def unknown_score(run: Run):
     came from, else computed now through the trained backbone. None, with a note, for multi-label
     runs, runs without a pretrained backbone, and data too small to set the threshold."""
     from ..errors import GraftError
-    from ..unknown import fit_unknown
+    from ..unknown import fit_unknown, val_images_needed
 
     if run.multilabel:
         run.say("Note: no score of unknown images for multi-label data yet; every image is answered with its labels.")
@@ -90,6 +90,12 @@ def unknown_score(run: Run):
         run.say("Note: no score of unknown images: the backbone did not start from pretrained weights.")
         return None
     tick, splits = time.perf_counter(), run.splits
+    needed = val_images_needed(run.config.data.known_recall)
+    if len(splits.val) < needed:  # said before any embedding is computed
+        run.say(f"Note: no score of unknown images was fitted: keeping {run.config.data.known_recall:.0%} of known "
+                f"images needs at least {needed} val images, and val holds {len(splits.val)}; add val images "
+                "(--val-split) or lower --known-recall.")
+        return None
     if run.val_features is not None:  # the frozen backbone's features: the model's embeddings
         train, val = run.features(splits.train, "train").features, run.val_features.features
     else:  # the backbone trained: its cached features are no longer the model's
