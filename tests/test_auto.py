@@ -106,9 +106,9 @@ def keep_spy(monkeypatch):
         force: str | None = None
         calls: list = []
 
-        def __call__(self, probe_right, tuned_right):
+        def __call__(self, probe_right, tuned_right, **options):
             self.calls.append((list(probe_right), list(tuned_right)))
-            decision = real(probe_right, tuned_right)
+            decision = real(probe_right, tuned_right, **options)
             return decision if self.force is None else KeepDecision(self.force, f"forced: {self.force}")
 
     spy = Spy()

@@ -135,6 +135,8 @@ def test_auto_decides_on_the_images_answered_wholly_right(tiny_multilabel, tmp_p
     said = next(message for message in messages if message.startswith("auto: the linear probe reached"))
     assert "exact match on val (every label of an image right)" in said, said
     assert "(measured)" in said, said  # an image epoch was timed on multi-hot targets (it raised IndexError: -1)
+    kept = next(message for message in messages if message.startswith("probe-finetune: "))
+    assert "exact match on val, the probe" in kept, kept
     assert run.record.task == "multilabel" and run.record.advice["auto"]["fine_tuning"] in said
 
 

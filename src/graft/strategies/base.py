@@ -43,6 +43,11 @@ class RunState(Protocol):
     trail: dict[str, Any]  # what auto decided and why: kept in graft.json
     scratch: dict[str, Any]  # the strategy's own values for this run (strategies are shared instances)
 
+    @property
+    def multilabel(self) -> bool:
+        """Several labels per image: an image is right when all its labels are (exact match)."""
+        ...
+
     def say(self, message: str) -> None: ...
 
     def finetune_epochs(self) -> int:

@@ -97,7 +97,8 @@ class ProbeFinetune(Strategy):
     def after_images(self, run, best_epoch):
         # The best image epoch against the probe, on the same val images: the probe stays only where
         # its lead is more than noise (keep_probe_or_tuned says why a tie goes to fine-tuning).
-        decision = keep_probe_or_tuned(run.scratch["probe_right"], run.val_right())
+        decision = keep_probe_or_tuned(run.scratch["probe_right"], run.val_right(),
+                                       figure="exact match on val" if run.multilabel else "on val")
         if decision.keep == "probe":  # the probe's head goes back on the base it was fitted to
             run.model.backbone.load_state_dict(run.scratch["probe_base"])
             run.model.head.load_state_dict(run.scratch["probe"])
@@ -122,7 +123,7 @@ class KeepDecision:
 PROBE_LEAD_Z = 1.0
 
 
-def keep_probe_or_tuned(probe_right, tuned_right) -> KeepDecision:
+def keep_probe_or_tuned(probe_right, tuned_right, *, figure: str = "on val") -> KeepDecision:
     """After probe-finetune's image epochs: keep the probe or the fine-tuned model, from which val images
     each gets right (boolean arrays over the same images).
 
@@ -137,7 +138,7 @@ def keep_probe_or_tuned(probe_right, tuned_right) -> KeepDecision:
     only_probe = int(np.sum(probe_right & ~tuned_right))  # McNemar's b and c
     only_tuned = int(np.sum(tuned_right & ~probe_right))
     probe, tuned = probe_right.mean() if n else 0.0, tuned_right.mean() if n else 0.0
-    scores = f"the fine-tuned model {tuned:.1%} on val, the probe {probe:.1%}"
+    scores = f"the fine-tuned model {tuned:.1%} {figure}, the probe {probe:.1%}"
     if only_probe <= only_tuned:
         return KeepDecision("fine-tuned", f"fine-tuned: {scores}")
     z = (only_probe - only_tuned) / math.sqrt(only_probe + only_tuned)
