@@ -116,7 +116,8 @@ def test_the_report_of_a_multi_label_run_shows_each_class_and_the_labels_given_t
     assert "Validation: mAP" in markdown and "threshold" in markdown
     for name in ("precision-recall-val", "cooccurrence"):
         assert (folder / "report" / f"{name}.png").stat().st_size > 1000, name
-    assert "Most confident mistakes" not in markdown and "## Data audit" in markdown
+    assert "## Data audit" in markdown and "Most confident mistakes (validation)" in markdown
+    assert "a label of the image not given" in markdown or "No mistakes on the" in markdown
     assert "may be wrong or missing" in markdown or "No likely mislabelled" in markdown
     # without the answers (a report written again from the files), the tables alone, said plainly
     write_report(folder, record=run.record, metrics=run.metrics, scores=LabelScores({}, {}))
@@ -197,3 +198,28 @@ def test_the_audit_finds_a_label_missing_and_a_label_wrong(tiny_multilabel, tmp_
     assert len(found) <= 6, sorted(found)  # 72 images x 3 labels judged
     assert result.several_labels and "may be wrong or missing" in result.verdicts()["mislabelled"]
     assert "labels say" in result.to_markdown()
+
+
+def test_the_worst_label_decisions_are_false_positives_and_negatives_with_the_class_concerned(tiny_multilabel,
+                                                                                                tmp_path):
+    """confident_label_mistakes: a class given that the image lacks (most probable first) and a label
+    missed (least probable first), each with the map of that class."""
+    import numpy as np
+
+    from graft.data.discover import Sample
+    from graft.report.mistakes import confident_label_mistakes
+
+    run = graft.train(tiny_multilabel, strategy="linear-probe", out=tmp_path, **FAST)
+    images = sorted((tiny_multilabel.parent / "images").glob("*.png"))[:3]
+    samples = [Sample(path, -1, labels) for path, labels in zip(images, [(0,), (1, 2), (2,)], strict=True)]
+    targets = np.array([[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+    logits = np.array([[3.0, 2.0, -4.0], [-1.0, 0.5, -3.0], [-2.0, -2.0, 4.0]])  # sigmoid: 0.88 0.27 0.05 ...
+    found = confident_label_mistakes(run.classifier.model, samples, logits, targets=targets, thresholds=[0.5] * 3,
+                                     classes=["blue", "green", "red"])
+    assert [(m.path.split("/")[-1], m.true, m.predicted) for m in found] == [
+        (images[0].name, "blue", "green"),  # given at 0.88 though absent
+        (images[1].name, "green, red", "not red"),  # red missed at 0.05
+    ]
+    assert found[0].probability == pytest.approx(1 / (1 + np.exp(-2.0)))
+    assert found[1].probability == pytest.approx(1 - 1 / (1 + np.exp(3.0)))
+    assert found[0].pair.heatmap.shape and found[0].method in ("CAM", "Grad-CAM")

@@ -122,3 +122,40 @@ def mistakes_key(mistakes: Sequence[Mistake]) -> dict | None:
         return {**mistakes[0].maps.key(), "rows": [mistake.row for mistake in mistakes]}
     except OSError:
         return None
+
+
+def confident_label_mistakes(
+    model: GraftModel,
+    samples: Sequence[Sample],
+    logits: np.ndarray,
+    *,
+    targets: np.ndarray,
+    thresholds: Sequence[float],
+    classes: Sequence[str],
+    limit: int = MISTAKES_SHOWN,
+) -> list[Mistake]:
+    """Several labels per image: the worst wrong decisions, each with the map of the class concerned.
+    False positives (a class given that the image does not have), most probable first, and false
+    negatives (a label of the image not given), least probable first, half of `limit` each where
+    both are that many. `true` lists the image's labels; `predicted` is the class given ("not CLASS"
+    for a label missed) and `probability` the model's probability for that answer."""
+    probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    given = probabilities >= np.asarray(thresholds, dtype=np.float64)
+    truth = np.asarray(targets).astype(bool)
+    false_positive = sorted(zip(*np.nonzero(given & ~truth), strict=True), key=lambda p: -probabilities[p])
+    false_negative = sorted(zip(*np.nonzero(~given & truth), strict=True), key=lambda p: probabilities[p])
+    half = limit // 2
+    take_fp = min(len(false_positive), max(half, limit - len(false_negative)))
+    chosen = [(p, True) for p in false_positive[:take_fp]] + [(p, False) for p in false_negative[: limit - take_fp]]
+    found = []
+    for (row, column), positive in chosen:
+        labels = ", ".join(classes[int(c)] for c in np.flatnonzero(truth[row])) or "no label"
+        probability = float(probabilities[row, column])
+        found.append((str(Path(samples[row].path)), int(column), labels,
+                      classes[column] if positive else f"not {classes[column]}",
+                      probability if positive else 1.0 - probability))
+    if not found:
+        return []
+    maps = _Maps(model, found)
+    return [Mistake(path, true, guess, probability, maps, row) for row, (path, _, true, guess, probability)
+            in enumerate(found)]

@@ -139,8 +139,8 @@ def write_report(
             report.add(*_multilabel_evaluation(split, evaluation, scores))
     if record.task == "multilabel":
         report.add(*_cooccurrence(record.classes, scores))
-    else:
-        report.add(*_mistakes(mistakes, metrics, source=record.data.source if record.data else None))
+    report.add(*_mistakes(mistakes, metrics, source=record.data.source if record.data else None,
+                          several=record.task == "multilabel"))
     report.add(*_channels(run_dir))
     report.add(*_audit(audit, plan))
     if record.advice:
@@ -258,7 +258,8 @@ def _digest(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _mistakes(mistakes: Sequence[Mistake] | None, metrics: RunMetrics, *, source: str | None) -> list:
+def _mistakes(mistakes: Sequence[Mistake] | None, metrics: RunMetrics, *, source: str | None,
+              several: bool = False) -> list:
     blocks: list = [Heading("Most confident mistakes (validation)")]
     if mistakes is None:
         return blocks + [Text("Not computed for this report.")]
@@ -268,13 +269,17 @@ def _mistakes(mistakes: Sequence[Mistake] | None, metrics: RunMetrics, *, source
     png, drawn = figure_png("mistakes", mistakes_key(mistakes), lambda: (mistakes_figure([m.pair for m in mistakes]),
                                                                          {"method": mistakes[0].method}))
     blocks.append(Text(
+        f"The worst wrong decisions: a class given that the image does not have (most probable first), and a "
+        f"label of the image not given (least probable first). Beside each image, the activation map "
+        f"({drawn['method']}) of the class concerned: where the model saw it, or looked for it. A confident "
+        "mistake is often a missing or wrong label: check these files first." if several else
         f"{answers} given with the highest probability. Beside each image, the activation "
         f"map ({drawn['method']}) of the class the model chose: where it saw that class. A confident mistake "
         "is often a mislabelled or ambiguous image: check these files first."
     ))
     blocks.append(Picture("mistakes", png, "Most confident mistakes"))
     rows = [[f"`{_relative(m.path, source)}`", m.true, m.predicted, f"{m.probability:.1%}"] for m in mistakes]
-    return blocks + [Table(["file", "true class", "predicted", "probability"], rows)]
+    return blocks + [Table(["file", "labels" if several else "true class", "predicted", "probability"], rows)]
 
 
 # Training images ranked per stage for the report's channel figures: a sample keeps the report to a

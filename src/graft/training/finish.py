@@ -143,11 +143,16 @@ def report(run: Run) -> None:
     assert run.record is not None and run.metrics is not None and run.val_logits is not None  # saved and evaluated
     tick = time.perf_counter()
     mistakes, scores = None, None
-    if run.multilabel:  # each class's curves and the labels' co-occurrence; no single wrong answer to show
+    if run.multilabel:  # each class's curves, the labels' co-occurrence, the worst wrong decisions
+        from ..report.mistakes import confident_label_mistakes
+
         answered = {"val": run.val_logits, "test": run.test_logits}
         scores = LabelScores(
             targets={split: run.targets(getattr(run.splits, split)) for split in ("train", "val", "test")},
             probabilities={split: _sigmoid(logits) for split, logits in answered.items() if logits is not None})
+        assert run.thresholds is not None  # chosen on val by evaluate
+        mistakes = confident_label_mistakes(run.model, run.splits.val, run.val_logits, targets=scores.targets["val"],
+                                            thresholds=run.thresholds.array(), classes=run.splits.classes)
     else:
         mistakes = confident_mistakes(run.model, run.splits.val, run.val_logits, classes=run.splits.classes)
     try:
