@@ -4,7 +4,7 @@ computed by scikit-learn."""
 
 from .metrics import Evaluation, evaluate_predictions
 from .multilabel import MultiLabelEvaluation, evaluate_multilabel, evaluation_from_dict
-from .thresholds import Thresholds, choose_thresholds, decide
+from .thresholds import Thresholds, choose_thresholds, decide, sigmoid
 
 __all__ = ["Evaluation", "MultiLabelEvaluation", "Thresholds", "choose_thresholds", "decide", "evaluate_multilabel",
-           "evaluate_predictions", "evaluation_from_dict"]
+           "evaluate_predictions", "evaluation_from_dict", "sigmoid"]

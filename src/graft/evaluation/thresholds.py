@@ -100,6 +100,12 @@ class Thresholds:
         return f"best F1 on val ({seen})"
 
 
+def sigmoid(logits) -> np.ndarray:
+    """Each class's probability from a multi-label model's logits (float64): the one conversion every
+    numpy caller uses (training's evaluation, the report, the export's parity check)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
 def decide(probabilities, thresholds) -> np.ndarray:
     """Which classes each image is given: `probabilities` (N x C, or C for one image) >= each class's
     threshold (`thresholds`: a `Thresholds` or C numbers). The one rule every multi-label answer follows."""

@@ -171,11 +171,11 @@ def check_parity(run: Callable[[np.ndarray], np.ndarray], classifier: Exportable
         raise ExportError(f"The export answered {exported.shape} logits for {reference.shape} expected.")
     labels = None
     if classifier.task == "multilabel":  # the answers are the label sets: each class's sigmoid at its threshold
-        from ..evaluation.thresholds import DEFAULT_THRESHOLD, decide
+        from ..evaluation.thresholds import DEFAULT_THRESHOLD, decide, sigmoid
 
         thresholds = (classifier.thresholds if classifier.thresholds is not None
                       else np.full(len(classifier.classes), DEFAULT_THRESHOLD))
-        given = [decide(1 / (1 + np.exp(-logits.astype(np.float64))), thresholds) for logits in (exported, reference)]
+        given = [decide(sigmoid(logits), thresholds) for logits in (exported, reference)]
         labels = float((given[0] == given[1]).all(axis=1).mean())
     return Parity(images=len(images), source=source,
                   max_abs_logit_diff=float(np.abs(exported - reference).max()),

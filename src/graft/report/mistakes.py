@@ -139,7 +139,9 @@ def confident_label_mistakes(
     negatives (a label of the image not given), least probable first, half of `limit` each where
     both are that many. `true` lists the image's labels; `predicted` is the class given ("not CLASS"
     for a label missed) and `probability` the model's probability for that answer."""
-    probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    from ..evaluation.thresholds import sigmoid
+
+    probabilities = sigmoid(logits)
     given = probabilities >= np.asarray(thresholds, dtype=np.float64)
     truth = np.asarray(targets).astype(bool)
     false_positive = sorted(zip(*np.nonzero(given & ~truth), strict=True), key=lambda p: -probabilities[p])

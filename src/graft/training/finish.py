@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from ..evaluation import evaluate_predictions
+from ..evaluation import evaluate_predictions, sigmoid
 from ..io import write_json_atomic
 from ..record import DataSummary, ParamCounts, RunMetrics, RunRecord, library_versions
 from .run import Run
@@ -33,7 +33,7 @@ def evaluate(run: Run) -> None:
     if run.multilabel:  # each class's threshold, chosen on val, decides every split (the record keeps them)
         from ..evaluation import choose_thresholds
 
-        run.thresholds = choose_thresholds(run.targets(splits.val), _sigmoid(run.val_logits), classes=splits.classes,
+        run.thresholds = choose_thresholds(run.targets(splits.val), sigmoid(run.val_logits), classes=splits.classes,
                                            threshold=run.config.data.threshold)
     run.evaluations = {"val": _evaluation(run, splits.val, run.val_logits)}
     if splits.test:
@@ -149,7 +149,7 @@ def report(run: Run) -> None:
         answered = {"val": run.val_logits, "test": run.test_logits}
         scores = LabelScores(
             targets={split: run.targets(getattr(run.splits, split)) for split in ("train", "val", "test")},
-            probabilities={split: _sigmoid(logits) for split, logits in answered.items() if logits is not None})
+            probabilities={split: sigmoid(logits) for split, logits in answered.items() if logits is not None})
         assert run.thresholds is not None  # chosen on val by evaluate
         mistakes = confident_label_mistakes(run.model, run.splits.val, run.val_logits, targets=scores.targets["val"],
                                             thresholds=run.thresholds.array(), classes=run.splits.classes)
@@ -186,10 +186,6 @@ def _evaluation(run: Run, samples, logits):
     if run.multilabel:
         from ..evaluation import evaluate_multilabel
 
-        return evaluate_multilabel(run.targets(samples), _sigmoid(logits), classes=run.splits.classes,
+        return evaluate_multilabel(run.targets(samples), sigmoid(logits), classes=run.splits.classes,
                                    thresholds=run.thresholds)
     return evaluate_predictions(run.labels(samples).tolist(), logits.argmax(axis=1), run.splits.classes)
-
-
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
