@@ -57,12 +57,12 @@ def _multilabel_advice(data: Path, *, budget: str, json_out: bool, val_split: fl
     splits = find_data(data, val_split=val_split, seed=seed, task="auto", check_images=False)
     if splits.task != "multilabel":
         return False
-    positives = [int(count) for count in splits.targets(splits.train).sum(axis=0)]
-    plan = multilabel_plan(positives, budget=budget)
+    per_label = splits.counts("train")  # an image counts once for each of its labels
+    plan = multilabel_plan(list(per_label.values()), budget=budget)
     command = TrainConfig.from_options(budget=budget).command(str(data))
     if json_out:
         print(json.dumps({"task": "multilabel", "classes": splits.classes,
-                          "images_per_label": dict(zip(splits.classes, positives, strict=True)),
+                          "images_per_label": per_label,
                           "auto": {"strategy": plan.strategy, "reasons": plan.reasons, "command": command}}, indent=2))
         return True
     say(f"{data}: several labels per image ({len(splits.classes)} labels, {len(splits.train)} training images). "

@@ -126,8 +126,7 @@ def _settle_strategy(config: TrainConfig, splits: DataSplits, runtime: Runtime, 
     from ..advise.auto import auto_plan, multilabel_plan
 
     if splits.task == "multilabel":  # graft advise's measurements are single-label probes
-        chosen = multilabel_plan([int(count) for count in splits.targets(splits.train).sum(axis=0)],
-                                 budget=config.strategy.budget)
+        chosen = multilabel_plan(list(splits.counts("train").values()), budget=config.strategy.budget)
         log(chosen.describe())
         return config.replace(**chosen.options), chosen.good_enough, {"strategy": chosen.strategy, "reasons": chosen.reasons}
     advice = advise_splits(splits, backbone=config.strategy.backbone, weights=config.strategy.weights,
