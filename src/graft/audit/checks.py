@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections import defaultdict
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -243,25 +244,41 @@ def _cross_val_probabilities(parts: list[np.ndarray], y: np.ndarray, *, folds: i
     float64 copy (100,000 images: 2.6 GB against 0.6). Columns: the classes present, in order."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
-    from threadpoolctl import threadpool_limits
 
-    give_back()  # what earlier phases freed: these fits' rows come on top of what is held now
     codes = np.unique(y, return_inverse=True)[1]  # the classes present as 0..k-1, as cross_val_predict encodes them
     present = np.zeros((len(y), int(codes.max()) + 1))
-    # One thread: with torch loaded, two OpenMP runtimes fight over the cores and a fit that takes
-    # 0.2 s alone took 16 s (2,000 images on 2 cores); these fits are too small to gain from threads.
-    with warnings.catch_warnings(), threadpool_limits(limits=1):
-        warnings.simplefilter("ignore", category=FutureWarning)  # scikit-learn's API-change notices
+    with _small_fits():
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         for train, test in splitter.split(np.zeros((len(y), 1)), y):
-            rows = _rows(parts, train)
-            scaler = standard_scaler(rows)
+            rows, scaler = _standardised(parts, train)
             model = LogisticRegression(C=C, max_iter=1000, random_state=seed)
-            model.fit(scaler.transform(rows, copy=False), codes[train])
+            model.fit(rows, codes[train])
             del rows
             fold = model.predict_proba(scaler.transform(_rows(parts, test), copy=False))
             present[np.ix_(test, model.classes_)] = fold
     return present
+
+
+@contextmanager
+def _small_fits():
+    """Where the label checks' cross-validated fits run: memory earlier phases freed given back first
+    (these fits' rows come on top of what is held now), one thread, scikit-learn's API-change notices
+    silenced. One thread: with torch loaded, two OpenMP runtimes fight over the cores and a fit that
+    takes 0.2 s alone took 16 s (2,000 images on 2 cores); these fits are too small to gain from threads."""
+    from threadpoolctl import threadpool_limits
+
+    give_back()
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
+        warnings.simplefilter("ignore", category=FutureWarning)
+        yield
+
+
+def _standardised(parts: list[np.ndarray], index: np.ndarray):
+    """Rows `index` of `parts` as float32, standardised in place by a StandardScaler fitted on them
+    (in blocks: graft.memory.standard_scaler); the rows and the scaler, for the held-out rows."""
+    rows = _rows(parts, index)
+    scaler = standard_scaler(rows)
+    return scaler.transform(rows, copy=False), scaler
 
 
 def _rows(parts: list[np.ndarray], index: np.ndarray, chunk: int = 8192) -> np.ndarray:
@@ -311,7 +328,6 @@ def out_of_fold_label_probabilities(
     Returns the probabilities (images x classes), the multi-hot targets, each image's (path, split)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import KFold
-    from threadpoolctl import threadpool_limits
 
     used = [split for split in ("train", "val") if split in features and len(features[split])]
     samples = [sample for split in used for sample in getattr(splits, split)]
@@ -327,13 +343,9 @@ def out_of_fold_label_probabilities(
     parts_rows = [features[split].features for split in used]
     probabilities = np.full(targets.shape, np.nan)
     judged = [column for column in range(targets.shape[1]) if 2 <= targets[:, column].sum() <= len(targets) - 2]
-    give_back()
-    with warnings.catch_warnings(), threadpool_limits(limits=1):  # see _cross_val_probabilities
-        warnings.simplefilter("ignore", category=FutureWarning)
+    with _small_fits():
         for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(targets):
-            rows = _rows(parts_rows, train)
-            scaler = standard_scaler(rows)
-            rows = scaler.transform(rows, copy=False)
+            rows, scaler = _standardised(parts_rows, train)
             held = scaler.transform(_rows(parts_rows, test), copy=False)
             for column in judged:
                 truth = targets[train, column]
