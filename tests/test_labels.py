@@ -467,3 +467,16 @@ def test_label_files_per_split_that_cannot_be_read_as_one_say_why(tmp_path, make
     write(tmp_path / "train.jsonl", [json.dumps({"path": "img/02.png", "labels": ["owl"]})])
     with pytest.raises(DataError, match="two label files for train: train.csv and train.jsonl; keep one"):
         find_data(tmp_path, task="auto")
+
+
+def test_class_folders_beside_a_stray_train_csv_are_still_class_folders(tmp_path, make_image):
+    """A folder of split folders holding class folders stays that, whatever CSV lies beside them (a
+    Kaggle download's train.csv of ids): only split folders without class folders take their labels
+    from train.csv and test.csv."""
+    for split, count in (("train", 6), ("test", 2)):
+        for name in ("cat", "dog"):
+            for index in range(count):
+                make_image(tmp_path / split / name / f"{index}.png", size=(8, 8), seed=index)
+    write(tmp_path / "train.csv", ["id,target", "1,0", "2,1"])
+    splits = find_data(tmp_path, val_split=0.25)
+    assert splits.classes == ["cat", "dog"] and len(splits.test) == 4 and "train.csv" not in splits.layout

@@ -420,7 +420,10 @@ def _imagefolder_source(root: Path) -> _Source | None:
 
 
 def _split_files_source(root: Path) -> _Source | None:
-    """A folder with a label file per split beside the images (train.csv and test.csv, as tags-dev)."""
+    """A folder with a label file per split beside the images (train.csv and test.csv, as tags-dev).
+    Split folders that hold class folders are class folders, whatever CSV lies beside them."""
+    if any(_visible_folders(folder) for folder in _visible_folders(root) if folder.name.lower() in SPLIT_FOLDER_NAMES):
+        return None
     files = split_label_files(root)
     return _label_source(root, read_split_files(root, files)) if files else None
 
