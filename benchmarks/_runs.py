@@ -254,6 +254,17 @@ def class_subset(source: Path, target: Path, *, train_per_class: int, val_per_cl
     return target
 
 
+def train_subset(source: Path, target: Path, *, train_per_class: int) -> Path:
+    """target/train with links to the first `train_per_class` images of each class of source/train,
+    and target/test linking all of source/test: fewer training images, the same test."""
+    for split, count in (("train", train_per_class), ("test", None)):
+        for class_dir in class_folders(source / split):
+            (target / split / class_dir.name).mkdir(parents=True, exist_ok=True)
+            for image in image_files(class_dir)[:count]:
+                (target / split / class_dir.name / image.name).symlink_to(image.resolve())
+    return target
+
+
 def linked_files(files: list[Path], folder: Path, count: int) -> Path:
     """`folder` holding `count` links to `files`, repeated in order as often as needed."""
     folder.mkdir(parents=True, exist_ok=True)

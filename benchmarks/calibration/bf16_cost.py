@@ -27,19 +27,7 @@ import time
 from pathlib import Path
 
 from .._results import provenance, record
-from .._runs import SHARED_DATASETS, run_graft
-
-
-def _subset(source: Path, root: Path, per_class: int) -> Path:
-    """root/train/<class>/ with `per_class` linked images of each class, and root/test/ linked whole."""
-    for split in ("train", "test"):
-        for folder in sorted((source / split).iterdir()):
-            images = sorted(folder.iterdir())[: per_class if split == "train" else None]
-            target = root / split / folder.name
-            target.mkdir(parents=True, exist_ok=True)
-            for image in images:
-                (target / image.name).symlink_to(image.resolve())
-    return root
+from .._runs import SHARED_DATASETS, run_graft, train_subset
 
 
 def _train(data: Path, work: Path, name: str, *options: str) -> dict:
@@ -59,7 +47,7 @@ def _train(data: Path, work: Path, name: str, *options: str) -> dict:
 
 def probe(shared: Path, work: Path) -> list[dict]:
     sets = [("flowers-dev", shared / "flowers-dev", ["--img-size", "224"]),
-            ("cifar10-dev, 100 per class", _subset(shared / "cifar10-dev", work / "cifar100pc", 100), ["--img-size", "64"])]
+            ("cifar10-dev, 100 per class", train_subset(shared / "cifar10-dev", work / "cifar100pc", train_per_class=100), ["--img-size", "64"])]
     rows = []
     for label, data, size in sets:
         runs = {precision: _train(data, work, f"probe-{label[:6]}-{precision}", "--strategy", "linear-probe",

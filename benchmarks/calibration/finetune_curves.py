@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from .._results import provenance, record
-from .._runs import SHARED_DATASETS, run_graft
+from .._runs import SHARED_DATASETS, run_graft, train_subset
 from .auto_calibrate import RUNS, build, build_cifar_classes
 
 TUNED = ("flowers", "catdog", "digits", "flowers-grey", "cifar3")
@@ -31,14 +31,7 @@ HELD_OUT = ("flowers60", "cifar5")
 def build_any(key: str, shared: Path, work: Path) -> tuple[Path, list[str]]:
     """The data set and its size options."""
     if key == "flowers60":  # flowers-dev with 60 training photos per class (80 after graft's val split before)
-        root = work / key
-        for split, keep in (("train", 75), ("test", None)):
-            for folder in sorted((shared / "flowers-dev" / split).iterdir()):
-                target = root / split / folder.name
-                target.mkdir(parents=True, exist_ok=True)
-                for image in sorted(folder.iterdir())[:keep]:
-                    (target / image.name).symlink_to(image.resolve())
-        return root, ["--img-size", "224"]
+        return train_subset(shared / "flowers-dev", work / key, train_per_class=75), ["--img-size", "224"]
     if key == "cifar5":
         names = ("airplane", "automobile", "bird", "frog", "ship")
         return build_cifar_classes(shared, work / key, names, train=125, test=100), ["--img-size", "64"]
