@@ -176,6 +176,7 @@ class LabellingSession:
         if len(self._by_rank) != len(self.items):
             raise GraftError("The suggestions repeat a rank; give graft.suggest's suggestions as they came.")
         where = {_key(str(item.path)): item.rank for item in self.items}
+        self._texts = {item.rank: self._written_path(str(item.path)) for item in self.items}  # each row's path, once
         self._decisions: dict[int, str] = {}
         self._kept: list[tuple[str, str]] = []  # the file's rows for images not suggested now: written back unchanged
         for text, label in read_labels_file(self.labels_csv):
@@ -225,7 +226,7 @@ class LabellingSession:
     def rows(self) -> list[tuple[str, str]]:
         """The labels CSV's rows: the file's earlier rows for images not suggested now, then each
         labelled image in rank order (skipped ones are not rows)."""
-        mine = [(self._written_path(str(item.path)), self._decisions[item.rank]) for item in self.items
+        mine = [(self._texts[item.rank], self._decisions[item.rank]) for item in self.items
                 if self._decisions.get(item.rank, SKIP) != SKIP]
         return self._kept + mine
 
