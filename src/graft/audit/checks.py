@@ -13,6 +13,7 @@ The thresholds were calibrated on CIFAR-10 with EfficientNet-Lite0 features: see
 from __future__ import annotations
 
 import hashlib
+import numbers
 import warnings
 from collections import defaultdict
 from contextlib import contextmanager
@@ -25,9 +26,14 @@ from ..data.discover import DataSplits
 from ..features import FeatureSet
 from ..features.derived import load_derived, store_derived
 from ..memory import float32_rows, give_back, standard_scaler
-from .result import DuplicatePair, Imbalance, Suspect
+from .result import DuplicatePair, Imbalance, NearDuplicateGroup, Suspect
 
 DUPLICATE_THRESHOLD = 0.9
+# Within a split: the best F1 of telling a photo's altered copies (shifted, cropped, re-encoded, brighter or
+# darker, as video frames differ) from distinct photos of its class, tuned on three flowers-dev classes; on
+# the other two 0.93 precision / 0.99 recall, on cifar10-dev 1.00 / 0.59 (python -m
+# benchmarks.calibration.near_duplicates; docs/audit.md).
+NEAR_DUPLICATE_THRESHOLD = 0.75
 MISLABEL_CONFIDENCE = 0.9
 MISLABEL_C = 0.01  # regularisation of the out-of-fold logistic regression (docs/audit.md)
 UNDER_MEDIAN = 0.5  # a class with fewer than half the median count is under-represented ...
@@ -65,14 +71,8 @@ def closest_pairs(
     at a time (`best_matches`), never whole: 100,000 train images' float32 copies alone held 500 MB.
     """
     present = [split for split in SPLIT_ORDER if split in features and len(features[split])]
-    mean = _row_mean(features["train"].features) if centre and "train" in present else np.float32(0.0)
-
-    def unit_rows(rows: np.ndarray) -> np.ndarray:
-        """float32 copies of `rows`, minus the train mean when centring, scaled to length 1."""
-        array = float32_rows(rows)
-        array -= mean
-        array /= np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
-        return array
+    mean = row_mean(features["train"].features) if centre and "train" in present else np.float32(0.0)
+    unit_rows = centred_unit_rows(mean)
 
     pairs = []
     for position, later in enumerate(present):
@@ -88,17 +88,22 @@ def closest_pairs(
 REFERENCE_BLOCK = 8192  # reference rows compared at once: 42 MB of 1280-wide float32 rows, 17 MB of similarities
 
 
-def best_matches(queries: np.ndarray, reference: np.ndarray, *, block: int = 512, reference_block: int = REFERENCE_BLOCK,
-                 prepare=None) -> tuple[np.ndarray, np.ndarray]:
-    """For each row of `queries`, the index of the most similar row of `reference` and their dot product.
+def best_matches(queries: np.ndarray, reference: np.ndarray | _Subset, *, block: int = 512, reference_block: int = REFERENCE_BLOCK,
+                 prepare=None, top: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of `queries`, the index of the most similar row of `reference` and their dot product;
+    with `top`, the `top` most similar rows (N x top arrays, most similar first; fewer columns where
+    `reference` has fewer rows).
 
     Both go a block at a time (`block` query rows against `reference_block` reference rows), each
     block made by `prepare` (rows -> float32 rows: e.g. unit vectors of cached float16 features;
     default: the rows as float32), so memory stays at two blocks and block x reference_block
     similarities whatever the number of images. The best match over the blocks is the whole row's
-    argmax: the first of equal similarities, as numpy's argmax takes.
+    argmax: the first of equal similarities, as numpy's argmax takes; with `top`, equal similarities
+    are ranked by index too (a stable sort of each block, then of the best so far and the block's).
     """
     prepare = prepare or (lambda rows: np.asarray(rows, dtype=np.float32))
+    if top is not None:
+        return _top_matches(queries, reference, top=top, block=block, reference_block=reference_block, prepare=prepare)
     index = np.zeros(len(queries), dtype=np.int64)
     best = np.full(len(queries), -np.inf, dtype=np.float32)
     for first in range(0, len(reference), reference_block):
@@ -113,13 +118,125 @@ def best_matches(queries: np.ndarray, reference: np.ndarray, *, block: int = 512
     return index, best
 
 
-def _row_mean(rows: np.ndarray, chunk: int = 8192) -> np.ndarray:
+def _top_matches(queries, reference, *, top: int, block: int, reference_block: int,
+                 prepare) -> tuple[np.ndarray, np.ndarray]:
+    """`best_matches` with `top`: each block's `top` most similar rows merged with the best so far."""
+    if isinstance(top, bool) or not isinstance(top, numbers.Integral) or top < 1:
+        raise ValueError(f"top must be a whole number of 1 or more, not {top!r}")
+    kept = min(int(top), len(reference))
+    index = np.zeros((len(queries), kept), dtype=np.int64)
+    best = np.full((len(queries), kept), -np.inf, dtype=np.float32)
+    for first in range(0, len(reference), reference_block):
+        compared = prepare(reference[first : first + reference_block]).T
+        for start in range(0, len(queries), block):
+            similarity = prepare(queries[start : start + block]) @ compared
+            found = np.argsort(-similarity, axis=1, kind="stable")[:, :kept]
+            # the best so far (lower indexes) first: a stable sort keeps them ahead of equal later ones
+            indexes = np.concatenate([index[start : start + block], found + first], axis=1)
+            values = np.concatenate([best[start : start + block], np.take_along_axis(similarity, found, axis=1)], axis=1)
+            order = np.argsort(-values, axis=1, kind="stable")[:, :kept]
+            index[start : start + block] = np.take_along_axis(indexes, order, axis=1)
+            best[start : start + block] = np.take_along_axis(values, order, axis=1)
+    return index, best
+
+
+def centred_unit_rows(mean: np.ndarray | np.floating):
+    """A `prepare` for `best_matches`: float32 copies of rows minus `mean` (the train mean; 0 for none),
+    scaled to length 1, so that their dot products are the cosine similarities of centred features."""
+
+    def unit_rows(rows: np.ndarray) -> np.ndarray:
+        array = float32_rows(rows)
+        array -= mean
+        array /= np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
+        return array
+
+    return unit_rows
+
+
+def row_mean(rows: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """The float32 mean of `rows` (N x D) read `chunk` rows at a time: the same sums, in the same
     order, as numpy's mean over a float32 copy of the whole (which adds row after row)."""
     total = np.zeros(rows.shape[1], dtype=np.float32)
     for start in range(0, len(rows), chunk):
         total = np.add.reduce(np.concatenate([total[None], float32_rows(rows, slice(start, start + chunk))]), axis=0)
     return total / len(rows)
+
+
+# -- Near-identical images within a split (video frames, bursts) -------------------------------
+
+
+def near_duplicate_groups(
+    splits: DataSplits, features: dict[str, FeatureSet], *, threshold: float = NEAR_DUPLICATE_THRESHOLD,
+    block: int = 512, reference_block: int = REFERENCE_BLOCK,
+) -> list[NearDuplicateGroup]:
+    """Groups of near-identical images inside train, and inside val: each group one kept image and the
+    images whose centred cosine similarity to it is >= `threshold` (`redundant_rows`, in file order).
+    Dropping a group's redundant images leaves one image of each, and every dropped image has its
+    near copy in the split. Largest groups first."""
+    if "train" not in features or not len(features["train"]):
+        return []
+    prepare = centred_unit_rows(row_mean(features["train"].features))
+    groups = []
+    for split in ("train", "val"):
+        if split not in features or not len(features[split]):
+            continue
+        samples = getattr(splits, split)
+        keeper, similarity = redundant_rows(features[split].features, threshold=threshold, prepare=prepare,
+                                            block=block, reference_block=reference_block)
+        members: dict[int, list[int]] = defaultdict(list)
+        for row in np.flatnonzero(keeper >= 0):
+            members[int(keeper[row])].append(int(row))
+        groups += [NearDuplicateGroup(split, samples[kept].path, [samples[row].path for row in rows],
+                                      [round(float(min(similarity[row], 1.0)), 4) for row in rows])
+                   for kept, rows in members.items()]
+    return sorted(groups, key=lambda group: (-len(group.redundant), group.split != "train", str(group.kept)))
+
+
+def redundant_rows(rows: np.ndarray, *, threshold: float, prepare=None, block: int = 512,
+                   reference_block: int = REFERENCE_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows repeat an earlier one: greedily in row order, a row is kept unless its similarity (dot
+    product of `prepare`d rows) to a row kept before it is >= `threshold`. Returns, for each row, the
+    index of the kept row it repeats (-1 for a kept row) and that similarity (0 for a kept row).
+
+    A block of `block` rows at a time: compared with the rows kept so far (`best_matches`, the kept
+    rows read from `rows` a reference block at a time), then with each other in order. Memory stays at
+    blocks, whatever the number of rows; the comparisons grow with rows x kept rows (few rows kept
+    where most are near copies, as in video frames)."""
+    prepare = prepare or (lambda part: np.asarray(part, dtype=np.float32))
+    keeper = np.full(len(rows), -1, dtype=np.int64)
+    similarity = np.zeros(len(rows), dtype=np.float32)
+    kept: list[int] = []
+    for start in range(0, len(rows), block):
+        unit = prepare(rows[start : start + block])
+        if kept:
+            earlier = np.asarray(kept, dtype=np.int64)
+            match, value = best_matches(rows[start : start + block], _Subset(rows, earlier), block=block,
+                                        reference_block=reference_block, prepare=prepare)
+            repeated = value >= threshold
+            keeper[start : start + len(unit)][repeated] = earlier[match[repeated]]
+            similarity[start : start + len(unit)][repeated] = value[repeated]
+        within = unit @ unit.T
+        for row in range(len(unit)):
+            if keeper[start + row] >= 0:
+                continue
+            kept.append(start + row)
+            later = np.flatnonzero((within[row, row + 1 :] >= threshold) & (keeper[start + row + 1 : start + len(unit)] < 0))
+            keeper[start + row + 1 + later] = start + row
+            similarity[start + row + 1 + later] = within[row, row + 1 + later]
+    return keeper, similarity
+
+
+class _Subset:
+    """Rows `index` of `rows` (a memory map), read a slice at a time: `best_matches`'s reference."""
+
+    def __init__(self, rows: np.ndarray, index: np.ndarray):
+        self.rows, self.index = rows, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        return self.rows[self.index[part]]
 
 
 def identical_files(splits: DataSplits) -> list[DuplicatePair]:

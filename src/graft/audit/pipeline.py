@@ -15,6 +15,7 @@ from ..runtime import Runtime
 from .checks import (
     DUPLICATE_THRESHOLD,
     MISLABEL_CONFIDENCE,
+    NEAR_DUPLICATE_THRESHOLD,
     SPLIT_ORDER,
     check_imbalance,
     confident_disagreements,
@@ -22,6 +23,7 @@ from .checks import (
     find_duplicates,
     label_check_problem,
     label_set_problem,
+    near_duplicate_groups,
     out_of_fold_label_probabilities,
     out_of_fold_probabilities,
 )
@@ -38,13 +40,16 @@ def audit_features(
     duplicate_threshold: float = DUPLICATE_THRESHOLD,
     mislabel_confidence: float = MISLABEL_CONFIDENCE,
     seed: int = 0,
+    near_duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD,
 ) -> AuditResult:
     """Audit `splits` given plain-view (not augmented) backbone features of each split.
 
     `features` maps "train", "val" and optionally "test" to the `FeatureSet` whose rows are the
-    samples of that split, in the order of `splits.train`, `splits.val`, `splits.test`.
+    samples of that split, in the order of `splits.train`, `splits.val`, `splits.test`. Images whose
+    features have cosine similarity >= `duplicate_threshold` across splits are duplicates; within train,
+    and within val, >= `near_duplicate_threshold` near-identical (groups of which all but one could go).
     """
-    _check_thresholds(duplicate_threshold, mislabel_confidence)
+    _check_thresholds(duplicate_threshold, mislabel_confidence, near_duplicate_threshold)
     for split, feature_set in features.items():
         if split not in SPLIT_ORDER or len(feature_set) != len(getattr(splits, split)):
             raise ValueError(f"features[{split!r}] must have one row per sample of splits.{split}")
@@ -60,6 +65,7 @@ def audit_features(
         "source": splits.source,
         "images": {split: len(getattr(splits, split)) for split in SPLIT_ORDER},
         "duplicate_threshold": duplicate_threshold,
+        "near_duplicate_threshold": near_duplicate_threshold,
         "mislabel_confidence": mislabel_confidence,
         "seed": seed,
     }
@@ -85,6 +91,7 @@ def audit_features(
         notes=notes,
         label_check_skipped=skipped_reason,
         settings=settings,
+        near_duplicates=near_duplicate_groups(splits, features, threshold=near_duplicate_threshold),
     )
 
 
@@ -102,6 +109,7 @@ def audit(
     progress: bool = True,
     duplicate_threshold: float = DUPLICATE_THRESHOLD,
     mislabel_confidence: float = MISLABEL_CONFIDENCE,
+    near_duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD,
 ) -> AuditResult:
     """Find the data, compute (or reuse cached) backbone features of every split, and audit them.
 
@@ -110,13 +118,14 @@ def audit(
     """
     from ..runtime import use_cache_dir
 
-    _check_thresholds(duplicate_threshold, mislabel_confidence)  # before minutes of feature extraction
+    _check_thresholds(duplicate_threshold, mislabel_confidence, near_duplicate_threshold)  # before minutes of extraction
     runtime = Runtime.resolve(precision=precision, workers=workers, progress=progress)
     with use_cache_dir(cache_dir):  # every file the audit caches (features, graphs, the readability memo)
         splits, features, net = plain_features(data, backbone=backbone, weights=weights, img_size=img_size,
                                                val_split=val_split, seed=seed, runtime=runtime)
     result = audit_features(splits, features, duplicate_threshold=duplicate_threshold,
-                            mislabel_confidence=mislabel_confidence, seed=seed)
+                            mislabel_confidence=mislabel_confidence, seed=seed,
+                            near_duplicate_threshold=near_duplicate_threshold)
     result.settings.update(backbone=backbone, weights=net.weights_source, img_size=net.data_config.image_size)
     return result
 
@@ -141,9 +150,12 @@ def plain_features(
     return splits, features, net
 
 
-def _check_thresholds(duplicate_threshold: float, mislabel_confidence: float) -> None:
-    """Both are fractions: a similarity up to 1 (identical features), a probability below 1."""
+def _check_thresholds(duplicate_threshold: float, mislabel_confidence: float,
+                      near_duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD) -> None:
+    """All are fractions: similarities up to 1 (identical features), a probability below 1."""
     for name, value, default, top_allowed in (("duplicate_threshold", duplicate_threshold, DUPLICATE_THRESHOLD, True),
+                                              ("near_duplicate_threshold", near_duplicate_threshold,
+                                               NEAR_DUPLICATE_THRESHOLD, True),
                                               ("mislabel_confidence", mislabel_confidence, MISLABEL_CONFIDENCE, False)):
         is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
         if not is_number or not (0 < value < 1 or (top_allowed and value == 1)):

@@ -37,6 +37,18 @@ class DuplicatePair:
 
 
 @dataclass
+class NearDuplicateGroup:
+    """Near-identical images inside one split (video frames, bursts): `kept`, the first in file order,
+    and the `redundant` images, each with its cosine similarity to `kept` (`similarities`, in the same
+    order). Dropping the redundant ones leaves one image of the group."""
+
+    split: str
+    kept: Path
+    redundant: list[Path]
+    similarities: list[float]
+
+
+@dataclass
 class Suspect:
     """An image whose folder says `label` but which a classifier that never saw it calls `predicted`.
 
@@ -74,16 +86,24 @@ class AuditResult:
     notes: list[str] = field(default_factory=list)
     label_check_skipped: str | None = None
     settings: dict = field(default_factory=dict)
+    near_duplicates: list[NearDuplicateGroup] = field(default_factory=list)
 
     @property
     def findings(self) -> int:
-        """Problems found: duplicate pairs + under-represented classes + likely mislabelled images."""
+        """Problems found: duplicate pairs + under-represented classes + likely mislabelled images. Groups of
+        near-identical images within a split are not counted: they cost training time, not correctness
+        (`summary` names them beside the findings)."""
         return len(self.duplicates) + len(self.imbalance.flagged) + len(self.mislabelled)
 
+    def redundant(self) -> list[Path]:
+        """The images that could be dropped: every group's images but the one it keeps, in group order."""
+        return [path for group in self.near_duplicates for path in group.redundant]
+
     def verdicts(self) -> dict[str, str]:
-        """One sentence per check, keyed "duplicates", "imbalance", "mislabelled"."""
+        """One sentence per check, keyed "duplicates", "near_duplicates", "imbalance", "mislabelled"."""
         return {
             "duplicates": self._duplicates_verdict(),
+            "near_duplicates": self._near_duplicates_verdict(),
             "imbalance": self.imbalance.message,
             "mislabelled": self._mislabelled_verdict(),
         }
@@ -94,6 +114,7 @@ class AuditResult:
             "findings": self.findings,
             "verdicts": self.verdicts(),
             "duplicates": [_jsonable(asdict(pair)) for pair in self.duplicates],
+            "near_duplicates": [_jsonable(asdict(group)) for group in self.near_duplicates],
             "imbalance": asdict(self.imbalance),
             "mislabelled": [_jsonable(asdict(suspect)) for suspect in self.mislabelled],
             "label_check_skipped": self.label_check_skipped,
@@ -152,8 +173,11 @@ class AuditResult:
                    for name, count in by_count] if flagged else []
         suspects = [[self._image(s.path), s.split, s.label, s.predicted, f"{s.confidence:.1%}"]
                     for s in self.mislabelled]
+        groups = [[group.split, self._image(group.kept), f"{len(group.redundant):,}", self._image(group.redundant[0]),
+                   f"{min(group.similarities):.3f}"] for group in self.near_duplicates]
         return {
             "duplicates": (["similarity", "image", "split", "same as", "split"], duplicates),
+            "near_duplicates": (["split", "image kept", "near copies", "e.g.", "lowest similarity"], groups),
             "imbalance": (["class", "train images", ""], balance),
             "mislabelled": (["image", "split", "labels say" if self.several_labels else "folder says", "looks like",
                              "confidence"], suspects),
@@ -185,6 +209,20 @@ class AuditResult:
             found.append(f"{_count(within, 'identical file')} repeated within a split")
         return (f"{_count(len(self.duplicates), 'duplicate pair')} ({similar}, or identical files): {'; '.join(found)}. "
                 "Look at each pair and delete one image of it (keep the copy in train).")
+
+    def _near_duplicates_verdict(self) -> str:
+        threshold = self.settings.get("near_duplicate_threshold")
+        similar = f"cosine similarity of features >= {threshold:g}" if threshold else "similar features"
+        if not self.near_duplicates:
+            return f"No near-identical images within train or val ({similar})."
+        found = []
+        for split, words in (("train", "training"), ("val", "val")):
+            groups = [group for group in self.near_duplicates if group.split == split]
+            if groups:
+                found.append(f"{_count(len(groups), 'group')} of near-identical {words} images "
+                             f"({_count(sum(len(group.redundant) for group in groups), 'image')} could be dropped)")
+        return (f"{'; '.join(found)} ({similar}). Each group keeps its first image; graft audit --redundant FILE "
+                "lists the others, which add little but time to training. graft deletes nothing.")
 
     def _mislabelled_verdict(self) -> str:
         if self.label_check_skipped:
@@ -227,9 +265,11 @@ class AuditResult:
         return accuracy is not None and accuracy < WEAK_LABEL_CHECK
 
     def summary(self) -> str:
-        """The last line: how many findings, of which kind, in words."""
+        """The last line: how many findings, of which kind, in words; then the groups of near-identical images."""
+        redundant = (f" {_count(len(self.near_duplicates), 'group')} of near-identical images within a split "
+                     f"({_count(len(self.redundant()), 'image')} could be dropped)." if self.near_duplicates else "")
         if not self.findings:
-            return "0 findings."
+            return "0 findings." + redundant
         parts = []
         if self.duplicates:
             parts.append(_count(len(self.duplicates), "duplicate pair"))
@@ -239,10 +279,11 @@ class AuditResult:
             parts.append(_count(len(self.mislabelled), "label") + " that may be wrong or missing" if self.several_labels
                          else _count(len(self.mislabelled), "image") + (" the weak label check doubts"
                                                                         if self.weak_label_check else " that may be mislabelled"))
-        return f"{_count(self.findings, 'finding')}: {', '.join(parts)}."
+        return f"{_count(self.findings, 'finding')}: {', '.join(parts)}.{redundant}"
 
 
-TITLES = {"duplicates": "Duplicates", "imbalance": "Class balance", "mislabelled": "Likely mislabelled"}
+TITLES = {"duplicates": "Duplicates", "near_duplicates": "Near-identical images", "imbalance": "Class balance",
+          "mislabelled": "Likely mislabelled"}
 
 
 @dataclass(frozen=True)
