@@ -1,4 +1,5 @@
-"""The identity of a list of image files, as the caches key it: `files_fingerprint`.
+"""The identity of a list of image files, as the caches key it: `files_fingerprint`, made of each
+file's `file_identity`.
 
 It is the key material of the feature cache (graft.features, with the labels) and of the
 readability memo (graft.data.discover, with the decode size). A module of its own, importing
@@ -9,9 +10,27 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
+
+# (absolute path, size, st_mtime_ns, st_ino, st_ctime_ns): see files_fingerprint
+FileIdentity = tuple[str, int, int, int, int]
 
 
-def files_fingerprint(paths, labels) -> str:
+def file_identity(path) -> FileIdentity:
+    """What identifies one file's bytes without reading them: its absolute path, size, modification
+    time, inode number and change time, from one `stat` call (files_fingerprint says what this
+    covers and what it misses). Raises OSError when the file is missing."""
+    stat = os.stat(path)
+    return os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns
+
+
+def identity_digest(identity: FileIdentity) -> bytes:
+    """A 16-byte digest of one `file_identity`, without any label: the feature cache records one per
+    row, so a later list of files reuses the rows of the files that did not change."""
+    return hashlib.blake2b("|".join(map(str, identity)).encode(), digest_size=16).digest()
+
+
+def files_fingerprint(paths, labels, identities: Iterable[FileIdentity] | None = None) -> str:
     """A hash that changes whenever a file's bytes may have changed: the key of the feature cache
     and of the readability memo (a key that misses a change reuses stale features, silently).
 
@@ -33,10 +52,11 @@ def files_fingerprint(paths, labels) -> str:
     the key though the pixels are the same, and so does a remount on file systems that invent
     inode numbers (some FUSE and network mounts): the features are then computed again, never
     reused wrongly. Raises OSError when a file is missing.
+
+    `identities`: the files' `file_identity`, where the caller has them already (one `stat` a file).
     """
     digest = hashlib.sha256()
-    for path, label in zip(paths, labels):
-        stat = os.stat(path)
-        digest.update(f"{os.path.abspath(path)}|{label}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}|"
-                      f"{stat.st_ctime_ns}\n".encode())
+    for (path, size, mtime, inode, ctime), label in zip(
+            map(file_identity, paths) if identities is None else identities, labels):
+        digest.update(f"{path}|{label}|{size}|{mtime}|{inode}|{ctime}\n".encode())
     return digest.hexdigest()

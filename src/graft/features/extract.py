@@ -22,11 +22,12 @@ from ..data.discover import Sample
 from ..data.images import draft_size_for, load_image
 from ..data.transforms import Augment, eval_transform, train_transform
 from ..engines import CompileError, choose_engine, frozen_forward
-from ..fingerprint import files_fingerprint
+from ..fingerprint import file_identity, files_fingerprint
 from ..progress import image_progress
 from ..runtime import Runtime
 from .cache import FeatureCache
 from .entry import FeatureSet, cache_key
+from .reuse import identity_digests
 
 
 class ViewDataset(Dataset):
@@ -166,22 +167,29 @@ def backbone_features(
     is a GraftError before any image is processed; an interrupted extraction (Ctrl-C, an error,
     kill -9) goes on from the batches it completed (`FeatureCache.build`). Under auto, a backbone
     that cannot be traced is extracted in torch fp32, with a warning.
+
+    A plain view missing from the cache takes the rows of the files that did not change (same
+    path, size and times; the label may differ) from earlier entries with the same settings, and
+    extracts only the others (graft.features.reuse); the progress line says how many of each.
     """
     cache = cache or FeatureCache()
     engines = cache.engines
-    files = files_fingerprint([s.path for s in samples], np.array([s.label for s in samples], dtype=np.int64))
+    identities = [file_identity(s.path) for s in samples]
+    files = files_fingerprint([s.path for s in samples], np.array([s.label for s in samples], dtype=np.int64),
+                              identities)
+    digests = identity_digests(identities)
     requested = runtime.engine
     # decided now: the engine and its precision are part of the key
     runtime = runtime.but(engine=choose_engine(requested, device=runtime.device.type,
                                                precision=runtime.inference_precision))
     try:
-        return _backbone_features(backbone, samples, files, split=split, runtime=runtime, cache=cache, view=view,
-                                  augment=augment, seed=seed, engines=engines)
+        return _backbone_features(backbone, samples, files, digests, split=split, runtime=runtime, cache=cache,
+                                  view=view, augment=augment, seed=seed, engines=engines)
     except CompileError as error:
         if requested != "auto":
             raise
         print(f"Warning: {error} Extracting with PyTorch (fp32) instead.", file=sys.stderr)
-        return _backbone_features(backbone, samples, files, split=split,
+        return _backbone_features(backbone, samples, files, digests, split=split,
                                   runtime=runtime.but(engine="torch", inference_precision="32"), cache=cache,
                                   view=view, augment=augment, seed=seed, engines=engines)
 
@@ -210,9 +218,15 @@ def _describe(backbone: Backbone, files: str, *, runtime: Runtime, view: int | N
     return describe, transform
 
 
-def _backbone_features(backbone: Backbone, samples: Sequence[Sample], files: str, *, split: str, runtime: Runtime,
-                       cache: FeatureCache, view: int | None, augment: Augment | None, seed: int,
-                       engines: Path) -> FeatureSet:
+def settings_key(describe: dict) -> str:
+    """What makes features what they are but the list of files: the key under which entries lend
+    their rows to one another (graft.features.reuse)."""
+    return cache_key({name: value for name, value in describe.items() if name != "files"})
+
+
+def _backbone_features(backbone: Backbone, samples: Sequence[Sample], files: str, digests: np.ndarray, *,
+                       split: str, runtime: Runtime, cache: FeatureCache, view: int | None,
+                       augment: Augment | None, seed: int, engines: Path) -> FeatureSet:
     augmented = view is not None and augment is not None
     view_number = view if view is not None else 0
     paths = [s.path for s in samples]
@@ -229,13 +243,68 @@ def _backbone_features(backbone: Backbone, samples: Sequence[Sample], files: str
         draft_size=draft_size_for(backbone.data_config.image_size, augmented),
     )
     label = f"{split} features" + (f" (view {view_number + 1})" if augmented else "")
-    return cache.build(
-        key,
-        count=len(samples),
-        dim=backbone.num_features,
-        labels=labels,
-        describe={**describe, "split": split},
-        fill=lambda out, start, written: extract_into(backbone, dataset, out, runtime=runtime, description=label,
-                                                     start=start, written=written, engines=engines),
-    )
+    if augmented:  # a view's crop depends on the image's index and seed: never taken from another list
+        return cache.build(
+            key,
+            count=len(samples),
+            dim=backbone.num_features,
+            labels=labels,
+            describe={**describe, "split": split},
+            fill=lambda out, start, written: extract_into(backbone, dataset, out, runtime=runtime, description=label,
+                                                         start=start, written=written, engines=engines),
+        )
+    settings = settings_key(describe)
+    reuse = cache.reusable(settings, digests, dim=backbone.num_features)
+
+    def fill(out: np.ndarray, start: int, written: Callable[[int], None]) -> None:
+        if not reuse.sources:
+            extract_into(backbone, dataset, out, runtime=runtime, description=label, start=start, written=written,
+                         engines=engines)
+            return
+        reuse.copy_into(out, start)
+        _extract_rows(backbone, dataset, out, reuse.missing(start), runtime=runtime, description=label,
+                      written=written, engines=engines)
+
+    built = cache.build(key, count=len(samples), dim=backbone.num_features, labels=labels,
+                        describe={**describe, "split": split, "settings": settings}, fill=fill, files=digests)
+    if reuse.sources and runtime.progress:
+        print(f"{label}: {reuse.reused:,} reused, {len(samples) - reuse.reused:,} extracted", file=sys.stderr,
+              flush=True)
+    return built
+
+
+def _extract_rows(backbone: Backbone, dataset: Dataset, out: np.ndarray, rows: np.ndarray, *, runtime: Runtime,
+                  description: str, written: Callable[[int], None], engines: Path) -> None:
+    """Write backbone(dataset[i]) into out[i] for each i of `rows` (increasing) and no other row,
+    the rest of `out` being written already: `written(n)` then says out[:n] are complete."""
+    if not len(rows):
+        return
+    count = len(out)
+    subset = Subset(dataset, rows.tolist())
+    if runtime.processes > 1 and runtime.engine == "torch":  # sharded: into a memory-mapped file of its own
+        folder = Path(getattr(out, "filename", None) or ".").parent
+        scratch = folder / f"rows-{uuid.uuid4().hex[:8]}.npy"
+        try:
+            computed = np.lib.format.open_memmap(scratch, mode="w+", dtype=out.dtype, shape=(len(rows), out.shape[1]))
+            extract_into(backbone, subset, computed, runtime=runtime, description=description, engines=engines)
+            out[rows] = computed
+            del computed
+        finally:
+            scratch.unlink(missing_ok=True)
+        return
+    extract_into(backbone, subset, _Rows(out, rows), runtime=runtime, description=description,  # type: ignore[arg-type]
+                 written=lambda done: written(int(rows[done]) if done < len(rows) else count), engines=engines)
+
+
+class _Rows:
+    """The rows `rows` of `out` as if they were consecutive: extract_into writes view[a:b]."""
+
+    def __init__(self, out: np.ndarray, rows: np.ndarray):
+        self.out, self.rows = out, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __setitem__(self, index: slice, value: np.ndarray) -> None:
+        self.out[self.rows[index]] = value
 

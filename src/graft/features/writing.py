@@ -25,6 +25,7 @@ from ..io import fsync_path, write_json_atomic
 from .entry import (
     FEATURES_DTYPE,
     FEATURES_FILE,
+    FILES_FILE,
     LABELS_FILE,
     META_FILE,
     PROGRESS_FILE,
@@ -48,10 +49,11 @@ Fill = Callable[[np.ndarray, int, Callable[[int], None]], None]
 
 def write_entry(folder: Path, key: str | None, *, count: int, dim: int, labels: np.ndarray, describe: dict,
                 fill: Fill, cache_root: Path, hint: str | None = None, start: int = 0,
-                resumable: bool = False) -> None:
+                resumable: bool = False, files: np.ndarray | None = None) -> None:
     """Write features (through `fill`, from row `start`: the rows before are in the features file
-    already), labels and meta.json into `folder`, all synced to disk. `resumable`: record in
-    progress.json how many rows are durable, as `fill` reports them written.
+    already), labels, the rows' file identities `files` where given (graft.features.reuse) and
+    meta.json into `folder`, all synced to disk. `resumable`: record in progress.json how many rows
+    are durable, as `fill` reports them written.
 
     A full disk or quota, when the space is reserved or later, raises a GraftError naming
     `cache_root` (with `hint` on where else to put the cache)."""
@@ -74,6 +76,8 @@ def write_entry(folder: Path, key: str | None, *, count: int, dim: int, labels: 
         crc = crc32(features)
         fsync_path(folder / FEATURES_FILE)
         _save_synced(folder / LABELS_FILE, lambda handle: np.save(handle, labels))
+        if files is not None:
+            _save_synced(folder / FILES_FILE, lambda handle: np.save(handle, files))
         meta = {"key": key, "count": count, "dim": dim, "dtype": FEATURES_DTYPE.name, "features_crc32": crc,
                 "created": time.time(), **describe}
         if key is None:
@@ -155,7 +159,7 @@ def build_in_temporary(key: str, *, count: int, dim: int, labels: np.ndarray, de
 
 
 def entry_bytes(count: int, dim: int) -> int:
-    return count * dim * FEATURES_DTYPE.itemsize + count * 8 + 4096  # features, labels, headers and meta
+    return count * dim * FEATURES_DTYPE.itemsize + count * 24 + 4096  # features, labels, files, headers, meta
 
 
 def disk_full(folder: Path, needed: int, error: OSError, *, hint: str | None = None) -> GraftError:
