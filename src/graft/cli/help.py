@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 # The README's order: train, ask what to train, use the model, look inside, then the helpers.
-ORDER = ("train", "advise", "predict", "evaluate", "explain", "export", "serve", "compare", "audit", "suggest", "demo",
+ORDER = ("train", "advise", "predict", "evaluate", "explain", "export", "serve", "compare", "audit", "suggest", "similar", "demo",
          "summary", "strategies", "backbones", "cache")
 
 

@@ -62,9 +62,10 @@ from . import cache as _cache  # noqa: E402
 from . import compare as _compare  # noqa: E402
 from . import explain as _explain  # noqa: E402
 from . import serve as _serve  # noqa: E402
+from . import similar as _similar  # noqa: E402
 from . import suggest as _suggest  # noqa: E402
 
-for _module in (_compare, _advise, _explain, _audit, _cache, _serve, _suggest):
+for _module in (_compare, _advise, _explain, _audit, _cache, _serve, _suggest, _similar):
     _module.register(app)
 
 DEMO_DATA = "demo_data/cifar10-sample"
