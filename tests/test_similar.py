@@ -145,3 +145,14 @@ def _main(args, capsys, monkeypatch):
         code = exit_info.code
     captured = capsys.readouterr()
     return code, captured.out + captured.err
+
+
+def test_the_features_go_to_the_cache_dir_given(data_with_a_shifted_copy, fresh_cache):
+    from graft.features import FeatureCache
+
+    query = data_with_a_shifted_copy / "train" / "green" / "002.png"
+    [answer] = similar(data_with_a_shifted_copy, [query], count=1, img_size=IMG_SIZE, workers=0, progress=False,
+                       cache_dir=fresh_cache)
+    assert answer.matches[0].path == query
+    counts = sorted(entry.count for entry in FeatureCache(fresh_cache / "features").entries())
+    assert counts == [1, 19]  # the query's features and the 19 training images', nothing else
