@@ -25,7 +25,7 @@ import numpy as np
 from ..data.discover import DataSplits
 from ..features import FeatureSet
 from ..features.derived import load_derived, store_derived
-from ..memory import float32_rows, give_back, standard_scaler
+from ..memory import float32_rows, give_back, release_pages, standard_scaler
 from .result import DuplicatePair, Imbalance, NearDuplicateGroup, Suspect
 
 DUPLICATE_THRESHOLD = 0.9
@@ -236,7 +236,9 @@ class _Subset:
         return len(self.index)
 
     def __getitem__(self, part: slice) -> np.ndarray:
-        return self.rows[self.index[part]]
+        rows = np.array(self.rows[self.index[part]])
+        release_pages(self.rows)  # the copy is taken: the map's pages leave this process (graft.memory)
+        return rows
 
 
 def identical_files(splits: DataSplits) -> list[DuplicatePair]:
