@@ -170,3 +170,18 @@ def test_an_interrupted_build_that_reuses_rows_goes_on_from_the_rows_it_complete
     assert cache.partials() == [] and cache.verify() == []
     np.testing.assert_allclose(np.asarray(resumed.features, dtype=np.float32),
                                _cold(backbone, after, tmp_path).astype(np.float32), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.slow
+def test_sharded_extraction_of_the_new_images_matches_one_process(setup, tmp_path, make_image):
+    data, backbone, cache = setup
+    backbone_features(backbone, find_data(data).train, split="train", cache=cache, runtime=QUIET)
+    for index in range(5):
+        make_image(data / "train" / "green" / f"new{index}.png", color=(30, 180, 40), seed=300 + index)
+    after = find_data(data).train
+    two = backbone_features(backbone, after, split="train", cache=cache, runtime=QUIET.but(devices=2))
+    assert sorted(path.name for path in two.path.iterdir()) == ["features.npy", "files.npy", "labels.npy",
+                                                                 "meta.json"]  # no scratch file left
+    assert cache.verify() == []
+    np.testing.assert_allclose(np.asarray(two.features, dtype=np.float32),
+                               _cold(backbone, after, tmp_path).astype(np.float32), rtol=1e-2, atol=1e-2)

@@ -27,7 +27,7 @@ from ..progress import image_progress
 from ..runtime import Runtime
 from .cache import FeatureCache
 from .entry import FeatureSet, cache_key
-from .reuse import identity_digests
+from .reuse import Reuse, identity_digests
 
 
 class ViewDataset(Dataset):
@@ -243,18 +243,9 @@ def _backbone_features(backbone: Backbone, samples: Sequence[Sample], files: str
         draft_size=draft_size_for(backbone.data_config.image_size, augmented),
     )
     label = f"{split} features" + (f" (view {view_number + 1})" if augmented else "")
-    if augmented:  # a view's crop depends on the image's index and seed: never taken from another list
-        return cache.build(
-            key,
-            count=len(samples),
-            dim=backbone.num_features,
-            labels=labels,
-            describe={**describe, "split": split},
-            fill=lambda out, start, written: extract_into(backbone, dataset, out, runtime=runtime, description=label,
-                                                         start=start, written=written, engines=engines),
-        )
-    settings = settings_key(describe)
-    reuse = cache.reusable(settings, digests, dim=backbone.num_features)
+    # An augmented view's crop depends on the image's index and seed: never taken from another list.
+    settings = None if augmented else settings_key(describe)
+    reuse = cache.reusable(settings, digests, dim=backbone.num_features) if settings else Reuse(count=len(samples))
 
     def fill(out: np.ndarray, start: int, written: Callable[[int], None]) -> None:
         if not reuse.sources:
@@ -266,7 +257,8 @@ def _backbone_features(backbone: Backbone, samples: Sequence[Sample], files: str
                       written=written, engines=engines)
 
     built = cache.build(key, count=len(samples), dim=backbone.num_features, labels=labels,
-                        describe={**describe, "split": split, "settings": settings}, fill=fill, files=digests)
+                        describe={**describe, "split": split, **({"settings": settings} if settings else {})},
+                        fill=fill, files=None if augmented else digests)
     if reuse.sources and runtime.progress:
         print(f"{label}: {reuse.reused:,} reused, {len(samples) - reuse.reused:,} extracted", file=sys.stderr,
               flush=True)
@@ -282,8 +274,7 @@ def _extract_rows(backbone: Backbone, dataset: Dataset, out: np.ndarray, rows: n
     count = len(out)
     subset = Subset(dataset, rows.tolist())
     if runtime.processes > 1 and runtime.engine == "torch":  # sharded: into a memory-mapped file of its own
-        folder = Path(getattr(out, "filename", None) or ".").parent
-        scratch = folder / f"rows-{uuid.uuid4().hex[:8]}.npy"
+        scratch = Path(out.filename).parent / f"rows-{uuid.uuid4().hex[:8]}.npy"  # type: ignore[attr-defined]  # a memmap
         try:
             computed = np.lib.format.open_memmap(scratch, mode="w+", dtype=out.dtype, shape=(len(rows), out.shape[1]))
             extract_into(backbone, subset, computed, runtime=runtime, description=description, engines=engines)
