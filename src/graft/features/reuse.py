@@ -6,8 +6,8 @@ graft.fingerprint.identity_digest of path, size, mtime, inode and ctime; not the
 not change the pixels) and in meta.json its settings key: everything that makes its features what
 they are but the list of files (backbone, weights, preprocessing, cut, engine, precision,
 transform). When an entry is missing, the complete entries with the same settings key are found by
-their meta.json alone; those sharing the most files give their rows first, each checked as a read
-checks it (a damaged one is reported, removed and never used). Augmented views are never reused:
+their meta.json (files.npy is read only for those); the entries sharing the most files give their
+rows first, each checked as a read checks it (a damaged one is reported, removed and never used). Augmented views are never reused:
 a view's crop depends on the image's index and seed. Entries made before files.npy existed have
 none and give nothing.
 """
