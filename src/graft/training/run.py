@@ -105,34 +105,62 @@ class Run:
     def _decide_finetune(self) -> tuple[int, str]:
         from ..advise.auto import VAL_COST, decide_finetune, epoch_seconds
         from ..config import parse_duration
-        from ..data.dataset import ImageDataset
-        from ..data.transforms import train_transform
-        from .budget import seconds_per_image
-        from .datasets import image_loader
 
-        config, splits, model = self.config, self.splits, self.model
+        config, splits = self.config, self.splits
         budget = parse_duration(config.strategy.budget)
         seconds_spent = time.perf_counter() - self.started
         seconds_left = None if budget is None else budget - seconds_spent
-        estimate, probe, figure = None, self.head_score or 0.0, "on val"
+        estimate, at_least, probe, figure = None, False, self.head_score or 0.0, "on val"
         if self.multilabel:  # as accuracy is: the share of val images answered wholly right (every label, at 0.5)
             assert self.head_logits is not None  # the probe's val answers
             probe = float(((self.head_logits >= 0) == self.targets(splits.val).astype(bool)).all(axis=1).mean())
             figure = "exact match on val (every label of an image right)"
-        if probe < self.good_enough and seconds_left is not None:
-            model.freeze_backbone(self.trainable)
-            views = ImageDataset(splits.train, train_transform(self.net.data_config, config.augment.to_augment(), pixels=True),
-                                 targets=self.targets(splits.train) if self.multilabel else None)
-            loader = image_loader(views, batch_size=self.runtime.batch_size, shuffle=True, workers=self.runtime.workers)
-            per_image = seconds_per_image(model, loader, runtime=self.runtime)
-            model.freeze_backbone()
-            estimate = epoch_seconds(per_image, train_images=len(splits.train), val_images=len(splits.val))
+        if probe < self.good_enough and seconds_left is not None and seconds_left > 0:
             # keep time for the evaluation after the last epoch (val and test, forward passes)
-            seconds_left -= per_image * VAL_COST * (len(splits.val) + len(splits.test))
+            evaluation = VAL_COST * (len(splits.val) + len(splits.test))
+            per_image, at_least = self._step_seconds(
+                lambda per_image: epoch_seconds(per_image, train_images=len(splits.train), val_images=len(splits.val))
+                + per_image * evaluation <= seconds_left)
+            estimate = epoch_seconds(per_image, train_images=len(splits.train), val_images=len(splits.val))
+            seconds_left -= per_image * evaluation
         decision = decide_finetune(probe_accuracy=probe, epochs=config.optim.epochs, epoch_seconds=estimate,
                                    seconds_left=seconds_left, seconds_spent=seconds_spent, good_enough=self.good_enough,
-                                   figure=figure)
+                                   figure=figure, at_least=at_least)
         return decision.epochs, decision.reason
+
+    def _step_seconds(self, epoch_fits) -> tuple[float, bool]:
+        """A training step's seconds per image for auto's decision, and whether it is a lower bound.
+
+        On a CPU it is timed on a few batches of SMALL_BATCH images first, which take little memory;
+        where even FULL_BATCH_SPEEDUP times that speed could not fit one epoch (`epoch_fits(seconds
+        per image)` is False), that bound is the answer and the full batch is never run. Otherwise, and
+        on a GPU, it is timed on full batches, as the image phase will run. The memory the steps took is
+        given back to the system afterwards."""
+        from ..advise.auto import FULL_BATCH_SPEEDUP, SMALL_BATCH
+        from ..data.dataset import ImageDataset
+        from ..data.transforms import train_transform
+        from ..memory import give_back
+        from .budget import seconds_per_image
+        from .datasets import image_loader
+
+        model, runtime, splits = self.model, self.runtime, self.splits
+        views = ImageDataset(splits.train, train_transform(self.net.data_config, self.config.augment.to_augment(), pixels=True),
+                             targets=self.targets(splits.train) if self.multilabel else None)
+
+        def timed(batch_size: int, steps: int) -> float:
+            loader = image_loader(views, batch_size=batch_size, shuffle=True, workers=runtime.workers)
+            return seconds_per_image(model, loader, runtime=runtime, steps=steps)
+
+        model.freeze_backbone(self.trainable)
+        try:
+            if runtime.device.type == "cpu" and runtime.batch_size > SMALL_BATCH:
+                bound = timed(SMALL_BATCH, steps=4) / FULL_BATCH_SPEEDUP
+                if not epoch_fits(bound):
+                    return bound, True
+            return timed(runtime.batch_size, steps=2), False
+        finally:
+            model.freeze_backbone()
+            give_back()
 
     def skip_images(self, *, recorded_as: str) -> None:
         from ..strategies import get_strategy
@@ -317,7 +345,7 @@ class Run:
                          processes=runtime.processes),
             image_loader(val, batch_size=runtime.batch_size * 2, shuffle=False, workers=runtime.workers),
             param_groups=groups, phase="images", epochs=optim.epochs, initial_score=self.plan.image_baseline(self),
-            settings=self.fit_settings(),
+            settings=self.fit_settings(), extra_callbacks=self.plan.image_callbacks(self),
         )
 
 
