@@ -58,6 +58,46 @@ def test_finetuning_runs_only_below_the_probe_line_and_within_the_budget():
     assert "--budget 11m allows all" in capped.reason  # (50 s spent + 5 x 100 s) x 1.2, in whole minutes
     short = decide_finetune(probe_accuracy=0.7, epochs=3, epoch_seconds=300.0, seconds_left=100.0)
     assert short.epochs == 0 and "takes about 5.0 min" in short.reason and "--budget 18m would fine-tune 3 epochs" in short.reason
+    bound = decide_finetune(probe_accuracy=0.7, epochs=3, epoch_seconds=300.0, seconds_left=100.0, at_least=True)
+    assert bound.epochs == 0 and "takes at least 5.0 min" in bound.reason and "--budget at least 18m" in bound.reason
+    spent = decide_finetune(probe_accuracy=0.7, epochs=3, epoch_seconds=None, seconds_left=-5.0, seconds_spent=605.0)
+    assert spent.epochs == 0 and "spent its --budget already (10.1 min so far)" in spent.reason
+
+
+def test_auto_measures_no_training_step_once_the_budget_is_spent(tiny_dataset, tmp_path, finetune_plan, monkeypatch):
+    # The 100,000-image case (issue 24, 5.3): extraction alone outran the budget, yet auto still ran
+    # full training batches to time an epoch that could never fit, and the run peaked there.
+    measured = []
+    monkeypatch.setattr("graft.training.budget.seconds_per_image", lambda *a, **k: measured.append(1) or 1.0)
+    messages: list[str] = []
+    run = graft.train(tiny_dataset, out=tmp_path, name="spent", budget="1s", **{**FAST, "log": messages.append})
+    assert run.record.strategy == "linear-probe" and not measured
+    assert any("spent its --budget already" in m for m in messages), messages
+
+
+def test_on_a_cpu_a_hopeless_epoch_is_ruled_out_on_small_batches(tiny_dataset, tmp_path, finetune_plan, monkeypatch):
+    # On 10,000 CIFAR images at 224 px, timing full batches of 32 peaked 1.45 GB above the loaded model
+    # to learn that an epoch takes 28 minutes (issue 24, 5.3): small batches say so for 0.24 GB.
+    from graft.advise.auto import FULL_BATCH_SPEEDUP, SMALL_BATCH
+
+    batches = []
+
+    def per_image(model, loader, **kwargs):
+        batches.append(loader.batch_size)
+        return 4.0 if loader.batch_size == SMALL_BATCH else 1.0
+
+    monkeypatch.setattr("graft.training.budget.seconds_per_image", per_image)
+    messages: list[str] = []
+    run = graft.train(tiny_dataset, out=tmp_path, name="hopeless", budget="20s",
+                      **{**FAST, "log": messages.append})
+    assert batches == [SMALL_BATCH] and run.record.strategy == "linear-probe"
+    assert any("takes at least" in m and "kept the probe" in m for m in messages), messages
+    # where the bound fits, the full batch is timed and decides, as before
+    batches.clear()
+    run = graft.train(tiny_dataset, out=tmp_path, name="plausible", budget="2h",
+                      **{**FAST, "log": messages.append})
+    assert batches == [SMALL_BATCH, FAST["batch_size"]] and run.record.strategy == "probe-finetune"
+    assert FULL_BATCH_SPEEDUP > 1
 
 
 def test_auto_on_small_easy_data_is_the_linear_probe(tiny_dataset, tmp_path):
@@ -175,3 +215,34 @@ def test_cli_budget_and_advise_say_what_auto_does(tiny_dataset, tmp_path, capsys
     assert code == 2 and "--budget 'ten minutes'" in output and not list(tmp_path.iterdir())
     code, output = run_main(["advise", tiny_dataset, "--img-size", "32"], capsys, monkeypatch)
     assert code == 0 and "(strategy auto, the default) does with this data" in output and "auto: " in output
+
+
+def test_fine_tuning_stops_only_when_it_cannot_catch_the_probe():
+    from graft.strategies.builtin import cannot_catch_probe
+
+    # The curves the rule was measured on (val accuracy of each image epoch against the probe's,
+    # benchmarks/calibration/finetune_curves.py): none is stopped, tuned sets or held-out ones.
+    curves = {"flowers": (0.93, 100, [0.88, 0.93, 0.93, 0.91, 0.94]), "catdog": (0.75, 200, [0.71, 0.81, 0.82, 0.785, 0.79]),
+              "digits": (0.977, 300, [0.947, 0.947, 0.977, 0.99, 0.97]), "cifar3": (0.75, 24, [0.708, 0.75, 0.792, 0.667, 0.792]),
+              "flowers-grey": (0.87, 100, [0.81, 0.88, 0.88, 0.86, 0.86]),
+              "flowers60 (held out)": (0.893, 150, [0.907, 0.947, 0.933, 0.907, 0.92]),
+              "cifar5 (held out)": (0.752, 125, [0.704, 0.752, 0.76, 0.768, 0.744])}
+    for name, (probe, images, curve) in curves.items():
+        for done in range(1, len(curve)):
+            assert cannot_catch_probe(probe=probe, best=max(curve[:done]), epochs_done=done, val_images=images) is None, name
+    # 20 points behind after the first epoch, or 8 after the third, on 400 val images: beyond any catch-up seen
+    assert "after image epoch 1" in cannot_catch_probe(probe=0.9, best=0.7, epochs_done=1, val_images=400)
+    assert "trails the probe's 90.0% by 8.0%" in cannot_catch_probe(probe=0.9, best=0.82, epochs_done=3, val_images=400)
+    assert cannot_catch_probe(probe=0.9, best=0.82, epochs_done=1, val_images=400) is None  # early: it may still catch up
+
+
+def test_probe_finetune_stops_fine_tuning_that_cannot_catch_the_probe(tiny_dataset, tmp_path, monkeypatch):
+    # No catch-up allowed at all: the first image epoch that does not beat the probe by two standard
+    # errors ends fine-tuning, which is said, recorded, and the run ends as probe-finetune runs end.
+    monkeypatch.setattr("graft.strategies.builtin.CATCH_UP", (-1.0,) * 4)
+    messages: list[str] = []
+    run = graft.train(tiny_dataset, out=tmp_path, strategy="probe-finetune", **{**FAST, "epochs": 3, "log": messages.append})
+    assert [row.phase for row in run.history].count("images") == 1, messages
+    assert any(m.startswith("probe-finetune: stopped fine-tuning after image epoch 1") for m in messages), messages
+    assert "stopped fine-tuning after image epoch 1" in run.record.advice["auto"]["stopped_fine_tuning"]
+    assert run.record.advice["auto"]["kept"] in ("probe", "fine-tuned")

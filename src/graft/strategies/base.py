@@ -112,6 +112,11 @@ class Strategy:
         fine-tuning only makes it worse. None: every epoch counts (the best is kept)."""
         return run.head_score
 
+    def image_callbacks(self, run: RunState) -> list:
+        """Lightning callbacks the image phase's fit runs besides graft's own (probe-finetune: stop
+        fine-tuning that cannot catch the probe)."""
+        return []
+
     def after_images(self, run: RunState, best_epoch: int | None) -> None:
         """Called after the image phase, the model holding its best epoch (`best_epoch`, from 0;
         None where no epoch beat `image_baseline`)."""

@@ -118,6 +118,27 @@ class History(L.Callback):
             write_json_atomic(self.path, self.rows)
 
 
+class StopWhenBehind(L.Callback):
+    """Stop a fit after an epoch where `judge(best val figure so far, epochs done)` gives a reason
+    (None: go on); the reason is said through `say` once and kept in `reason`. The best so far is
+    read from the fit's History, so a resumed fit counts the epochs before the interruption too."""
+
+    def __init__(self, judge, *, monitor: str, say=None):
+        self.judge, self.monitor, self.say = judge, monitor, say
+        self.reason: str | None = None
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # after the epoch's validation, as History
+        history = next((c for c in trainer.callbacks if isinstance(c, History)), None)
+        scores = [row[self.monitor] for row in (history.rows if history else []) if row.get(self.monitor) is not None]
+        if not scores or self.reason is not None or trainer.current_epoch + 1 >= (trainer.max_epochs or 0):
+            return
+        self.reason = self.judge(max(scores), trainer.current_epoch + 1)
+        if self.reason is not None:
+            trainer.should_stop = True
+            if self.say and trainer.is_global_zero:
+                self.say(self.reason)
+
+
 class EpochSetter(L.Callback):
     """Tell a dataset which epoch it is (cached augmented views cycle one per epoch)."""
 
