@@ -7,9 +7,11 @@ interleaved rounds, the median round's ratio reported:
 (b) `python -m graft --help` (what the `graft` script runs): target under 0.5 s;
 (c) baseline: a bare import of what a cached linear-probe run needs (torch, torchvision, timm,
     safetensors, scikit-learn's logistic regression and metrics, matplotlib's Agg backend, Pillow);
-(d) `python -m graft train DATA --strategy linear-probe --img-size 64 --out TMP` as a user types it
-    (report and audit on), with everything already in a private GRAFT_CACHE: target (d)/(c) at most 1.3x.
-DATA: 3 classes of 20 images copied from DATA/train. One more run of (b) and of (d) records which
+(d) `python -m graft train DATA --strategy linear-probe --img-size IMG_SIZE --out TMP` as a user types
+    it (report and audit on), with everything already in a private GRAFT_CACHE: target (d)/(c) at most
+    1.3x (issue 24 asked for at most 2x on its 398 photos: `--set startup.per_class=130 --set
+    startup.img_size=224 --data ../shared/datasets/flowers-dev`).
+DATA: 3 classes of PER_CLASS images copied from DATA/train. One more run of (b) and of (d) records which
 heavy modules each imported.
 """
 
@@ -25,10 +27,12 @@ from ._runs import BenchmarkFailed, Context, Parameter, class_folders, graft_com
 
 PARAMETERS = {
     "rounds": Parameter(5, 1, "timed rounds"),
+    "per_class": Parameter(20, 20, "images per class in DATA (3 classes), copied from DATA/train"),
+    "img_size": Parameter(64, 64, "--img-size of the cached run"),
 }
 HELP_TARGET_S = 0.5
 CACHED_RUN_TARGET = 1.3  # (d) / (c)
-CLASSES, PER_CLASS = 3, 20
+CLASSES = 3
 CACHED_IMPORTS = ("torch, torchvision, timm, safetensors.torch, sklearn.linear_model, sklearn.metrics, "
                   "matplotlib.backends.backend_agg, PIL.Image")
 HEAVY = ("torch", "torchvision", "timm", "lightning", "sklearn", "matplotlib")
@@ -44,10 +48,17 @@ runpy.run_module("graft", run_name="__main__", alter_sys=True)
 """
 
 
-def copy_data(source: Path, target: Path) -> Path:
+def key(values: dict) -> str:
+    """Where the figures are kept: "startup" at the default size, else a key naming the data's size."""
+    default = {name: parameter.full for name, parameter in PARAMETERS.items()}
+    same = all(values[name] == default[name] for name in ("per_class", "img_size"))
+    return "startup" if same else f"startup_{values['per_class']}_per_class_{values['img_size']}px"
+
+
+def copy_data(source: Path, target: Path, per_class: int) -> Path:
     for class_dir in class_folders(source / "train")[:CLASSES]:
         (target / class_dir.name).mkdir(parents=True)
-        for image in image_files(class_dir)[:PER_CLASS]:
+        for image in image_files(class_dir)[:per_class]:
             shutil.copy2(image, target / class_dir.name / image.name)
     return target
 
@@ -60,12 +71,13 @@ def seconds(command: list[str], env: dict[str, str]) -> float:
     return took
 
 
-def run(context: Context, *, rounds: int) -> dict:
+def run(context: Context, *, rounds: int, per_class: int, img_size: int) -> dict:
     import os
 
     env = {**os.environ, **context.env, "COLUMNS": "200"}  # a private cache, filled below
-    data = copy_data(context.data, context.work / "data")
-    train = ["train", str(data), "--strategy", "linear-probe", "--img-size", "64", "--out", str(context.work / "runs")]
+    data = copy_data(context.data, context.work / "data", per_class)
+    train = ["train", str(data), "--strategy", "linear-probe", "--img-size", str(img_size), "--out",
+             str(context.work / "runs")]
     commands = {
         "a": [sys.executable, "-c", "import torch"],
         "b": graft_command("--help"),
@@ -92,8 +104,8 @@ def run(context: Context, *, rounds: int) -> dict:
                    f"cached linear-probe run {run_pair.ratio:.2f}x its bare imports (target <= {CACHED_RUN_TARGET}x)",
         "commands": {"a": "python -c 'import torch'", "b": "python -m graft --help",
                      "c": f"python -c 'import {CACHED_IMPORTS}'",
-                     "d": "python -m graft train DATA --strategy linear-probe --img-size 64 --out TMP (cached)"},
-        "data": f"{CLASSES} classes x {PER_CLASS} images from DATA/train",
+                     "d": f"python -m graft train DATA --strategy linear-probe --img-size {img_size} --out TMP (cached)"},
+        "data": f"{CLASSES} classes x {per_class} images from DATA/train",
         "help": {**help_pair.summary(), "met": help_s < HELP_TARGET_S, "target_s": HELP_TARGET_S},
         "cached_run": {**run_pair.summary(), "met": run_pair.ratio <= CACHED_RUN_TARGET, "target": CACHED_RUN_TARGET},
         "cache_fill_s": round(fill_s, 2), "cached_run_timings": run_metrics["timings"],
