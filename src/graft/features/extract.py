@@ -23,6 +23,7 @@ from ..data.images import draft_size_for, load_image
 from ..data.transforms import Augment, eval_transform, train_transform
 from ..engines import CompileError, choose_engine, frozen_forward
 from ..fingerprint import file_identity, files_fingerprint
+from ..memory import give_back
 from ..progress import image_progress
 from ..runtime import Runtime
 from .cache import FeatureCache
@@ -107,6 +108,7 @@ def extract_into(
             update(len(batch))
             if written is not None:
                 written(row)
+    give_back()  # the engine's buffers, freed with it, to the system (the run's later steps need room)
 
 
 def _extract_sharded(backbone, dataset, out: np.memmap, *, runtime: Runtime, start: int = 0) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import GraftError
 from ..io import fsync_path, write_json_atomic
+from ..memory import drop_flushed_pages
 from .entry import (
     FEATURES_DTYPE,
     FEATURES_FILE,
@@ -67,6 +68,7 @@ def write_entry(folder: Path, key: str | None, *, count: int, dim: int, labels: 
             if not resumable or rows >= count or time.monotonic() - recorded < PROGRESS_EVERY_S:
                 return  # all rows done: the entry is about to be complete anyway
             features.flush()  # the rows first, on disk for sure; only then the count that says so
+            drop_flushed_pages(features)  # written and flushed: they need not stay in this process
             fsync_path(path)
             write_json_atomic(folder / PROGRESS_FILE, {"rows": rows, "count": count, "dim": dim})
             recorded = time.monotonic()

@@ -68,23 +68,23 @@ def train(
                     resume=Path(resume) if resume is not None else None)
         with interrupts_named(run):
             # 2. Head phase: the backbone frozen, its features once per image and view (cached), the head on them.
-            run.stage = "the head phase (features of the frozen backbone, then the head)"
+            run.enter("the head phase (features of the frozen backbone, then the head)")
             head_phase(run)
             # 3. Image phase: the stages the strategy names train on images; its hooks run before and after.
-            run.stage = "the image phase"
+            run.enter("the image phase")
             image_phase(run)
             # 4. Evaluate the model kept on val and test.
-            run.stage = "the evaluation"
+            run.enter("the evaluation")
             evaluate(run)
             # 5. Save it: model.safetensors + graft.json, written whole.
             save(run)
             run.saved = True
             classifier = Classifier(run.model, run.splits.classes, run.record, runtime=run.runtime, folder=run.run_dir)
             # 6. The report: curves, confusion matrices, the most confident mistakes and where the model looked.
-            run.stage = "the report"
+            run.enter("the report")
             report(run)
             # 7. The run's ONNX export in the cache (CPU), so that its first predict needs no torch; metrics.json.
-            run.stage = "the export for fast prediction"
+            run.enter("the export for fast prediction")
             export(run, classifier)
         assert run.record is not None and run.metrics is not None  # set by save
         return RunResult(run_dir=run.run_dir, classifier=classifier, record=run.record, metrics=run.metrics)

@@ -102,6 +102,16 @@ class Run:
             self.config = self.config.replace(epochs=epochs)
         return epochs
 
+    def enter(self, stage: str) -> None:
+        """Begin the next step of the run (`stage` says it if the user interrupts the run), the memory
+        the last one freed given back to the system: the C library keeps freed memory for later
+        allocations, and a default run's peak was made of steps piled on what earlier ones had freed
+        (issue 24, docs/benchmarks.md "Memory of a default run")."""
+        from ..memory import give_back
+
+        self.stage = stage
+        give_back()
+
     def _decide_finetune(self) -> tuple[int, str]:
         from ..advise.auto import VAL_COST, decide_finetune, epoch_seconds
         from ..config import parse_duration
