@@ -71,7 +71,7 @@ def _fitted(features: FeatureSet, *, C: float | None, seed: int, balanced: bool)
              **({"class_weight": "balanced"} if balanced else {})}  # absent when off: older entries stay valid
     arrays = load_derived(features, "logreg", parts)
     if arrays is None or "cv_accuracy" not in arrays:  # entries stored before cv_accuracy was kept: fit again
-        weight, bias, chosen, accuracy = _fit(np.asarray(features.features, dtype=np.float32), np.asarray(features.labels),
+        weight, bias, chosen, accuracy = _fit(np.asarray(features.features, dtype=np.float64), np.asarray(features.labels),
                                               C, seed, class_weight="balanced" if balanced else None)
         arrays = {"weight": weight, "bias": bias, "C": np.array([chosen]), "cv_accuracy": np.array([accuracy])}
         store_derived(features, "logreg", parts, arrays)
@@ -84,7 +84,10 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float | None, seed: int,
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
-    scaler = StandardScaler().fit(x)
+    # Standardised in place, in float64, what scikit-learn fits on: no copy of its own (on 10,000
+    # images, 307 MB above the features with a float32 copy, a standardised one and scikit-learn's float64 one)
+    x = np.asarray(x, dtype=np.float64)
+    scaler = StandardScaler(copy=False).fit(x)
     folds = min(5, int(np.bincount(y).min()))
     # One BLAS thread: beside torch's OpenMP threads, scikit-learn's multi-threaded BLAS ran this fit
     # dozens of times slower (threads spinning against each other), not faster.
@@ -96,7 +99,7 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float | None, seed: int,
         else:
             regression = LogisticRegression(C=1.0 if C is None else C, max_iter=2000, random_state=seed,
                                             class_weight=class_weight)
-        regression.fit(scaler.transform(x), y)
+        regression.fit(scaler.transform(x), y)  # x standardised in place
     chosen = float(regression.C_[0]) if hasattr(regression, "C_") else float(regression.C)
     # scores_: one (folds x Cs) array per class, the same for every class of a multinomial fit
     accuracy = float(np.mean(next(iter(regression.scores_.values())), axis=0).max()) if hasattr(regression, "scores_") else np.nan
