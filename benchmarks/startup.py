@@ -9,8 +9,8 @@ interleaved rounds, the median round's ratio reported:
     safetensors, scikit-learn's logistic regression and metrics, matplotlib's Agg backend, Pillow);
 (d) `python -m graft train DATA --strategy linear-probe --img-size IMG_SIZE --out TMP` as a user types
     it (report and audit on), with everything already in a private GRAFT_CACHE: target (d)/(c) at most
-    1.3x (issue 24 asked for at most 2x on its 398 photos: `--set startup.per_class=130 --set
-    startup.img_size=224 --data ../shared/datasets/flowers-dev`).
+    1.3x (issue 24 asked for at most 2x on its 398 photos: 300 of flowers-dev's with `--set
+    startup.per_class=100 --set startup.img_size=224 --data ../shared/datasets/flowers-dev`).
 DATA: 3 classes of PER_CLASS images copied from DATA/train. One more run of (b) and of (d) records which
 heavy modules each imported.
 """
