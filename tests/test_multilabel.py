@@ -223,3 +223,17 @@ def test_the_worst_label_decisions_are_false_positives_and_negatives_with_the_cl
     assert found[0].probability == pytest.approx(1 / (1 + np.exp(-2.0)))
     assert found[1].probability == pytest.approx(1 - 1 / (1 + np.exp(3.0)))
     assert found[0].pair.heatmap.shape and found[0].method in ("CAM", "Grad-CAM")
+
+
+@pytest.mark.slow  # four more runs
+@pytest.mark.parametrize("name", ["partial", "truncate", "probe-finetune", "scratch"])
+def test_the_other_strategies_train_several_labels_per_image(tiny_multilabel, tmp_path, name):
+    run = graft.train(tiny_multilabel, strategy=name, out=tmp_path, name=name, **LEARN)
+    val = run.metrics.val
+    assert isinstance(val, MultiLabelEvaluation) and run.record.task == "multilabel"
+    assert set(run.record.thresholds["per_class"]) == {"blue", "green", "red"}
+    phase = "head" if name == "truncate" else "images"  # truncate trains a head on a frozen, cut base
+    epochs = [row for row in run.history if row.phase == phase]
+    assert epochs and all(0 <= row.val_map <= 1 for row in epochs)  # its fit followed val mAP
+    # a pretrained base (whole or cut) tells three colours apart; random weights (scratch) in 2 epochs beat chance
+    assert val.map_macro >= (0.85 if name != "scratch" else 0.4), (name, val.map_macro)
