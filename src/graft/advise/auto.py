@@ -182,7 +182,7 @@ def decide_finetune(*, probe_accuracy: float, epochs: int, epoch_seconds: float 
     if probe_accuracy >= good_enough:
         return FinetuneDecision(0, f"the linear probe reached {probe_accuracy:.1%} {figure} (at least "
                                    f"{good_enough:.0%}): fine-tuning would cost minutes for little; kept the probe.")
-    if seconds_left is not None and seconds_left <= 0:
+    if seconds_left is not None and seconds_left <= 0 and epoch_seconds is None:  # spent before anything was timed
         return FinetuneDecision(0, f"the linear probe reached {probe_accuracy:.1%} {figure}, but the run has spent "
                                    f"its --budget already ({_duration(seconds_spent)} so far): kept the probe "
                                    "(a larger --budget, or --budget 0 for no limit, would fine-tune).")
@@ -194,7 +194,7 @@ def decide_finetune(*, probe_accuracy: float, epochs: int, epoch_seconds: float 
         takes = "at least" if at_least else "about"
         more = "at least " if at_least else ""
         return FinetuneDecision(0, f"the linear probe reached {probe_accuracy:.1%} {figure}, but one fine-tuning epoch "
-                                   f"takes {takes} {_duration(epoch_seconds)} and the budget leaves {_duration(seconds_left)}: "
+                                   f"takes {takes} {_duration(epoch_seconds)} and the budget leaves {_duration(max(0.0, seconds_left))}: "
                                    f"kept the probe (--budget {more}{_budget_for(epoch_seconds, epochs, seconds_spent)} would "
                                    f"fine-tune {epochs} epochs).")
     run = min(epochs, fit)
