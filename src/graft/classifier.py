@@ -137,6 +137,28 @@ class Classifier(BatchPredictor):
         return BatchPredictor.evaluate_images(self.using(engine), data, batch_size=batch_size, tta=tta,
                                               threshold=threshold)
 
+    def backbone_weights_id(self) -> str:
+        """The feature cache's name for this model's backbone weights, as training named them: the
+        starting weights where the run left them unchanged (so the features training cached are read
+        back), else a digest of the trained weights' values. Needs the run record."""
+        import hashlib
+
+        from .backbones.weights import describe_weights
+        from .strategies import get_strategy
+
+        if self.record is None:
+            raise GraftError("This model has no run record (graft did not train it): which weights its backbone "
+                             "started from is not known.")
+        backbone, config = self.model.backbone, self.record.config
+        plan = get_strategy(self.record.strategy)
+        if plan.pretrained and not (plan.image_phase and plan.trainable(backbone, config.strategy) != []):
+            return describe_weights(config.strategy.weights)
+        digest = hashlib.sha256()
+        for name, tensor in sorted(backbone.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return f"run:{digest.hexdigest()[:24]}"
+
     def save(self, folder: str | Path) -> Path:
         if self.record is None:
             raise GraftError("This model has no run record (graft did not train it), so it cannot be saved as a graft model.")

@@ -157,7 +157,7 @@ def _from_run(run: str | Path, *, progress: bool):
     """A run folder's training split, its backbone (keyed in the cache as training keyed it) and runtime."""
     from .classifier import load
     from .data.discover import find_data
-    from .suggest import _run_backbone
+    from .suggest import run_backbone
 
     classifier = load(run)
     record = classifier.record
@@ -171,7 +171,7 @@ def _from_run(run: str | Path, *, progress: bool):
                          "instead of the run.")
     config = record.config
     splits = find_data(source, val_split=config.data.val_split, seed=config.data.seed, task=config.data.task)
-    return splits, _run_backbone(classifier, record), config.runtime.resolve(progress=progress)
+    return splits, run_backbone(classifier), config.runtime.resolve(progress=progress)
 
 
 def _from_data(data: str | Path, *, backbone: str | None, weights: str, img_size: int | None, val_split: float,

@@ -403,7 +403,7 @@ def suggest_for_run(run: str | Path, images: Sequence[str | Path], *, count: int
     classifier, record, source = _open_run(run)
     config = record.config
     splits = find_data(source, val_split=config.data.val_split, seed=config.data.seed, task=config.data.task)
-    backbone, runtime = _run_backbone(classifier, record), config.runtime.resolve(progress=progress)
+    backbone, runtime = run_backbone(classifier), config.runtime.resolve(progress=progress)
     labelled = [_features(backbone, samples, split, runtime)
                 for split, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test)) if samples]
     unlabelled = _features(backbone, [Sample(path, -1) for path in paths], "unlabelled", runtime)
@@ -460,25 +460,11 @@ def _open_run(run: str | Path) -> tuple[Classifier, RunRecord, str]:
     return classifier, record, record.data.source
 
 
-def _run_backbone(classifier: Classifier, record: RunRecord):
-    """The run's backbone, its `weights_id` (a key of the feature cache) set as training set it: the
-    starting weights where the strategy kept them frozen (so the features training cached are read
-    back), else a digest of the trained weights (graft.explain.channels keys a run's features so)."""
-    import hashlib
-
-    from .backbones.weights import describe_weights
-    from .strategies import get_strategy
-
+def run_backbone(classifier: Classifier):
+    """The run's backbone, its `weights_id` (a key of the feature cache) set as training set it
+    (Classifier.backbone_weights_id), so that the features training cached are read back."""
     backbone = classifier.model.backbone
-    plan = get_strategy(record.strategy)
-    if plan.pretrained and not (plan.image_phase and plan.trainable(backbone, record.config.strategy) != []):
-        backbone.weights_id = describe_weights(record.config.strategy.weights)
-        return backbone
-    digest = hashlib.sha256()
-    for name, tensor in sorted(backbone.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    backbone.weights_id = f"run:{digest.hexdigest()[:24]}"
+    backbone.weights_id = classifier.backbone_weights_id()
     return backbone
 
 

@@ -236,7 +236,6 @@ def run_top_channels(classifier: Classifier, *, stage: int = -1, images: int | N
     from ..advise.measure import stratified_sample
     from ..data.discover import find_data
     from ..io import refuse_overwrite
-    from ..strategies import get_strategy
 
     record = classifier.record
     if record is None or record.data is None or not record.data.source:
@@ -258,9 +257,7 @@ def run_top_channels(classifier: Classifier, *, stage: int = -1, images: int | N
     if out_dir is not None:  # before any work: the figure's name is known from the stage
         chosen = pick_stage(backbone_stages(backbone), stage, backbone=backbone.name)
         refuse_overwrite([Path(out_dir) / f"channels-stage-{chosen.index}.png"], flag="--out", overwrite=overwrite)
-    plan = get_strategy(record.strategy)
-    trained = not plan.pretrained or (plan.image_phase and plan.trainable(backbone, config.strategy) != [])
-    weights_id = _run_weights_id(classifier, backbone) if trained else backbone_weights_id(config.strategy.weights)
+    weights_id = classifier.backbone_weights_id()
     cache = FeatureCache()  # graft's cache, or the command's --cache-dir (graft.runtime.use_cache_dir)
     runtime = config.runtime.resolve(progress=progress)
     result = top_channels(backbone, samples, splits.classes, stage=stage, weights_id=weights_id, runtime=runtime,
@@ -269,23 +266,6 @@ def run_top_channels(classifier: Classifier, *, stage: int = -1, images: int | N
         result.png = write_png(channels_figure(result, backbone=backbone.name),
                                Path(out_dir) / f"channels-stage-{result.stage.index}.png")
     return result
-
-
-def backbone_weights_id(weights: str) -> str:
-    from ..backbones.weights import describe_weights
-
-    return describe_weights(weights)
-
-
-def _run_weights_id(classifier: Classifier, backbone: Backbone) -> str:
-    """The backbone was trained in the run: its features are the run's own, keyed by its weights' values."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(backbone.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return f"run:{digest.hexdigest()[:24]}"
 
 
 def channels_figure(result: StageChannels, *, backbone: str, panel_inches: float = 1.35) -> Figure:
