@@ -6,6 +6,7 @@ anything in them.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +203,30 @@ def linear_probe_run(tiny_dataset, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("linear-probe-run")
     return graft.train(tiny_dataset, strategy="linear-probe", out=out, name="lp", **FAST)
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(app):
+    """Serve the ASGI `app` with uvicorn in a thread of this process, on 127.0.0.1 and a free port;
+    yields its base URL, and stops it on leaving."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from graft.serve import bind, url
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield url(sock)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

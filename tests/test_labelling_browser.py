@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-import threading
-import time
 
 import pytest
 
@@ -27,30 +25,16 @@ from test_labelling import images, suggested, unlabelled  # noqa: E402,F401  (te
 @pytest.fixture
 def served(images, tiny_dataset, tmp_path):  # noqa: F811  (the fixture imported above)
     """(base URL, session): the labelling page over the suggestions, uvicorn in a thread on 127.0.0.1."""
-    import uvicorn
-
+    from conftest import uvicorn_in_thread
     from graft.labelling import LabellingSession
-    from graft.serve import bind, url
     from graft.serve.labelling import create_labelling_app
 
     items, classes = images
     data = tmp_path / "data"
     shutil.copytree(tiny_dataset, data)
     session = LabellingSession(items, classes, labels_csv=tmp_path / "work" / "labels.csv", data=data)
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_labelling_app(session), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield url(sock), session
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    with uvicorn_in_thread(create_labelling_app(session)) as base:
+        yield base, session
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import threading
-import time
 
 import pytest
 
@@ -46,25 +44,14 @@ def served_multilabel(tiny_multilabel, tmp_path_factory):
 
 @contextlib.contextmanager
 def _serving(classifier, name: str):
-    import uvicorn
-
-    from graft.serve import bind, create_app, url
+    from conftest import uvicorn_in_thread
+    from graft.serve import create_app
 
     app = create_app(classifier, name=name)
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
     try:
-        yield url(sock), classifier, app.state.batcher.engine
+        with uvicorn_in_thread(app) as base:
+            yield base, classifier, app.state.batcher.engine
     finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
         app.state.batcher.close()
 
 
