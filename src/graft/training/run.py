@@ -128,10 +128,13 @@ class Run:
         if probe < self.good_enough and seconds_left is not None and seconds_left > 0:
             # keep time for the evaluation after the last epoch (val and test, forward passes)
             evaluation = VAL_COST * (len(splits.val) + len(splits.test))
-            per_image, at_least = self._step_seconds(
-                lambda per_image: epoch_seconds(per_image, train_images=len(splits.train), val_images=len(splits.val))
-                + per_image * evaluation <= seconds_left)
-            estimate = epoch_seconds(per_image, train_images=len(splits.train), val_images=len(splits.val))
+
+            def epoch(per_image: float) -> float:
+                return epoch_seconds(per_image, train_images=len(splits.train), val_images=len(splits.val))
+
+            left = seconds_left
+            per_image, at_least = self._step_seconds(lambda per_image: epoch(per_image) + per_image * evaluation <= left)
+            estimate = epoch(per_image)
             seconds_left -= per_image * evaluation
         decision = decide_finetune(probe_accuracy=probe, epochs=config.optim.epochs, epoch_seconds=estimate,
                                    seconds_left=seconds_left, seconds_spent=seconds_spent, good_enough=self.good_enough,
