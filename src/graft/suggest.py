@@ -180,12 +180,14 @@ def suggest(
 
     from threadpoolctl import threadpool_limits
 
+    from .unknown import unit_rows
+
     # One BLAS thread: the greedy picks are many small products, which a multi-threaded BLAS on a shared
     # CPU ran about 50 times slower (1.2 s against 0.02 s for 100 picks among 1,000 images).
     with threadpool_limits(limits=1):
         score = _unlikeness_score(train, seed)
         unlikeness = score.score(rows) if len(rows) else np.zeros(0)
-        unit = _unit(rows, score.arrays["unknown.mean"])
+        unit = unit_rows(rows, score.arrays["unknown.mean"]).astype(np.float32)
         ordered = np.sort(probs, axis=1)[:, ::-1]
         margin = ordered[:, 0] - ordered[:, 1] if len(rows) else np.zeros(0)
         exact = probs.astype(np.float64)
@@ -348,10 +350,10 @@ def _unlikeness_score(train: np.ndarray, seed: int):
     keeps UNLIKE_RECALL of the training images, each scored by its nearest other training image (k = 2:
     the nearest is itself; a seeded sample of THRESHOLD_SAMPLE of them); an infinite threshold where
     there are too few training images to leave one out at that share."""
-    from .unknown import DEFAULT_K, UnknownScore, choose_threshold
+    from .unknown import DEFAULT_K, UnknownScore, choose_threshold, unit_rows
 
     mean = train.mean(axis=0, dtype=np.float64).astype(np.float32)
-    arrays = {"unknown.mean": mean, "unknown.train": _unit(train, mean)}  # the knn score's arrays (UnknownScore.tensors)
+    arrays = {"unknown.mean": mean, "unknown.train": unit_rows(train, mean).astype(np.float32)}  # the knn score's arrays (UnknownScore.tensors)
     score = UnknownScore(kind="knn", threshold=math.inf, known_recall=UNLIKE_RECALL, k=DEFAULT_K, val_images=0,
                          val_kept=1.0, arrays=arrays)
     if len(train) < math.ceil(round(1 / (1 - UNLIKE_RECALL), 9)):
@@ -375,11 +377,6 @@ def _rows(array: np.ndarray, what: str, *, dim: int | None = None, empty: bool =
     if not np.isfinite(rows).all():
         raise GraftError(f"The {what} hold values that are not finite (NaN or infinite).")
     return rows
-
-
-def _unit(rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    centred = rows - mean
-    return (centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 # -- A run and a folder of unlabelled images -----------------------------------------------------------

@@ -254,7 +254,8 @@ def _rows(array: np.ndarray, what: str, *, dim: int | None = None) -> np.ndarray
     return rows
 
 
-def _unit(rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
+def unit_rows(rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """`rows` minus `mean`, each scaled to length 1: their dot products are centred cosine similarities."""
     centred = rows - mean
     return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
 
@@ -264,7 +265,7 @@ def _fit_knn(train: np.ndarray, k: int) -> dict[str, np.ndarray]:
         raise GraftError(f"The knn score of unknown images compares each image with its {k} nearest training images, "
                          f"and there are {len(train)}; add training images or lower k.")
     mean = train.mean(axis=0, dtype=np.float64).astype(np.float32)
-    return {"unknown.mean": mean, "unknown.train": _unit(train, mean).astype(np.float32)}
+    return {"unknown.mean": mean, "unknown.train": unit_rows(train, mean).astype(np.float32)}
 
 
 def _knn_score(rows: np.ndarray, arrays: dict[str, np.ndarray], k: int) -> np.ndarray:
@@ -272,7 +273,7 @@ def _knn_score(rows: np.ndarray, arrays: dict[str, np.ndarray], k: int) -> np.nd
     train = arrays["unknown.train"]
     scores = np.empty(len(rows), dtype=np.float64)
     for start in range(0, len(rows), QUERY_BLOCK):
-        similarity = _unit(rows[start : start + QUERY_BLOCK], arrays["unknown.mean"]) @ train.T
+        similarity = unit_rows(rows[start : start + QUERY_BLOCK], arrays["unknown.mean"]) @ train.T
         kth = np.partition(similarity, len(train) - k, axis=1)[:, len(train) - k]
         scores[start : start + QUERY_BLOCK] = 1.0 - kth
     return scores
