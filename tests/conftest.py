@@ -133,14 +133,24 @@ def tiny_flat_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def isolated_cache(tmp_path_factory):
-    """graft's cache for the whole session: a temporary folder, never the user's ~/.cache.
+    """graft's cache for the whole session: a temporary folder, never the user's ~/.cache; and the
+    session's temporary files (TMPDIR) in the base folder pytest removes.
 
     Shared on purpose: features and traced graphs of the same images and networks are made once per
     session. A test whose subject is the cache (or which must see a fresh extraction) takes its own
     with `fresh_cache`. Session-scoped so that it is in place before module-scoped fixtures that train.
     """
+    import tempfile
+
+    temporary = tmp_path_factory.getbasetemp() / "tmp"
+    temporary.mkdir(exist_ok=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRAFT_CACHE", str(session_cache(tmp_path_factory)))
+        # Temporary files of graft and of the processes tests start go inside the session's base
+        # folder too, which pytest removes: one a killed process leaves (graft.io.process_folder's,
+        # removed at a normal exit) does not pile up in /tmp run after run.
+        patch.setenv("TMPDIR", str(temporary))
+        patch.setattr(tempfile, "tempdir", str(temporary))
         yield
 
 
