@@ -113,14 +113,22 @@ class BatchPredictor:
         unknown score is the image's own."""
         if self.unknown is None:
             return self.scores(pixels, tta=tta), None
-        probabilities, features = self.probabilities_and_features(pixels)
-        if features is None:
-            raise ModelFileError(f"This {self.engine} model does not give the image embeddings its score of unknown "
-                                 "images needs; predict with the run folder.")
+        probabilities, unknown = self.probabilities_and_unknown(pixels)
         probabilities = np.asarray(probabilities, dtype=np.float32)
         if tta:
             mirrored = np.asarray(self.probabilities(np.ascontiguousarray(pixels[..., ::-1])), dtype=np.float32)
             probabilities = ((probabilities + mirrored) / 2).astype(np.float32)
+        return probabilities, unknown
+
+    def probabilities_and_unknown(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`probabilities` and each image's score of unknown images (float64, N) from the same pass: the
+        model's `unknown` score of the pooled features (`probabilities_and_features`); a model file that
+        computes the score itself gives it instead. ModelFileError where neither can be had."""
+        assert self.unknown is not None
+        probabilities, features = self.probabilities_and_features(pixels)
+        if features is None:
+            raise ModelFileError(f"This {self.engine} model does not give the image embeddings its score of unknown "
+                                 "images needs; predict with the run folder.")
         return probabilities, self.unknown.score(features)
 
     @property
@@ -378,11 +386,13 @@ class FilePredictor(BatchPredictor):
 
 def model_metadata(classes: Sequence[str], config: DataConfig, record: RunRecord | None, *,
                    format: str = "graft-run", task: str | None = None,
-                   thresholds: np.ndarray | None = None) -> dict[str, Any]:
+                   thresholds: np.ndarray | None = None, unknown: UnknownScore | None = None) -> dict[str, Any]:
     """What a program needs to feed a model and read its answers: what every export carries (in the
     file and in the JSON beside it) and what every predictor's `metadata` says. `task` and
     `thresholds` default to the record's: "multilabel" models answer a sigmoid per class
-    ("probabilities"), an image having each class whose probability is >= its threshold."""
+    ("probabilities"), an image having each class whose probability is >= its threshold. `unknown`:
+    a score of unknown images the model file computes (output "unknown_score", graft.export.unknown_graph):
+    its record (graft.unknown.UnknownScore.to_dict) and the rule."""
     task = task or (record.task if record is not None else "single")
     if task == "multilabel" and thresholds is None and record is not None:
         thresholds = record_thresholds(record)
@@ -405,13 +415,16 @@ def model_metadata(classes: Sequence[str], config: DataConfig, record: RunRecord
             "mean": list(config.mean),
             "std": list(config.std),
         },
-        "outputs": ["logits", "probabilities"],
+        "outputs": ["logits", "probabilities", *(["unknown_score"] if unknown is not None else [])],
         "task": task,
         "thresholds": ({name: float(value) for name, value in zip(classes, thresholds)}
                        if task == "multilabel" and thresholds is not None else None),
         "backbone": record.backbone if record else None,
         "strategy": record.strategy if record else None,
         "val_accuracy": record.accuracy.get("val") if record else None,
+        **({"unknown": {**unknown.to_dict(), "output": "unknown_score",
+                        "rule": "an image is of none of the classes where unknown_score > threshold"}}
+           if unknown is not None else {}),
     }
 
 

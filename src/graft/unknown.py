@@ -71,10 +71,14 @@ class UnknownScore:
     val_images: int
     val_kept: float
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    in_graph: bool = False  # computed inside an exported model file (graft.export.unknown_graph), which gives the scores
 
     def score(self, features: np.ndarray | None = None, *, logits: np.ndarray | None = None) -> np.ndarray:
         """Each image's score (float64, N): `features` (N x D embeddings) for "knn" and "mahalanobis",
         `logits` (N x C, the classifier's outputs before softmax) for "max-probability" and "energy"."""
+        if self.in_graph:
+            raise GraftError("This score of unknown images is computed inside the exported model file, which gives "
+                             "each image's score with its answer; it cannot be computed here.")
         if self.kind in FEATURE_KINDS:
             if features is None:
                 raise GraftError(f"The {self.kind} score of unknown images needs the images' embeddings; none were given.")
@@ -106,8 +110,9 @@ class UnknownScore:
         return {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in self.arrays.items()}
 
     @classmethod
-    def from_dict(cls, data: dict, tensors: dict[str, np.ndarray] | None = None) -> UnknownScore:
-        """What `to_dict` and `tensors` wrote; a GraftError names what is missing."""
+    def from_dict(cls, data: dict, tensors: dict[str, np.ndarray] | None = None, *, in_graph: bool = False) -> UnknownScore:
+        """What `to_dict` and `tensors` wrote; a GraftError names what is missing. `in_graph`: the
+        record of a score an exported model file computes itself (its metadata's "unknown"), no arrays."""
         try:
             kind = str(data["kind"])
             threshold, known_recall, val_kept = (float(data[name]) for name in ("threshold", "known_recall", "val_kept"))
@@ -119,6 +124,9 @@ class UnknownScore:
                   "mahalanobis": ("unknown.mean", "unknown.class_means", "unknown.precision")}.get(kind, ())
         if kind not in KINDS:
             raise GraftError(f"The unknown-image score's record names the score {kind!r}; graft knows {', '.join(KINDS)}.")
+        if in_graph:
+            return cls(kind=kind, threshold=threshold, known_recall=known_recall, k=k, val_images=val_images,
+                       val_kept=val_kept, in_graph=True)
         missing = [name for name in needed if name not in (tensors or {})]
         if missing:
             raise GraftError(f"The {kind} score of unknown images needs the arrays {', '.join(missing)}, which the "

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from ..errors import GraftError
 from ..model import GraftModel
 from ..predictor import model_metadata
 from ..record import RunRecord
+
+if TYPE_CHECKING:
+    from ..unknown import UnknownScore
 
 
 class Exportable(Protocol):
@@ -65,6 +68,10 @@ class Parity:
     top1_agreement: float
     # multi-label: the share of images given the same labels (each class's sigmoid at its threshold)
     label_agreement: float | None = None
+    # an export computing the score of unknown images: its largest difference from graft's own score
+    # (relative: graft.export.unknown_graph.score_difference) and the share of images judged alike
+    unknown_score_diff: float | None = None
+    unknown_agreement: float | None = None
 
 
 @dataclass(frozen=True)
@@ -93,10 +100,11 @@ def scores_module(classifier: Exportable) -> _PixelsToScores:
     return _PixelsToScores(classifier.model, multilabel=classifier.task == "multilabel").eval()
 
 
-def metadata(classifier: Exportable, format: str = "onnx") -> dict:
-    """What a program needs to feed the exported model and read its answers (graft.predictor.model_metadata)."""
+def metadata(classifier: Exportable, format: str = "onnx", *, unknown: UnknownScore | None = None) -> dict:
+    """What a program needs to feed the exported model and read its answers (graft.predictor.model_metadata);
+    `unknown`: the score of unknown images the file computes."""
     return model_metadata(classifier.classes, classifier.data_config, classifier.record, format=f"graft-{format}",
-                          task=classifier.task, thresholds=classifier.thresholds)
+                          task=classifier.task, thresholds=classifier.thresholds, unknown=unknown)
 
 
 def require_suffix(out: Path, suffix: str, what: str) -> None:
@@ -142,11 +150,13 @@ def images_to_check(classifier: Exportable, check_images: list[Path] | None) -> 
 
 
 def check_parity(run: Callable[[np.ndarray], np.ndarray], classifier: Exportable, images: list[Path], *,
-                 source: str) -> Parity:
+                 source: str, unknown: UnknownScore | None = None) -> Parity:
     """Compare `run` (the export: uint8 pixels N x 3 x H x W in, logits out) with the PyTorch model
     (fp32) on the same pixels, prepared as every prediction prepares them (graft.data.prepare). The export is run on the first image alone, then on the rest in
     batches of several (graft.runtime.pixel_slices, as the model too, which bounds the memory), so a
-    batch size fixed into it shows here too."""
+    batch size fixed into it shows here too. With `unknown` (a score the export computes), `run`
+    returns the logits and each image's score side by side (N x classes + 1), and the score is
+    compared with graft.unknown's on the PyTorch model's features and logits."""
     from ..data.images import eval_draft_size, load_image
     from ..data.prepare import prepare_image
     from ..runtime import pixel_slices, run_in_slices
@@ -165,8 +175,19 @@ def check_parity(run: Callable[[np.ndarray], np.ndarray], classifier: Exportable
         raise ExportError(f"The export could not be run on {len(images)} images of {tuple(pixels.shape[1:])} "
                           f"(the first alone, then the rest in batches): {first[:300]}") from None
     model = classifier.model.eval()
+    parts = pixel_slices(len(pixels), *pixels.shape[-2:])
     with torch.inference_mode():
-        reference = torch.cat([model(pixels[part]).float() for part in pixel_slices(len(pixels), *pixels.shape[-2:])]).numpy()
+        features = torch.cat([model.backbone(pixels[part]).float() for part in parts])
+        reference = model.head(features).float().numpy()
+    unknown_figures = {}
+    if unknown is not None:
+        from .unknown_graph import score_difference
+
+        exported, graph_scores = exported[:, :-1], exported[:, -1]
+        scores = unknown.score(features.numpy(), logits=reference)
+        unknown_figures = dict(unknown_score_diff=score_difference(graph_scores, scores),
+                               unknown_agreement=float(((graph_scores > unknown.threshold)
+                                                        == (scores > unknown.threshold)).mean()))
     if exported.shape != reference.shape:
         raise ExportError(f"The export answered {exported.shape} logits for {reference.shape} expected.")
     labels = None
@@ -180,7 +201,7 @@ def check_parity(run: Callable[[np.ndarray], np.ndarray], classifier: Exportable
     return Parity(images=len(images), source=source,
                   max_abs_logit_diff=float(np.abs(exported - reference).max()),
                   top1_agreement=float((exported.argmax(axis=1) == reference.argmax(axis=1)).mean()),
-                  label_agreement=labels)
+                  label_agreement=labels, **unknown_figures)
 
 
 def judge(parity: Parity, what: str, remedy: str, log) -> None:
@@ -195,6 +216,16 @@ def judge(parity: Parity, what: str, remedy: str, log) -> None:
             f"{parity.max_abs_logit_diff:.2e}")
     if not np.isfinite(parity.max_abs_logit_diff):
         raise ExportError(f"The {what} export answers NaN or infinity on {parity.source}: it was not written. {remedy}")
+    if parity.unknown_score_diff is not None:
+        from .unknown_graph import SCORE_TOLERANCE
+
+        if log:
+            log(f"Score of unknown images: largest difference {parity.unknown_score_diff:.2e} (relative), the same "
+                f"judgement for {parity.unknown_agreement:.1%} of the images")
+        if not parity.unknown_score_diff <= SCORE_TOLERANCE:
+            raise ExportError(f"The {what} export's score of unknown images differs from graft's by "
+                              f"{parity.unknown_score_diff:.2e} (relative; at most {SCORE_TOLERANCE:g} is allowed) on "
+                              f"{parity.source}: it was not written. {remedy}")
     if not agreement >= 1.0:
         raise ExportError(
             f"The {what} export changes {round((1 - agreement) * parity.images)} of {parity.images} "

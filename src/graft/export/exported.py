@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..engines.sliced import SlicedSession
-from ..errors import ModelFileError
+from ..errors import GraftError, ModelFileError
 from ..predictor import FilePredictor
+from .unknown_graph import COMBINED_OUTPUT  # probabilities then the score of unknown images, per image
 
 if TYPE_CHECKING:
     from ..unknown import UnknownScore
@@ -36,7 +37,8 @@ class ExportedModel(FilePredictor):
     `threads`: the cores ONNX Runtime may use (default: all this process may run on). `unknown`: a
     score of unknown images to answer with (a run's, graft.loader gives its kept export the run's);
     it reads the graph's pooled features, so the file must have them (every export graft puts together
-    from its backbone's graph does), else ModelFileError.
+    from its backbone's graph does), else ModelFileError. Without it, a file from `graft export` that
+    computes its own score (graft.export.unknown_graph; `in_graph`) answers with that one.
     """
 
     engine = "onnxruntime"
@@ -60,9 +62,19 @@ class ExportedModel(FilePredictor):
         except ValueError as error:
             raise ModelFileError(f"{self.path}: its metadata is not graft's ({error}).") from None
         self.read_metadata(info)
-        if unknown is not None and FEATURES_OUTPUT not in {output.name for output in self.session.session.get_outputs()}:
+        outputs = {output.name for output in self.session.session.get_outputs()}
+        if unknown is not None and FEATURES_OUTPUT not in outputs:
             raise ModelFileError(f"{self.path}: the graph does not give the image embeddings the score of unknown "
                                  "images reads; predict with the run folder in torch (--engine torch).")
+        self.in_graph = unknown is None and isinstance(info.get("unknown"), dict) and COMBINED_OUTPUT in outputs
+        if self.in_graph:  # `graft export` put the score in the file: it gives each image's with the probabilities
+            from ..unknown import UnknownScore
+
+            try:
+                unknown = UnknownScore.from_dict(info["unknown"], in_graph=True)
+            except GraftError as error:
+                raise ModelFileError(f"{self.path}: {error}") from None
+            self.session.outputs = [COMBINED_OUTPUT]
         self.unknown = unknown
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
@@ -73,7 +85,13 @@ class ExportedModel(FilePredictor):
     def probabilities_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The probabilities and, for a model with a score of unknown images, the pooled features, from one pass."""
         outputs = self.session(pixels)
-        if self.unknown is None:
-            return outputs, None
+        if self.unknown is None or self.in_graph:
+            return (outputs[:, : len(self.classes)] if self.in_graph else outputs), None
         count = len(self.classes)
         return np.ascontiguousarray(outputs[:, :count]), np.ascontiguousarray(outputs[:, count:])
+
+    def probabilities_and_unknown(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.in_graph:
+            return super().probabilities_and_unknown(pixels)
+        outputs = self.session(pixels)
+        return np.ascontiguousarray(outputs[:, :-1]), outputs[:, -1].astype(np.float64)

@@ -30,7 +30,10 @@ def export(classifier: Exportable, out: str | Path, *, format: str = "onnx", che
     needs pip install 'graft[openvino]') or "torchscript" (model.pt; loading it runs TorchScript
     code, so load only archives you trust). `check_images`: the images of the parity check (default:
     the run's val or test images, else graft's sample). Returns graft.export.common.Exported (the
-    file, the JSON beside it, the parity figures); raises ExportError when an answer would change."""
+    file, the JSON beside it, the parity figures); raises ExportError when an answer would change.
+    A run's score of unknown images (graft.unknown) is computed inside an ONNX or OpenVINO file too
+    (output `unknown_score`, the threshold in the metadata: graft.export.unknown_graph); a TorchScript
+    file does not carry it."""
     write: Callable[..., Exported]
     if format == "onnx":
         from .onnx import export_onnx as write
@@ -42,4 +45,19 @@ def export(classifier: Exportable, out: str | Path, *, format: str = "onnx", che
         raise ExportError(f"--format {format!r}: choose one of {', '.join(FORMATS)}.")
     if not hasattr(classifier, "model"):
         raise ExportError("graft export takes a run folder (the PyTorch model); an exported model is exported already.")
-    return write(classifier, out, check_images=[Path(p) for p in check_images] if check_images else None, log=log)
+    images = [Path(p) for p in check_images] if check_images else None
+    unknown = getattr(classifier, "unknown", None)  # the run's score of unknown images (graft.unknown), if any
+    if unknown is not None and format != "torchscript":
+        from .unknown_graph import MAX_SCORE_BYTES, score_bytes
+
+        if score_bytes(unknown) > MAX_SCORE_BYTES:
+            if log:
+                log(f"The file does not carry the run's score of unknown images: its arrays take "
+                    f"{score_bytes(unknown) / 2**20:,.0f} MB, more than one model file holds "
+                    f"({MAX_SCORE_BYTES / 2**20:,.0f} MB); graft predict RUN answers with it.")
+            unknown = None
+    if format == "torchscript":
+        if unknown is not None and log:
+            log("The TorchScript file does not carry the run's score of unknown images (--format onnx or openvino do).")
+        return write(classifier, out, check_images=images, log=log)
+    return write(classifier, out, check_images=images, unknown=unknown, log=log)

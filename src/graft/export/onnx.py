@@ -24,10 +24,12 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..engines import trace_onnx
 from ..io import atomic_path, write_json_atomic
+from ..unknown import UnknownScore
 from .common import (
     FORMATS,
     OUTPUTS,
@@ -43,25 +45,29 @@ from .common import (
     require_suffix,
     scores_module,
 )
+from .unknown_graph import SCORE_OUTPUT, add_unknown_score
 
 __all__ = ["FORMATS", "ExportError", "Exported", "Parity", "check_parity", "export_onnx", "metadata",
            "parity_images", "write_onnx"]
 
 
 def write_onnx(classifier: Exportable, path: Path, *, graphs: Sequence[Path] = (), frozen_backbone: bool = False,
-               say=None) -> None:
+               unknown: UnknownScore | None = None, say=None) -> bool:
     """The classifier (pixels in, logits and probabilities out, batch dynamic) as ONNX at `path`: its
     backbone's graph plus the head (prepared_backbone_graph), else, for a head of another kind,
-    traced whole."""
+    traced whole. `unknown`: a score of unknown images to compute in the graph too
+    (graft.export.unknown_graph), which only a graph put together from its backbone's can hold.
+    Returns whether the file computes that score."""
     with tempfile.TemporaryDirectory(prefix="graft-export-") as work:
         graph = prepared_backbone_graph(classifier, Path(work), graphs=graphs, frozen_backbone=frozen_backbone,
                                         say=say)
         if graph is not None and _add_head(graph, classifier.model.head, path,
-                                           multilabel=classifier.task == "multilabel"):
-            return
+                                           multilabel=classifier.task == "multilabel", unknown=unknown):
+            return unknown is not None
     model = scores_module(classifier)
     example = torch.zeros((2, *classifier.data_config.input_size), dtype=torch.uint8)
     trace_onnx(model, example, path, output_names=list(OUTPUTS))
+    return False
 
 
 def prepared_backbone_graph(classifier: Exportable, work: Path, *, graphs: Sequence[Path] = (),
@@ -108,12 +114,14 @@ def head_operators(head: torch.nn.Module) -> list[torch.nn.Module] | None:
     return acting if acting and isinstance(acting[-1], torch.nn.Linear) else None
 
 
-def _add_head(backbone: Path, head: torch.nn.Module, path: Path, *, multilabel: bool = False) -> bool:
+def _add_head(backbone: Path, head: torch.nn.Module, path: Path, *, multilabel: bool = False,
+              unknown: UnknownScore | None = None) -> bool:
     """Write at `path` the backbone's graph (pixels -> pooled float features) followed by the head in
     eval mode (Gemm and Relu; Dropout is the identity) and a softmax (`multilabel`: a sigmoid per
     class): outputs `logits`, `probabilities`, `features` (the backbone's pooled features) and
-    `probabilities_and_features` (probabilities then features, concatenated per image). False (nothing
-    written) where the head or the graph is of another kind."""
+    `probabilities_and_features` (probabilities then features, concatenated per image); with
+    `unknown`, its score too (graft.export.unknown_graph). False (nothing written) where the head or
+    the graph is of another kind."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -151,15 +159,20 @@ def _add_head(backbone: Path, head: torch.nn.Module, path: Path, *, multilabel: 
     graph.output.extend([helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, [rows, width]),
                          helper.make_tensor_value_info("probabilities_and_features", onnx.TensorProto.FLOAT,
                                                        [rows, classes + width])])
+    if unknown is not None:
+        add_unknown_score(model, unknown, classes=classes)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return True
 
 
 def export_onnx(classifier: Exportable, out: str | Path, *, check_images: list[Path] | None = None,
-                graphs: Sequence[Path] = (), frozen_backbone: bool = False, log=print) -> Exported:
+                graphs: Sequence[Path] = (), frozen_backbone: bool = False, unknown: UnknownScore | None = None,
+                log=print) -> Exported:
     """Write `out` (e.g. model.onnx) and `out`.json; refuse an export that changes an answer.
-    `graphs`, `frozen_backbone`: where its backbone's graph may be, and how to trace one (write_onnx)."""
+    `graphs`, `frozen_backbone`: where its backbone's graph may be, and how to trace one (write_onnx);
+    `unknown`: a score of unknown images for the file to compute too (output `unknown_score`, the
+    threshold in the metadata), checked against graft's own like the answers."""
     try:
         import onnx
         import onnxruntime
@@ -169,18 +182,31 @@ def export_onnx(classifier: Exportable, out: str | Path, *, check_images: list[P
     out = Path(out)
     require_suffix(out, ".onnx", "an ONNX")
     out.parent.mkdir(parents=True, exist_ok=True)
-    info = metadata(classifier, "onnx")
     with atomic_path(out) as temporary:
-        write_onnx(classifier, temporary, graphs=graphs, frozen_backbone=frozen_backbone, say=log)
+        scored = write_onnx(classifier, temporary, graphs=graphs, frozen_backbone=frozen_backbone, unknown=unknown,
+                            say=log)
+        kept = unknown if scored else None
+        if unknown is not None and not scored and log:
+            log("The score of unknown images is not in this file: its head is not made of graft's layers, so the "
+                "graph does not give the backbone's features apart.")
+        info = metadata(classifier, "onnx", unknown=kept)
         graph = onnx.load(str(temporary))
         graph.metadata_props.extend(
             onnx.StringStringEntryProto(key=key, value=json.dumps(value)) for key, value in info.items())
         onnx.save(graph, str(temporary))
         session = onnxruntime.InferenceSession(str(temporary), providers=["CPUExecutionProvider"])
+        outputs = ["logits", *([SCORE_OUTPUT] if kept is not None else [])]
         images, source = images_to_check(classifier, check_images)
-        parity = check_parity(lambda pixels: session.run(["logits"], {"pixels": pixels})[0], classifier, images,
-                              source=source)
+        parity = check_parity(lambda pixels: _side_by_side(session.run(outputs, {"pixels": pixels})), classifier,
+                              images, source=source, unknown=kept)
         judge(parity, "ONNX", "Update onnx/onnxruntime/torch, or report the model's backbone to graft.", log)
     metadata_path = out.with_name(out.name + ".json")
     write_json_atomic(metadata_path, {**info, "parity": asdict(parity)})
     return Exported(path=out, metadata_path=metadata_path, parity=parity)
+
+
+def _side_by_side(outputs: list) -> np.ndarray:
+    """An export's logits, and its score of unknown images where asked for, as one array (N x classes [+ 1])."""
+    if len(outputs) == 1:
+        return outputs[0]
+    return np.concatenate([outputs[0], np.asarray(outputs[1]).reshape(-1, 1)], axis=1)

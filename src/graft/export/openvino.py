@@ -17,18 +17,26 @@ import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..io import atomic_path, write_json_atomic
 from .common import Exportable, Exported, ExportError, check_parity, images_to_check, judge, metadata, require_suffix
 from .onnx import write_onnx
+from .unknown_graph import SCORE_OUTPUT
+
+if TYPE_CHECKING:
+    from ..unknown import UnknownScore
 
 INSTALL = "pip install 'graft[openvino]'"
 
 
 def export_openvino(classifier: Exportable, out: str | Path, *, check_images: list[Path] | None = None,
-                    log=print) -> Exported:
+                    unknown: UnknownScore | None = None, log=print) -> Exported:
     """Write `out` (e.g. model.xml), the .bin beside it and `out`.json; refuse an export that changes a
-    top-1 answer."""
+    top-1 answer. `unknown`: a score of unknown images for the IR to compute too, as the ONNX
+    export does (graft.export.unknown_graph)."""
     import json
 
     try:
@@ -43,11 +51,11 @@ def export_openvino(classifier: Exportable, out: str | Path, *, check_images: li
     out = Path(out)
     require_suffix(out, ".xml", "an OpenVINO IR")
     out.parent.mkdir(parents=True, exist_ok=True)
-    info = metadata(classifier, "openvino")
     with tempfile.TemporaryDirectory(prefix="graft-export-") as folder:
         graph = Path(folder) / "model.onnx"
-        write_onnx(classifier, graph)
+        kept = unknown if write_onnx(classifier, graph, unknown=unknown) else None
         model = openvino.convert_model(str(graph))
+    info = metadata(classifier, "openvino", unknown=kept)
     for key, value in info.items():
         model.set_rt_info(json.dumps(value), ["graft", key])
     # Exit order renames the .bin first, then the .xml; on any error both temporary files go.
@@ -57,8 +65,8 @@ def export_openvino(classifier: Exportable, out: str | Path, *, check_images: li
             openvino.save_model(model, str(xml), compress_to_fp16=False)  # fp32, as trained
             compiled = openvino.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
             images, source = images_to_check(classifier, check_images)
-            parity = check_parity(lambda pixels: compiled({"pixels": pixels})["logits"], classifier, images,
-                                  source=source)
+            parity = check_parity(lambda pixels: _logits_and_score(compiled({"pixels": pixels}), kept is not None),
+                                  classifier, images, source=source, unknown=kept)
             judge(parity, "OpenVINO", "Update openvino/onnx/torch, or report the model's backbone to graft.", log)
             os.replace(written_weights, weights)
         finally:
@@ -66,3 +74,9 @@ def export_openvino(classifier: Exportable, out: str | Path, *, check_images: li
     metadata_path = out.with_name(out.name + ".json")
     write_json_atomic(metadata_path, {**info, "parity": asdict(parity)})
     return Exported(path=out, metadata_path=metadata_path, parity=parity)
+
+
+def _logits_and_score(outputs, scored: bool) -> np.ndarray:
+    """The IR's logits, and its score of unknown images beside them where it computes one (N x classes [+ 1])."""
+    logits = np.asarray(outputs["logits"])
+    return np.concatenate([logits, np.asarray(outputs[SCORE_OUTPUT]).reshape(-1, 1)], axis=1) if scored else logits
