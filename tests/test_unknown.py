@@ -160,3 +160,16 @@ def test_other_bad_inputs_are_graft_errors(data):
     assert fitted(data, "energy").score(logits=np.zeros((0, CLASSES))).shape == (0,)
     with pytest.raises(GraftError, match="lacks"):
         UnknownScore.from_dict(score.to_dict(), {})
+
+
+def test_the_knn_fit_centres_its_rows_block_by_block_to_the_same_arrays(data, monkeypatch, tmp_path):
+    whole = fitted(data, "knn")
+    monkeypatch.setattr("graft.unknown.FIT_BLOCK", 7)  # 120 training rows: 18 blocks, the last one short
+    stored = np.lib.format.open_memmap(tmp_path / "train.npy", mode="w+", dtype=np.float32, shape=data["train"].shape)
+    stored[:] = data["train"]
+    blocked = fit_unknown(stored, data["train_y"], data["val"])
+    assert np.array_equal(whole.arrays["unknown.train"], blocked.arrays["unknown.train"])
+    assert whole.threshold == blocked.threshold
+    stored[3, 2] = np.nan  # a bad value in a later block is still found
+    with pytest.raises(GraftError, match="not finite"):
+        fit_unknown(stored, data["train_y"], data["val"])

@@ -54,6 +54,7 @@ DEFAULT_KIND = "knn"
 DEFAULT_K = 1  # the nearest training image: measured best of 1, 5, 10, 20
 KNOWN_RECALL = 0.95
 QUERY_BLOCK = 256  # query rows compared with the training embeddings at once (knn)
+FIT_BLOCK = 4096  # training rows centred and scaled at once (knn)
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,10 @@ def fit_unknown(
         raise GraftError(f"k = {k!r} nearest training images: give a whole number of 1 or more (default {DEFAULT_K}).")
     arrays: dict[str, np.ndarray] = {}
     if kind in FEATURE_KINDS:
-        train = _rows(train_features, "training features")
+        # knn reads the rows a block at a time (a memory map of float16 features stays one): the
+        # score keeps one float32 copy of them, and fitting it makes no other.
+        train = (_rows(train_features, "training features") if kind == "mahalanobis"
+                 else _matrix(train_features, "training features"))
         labels = np.asarray(train_labels).reshape(-1)
         if len(labels) != len(train):
             raise GraftError(f"{len(train)} training embeddings but {len(labels)} labels: give one label per embedding.")
@@ -268,12 +272,25 @@ def unit_rows(rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
 
 
+def _matrix(array: np.ndarray, what: str) -> np.ndarray:
+    """`array` as it is (no copy), checked to be images x values; its values are checked as read (`_rows`)."""
+    matrix = array if isinstance(array, np.ndarray) else np.asarray(array, dtype=np.float32)
+    if matrix.ndim != 2 or not matrix.shape[1]:
+        raise GraftError(f"The {what} must be images x values (2-D, at least one value); got shape {matrix.shape}.")
+    return matrix
+
+
 def _fit_knn(train: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """The train mean and the centred training rows at length 1, written block by block into one
+    float32 array (the rows' only copy: on 100,000 images of 1,280 features, 0.5 GB)."""
     if len(train) < k:
         raise GraftError(f"The knn score of unknown images compares each image with its {k} nearest training images, "
                          f"and there are {len(train)}; add training images or lower k.")
     mean = train.mean(axis=0, dtype=np.float64).astype(np.float32)
-    return {"unknown.mean": mean, "unknown.train": unit_rows(train, mean).astype(np.float32)}
+    unit = np.empty(train.shape, dtype=np.float32)
+    for start in range(0, len(train), FIT_BLOCK):
+        unit[start : start + FIT_BLOCK] = unit_rows(_rows(train[start : start + FIT_BLOCK], "training features"), mean)
+    return {"unknown.mean": mean, "unknown.train": unit}
 
 
 def _knn_score(rows: np.ndarray, arrays: dict[str, np.ndarray], k: int) -> np.ndarray:
