@@ -173,3 +173,10 @@ def test_the_knn_fit_centres_its_rows_block_by_block_to_the_same_arrays(data, mo
     stored[3, 2] = np.nan  # a bad value in a later block is still found
     with pytest.raises(GraftError, match="not finite"):
         fit_unknown(stored, data["train_y"], data["val"])
+
+
+def test_the_knn_score_compares_fewer_queries_at_once_against_many_training_rows(data, monkeypatch):
+    score = fitted(data, "knn", k=2)
+    whole = score.score(data["far"])
+    monkeypatch.setattr("graft.unknown.SIMILARITY_CELLS", 3 * len(data["train"]))  # 3 queries a block
+    np.testing.assert_allclose(score.score(data["far"]), whole, rtol=0, atol=1e-6)  # BLAS may sum a block otherwise

@@ -47,13 +47,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import GraftError
+from .memory import release_pages
 
 KINDS = ("knn", "mahalanobis", "max-probability", "energy")
 FEATURE_KINDS = ("knn", "mahalanobis")  # scored on embeddings; the others on the classifier's logits
 DEFAULT_KIND = "knn"
 DEFAULT_K = 1  # the nearest training image: measured best of 1, 5, 10, 20
 KNOWN_RECALL = 0.95
-QUERY_BLOCK = 256  # query rows compared with the training embeddings at once (knn)
+QUERY_BLOCK = 256  # query rows compared with the training embeddings at once (knn), at most
+SIMILARITY_CELLS = 1 << 22  # and at most this many similarities at once (16 MB of float32: 40 rows of 100,000)
 FIT_BLOCK = 4096  # training rows centred and scaled at once (knn)
 
 
@@ -290,17 +292,20 @@ def _fit_knn(train: np.ndarray, k: int) -> dict[str, np.ndarray]:
     unit = np.empty(train.shape, dtype=np.float32)
     for start in range(0, len(train), FIT_BLOCK):
         unit[start : start + FIT_BLOCK] = unit_rows(_rows(train[start : start + FIT_BLOCK], "training features"), mean)
+    release_pages(train)  # a memory map's pages, read once, leave this process
     return {"unknown.mean": mean, "unknown.train": unit}
 
 
 def _knn_score(rows: np.ndarray, arrays: dict[str, np.ndarray], k: int) -> np.ndarray:
-    """1 - the cosine similarity to the k-th most similar training embedding, QUERY_BLOCK queries at a time."""
+    """1 - the cosine similarity to the k-th most similar training embedding, a block of queries at a
+    time (QUERY_BLOCK, fewer where that would compare more than SIMILARITY_CELLS pairs at once)."""
     train = arrays["unknown.train"]
     scores = np.empty(len(rows), dtype=np.float64)
-    for start in range(0, len(rows), QUERY_BLOCK):
-        similarity = unit_rows(rows[start : start + QUERY_BLOCK], arrays["unknown.mean"]) @ train.T
+    block = max(1, min(QUERY_BLOCK, SIMILARITY_CELLS // max(1, len(train))))
+    for start in range(0, len(rows), block):
+        similarity = unit_rows(rows[start : start + block], arrays["unknown.mean"]) @ train.T
         kth = np.partition(similarity, len(train) - k, axis=1)[:, len(train) - k]
-        scores[start : start + QUERY_BLOCK] = 1.0 - kth
+        scores[start : start + block] = 1.0 - kth
     return scores
 
 
