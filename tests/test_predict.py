@@ -212,11 +212,11 @@ def test_ctrl_c_during_predict_says_what_was_kept(linear_probe_run, tiny_dataset
     rows = Prediction.csv_row
     written = []
 
-    def interrupted(self, columns):
+    def interrupted(self, columns, *args, **options):
         if written:
             raise KeyboardInterrupt  # Ctrl-C while the second answer is written
         written.append(self)
-        return rows(self, columns)
+        return rows(self, columns, *args, **options)
 
     monkeypatch.setattr(Prediction, "csv_row", interrupted)
     target = tmp_path / "answers.csv"

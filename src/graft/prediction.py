@@ -26,7 +26,8 @@ class Prediction:
     A model with a score of unknown images (graft.unknown, kept with the run) also answers
     `unknown_score`, how unlike its training images the image is, and `unknown`: True where that is
     over the model's threshold, the image then being of none of its `known_classes` classes (`label`
-    stays the most likely class). Answers of other models have None in all three.
+    stays the most likely class; a multi-label model's `labels` stay those over their thresholds).
+    Answers of other models have None in all three.
     """
 
     path: str
@@ -40,7 +41,11 @@ class Prediction:
 
     @property
     def verdict(self) -> str:
-        """In words: "none of the N classes" for an unknown image, else its label."""
+        """In words: "none of the N classes" for an unknown image, else its label; a multi-label
+        model's: "unlike every training image" for an unknown image (where "none of the classes"
+        would read as an image with no label), else its labels ("no label" where it has none)."""
+        if self.labels is not None:
+            return "unlike every training image" if self.unknown else ", ".join(self.labels) or "no label"
         return f"none of the {self.known_classes} classes" if self.unknown else self.label
 
     @property
@@ -62,23 +67,23 @@ class Prediction:
         if self.error is not None:
             return {"path": self.path, "error": self.error}
         top = [{"class": name, "probability": p} for name, p in self.top]
-        if self.labels is not None:
-            return {"path": self.path, "labels": list(self.labels), "probabilities": dict(self.probabilities or {}),
-                    "top": top}
-        answer = {"path": self.path, "label": self.label, "probability": self.probability, "top": top}
+        answer: dict[str, Any] = (
+            {"path": self.path, "labels": list(self.labels), "probabilities": dict(self.probabilities or {}), "top": top}
+            if self.labels is not None else
+            {"path": self.path, "label": self.label, "probability": self.probability, "top": top})
         if self.unknown is not None:
             answer.update(unknown=self.unknown, unknown_score=self.unknown_score, answer=self.verdict)
         return answer
 
     def csv_row(self, columns: int, classes: Sequence[str] | None = None, *, unknown: bool = False) -> list:
         """The row under `csv_header(columns, classes, unknown=unknown)`: path, the top `columns` classes
-        with probabilities, error, and (`unknown`: a model with a score of unknown images) unknown
-        ("true" or "false") and unknown_score; a multi-label model's (`classes` given): path, labels
-        (`join_labels`), each of `classes`' probability, error."""
-        if unknown and classes is None:
+        with probabilities, error; a multi-label model's (`classes` given): path, labels (`join_labels`),
+        each of `classes`' probability, error. Then (`unknown`: a model with a score of unknown images)
+        unknown ("true" or "false") and unknown_score, both empty for an input that could not be read."""
+        if unknown:
             extra = (["", ""] if self.unknown is None
                      else ["true" if self.unknown else "false", self.unknown_score])
-            return [*self.csv_row(columns), *extra]
+            return [*self.csv_row(columns, classes), *extra]
         if classes is not None:
             if self.error is not None:
                 return [self.path, "", *[""] * len(classes), self.error]
@@ -91,13 +96,18 @@ class Prediction:
 
     def lines(self) -> list[str]:
         """The answer as text: the path, then one line per class ("  1. roses   96.0%"); a multi-label
-        model's: the path, its labels, then one line per class of `top`, "*" where it is a label."""
+        model's: the path, its labels, then one line per class of `top`, "*" where it is a label. An
+        unknown image's says so on the line after the path, with its score."""
         if self.error is not None:
             return [f"{self.path}: {self.error}"]
         if self.labels is not None:
             given = ", ".join(self.labels) if self.labels else "none (no class reaches its threshold)"
-            return [self.path, f"  labels: {given}",
-                    *(f"  {'*' if name in self.labels else ' '} {name:<40} {p:6.1%}" for name, p in self.top)]
+            lines = [self.path, f"  labels: {given}",
+                     *(f"  {'*' if name in self.labels else ' '} {name:<40} {p:6.1%}" for name, p in self.top)]
+            if self.unknown:
+                lines.insert(1, f"  unknown: {self.verdict} (unknown score {self.unknown_score:.3f} over the "
+                                "model's threshold); the labels it would otherwise have:")
+            return lines
         lines = [self.path, *(f"  {rank}. {name:<40} {p:6.1%}" for rank, (name, p) in enumerate(self.top, 1))]
         if self.unknown:
             lines.insert(1, f"  {self.verdict}: unlike every training image (unknown score {self.unknown_score:.3f} "
@@ -107,13 +117,14 @@ class Prediction:
 
 def csv_header(columns: int, classes: Sequence[str] | None = None, *, unknown: bool = False) -> list[str]:
     """path, label, probability, then class_2, probability_2, ... up to `columns` classes, and error;
-    then, for a model with a score of unknown images (`unknown`), unknown and unknown_score; for a
-    multi-label model (`classes`: its classes): path, labels, probability_CLASS for each class, and error."""
+    for a multi-label model (`classes`: its classes): path, labels, probability_CLASS for each class,
+    and error. Then, for a model with a score of unknown images (`unknown`), unknown and unknown_score."""
     if classes is not None:
-        return ["path", "labels", *(f"probability_{name}" for name in classes), "error"]
-    header = ["path", "label", "probability"]
-    for rank in range(2, columns + 1):
-        header += [f"class_{rank}", f"probability_{rank}"]
+        header = ["path", "labels", *(f"probability_{name}" for name in classes)]
+    else:
+        header = ["path", "label", "probability"]
+        for rank in range(2, columns + 1):
+            header += [f"class_{rank}", f"probability_{rank}"]
     return [*header, "error", *(["unknown", "unknown_score"] if unknown else [])]
 
 
@@ -152,10 +163,7 @@ def write_answers(answers: Iterable[Prediction], *, columns: int, classes: Seque
             json_out.write("[")
         for answer in answers:
             if writer is not None:
-                if classes is not None:
-                    writer.writerow(answer.csv_row(columns, classes))
-                else:
-                    writer.writerow(answer.csv_row(columns, unknown=True) if unknown else answer.csv_row(columns))
+                writer.writerow(answer.csv_row(columns, classes, unknown=unknown))
             if json_out is not None:
                 json_out.write(("\n" if count == 0 else ",\n") + json.dumps(answer.to_dict()))
             if answer.error is not None:

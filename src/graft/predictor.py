@@ -16,9 +16,9 @@ N x 3 x H x W) becomes class probabilities (`probabilities`). Everything else is
   class's probability and the labels whose probability reaches their threshold (the ones chosen on
   val and saved with the model, or one `threshold` for every class), decided by
   graft.evaluation.decide, the one rule;
-- a model with a score of unknown images (graft.unknown, `unknown`: kept with a run) scores each
-  image's embedding (the backbone's pooled features, computed in the same pass as the
-  probabilities: `probabilities_and_features`) and answers `unknown` over its threshold;
+- a model with a score of unknown images (graft.unknown, `unknown`: kept with a run, single- or
+  multi-label) scores each image's embedding (the backbone's pooled features, computed in the same
+  pass as the probabilities: `probabilities_and_features`) and answers `unknown` over its threshold;
 - `evaluate`: a folder or label file of labelled images (graft.data.find_eval_data) scored by
   graft.evaluation (a multi-label model: graft.evaluation.evaluate_multilabel at its thresholds).
 
@@ -204,20 +204,22 @@ class BatchPredictor:
         """The answer of each row of `probabilities` (its path still empty): the `k` most likely
         classes; for a multi-label model also its labels, decided at `thresholds` (default:
         `decision_thresholds()`), most likely first, and every class's probability. `unknown`: each
-        row's score of unknown images (`judged`), answered unknown over the model's threshold."""
+        row's score of unknown images (`judged`), answered unknown over the model's threshold (a
+        multi-label answer keeps its labels beside it)."""
         tops = self.top(probabilities, k)
-        if probabilities is None or not self.multilabel:
-            if unknown is None or self.unknown is None:
-                return [Prediction("", top) for top in tops]
+        judged: list[dict[str, Any]] = [{} for _ in tops]
+        if unknown is not None and self.unknown is not None:
             threshold, count = self.unknown.threshold, len(self.classes)
-            return [Prediction("", top, unknown=bool(value > threshold), unknown_score=float(value),
-                               known_classes=count) for top, value in zip(tops, unknown)]
+            judged = [dict(unknown=bool(value > threshold), unknown_score=float(value), known_classes=count)
+                      for value in unknown]
+        if probabilities is None or not self.multilabel:
+            return [Prediction("", top, **extra) for top, extra in zip(tops, judged)]
         from .evaluation.thresholds import decide
 
         given = decide(probabilities, self.decision_thresholds() if thresholds is None else thresholds)
         return [Prediction("", top, labels=[self.classes[c] for c in np.argsort(-row, kind="stable") if given[i, c]],
-                           probabilities={name: float(p) for name, p in zip(self.classes, row)})
-                for i, (row, top) in enumerate(zip(probabilities, tops))]
+                           probabilities={name: float(p) for name, p in zip(self.classes, row)}, **extra)
+                for i, (row, top, extra) in enumerate(zip(probabilities, tops, judged))]
 
     def scored(self, images: Sequence[ImageInput], *, batch_size: int = 64,
                tta: bool = False) -> Iterator[tuple[range, np.ndarray | None, dict[int, str], np.ndarray | None]]:
@@ -280,7 +282,8 @@ class BatchPredictor:
                         threshold: float | None = None) -> tuple[Evaluation | MultiLabelEvaluation, list[dict]]:
         """`evaluate`, plus one row per image: path, true class, predicted class, its probability; for
         a multi-label model, path, true labels, predicted labels (graft.prediction.join_labels) and
-        each class's probability (probability_CLASS)."""
+        each class's probability (probability_CLASS); then, for a model with a score of unknown
+        images, unknown ("true" or "false") and unknown_score (`evaluation_columns`)."""
         from .data.discover import find_eval_data
 
         thresholds = self.decision_thresholds(threshold) if self.multilabel or threshold is not None else None
@@ -296,11 +299,11 @@ class BatchPredictor:
                      "predicted": join_labels(answer.labels or [], self.classes),
                      **{f"probability_{name}": p for name, p in (answer.probabilities or {}).items()}}
                     for sample, answer in zip(samples, answers)]
-            return evaluation, rows
-        predicted = probabilities.argmax(axis=1)
-        rows = [{"path": str(sample.path), "true": self.classes[sample.label], "predicted": self.classes[int(guess)],
-                 "probability": float(probabilities[row, int(guess)])}
-                for row, (sample, guess) in enumerate(zip(samples, predicted))]
+        else:
+            predicted = probabilities.argmax(axis=1)
+            rows = [{"path": str(sample.path), "true": self.classes[sample.label],
+                     "predicted": self.classes[int(guess)], "probability": float(probabilities[row, int(guess)])}
+                    for row, (sample, guess) in enumerate(zip(samples, predicted))]
         if unknown is not None and self.unknown is not None:  # a model with a score of unknown images
             for row, value in zip(rows, unknown):
                 row.update(unknown="true" if value > self.unknown.threshold else "false", unknown_score=float(value))
@@ -309,9 +312,9 @@ class BatchPredictor:
     def evaluation_columns(self) -> list[str]:
         """The columns of `evaluate_images`' rows (graft evaluate's per-image CSV); a model with a
         score of unknown images adds unknown and unknown_score."""
-        if self.multilabel:
-            return ["path", "true", "predicted", *(f"probability_{name}" for name in self.classes)]
-        return ["path", "true", "predicted", "probability", *(["unknown", "unknown_score"] if self.unknown else [])]
+        scored = ["path", "true", "predicted",
+                  *((f"probability_{name}" for name in self.classes) if self.multilabel else ["probability"])]
+        return [*scored, *(["unknown", "unknown_score"] if self.unknown is not None else [])]
 
     def evaluate_samples(self, samples: Sequence[Sample], *, batch_size: int = 64, tta: bool = False,
                          thresholds: np.ndarray | None = None) -> tuple[Evaluation | MultiLabelEvaluation, np.ndarray]:

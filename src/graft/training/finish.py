@@ -78,14 +78,12 @@ def unknown_score(run: Run):
     """The score of unknown images (graft.unknown.fit_unknown: how unlike the training images an image
     is, its threshold set on val to keep --known-recall of the known images), fitted on the model's
     own embeddings of train and val: the cached features while the backbone is the frozen one they
-    came from, else computed now through the trained backbone. None, with a note, for multi-label
-    runs, runs without a pretrained backbone, and data too small to set the threshold."""
+    came from, else computed now through the trained backbone. The same for multi-label runs: the
+    knn score does not read the labels. None, with a note, for runs without a pretrained backbone
+    and data too small to set the threshold."""
     from ..errors import GraftError
     from ..unknown import fit_unknown, val_images_needed
 
-    if run.multilabel:
-        run.say("Note: no score of unknown images for multi-label data yet; every image is answered with its labels.")
-        return None
     if not run.plan.pretrained or run.config.strategy.weights == "none":
         run.say("Note: no score of unknown images: the backbone did not start from pretrained weights.")
         return None
@@ -101,6 +99,7 @@ def unknown_score(run: Run):
     else:  # the backbone trained: its cached features are no longer the model's
         train, val = _embeddings(run, splits.train), _embeddings(run, splits.val)
     try:
+        # one label per row, as fit_unknown checks (knn reads none of them; a multi-label sample's is -1)
         score = fit_unknown(train, run.labels(splits.train), val, known_recall=run.config.data.known_recall)
     except GraftError as error:
         run.say(f"Note: no score of unknown images was fitted: {error}")
