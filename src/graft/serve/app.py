@@ -11,7 +11,8 @@
                     (PNG data URLs; a multi-label model's answers also hold `cams`, a map per label),
                     ?threshold=T decides a multi-label model's labels at T for every class; a model
                     with a score of unknown images (graft.unknown) adds unknown, unknown_score and
-                    answer ("none of the N classes" when unknown, else the label) to each answer
+                    answer ("none of the N classes" when unknown, else the label; a multi-label
+                    model's: "unlike every training image", else its labels) to each answer
     GET  /docs      the API described on one page that needs nothing from the network (FastAPI's own
                     Swagger UI loads its scripts from a CDN, and is blank offline); the schema is
                     at /openapi.json
