@@ -204,11 +204,4 @@ def test_the_server_answers_unknown_with_its_score(scored_run, tiny_dataset):
     assert answers[1]["unknown"] is False and answers[1]["answer"] == answers[1]["label"] == "blue"
 
 
-def test_a_multilabel_run_has_no_score_yet_and_says_so(tiny_multilabel, tmp_path):
-    said: list[str] = []
-    result = graft.train(tiny_multilabel, strategy="linear-probe", out=tmp_path, name="ml", known_recall=RECALL,
-                         **{**FAST, "log": said.append})
-    record, folder = read_record(result.run_dir)
-    assert record.unknown is None and not (folder / UNKNOWN_FILE).exists()
-    assert any("no score of unknown images for multi-label data" in line for line in said)
-    assert all(answer.unknown is None for answer in graft.load(folder).predict([checkerboard()]))
+# A multi-label run has its score too: tests/test_multilabel_unknown.py.
