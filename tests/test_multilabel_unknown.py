@@ -96,7 +96,7 @@ def test_graft_evaluate_writes_the_unknown_columns(scored, tiny_multilabel, tmp_
                             monkeypatch)
     assert code in (0, None), output
     saved = json.loads((tmp_path / "e.json").read_text())
-    assert saved["unknown"]["images"] == 72 and saved["unknown"]["unknown"] <= 3 and "Called unknown" in output
+    assert saved["unknown"]["images"] == 72 and saved["unknown"]["unknown"] <= 3 and "Called unknown (unlike every training image)" in output
     with (tmp_path / "e-predictions.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0])[-2:] == ["unknown", "unknown_score"]

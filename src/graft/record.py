@@ -53,7 +53,7 @@ class RunRecord:
     engine: str | None = None
     task: str = "single"  # "single" (one class per image) or "multilabel" (several labels: sigmoid outputs)
     thresholds: dict | None = None  # multi-label: each class's decision threshold (graft.evaluation.Thresholds)
-    # single-label runs with a pretrained backbone: the score of unknown images and its threshold
+    # runs with a pretrained backbone (single- and multi-label): the score of unknown images and its threshold
     # (graft.unknown.UnknownScore.to_dict; its arrays in unknown.safetensors); None in older records
     unknown: dict | None = None
     advice: dict | None = None  # why --strategy auto chose this (graft.advise's Advice.to_dict())

@@ -351,7 +351,9 @@ def evaluate(
     for table in evaluation_tables(evaluation, str(data)):
         console.print(table)
     if unknown is not None and predictor.unknown is not None:
-        say(f"Called unknown (none of the {len(predictor.classes)} classes): {unknown['unknown']} of "
+        meaning = ("unlike every training image" if predictor.task == "multilabel"
+                   else f"none of the {len(predictor.classes)} classes")
+        say(f"Called unknown ({meaning}): {unknown['unknown']} of "
             f"{unknown['images']} images (the score's threshold keeps {predictor.unknown.known_recall:.0%} of known "
             "val images)")
     say(f"Written to {target} (per-image predictions: {predictions})")
