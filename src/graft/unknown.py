@@ -289,10 +289,11 @@ def _fit_knn(train: np.ndarray, k: int) -> dict[str, np.ndarray]:
         raise GraftError(f"The knn score of unknown images compares each image with its {k} nearest training images, "
                          f"and there are {len(train)}; add training images or lower k.")
     mean = train.mean(axis=0, dtype=np.float64).astype(np.float32)
+    release_pages(train)  # a memory map's pages leave this process once read (they stay in the file cache)
     unit = np.empty(train.shape, dtype=np.float32)
     for start in range(0, len(train), FIT_BLOCK):
         unit[start : start + FIT_BLOCK] = unit_rows(_rows(train[start : start + FIT_BLOCK], "training features"), mean)
-    release_pages(train)  # a memory map's pages, read once, leave this process
+        release_pages(train)
     return {"unknown.mean": mean, "unknown.train": unit}
 
 
