@@ -2,8 +2,9 @@
 
 Each step runs in a fresh child process on ROWS generated training features (ROWS x DIM float16 in a
 memory map, as graft's feature cache holds them; CLASSES Gaussian clusters) and VAL_ROWS val rows:
-- probe: graft.heads.logistic's fit as a linear-probe run makes it (the features as float64,
-  standardised in place; C cross-validated on at most CV_ROWS rows, then fitted on all);
+- probe: graft.heads.logistic.fit_rows, the fit a linear-probe run makes (the features copied once,
+  standardised in place; C cross-validated in float64 on at most CV_ROWS rows, then fitted on all,
+  in float32 where there are more);
 - unknown: graft.unknown.fit_unknown's default score (knn: one float32 copy of the training rows,
   centred and scaled a block at a time).
 The figure is the child's peak RSS (VmHWM) less its RSS once the features exist (the imports and
@@ -55,7 +56,7 @@ import graft.memory
 graft.memory.give_back()
 before = rss_mb("VmRSS")
 if step == "probe":
-    logistic._fit(np.asarray(train, dtype=np.float64), labels, None, 0)
+    logistic.fit_rows(train, labels, C=None, seed=0)
 else:
     fit_unknown(train, labels, val)
 print(json.dumps({"before_mb": before, "peak_mb": rss_mb("VmHWM")}))

@@ -74,14 +74,22 @@ def _fitted(features: FeatureSet, *, C: float | None, seed: int, balanced: bool)
              **({"cv_rows": CV_ROWS} if C is None and len(features.labels) > CV_ROWS else {})}
     arrays = load_derived(features, "logreg", parts)
     if arrays is None or "cv_accuracy" not in arrays:  # entries stored before cv_accuracy was kept: fit again
-        labels = np.asarray(features.labels)
-        # Above CV_ROWS the fit is in float32 (_fit): half the memory of float64, where it matters.
-        x = np.asarray(features.features, dtype=np.float32 if _sampled(labels, C) else np.float64)
-        release_pages(features.features)  # the memory map's pages, read once: x holds the rows now
-        weight, bias, chosen, accuracy = _fit(x, labels, C, seed, class_weight="balanced" if balanced else None)
+        weight, bias, chosen, accuracy = fit_rows(features.features, np.asarray(features.labels), C=C, seed=seed,
+                                                  class_weight="balanced" if balanced else None)
         arrays = {"weight": weight, "bias": bias, "C": np.array([chosen]), "cv_accuracy": np.array([accuracy])}
         store_derived(features, "logreg", parts, arrays)
     return arrays
+
+
+def fit_rows(features: np.ndarray, labels: np.ndarray, *, C: float | None, seed: int,
+             class_weight: str | None = None) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """The multinomial fit on `features` (N x D, an array or a memory map of the cache's float16 rows)
+    as a linear-probe run makes it: weight, bias, the C used and the cross-validated accuracy (NaN
+    without cross-validation). The rows are copied once (float64; float32 above CV_ROWS images, where
+    C is chosen on a sample: half the memory where it matters) and the map's pages let go."""
+    x = np.asarray(features, dtype=np.float32 if _sampled(labels, C) else np.float64)
+    release_pages(features)  # the memory map's pages, read once: x holds the rows now
+    return _fit(x, labels, C, seed, class_weight)
 
 
 def _fit(x: np.ndarray, y: np.ndarray, C: float | None, seed: int,
