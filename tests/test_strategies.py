@@ -193,14 +193,16 @@ def test_auto_precision_scores_and_predicts_in_fp32_on_any_cpu(tiny_dataset, tmp
 
 
 def test_a_model_trains_again_after_extraction_and_prediction(tiny_dataset, tmp_path):
-    """Inference must not leave parameters unusable for training (inference tensors)."""
+    """Inference must not leave parameters unusable for training (inference tensors). Torch computes both
+    passes: the inference tensors were torch's (ONNX Runtime, auto's engine on a CPU, never touches the
+    module's parameters, and tracing it into this test's cache took seconds)."""
     from graft.data.discover import find_data
     from graft.features import FeatureCache, backbone_features
     from graft.runtime import Runtime
 
     backbone = create_backbone("tf_efficientnet_lite0", img_size=32)
     splits = find_data(tiny_dataset)
-    runtime = Runtime.resolve(workers=0, progress=False)
+    runtime = Runtime.resolve(workers=0, progress=False, engine="torch")
     backbone_features(backbone, splits.val, split="val", cache=FeatureCache(tmp_path), runtime=runtime)
     model = graft.model.GraftModel(backbone, torch.nn.Linear(backbone.num_features, 3))
     graft.classifier.predict_logits(model, splits.val[:2], backbone.data_config, runtime=runtime.but(batch_size=64))
