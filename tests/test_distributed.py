@@ -14,9 +14,11 @@ from graft.runtime import Runtime
 
 @pytest.mark.slow
 def test_sharded_extraction_matches_one_process(tiny_dataset, tmp_path):
+    # In torch: graft shards extraction over processes only there (ONNX Runtime, auto's engine on a
+    # CPU, extracts in one process with every core, so under auto both sides ran in one process).
     backbone = create_backbone("tf_efficientnet_lite0", img_size=32)
     samples = find_data(tiny_dataset).train
-    quiet = Runtime.resolve(workers=0, progress=False)
+    quiet = Runtime.resolve(workers=0, progress=False, engine="torch")
     one = backbone_features(backbone, samples, split="train", cache=FeatureCache(tmp_path / "one"), runtime=quiet)
     two = backbone_features(backbone, samples, split="train", cache=FeatureCache(tmp_path / "two"),
                             runtime=quiet.but(devices=2))
