@@ -16,7 +16,7 @@ import graft
 from conftest import FAST
 from graft.model_files import UNKNOWN_FILE, read_record, read_unknown
 from test_cli import run_main
-from test_unknown_runs import checkerboard, save_png, stripes
+from test_unknown_runs import checkerboard, save_png, saved_without_score, stripes
 
 RECALL = 0.9  # tiny_multilabel's val (split off by graft) is too small to leave one image in twenty out
 UNLIKE = "unlike every training image"
@@ -123,17 +123,8 @@ def test_an_onnx_export_answers_unknown_as_the_run_does(scored, images, tmp_path
 
 def test_a_multilabel_run_without_a_score_answers_as_before(scored, images, tmp_path):
     """A multi-label run saved before graft scored them (no `unknown`): no unknown answer, no columns."""
-    from graft.model_files import META_FILE, record_checksum
-
     result, _ = scored
-    folder = tmp_path / "old"
-    shutil.copytree(result.run_dir, folder)
-    data = json.loads((folder / META_FILE).read_text())
-    for key in ("unknown", "unknown_sha256", "record_sha256"):
-        data.pop(key)
-    data["record_sha256"] = record_checksum(data)
-    (folder / META_FILE).write_text(json.dumps(data))
-    (folder / UNKNOWN_FILE).unlink()
+    folder = saved_without_score(result.run_dir, tmp_path / "old")
     model = graft.load(folder, engine="torch")
     answer = model.predict([checkerboard()])[0]
     assert answer.unknown is None and set(answer.to_dict()) == {"path", "labels", "probabilities", "top"}

@@ -125,15 +125,14 @@ def test_the_engines_agree_on_the_unknown_score(scored_run, tiny_dataset):
     assert np.allclose(torch_scores, onnx_scores, atol=1e-3)
 
 
-@pytest.fixture
-def old_run(scored_run, tmp_path):
-    """The scored run as graft saved runs before the score: no `unknown` in graft.json, no unknown.safetensors."""
+def saved_without_score(run_dir, folder):
+    """A copy at `folder` of the run at `run_dir` as graft saved runs before the score: no `unknown`
+    in graft.json (its checksum made again), no unknown.safetensors."""
     import shutil
 
     from graft.model_files import record_checksum
 
-    folder = tmp_path / "old"
-    shutil.copytree(scored_run.run_dir, folder)
+    shutil.copytree(run_dir, folder)
     data = json.loads((folder / META_FILE).read_text())
     for key in ("unknown", "unknown_sha256", "record_sha256"):
         data.pop(key)
@@ -141,6 +140,12 @@ def old_run(scored_run, tmp_path):
     (folder / META_FILE).write_text(json.dumps(data))
     (folder / UNKNOWN_FILE).unlink()
     return folder
+
+
+@pytest.fixture
+def old_run(scored_run, tmp_path):
+    """The scored run as graft saved runs before the score."""
+    return saved_without_score(scored_run.run_dir, tmp_path / "old")
 
 
 @pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
