@@ -210,3 +210,18 @@ def test_the_server_answers_unknown_with_its_score(scored_run, tiny_dataset):
 
 
 # A multi-label run has its score too: tests/test_multilabel_unknown.py.
+
+
+def test_a_loaded_run_reads_its_score_only_when_it_is_used(scored_run, tiny_dataset, monkeypatch):
+    """The score's arrays hold every training embedding (0.5 GB on 100,000 images): a run loaded for what
+    does not score (the report's channel figures, explain) never reads them; predicting reads them once."""
+    import graft.classifier
+
+    reads = []
+    real = graft.classifier.read_unknown
+    monkeypatch.setattr(graft.classifier, "read_unknown", lambda *args: reads.append(args) or real(*args))
+    model = graft.classifier.load(scored_run.run_dir, engine="torch")
+    assert model.scores_unknown and model.model.backbone is not None and not reads
+    image = sorted((tiny_dataset / "val" / "red").glob("*.png"))[0]
+    answers = [model.predict([image])[0], model.predict([checkerboard()])[0]]
+    assert len(reads) == 1 and answers[1].unknown and answers[0].unknown_score < answers[1].unknown_score

@@ -64,13 +64,16 @@ class Classifier(BatchPredictor):
         self.thresholds = None if thresholds is None else np.asarray(thresholds, dtype=np.float64)
         self.runtime = runtime
         self.folder = Path(folder) if folder is not None else None
-        if unknown is None and record is not None and self.folder is not None:
-            unknown = read_unknown(self.folder, record)
-        self.unknown = unknown
+        # Read from `folder` on first use (`unknown`): its arrays hold every training embedding (0.5 GB
+        # on 100,000 images), which what only looks inside the network (the report's figures) never needs.
+        self._unknown = unknown
+        self._unknown_unread = (unknown is None and record is not None and record.unknown is not None
+                                and self.folder is not None)
         self.requested_engine = engine or (runtime.engine if runtime is not None else "auto")
         self._run: _Run | None = None
         self._siblings: dict[str, Classifier] = {}
         self._lock = threading.Lock()
+        self._unknown_lock = threading.Lock()
 
     @property
     def data_config(self) -> DataConfig:
@@ -97,6 +100,24 @@ class Classifier(BatchPredictor):
     def precision(self) -> str:  # type: ignore[override]
         """What its answers are computed in: "32", or "bf16" (torch, where --precision bf16 was asked)."""
         return self._ready().precision
+
+    @property
+    def unknown(self) -> UnknownScore | None:
+        """Its score of unknown images (None: none), read from its folder the first time it is asked for."""
+        if self._unknown_unread:
+            with self._unknown_lock:  # its own lock: `using` asks for it while holding _lock
+                if self._unknown_unread and self.folder is not None and self.record is not None:
+                    self._unknown, self._unknown_unread = read_unknown(self.folder, self.record), False
+        return self._unknown
+
+    @unknown.setter
+    def unknown(self, value: UnknownScore | None) -> None:
+        self._unknown, self._unknown_unread = value, False
+
+    @property
+    def scores_unknown(self) -> bool:
+        """Whether it has a score of unknown images, without reading its arrays."""
+        return self._unknown_unread or self._unknown is not None
 
     def using(self, engine: str | None) -> Classifier:
         """This classifier in another engine (None: as it is), sharing the model and record."""
@@ -179,7 +200,7 @@ class Classifier(BatchPredictor):
         engine = choose_engine(self.requested_engine, device=accelerator_device().type, precision=precision)
         if engine != "torch":
             try:
-                return _GraphRun(engine, self._graph, classes=len(self.classes) if self.unknown is not None else None)
+                return _GraphRun(engine, self._graph, classes=len(self.classes) if self.scores_unknown else None)
             except (GraftError, OSError) as error:  # CompileError and ExportError are GraftErrors
                 if self.requested_engine != "auto":
                     raise
