@@ -154,3 +154,19 @@ def test_a_score_too_large_for_one_file_is_left_out_and_said(scored_run, tmp_pat
     exported = export(graft.load(scored_run.run_dir, engine="torch"), tmp_path / "model.onnx", log=said.append)
     assert any("does not carry" in line and "MB" in line for line in said), said
     assert exported.parity.unknown_score_diff is None and graft.load(exported.path).unknown is None
+
+
+@pytest.mark.parametrize("format", ["onnx", "openvino"])
+def test_a_head_of_other_layers_is_traced_whole_and_says_the_score_is_not_in_the_file(scored_run, tmp_path, format):
+    import torch
+
+    if format == "openvino":
+        pytest.importorskip("openvino")
+    run = graft.load(scored_run.run_dir, engine="torch")
+    linear = run.model.head if isinstance(run.model.head, torch.nn.Linear) else list(run.model.head.children())[-1]
+    run.model.head = torch.nn.Sequential(linear, torch.nn.Tanh())  # Tanh: not one of graft's head layers
+    said = []
+    out = tmp_path / ("model.onnx" if format == "onnx" else "model.xml")
+    exported = export(run, out, format=format, log=said.append)
+    assert any("not in this file" in line for line in said), said
+    assert exported.parity.unknown_score_diff is None and graft.load(exported.path).unknown is None

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..engines.sliced import SlicedSession
-from ..errors import GraftError, ModelFileError
+from ..errors import ModelFileError
 from ..predictor import FilePredictor
-from .unknown_graph import COMBINED_OUTPUT  # probabilities then the score of unknown images, per image
+from .unknown_graph import COMBINED_OUTPUT, read_graph_score, split_scores
 
 if TYPE_CHECKING:
     from ..unknown import UnknownScore
@@ -66,16 +66,12 @@ class ExportedModel(FilePredictor):
         if unknown is not None and FEATURES_OUTPUT not in outputs:
             raise ModelFileError(f"{self.path}: the graph does not give the image embeddings the score of unknown "
                                  "images reads; predict with the run folder in torch (--engine torch).")
-        self.in_graph = unknown is None and isinstance(info.get("unknown"), dict) and COMBINED_OUTPUT in outputs
-        if self.in_graph:  # `graft export` put the score in the file: it gives each image's with the probabilities
-            from ..unknown import UnknownScore
-
-            try:
-                unknown = UnknownScore.from_dict(info["unknown"], in_graph=True)
-            except GraftError as error:
-                raise ModelFileError(f"{self.path}: {error}") from None
+        # `graft export` put the score in the file: it gives each image's with the probabilities
+        in_file = read_graph_score(info, outputs, self.path) if unknown is None else None
+        self.in_graph = in_file is not None
+        if self.in_graph:
             self.session.outputs = [COMBINED_OUTPUT]
-        self.unknown = unknown
+        self.unknown = unknown if unknown is not None else in_file
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities for a uint8 batch (N x 3 x H x W), run in slices side by side
@@ -85,13 +81,12 @@ class ExportedModel(FilePredictor):
     def probabilities_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The probabilities and, for a model with a score of unknown images, the pooled features, from one pass."""
         outputs = self.session(pixels)
-        if self.unknown is None or self.in_graph:
-            return (outputs[:, : len(self.classes)] if self.in_graph else outputs), None
+        if self.in_graph:  # probabilities, then the score
+            return split_scores(outputs)[0], None
+        if self.unknown is None:
+            return outputs, None
         count = len(self.classes)
         return np.ascontiguousarray(outputs[:, :count]), np.ascontiguousarray(outputs[:, count:])
 
     def probabilities_and_unknown(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not self.in_graph:
-            return super().probabilities_and_unknown(pixels)
-        outputs = self.session(pixels)
-        return np.ascontiguousarray(outputs[:, :-1]), outputs[:, -1].astype(np.float64)
+        return split_scores(self.session(pixels)) if self.in_graph else super().probabilities_and_unknown(pixels)

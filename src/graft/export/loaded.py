@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GraftError, ModelFileError
+from ..errors import ModelFileError
 from ..predictor import FilePredictor
 from ..runtime import run_in_slices
-from .unknown_graph import COMBINED_OUTPUT
+from .unknown_graph import COMBINED_OUTPUT, read_graph_score, split_scores
 
 INSTALL_OPENVINO = "pip install 'graft[openvino]'"
 
@@ -53,20 +53,14 @@ class OpenVinoModel(FilePredictor):
             info = {}
         self.read_metadata(info)
         outputs = {name for output in self.compiled.outputs for name in output.get_names()}
-        if isinstance(info.get("unknown"), dict) and COMBINED_OUTPUT in outputs:  # the IR computes the score itself
-            from ..unknown import UnknownScore
-
-            try:
-                self.unknown = UnknownScore.from_dict(info["unknown"], in_graph=True)
-            except GraftError as error:
-                raise ModelFileError(f"{self.path}: {error}") from None
+        self.unknown = read_graph_score(info, outputs, self.path)  # an IR that computes the score itself
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         return run_in_slices(lambda batch: np.asarray(self.compiled({"pixels": batch})["probabilities"]), pixels)
 
     def probabilities_and_unknown(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = run_in_slices(lambda batch: np.asarray(self.compiled({"pixels": batch})[COMBINED_OUTPUT]), pixels)
-        return np.ascontiguousarray(outputs[:, :-1]), outputs[:, -1].astype(np.float64)
+        return split_scores(run_in_slices(lambda batch: np.asarray(self.compiled({"pixels": batch})[COMBINED_OUTPUT]),
+                                          pixels))
 
 
 class TorchScriptModel(FilePredictor):

@@ -45,7 +45,7 @@ from .common import (
     require_suffix,
     scores_module,
 )
-from .unknown_graph import SCORE_OUTPUT, add_unknown_score
+from .unknown_graph import SCORE_OUTPUT, add_unknown_score, with_scores
 
 __all__ = ["FORMATS", "ExportError", "Exported", "Parity", "check_parity", "export_onnx", "metadata",
            "parity_images", "write_onnx"]
@@ -64,6 +64,9 @@ def write_onnx(classifier: Exportable, path: Path, *, graphs: Sequence[Path] = (
         if graph is not None and _add_head(graph, classifier.model.head, path,
                                            multilabel=classifier.task == "multilabel", unknown=unknown):
             return unknown is not None
+    if unknown is not None and say:
+        say("The score of unknown images is not in this file: its head is not made of graft's layers, so the "
+            "graph does not give the backbone's features apart.")
     model = scores_module(classifier)
     example = torch.zeros((2, *classifier.data_config.input_size), dtype=torch.uint8)
     trace_onnx(model, example, path, output_names=list(OUTPUTS))
@@ -186,9 +189,6 @@ def export_onnx(classifier: Exportable, out: str | Path, *, check_images: list[P
         scored = write_onnx(classifier, temporary, graphs=graphs, frozen_backbone=frozen_backbone, unknown=unknown,
                             say=log)
         kept = unknown if scored else None
-        if unknown is not None and not scored and log:
-            log("The score of unknown images is not in this file: its head is not made of graft's layers, so the "
-                "graph does not give the backbone's features apart.")
         info = metadata(classifier, "onnx", unknown=kept)
         graph = onnx.load(str(temporary))
         graph.metadata_props.extend(
@@ -196,17 +196,14 @@ def export_onnx(classifier: Exportable, out: str | Path, *, check_images: list[P
         onnx.save(graph, str(temporary))
         session = onnxruntime.InferenceSession(str(temporary), providers=["CPUExecutionProvider"])
         outputs = ["logits", *([SCORE_OUTPUT] if kept is not None else [])]
+
+        def run(pixels: np.ndarray) -> np.ndarray:
+            found = session.run(outputs, {"pixels": pixels})
+            return with_scores(found[0], found[1] if kept is not None else None)
+
         images, source = images_to_check(classifier, check_images)
-        parity = check_parity(lambda pixels: _side_by_side(session.run(outputs, {"pixels": pixels})), classifier,
-                              images, source=source, unknown=kept)
+        parity = check_parity(run, classifier, images, source=source, unknown=kept)
         judge(parity, "ONNX", "Update onnx/onnxruntime/torch, or report the model's backbone to graft.", log)
     metadata_path = out.with_name(out.name + ".json")
     write_json_atomic(metadata_path, {**info, "parity": asdict(parity)})
     return Exported(path=out, metadata_path=metadata_path, parity=parity)
-
-
-def _side_by_side(outputs: list) -> np.ndarray:
-    """An export's logits, and its score of unknown images where asked for, as one array (N x classes [+ 1])."""
-    if len(outputs) == 1:
-        return outputs[0]
-    return np.concatenate([outputs[0], np.asarray(outputs[1]).reshape(-1, 1)], axis=1)

@@ -24,7 +24,7 @@ import numpy as np
 from ..io import atomic_path, write_json_atomic
 from .common import Exportable, Exported, ExportError, check_parity, images_to_check, judge, metadata, require_suffix
 from .onnx import write_onnx
-from .unknown_graph import SCORE_OUTPUT
+from .unknown_graph import SCORE_OUTPUT, with_scores
 
 if TYPE_CHECKING:
     from ..unknown import UnknownScore
@@ -53,7 +53,7 @@ def export_openvino(classifier: Exportable, out: str | Path, *, check_images: li
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="graft-export-") as folder:
         graph = Path(folder) / "model.onnx"
-        kept = unknown if write_onnx(classifier, graph, unknown=unknown) else None
+        kept = unknown if write_onnx(classifier, graph, unknown=unknown, say=log) else None
         model = openvino.convert_model(str(graph))
     info = metadata(classifier, "openvino", unknown=kept)
     for key, value in info.items():
@@ -65,8 +65,11 @@ def export_openvino(classifier: Exportable, out: str | Path, *, check_images: li
             openvino.save_model(model, str(xml), compress_to_fp16=False)  # fp32, as trained
             compiled = openvino.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
             images, source = images_to_check(classifier, check_images)
-            parity = check_parity(lambda pixels: _logits_and_score(compiled({"pixels": pixels}), kept is not None),
-                                  classifier, images, source=source, unknown=kept)
+            def run(pixels: np.ndarray) -> np.ndarray:
+                found = compiled({"pixels": pixels})
+                return with_scores(found["logits"], found[SCORE_OUTPUT] if kept is not None else None)
+
+            parity = check_parity(run, classifier, images, source=source, unknown=kept)
             judge(parity, "OpenVINO", "Update openvino/onnx/torch, or report the model's backbone to graft.", log)
             os.replace(written_weights, weights)
         finally:
@@ -74,9 +77,3 @@ def export_openvino(classifier: Exportable, out: str | Path, *, check_images: li
     metadata_path = out.with_name(out.name + ".json")
     write_json_atomic(metadata_path, {**info, "parity": asdict(parity)})
     return Exported(path=out, metadata_path=metadata_path, parity=parity)
-
-
-def _logits_and_score(outputs, scored: bool) -> np.ndarray:
-    """The IR's logits, and its score of unknown images beside them where it computes one (N x classes [+ 1])."""
-    logits = np.asarray(outputs["logits"])
-    return np.concatenate([logits, np.asarray(outputs[SCORE_OUTPUT]).reshape(-1, 1)], axis=1) if scored else logits

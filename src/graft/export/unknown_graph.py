@@ -106,3 +106,30 @@ def score_difference(graph_scores: np.ndarray, scores: np.ndarray) -> float:
     """The largest |graph - numpy| relative to the score's size (max(1, |numpy|)): what SCORE_TOLERANCE bounds."""
     graph_scores, scores = (np.asarray(values, dtype=np.float64).reshape(-1) for values in (graph_scores, scores))
     return float((np.abs(graph_scores - scores) / np.maximum(1.0, np.abs(scores))).max()) if scores.size else 0.0
+
+
+def read_graph_score(info: dict, outputs: set[str], path) -> UnknownScore | None:
+    """The score of unknown images a model file computes itself (`graft export` put it in the graph):
+    the record in its metadata's "unknown", where the graph gives COMBINED_OUTPUT; None for a file
+    without one. ModelFileError naming `path` for a damaged record."""
+    if not isinstance(info.get("unknown"), dict) or COMBINED_OUTPUT not in outputs:
+        return None
+    from ..errors import GraftError, ModelFileError
+    from ..unknown import UnknownScore
+
+    try:
+        return UnknownScore.from_dict(info["unknown"], in_graph=True)
+    except GraftError as error:
+        raise ModelFileError(f"{path}: {error}") from None
+
+
+def split_scores(outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """COMBINED_OUTPUT's rows as the probabilities and each image's score (float64)."""
+    return np.ascontiguousarray(outputs[:, :-1]), outputs[:, -1].astype(np.float64)
+
+
+def with_scores(logits: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
+    """An export's logits, and its score of unknown images beside them where there is one (N x classes [+ 1]):
+    what the parity check (graft.export.common.check_parity) reads."""
+    logits = np.asarray(logits)
+    return logits if scores is None else np.concatenate([logits, np.asarray(scores).reshape(-1, 1)], axis=1)
