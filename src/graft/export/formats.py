@@ -47,17 +47,21 @@ def export(classifier: Exportable, out: str | Path, *, format: str = "onnx", che
         raise ExportError("graft export takes a run folder (the PyTorch model); an exported model is exported already.")
     images = [Path(p) for p in check_images] if check_images else None
     unknown = getattr(classifier, "unknown", None)  # the run's score of unknown images (graft.unknown), if any
-    if unknown is not None and format != "torchscript":
-        from .unknown_graph import MAX_SCORE_BYTES, score_bytes
-
-        if score_bytes(unknown) > MAX_SCORE_BYTES:
-            if log:
-                log(f"The file does not carry the run's score of unknown images: its arrays take "
-                    f"{score_bytes(unknown) / 2**20:,.0f} MB, more than one model file holds "
-                    f"({MAX_SCORE_BYTES / 2**20:,.0f} MB); graft predict RUN answers with it.")
-            unknown = None
     if format == "torchscript":
         if unknown is not None and log:
             log("The TorchScript file does not carry the run's score of unknown images (--format onnx or openvino do).")
         return write(classifier, out, check_images=images, log=log)
-    return write(classifier, out, check_images=images, unknown=unknown, log=log)
+    return write(classifier, out, check_images=images, unknown=_fitting(unknown, log), log=log)
+
+
+def _fitting(unknown, log):
+    """`unknown` where one model file can hold its arrays, else None (and said)."""
+    from .unknown_graph import MAX_SCORE_BYTES, score_bytes
+
+    if unknown is None or score_bytes(unknown) <= MAX_SCORE_BYTES:
+        return unknown
+    if log:
+        log(f"The file does not carry the run's score of unknown images: its arrays take "
+            f"{score_bytes(unknown) / 2**20:,.0f} MB, more than one model file holds "
+            f"({MAX_SCORE_BYTES / 2**20:,.0f} MB); graft predict RUN answers with it.")
+    return None
