@@ -117,7 +117,7 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float | None, seed: int,
         if C is None and folds >= 2:
             search = LogisticRegressionCV(Cs=list(LOGREG_GRID), cv=folds, max_iter=2000, random_state=seed,
                                           class_weight=class_weight)
-            rows = _cv_rows(y, seed) if _sampled(y, C) else None  # C chosen on at most CV_ROWS rows, fitted on all
+            rows = _cv_rows(y, seed)  # C chosen on at most CV_ROWS rows, then fitted on all
             search.fit(x if rows is None else x[rows].astype(np.float64), y if rows is None else y[rows])
             C = float(search.C_[0])
             # scores_: one (folds x Cs) array per class, the same for every class of a multinomial fit
