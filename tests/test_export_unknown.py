@@ -170,3 +170,16 @@ def test_a_head_of_other_layers_is_traced_whole_and_says_the_score_is_not_in_the
     exported = export(run, out, format=format, log=said.append)
     assert any("not in this file" in line for line in said), said
     assert exported.parity.unknown_score_diff is None and graft.load(exported.path).unknown is None
+
+
+def test_a_damaged_score_record_in_an_exported_file_is_refused_naming_the_file(scored_run, tmp_path):
+    from graft.errors import ModelFileError
+
+    exported = export(graft.load(scored_run.run_dir, engine="torch"), tmp_path / "model.onnx", log=None)
+    model = onnx.load(str(exported.path))
+    for entry in model.metadata_props:
+        if entry.key == "unknown":
+            entry.value = json.dumps({"kind": "knn"})  # its threshold and figures gone
+    onnx.save(model, str(tmp_path / "damaged.onnx"))
+    with pytest.raises(ModelFileError, match="damaged.onnx.*incomplete or damaged"):
+        graft.load(tmp_path / "damaged.onnx")
