@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from graft.backbones import create_backbone
-from graft.data.discover import find_data
+from graft.data.discover import Sample, find_data
 from graft.data.transforms import Augment
 from graft.features import FeatureCache, backbone_features
 from graft.features import extract as extract_module
@@ -180,8 +180,63 @@ def test_sharded_extraction_of_the_new_images_matches_one_process(setup, tmp_pat
         make_image(data / "train" / "green" / f"new{index}.png", color=(30, 180, 40), seed=300 + index)
     after = find_data(data).train
     two = backbone_features(backbone, after, split="train", cache=cache, runtime=QUIET.but(devices=2))
-    assert sorted(path.name for path in two.path.iterdir()) == ["features.npy", "files.npy", "labels.npy",
-                                                                 "meta.json"]  # no scratch file left
+    assert sorted(path.name for path in two.path.iterdir()) == ["contents.npy", "features.npy", "files.npy",
+                                                                 "labels.npy", "meta.json"]  # no scratch file left
     assert cache.verify() == []
     np.testing.assert_allclose(np.asarray(two.features, dtype=np.float32),
                                _cold(backbone, after, tmp_path).astype(np.float32), rtol=1e-2, atol=1e-2)
+
+
+def _suggestion(path, rank: int):
+    from graft.suggest import Suggestion
+
+    return Suggestion(index=rank - 1, rank=rank, reason="", reasons=(), top=("red", 0.5), second=("blue", 0.4),
+                      margin=0.1, entropy=0.7, unlikeness=0.0, distance=0.0, path=str(path))
+
+
+def test_images_the_labelling_page_copies_into_data_reuse_the_unlabelled_images_rows(setup, reads, tmp_path,
+                                                                                    make_image, capsys):
+    """Issue 26: suggest extracts the unlabelled images, the labelling page copies the labelled ones
+    into DATA (new paths, new inodes and times: the identity differs), and the next extraction of
+    DATA extracts none of them, the copies' rows taken from the unlabelled images' entry by content."""
+    from graft.labelling import LabellingSession
+
+    data, backbone, cache = setup
+    _first(setup, reads)
+    unlabelled = tmp_path / "unlabelled"
+    pool = [make_image(unlabelled / f"u{index}.png", color=(200, 30, 30), seed=500 + index) for index in range(3)]
+    found = backbone_features(backbone, [Sample(path, -1) for path in pool], split="unlabelled", cache=cache,
+                              runtime=QUIET)
+    assert sorted(reads) == sorted(pool)
+    session = LabellingSession([_suggestion(path, rank) for rank, path in enumerate(pool, start=1)],
+                               ["blue", "green", "red"], labels_csv=tmp_path / "labels.csv", data=data)
+    session.decide(1, "red")
+    session.decide(2, "blue")
+    copied = session.copy_into_data()
+    assert len(copied.copied) == 2
+    (data / "train" / "grey").mkdir()  # a new class, made by hand: the third image copied into it
+    make_image(data / "val" / "grey" / "v.png", color=(128, 128, 128), seed=600)
+    shutil.copy(pool[2], data / "train" / "grey" / "u2.png")
+    after = find_data(data).train
+    reads.clear()
+    second = backbone_features(backbone, after, split="train", cache=cache, runtime=QUIET.but(progress=True))
+    assert reads == []  # not one image through the backbone
+    assert f"train features: {len(after)} reused, 0 extracted" in capsys.readouterr().err
+    by_path = {s.path: row for row, s in enumerate(after)}
+    for source, row in ((pool[0], by_path[copied.images[0].target]), (pool[1], by_path[copied.images[1].target]),
+                        (pool[2], by_path[data / "train" / "grey" / "u2.png"])):
+        assert np.array_equal(np.asarray(second.features[row]), np.asarray(found.features[pool.index(source)]))
+    np.testing.assert_allclose(np.asarray(second.features, dtype=np.float32),
+                               _cold(backbone, after, tmp_path).astype(np.float32), rtol=1e-2, atol=1e-2)
+
+
+def test_a_copy_with_other_bytes_under_a_known_name_is_extracted(setup, reads, make_image):
+    """Matching by content never takes a row for a file whose bytes differ: a new image that shares
+    a name (and size) with an extracted one is extracted."""
+    data, backbone, cache = setup
+    samples, _ = _first(setup, reads)
+    source = samples[0].path
+    other = make_image(data / "train" / "grey" / source.name, color=(30, 180, 40), seed=4321)
+    make_image(data / "val" / "grey" / "v.png", color=(128, 128, 128), seed=600)
+    backbone_features(backbone, find_data(data).train, split="train", cache=cache, runtime=QUIET)
+    assert reads == [other]

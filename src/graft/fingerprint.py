@@ -30,6 +30,21 @@ def identity_digest(identity: FileIdentity) -> bytes:
     return hashlib.blake2b("|".join(map(str, identity)).encode(), digest_size=16).digest()
 
 
+CONTENT_CHUNK = 1 << 20  # bytes read at a time when a file's contents are hashed
+
+
+def content_digest(path) -> bytes:
+    """A 16-byte digest (BLAKE2b) of the bytes of the file at `path`: the feature cache records one
+    per row, so a copy of an image already extracted (a new path, inode and times: another
+    `file_identity`) reuses its row. Read only for files no row matches by identity. Raises OSError
+    when the file cannot be read."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CONTENT_CHUNK):
+            digest.update(chunk)
+    return digest.digest()
+
+
 def files_fingerprint(paths, labels, identities: Iterable[FileIdentity] | None = None) -> str:
     """A hash that changes whenever a file's bytes may have changed: the key of the feature cache
     and of the readability memo (a key that misses a change reuses stale features, silently).
@@ -50,8 +65,9 @@ def files_fingerprint(paths, labels, identities: Iterable[FileIdentity] | None =
 
     Harmless misses: `touch`, chmod, a restore from backup or a copy (`cp -a`, `rsync -a`) change
     the key though the pixels are the same, and so does a remount on file systems that invent
-    inode numbers (some FUSE and network mounts): the features are then computed again, never
-    reused wrongly. Raises OSError when a file is missing.
+    inode numbers (some FUSE and network mounts): the key is then new, never reused wrongly, and
+    the feature cache takes such a file's row back by its bytes (`content_digest`,
+    graft.features.reuse) instead of computing it again. Raises OSError when a file is missing.
 
     `identities`: the files' `file_identity`, where the caller has them already (one `stat` a file).
     """

@@ -16,8 +16,9 @@ The parts, one module each:
   that cannot be written costs only the reuse: features are then built in a temporary folder;
 - graft.features.partial: an entry is built in a partial folder and renamed into place only when
   complete; claims, owners and locks decide who builds it, and an interrupted build is resumed;
-- graft.features.reuse: the rows of unchanged files taken from earlier entries with the same
-  settings, so a list of files that changed a little costs only its new files' extraction;
+- graft.features.reuse: the rows of unchanged files (and of copies of extracted files, by their
+  bytes) taken from earlier entries with the same settings, so a list of files that changed a
+  little costs only its new files' extraction;
 - graft.features.derived: results computed from the features, kept inside their entry.
 """
 
@@ -27,12 +28,14 @@ import errno
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import GraftError
+from ..fingerprint import content_digest
 from ..io import fsync_path
 from .entry import (
     OWNER_FILE,
@@ -111,15 +114,17 @@ class FeatureCache:
         rows = [describe_entry(folder, checksum=True) for folder in self._folders() if not _is_hidden(folder)]
         return [row for row in rows if row.problem]
 
-    def reusable(self, settings: str, digests: np.ndarray, *, dim: int) -> Reuse:
-        """The rows of the files `digests` (graft.features.reuse.identity_digests) that complete
-        entries with the settings key `settings` hold, those sharing the most files first; each
-        entry used is checked as `get` checks it, and a damaged one is reported and removed."""
+    def reusable(self, settings: str, digests: np.ndarray, paths: Sequence, *, dim: int) -> Reuse:
+        """The rows of the files `paths` (their graft.features.reuse.identity_digests `digests`)
+        that complete entries with the settings key `settings` hold, by file identity, else by the
+        files' bytes (read only for files no identity matches); those sharing the most files first.
+        Each entry used is checked as `get` checks it, and a damaged one is reported and removed."""
         try:
             folders = [folder for folder in self._folders() if not _is_hidden(folder)]
         except GraftError:  # a cache folder that cannot be read: nothing to reuse; building says why
             return Reuse(count=len(digests))
-        return find_reuse(folders, settings, digests, dim=dim, drop_damaged=self._drop_damaged)
+        return find_reuse(folders, settings, digests, dim=dim, drop_damaged=self._drop_damaged,
+                          content_of=lambda row: content_digest(paths[row]))
 
     def partials(self) -> list[PartialBuild]:
         """Partial builds: in progress, or abandoned by a process that died."""
@@ -137,13 +142,15 @@ class FeatureCache:
         describe: dict,
         fill: Fill,
         files: np.ndarray | None = None,
+        contents: np.ndarray | None = None,
     ) -> FeatureSet:
         """Create an entry: `fill(out, start, written)` writes rows into `out`, a float16 memmap of
         shape (count, dim): rows `start` onwards (those before are on disk already), in order,
         calling `written(rows)` whenever out[:rows] are written, so they are made durable and
         recorded. An interrupted build keeps what was recorded, and the next build of `key` (in
-        this process or another) calls `fill` with that `start`. `files`: each row's file identity
-        (graft.features.reuse), kept so that later entries can reuse the rows.
+        this process or another) calls `fill` with that `start`. `files` and `contents`: each row's
+        file identity and content digest (graft.features.reuse), kept so that later entries can
+        reuse the rows.
 
         Where the cache folder cannot be written, the features are built in a temporary folder
         instead (one warning per folder and process) and not kept."""
@@ -159,7 +166,8 @@ class FeatureCache:
             return build_in_temporary(key, count=count, dim=dim, labels=labels, describe=describe, fill=fill)
         try:  # a private folder (lock False) is never resumed: no progress to record
             write_entry(partial, key, count=count, dim=dim, labels=labels, describe=describe, fill=fill,
-                        cache_root=self.root, start=start, resumable=lock is not False, files=files)
+                        cache_root=self.root, start=start, resumable=lock is not False, files=files,
+                        contents=contents)
             (partial / PROGRESS_FILE).unlink(missing_ok=True)
             (partial / OWNER_FILE).unlink()
             return self._publish(partial, key)

@@ -3,7 +3,9 @@ made whenever it is read.
 
 An entry is a folder named by its key: features.npy (float16, N x D), labels.npy (N integers),
 for a plain view files.npy (N x 16 bytes: each row's file identity, graft.fingerprint.identity_digest,
-which later entries reuse rows by; graft.features.reuse) and meta.json (count, dim, dtype, the
+which later entries reuse rows by; graft.features.reuse), for a plain view contents.npy (N x 16
+bytes: each row's file contents, graft.fingerprint.content_digest, zeros where not known, by which
+a copy of an extracted file reuses its row) and meta.json (count, dim, dtype, the
 features' CRC-32, and what the features are, with the settings key of a plain view). meta.json is
 written last, so a folder without it was never complete. A build in progress lives in a folder
 named `.partial-KEY` (graft.features.partial) with owner.json and progress.json beside the files.
@@ -23,6 +25,7 @@ import numpy as np
 FEATURES_FILE = "features.npy"
 LABELS_FILE = "labels.npy"
 FILES_FILE = "files.npy"  # a plain view's per-row file identities (graft.features.reuse)
+CONTENTS_FILE = "contents.npy"  # a plain view's per-row digests of the files' bytes (graft.features.reuse)
 META_FILE = "meta.json"
 OWNER_FILE = "owner.json"  # in a partial build only: who is writing it
 PROGRESS_FILE = "progress.json"  # in a partial build only: how many rows are on disk for sure

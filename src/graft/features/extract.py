@@ -171,8 +171,9 @@ def backbone_features(
     that cannot be traced is extracted in torch fp32, with a warning.
 
     A plain view missing from the cache takes the rows of the files that did not change (same
-    path, size and times; the label may differ) from earlier entries with the same settings, and
-    extracts only the others (graft.features.reuse); the progress line says how many of each.
+    path, size and times; the label may differ), and of files with the same bytes as an extracted
+    one (a copy at a new path), from earlier entries with the same settings, and extracts only the
+    others (graft.features.reuse); the progress line says how many of each.
     """
     cache = cache or FeatureCache()
     engines = cache.engines
@@ -247,7 +248,8 @@ def _backbone_features(backbone: Backbone, samples: Sequence[Sample], files: str
     label = f"{split} features" + (f" (view {view_number + 1})" if augmented else "")
     # An augmented view's crop depends on the image's index and seed: never taken from another list.
     settings = None if augmented else settings_key(describe)
-    reuse = cache.reusable(settings, digests, dim=backbone.num_features) if settings else Reuse(count=len(samples))
+    reuse = cache.reusable(settings, digests, paths, dim=backbone.num_features) if settings \
+        else Reuse(count=len(samples))
 
     def fill(out: np.ndarray, start: int, written: Callable[[int], None]) -> None:
         if not reuse.sources:
@@ -260,7 +262,7 @@ def _backbone_features(backbone: Backbone, samples: Sequence[Sample], files: str
 
     built = cache.build(key, count=len(samples), dim=backbone.num_features, labels=labels,
                         describe={**describe, "split": split, **({"settings": settings} if settings else {})},
-                        fill=fill, files=None if augmented else digests)
+                        fill=fill, files=None if augmented else digests, contents=reuse.contents)
     if reuse.sources and runtime.progress:
         print(f"{label}: {reuse.reused:,} reused, {len(samples) - reuse.reused:,} extracted", file=sys.stderr,
               flush=True)

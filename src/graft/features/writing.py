@@ -24,6 +24,7 @@ from ..errors import GraftError
 from ..io import fsync_path, write_json_atomic
 from ..memory import drop_flushed_pages
 from .entry import (
+    CONTENTS_FILE,
     FEATURES_DTYPE,
     FEATURES_FILE,
     FILES_FILE,
@@ -50,9 +51,11 @@ Fill = Callable[[np.ndarray, int, Callable[[int], None]], None]
 
 def write_entry(folder: Path, key: str | None, *, count: int, dim: int, labels: np.ndarray, describe: dict,
                 fill: Fill, cache_root: Path, hint: str | None = None, start: int = 0,
-                resumable: bool = False, files: np.ndarray | None = None) -> None:
+                resumable: bool = False, files: np.ndarray | None = None,
+                contents: np.ndarray | None = None) -> None:
     """Write features (through `fill`, from row `start`: the rows before are in the features file
-    already), labels, the rows' file identities `files` where given (graft.features.reuse) and
+    already), labels, the rows' file identities `files` and content digests `contents` where given
+    (graft.features.reuse) and
     meta.json into `folder`, all synced to disk. `resumable`: record in progress.json how many rows
     are durable, as `fill` reports them written.
 
@@ -80,6 +83,8 @@ def write_entry(folder: Path, key: str | None, *, count: int, dim: int, labels: 
         _save_synced(folder / LABELS_FILE, lambda handle: np.save(handle, labels))
         if files is not None:
             _save_synced(folder / FILES_FILE, lambda handle: np.save(handle, files))
+        if contents is not None:
+            _save_synced(folder / CONTENTS_FILE, lambda handle: np.save(handle, contents))
         meta = {"key": key, "count": count, "dim": dim, "dtype": FEATURES_DTYPE.name, "features_crc32": crc,
                 "created": time.time(), **describe}
         if key is None:
@@ -161,7 +166,7 @@ def build_in_temporary(key: str, *, count: int, dim: int, labels: np.ndarray, de
 
 
 def entry_bytes(count: int, dim: int) -> int:
-    return count * dim * FEATURES_DTYPE.itemsize + count * 24 + 4096  # features, labels, files, headers, meta
+    return count * dim * FEATURES_DTYPE.itemsize + count * 40 + 4096  # features, labels, files, contents, headers, meta
 
 
 def disk_full(folder: Path, needed: int, error: OSError, *, hint: str | None = None) -> GraftError:
