@@ -3,6 +3,7 @@ other heads and token backbones use Grad-CAM, the command writes readable PNGs, 
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -18,7 +19,7 @@ from graft.classifier import Classifier
 from graft.cli.main import app, main
 from graft.config import TrainConfig
 from graft.errors import GraftError
-from graft.explain import CAM, GRAD_CAM, activation_maps, explain, find_class, imagenet_classifier
+from graft.explain import CAM, GRAD_CAM, activation_maps, explain, find_class, imagenet_classifier, model_inputs
 from graft.heads import HeadConfig, create_head
 from graft.model import GraftModel
 from graft.record import RunRecord
@@ -183,3 +184,37 @@ def test_explain_answers_the_good_images_and_names_the_bad_one(linear_probe_run,
     assert f"not read: {broken}" in output.err
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{image.stem}-{rows[i]['class_name']}.png"
                                                            for i, image in ((0, good[0]), (2, good[1])))
+
+
+@pytest.mark.parametrize("hidden", [None, 8])  # CAM (a linear head) and Grad-CAM (a hidden layer)
+@pytest.mark.parametrize("thresholds", [[0.0, 0.0, 2.0], [2.0, 2.0, 2.0]])  # two labels each; none (the likeliest)
+def test_a_multi_label_model_is_explained_in_one_backbone_pass_per_batch(tmp_path, make_image, monkeypatch, hidden,
+                                                                        thresholds):
+    """graft explain on a multi-label model ran the backbone twice per batch: once for the labels
+    given, once more for their maps. The maps of every label come from the one pass, and are the maps
+    of each image and label computed on their own."""
+    explaining = importlib.import_module("graft.explain.explain")  # the module, not the function it exports
+
+    torch.manual_seed(0)
+    net = create_backbone("test_efficientnet", weights="none", img_size=64)
+    model = GraftModel(net, create_head(net.num_features, 3, HeadConfig(hidden=hidden))).eval()
+    classifier = Classifier(model, ["blue", "green", "red"], task="multilabel", thresholds=np.array(thresholds))
+    images = [make_image(tmp_path / f"{index}.png", size=(64, 64), seed=index) for index in range(3)]
+    forward = net.forward_features
+    passes: list[int] = []
+    monkeypatch.setattr(net, "forward_features", lambda batch: passes.append(len(batch)) or forward(batch))
+    drawn: list[np.ndarray] = []
+    figure = explaining._figure
+    monkeypatch.setattr(explaining, "_figure", lambda result, view, heatmap, **kw: drawn.append(heatmap) or figure(
+        result, view, heatmap, **kw))
+
+    explained = explain(classifier, images, out_dir=tmp_path / "maps")
+    assert passes == [3]  # one pass of the batch's three images
+    given = 2 if thresholds[0] == 0.0 else 1
+    assert len(explained) == len(drawn) == given * len(images)
+    for explanation, heatmap in zip(explained, drawn):
+        alone = activation_maps(model, model_inputs([explanation.path], classifier.data_config),
+                                classes=torch.tensor([classifier.classes.index(explanation.class_name)]))
+        np.testing.assert_allclose(heatmap, alone.maps[0].numpy(), atol=1e-5)
+        assert explanation.probability == pytest.approx(float(alone.logits[0].sigmoid()[
+            classifier.classes.index(explanation.class_name)]), abs=1e-6)

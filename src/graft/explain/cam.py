@@ -14,6 +14,7 @@ Both maps keep only positive evidence (ReLU) and are scaled so that each image's
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,7 @@ class ActivationMaps:
     probabilities: torch.Tensor  # B x classes: the model's softmax output
     method: str  # CAM or GRAD_CAM
     logits: torch.Tensor | None = None  # B x classes (a multi-label model's probabilities are their sigmoids)
+    rows: torch.Tensor | None = None  # B: the image (its row in the batch given) each map explains
 
     @property
     def predicted(self) -> torch.Tensor:
@@ -53,13 +55,18 @@ def activation_maps(
     *,
     classes: torch.Tensor | None = None,
     method: str = "auto",
+    choose: Callable[[torch.Tensor], tuple[Sequence[int], Sequence[int]]] | None = None,
 ) -> ActivationMaps:
     """Activation maps of `images` (B x 3 x H x W, normalised as the backbone expects).
 
     `classes` (B class indices) picks the class each map explains; by default the predicted one.
-    `method`: "cam", "grad-cam", or "auto" (CAM where it is exact, Grad-CAM otherwise). Runs in
-    fp32 and eval mode, computes gradients only for the feature map (never for parameters), and
-    leaves the model's mode and parameters exactly as they were, so it can be trained afterwards.
+    `choose`, in place of `classes`, picks the maps from the model's answers: given the batch's
+    logits (B x classes, on the CPU), it returns (rows, classes), a map for each pair, an image any
+    number of times (a multi-label model's labels); every map comes from the one backbone pass, and
+    the answer's `rows` say each map's image. `method`: "cam", "grad-cam", or "auto" (CAM where it is
+    exact, Grad-CAM otherwise). Runs in fp32 and eval mode, computes gradients only for the feature
+    map (never for parameters), and leaves the model's mode and parameters exactly as they were, so
+    it can be trained afterwards.
     """
     if method not in METHODS:
         raise GraftError(f"Unknown method {method!r}: use one of {', '.join(METHODS)}.")
@@ -71,6 +78,10 @@ def activation_maps(
         images = images.to(device=parameter.device, dtype=torch.float32)
         with torch.no_grad():
             features = backbone.forward_features(images).float()
+        rows = torch.arange(len(features))
+        if choose is not None:
+            rows, classes = _chosen(model, features, choose)
+            features = features[rows.to(features.device)]
         linear = _cam_layer(model, features)
         chosen = METHODS[method] or (CAM if linear is not None else GRAD_CAM)
         if chosen == CAM and linear is None:
@@ -92,7 +103,16 @@ def activation_maps(
         probabilities=logits.detach().float().softmax(dim=1).cpu(),
         method=chosen,
         logits=logits.detach().float().cpu(),
+        rows=rows,
     )
+
+
+def _chosen(model: GraftModel, features: torch.Tensor, choose) -> tuple[torch.Tensor, torch.Tensor]:
+    """`choose`'s (rows, classes) for the logits of `features`, as tensors."""
+    with torch.no_grad():
+        logits = model.head(model.backbone.pool(features)).float().cpu()
+    rows, classes = choose(logits)
+    return torch.as_tensor(rows, dtype=torch.long).reshape(-1), torch.as_tensor(classes, dtype=torch.long).reshape(-1)
 
 
 def _grad_cam(model: GraftModel, features: torch.Tensor, classes: torch.Tensor | None):

@@ -6,6 +6,7 @@ import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +66,11 @@ def explain(
     several = getattr(classifier, "task", "single") == "multilabel"
     for start in range(0, len(images), BATCH):
         batch = model_inputs(images[start : start + BATCH], config)
-        rows = list(range(len(batch)))  # the image of each map
         chosen = None if target is None else torch.full((len(batch),), target)
-        if several and target is None:  # a map for every label the model gives the image
-            rows, chosen = _labels_given(classifier, batch, method=method)
-            batch = batch[rows]
-        maps = activation_maps(classifier.model, batch, classes=chosen, method=method)
+        choose = partial(_labels_given, classifier.decision_thresholds()) if several and target is None else None
+        maps = activation_maps(classifier.model, batch, classes=chosen, method=method, choose=choose)
+        rows = maps.rows.tolist()  # the image of each map: a multi-label image has one for every label it is given
+        batch = batch[maps.rows]
         probabilities = maps.logits.sigmoid() if several and maps.logits is not None else maps.probabilities
         results = []
         for offset, row in enumerate(rows):
@@ -89,19 +89,18 @@ def explain(
     return explanations
 
 
-def _labels_given(classifier: Classifier, batch: torch.Tensor, *, method: str) -> tuple[list[int], torch.Tensor]:
-    """A multi-label model's answers for `batch`: (image row, class) for every label at or over its
-    threshold (graft.evaluation.decide), the most likely class where none is; images in order."""
+def _labels_given(thresholds: np.ndarray, logits: torch.Tensor) -> tuple[list[int], list[int]]:
+    """A multi-label model's answers from its logits (B x classes): (image rows, classes), a pair for
+    every label at or over its threshold (graft.evaluation.decide), the most likely class where none
+    is; images in order, each image's labels most likely first."""
     from ..evaluation.thresholds import decide
 
-    logits = activation_maps(classifier.model, batch, method=method).logits
-    assert logits is not None
     probabilities = logits.sigmoid().numpy()
-    given = decide(probabilities, classifier.decision_thresholds())
-    pairs = [(row, column) for row in range(len(batch))
+    given = decide(probabilities, thresholds)
+    pairs = [(row, column) for row in range(len(logits))
              for column in (sorted((int(c) for c in np.flatnonzero(given[row])), key=lambda c: -probabilities[row, c])
                             or [int(probabilities[row].argmax())])]
-    return [row for row, _ in pairs], torch.tensor([column for _, column in pairs])
+    return [row for row, _ in pairs], [column for _, column in pairs]
 
 
 def _figure(result: Explanation, view, heatmap, *, colormap: str):
