@@ -12,7 +12,7 @@ import pytest
 
 from conftest import make_image
 from graft.errors import GraftError
-from graft.labelling import SKIP, LabellingSession, read_labels_file
+from graft.labelling import SKIP, LabellingSession, read_labels_file, skipped_images
 from test_cli import run_main
 
 
@@ -76,13 +76,48 @@ def test_every_decision_is_written_at_once_relative_to_the_csv(images, tmp_path)
     session.decide(items[0].rank, SKIP)  # a decision changed: the row goes
     assert _rows(labels) == [(f"images/{_name(items[2])}", classes[2])]
     assert session.progress() == f"1 of {len(items)} labelled, 2 skipped"
-    assert [entry.name for entry in labels.parent.iterdir() if entry.is_file()] == ["labels.csv"]  # no temporary file
+    assert sorted(entry.name for entry in labels.parent.iterdir() if entry.is_file()) == [
+        "labels.csv", "labels.skipped.csv"]  # the skips beside the labels; no temporary file
 
     # graft reads it as training data: the image, with its class
     from graft.data.labels import read_label_file
 
     read = read_label_file(labels)
     assert [(row.file, row.labels) for row in read.rows] == [(Path(items[2].path), (classes[2],))]
+
+
+def test_a_skip_is_written_beside_the_labels_and_a_new_session_shows_it_skipped(images, tmp_path):
+    """Issue 26: a skip is kept (labels.skipped.csv beside labels.csv: the labels CSV stays a label file
+    graft trains on, where a "skip" row would be a class), so a new session over the same suggestions
+    shows it skipped; a skip changed into a label leaves the skipped file."""
+    items, classes = images
+    labels = tmp_path / "work" / "labels.csv"
+    skipped = tmp_path / "work" / "labels.skipped.csv"
+    session = LabellingSession(items, classes, labels_csv=labels)
+    session.decide(items[0].rank, SKIP)
+    session.decide(items[1].rank, SKIP)
+    session.decide(items[2].rank, classes[1])
+    assert _rows(labels) == [(f"images/{_name(items[2])}", classes[1])]
+    with skipped.open(newline="") as handle:
+        assert list(csv.reader(handle)) == [["path", "decision"], [f"images/{_name(items[0])}", SKIP],
+                                            [f"images/{_name(items[1])}", SKIP]]
+    again = LabellingSession(items, classes, labels_csv=labels)
+    assert [again.decision(item.rank) for item in items[:4]] == [SKIP, SKIP, classes[1], None]
+    assert again.continued == 3 and again.progress() == f"1 of {len(items)} labelled, 2 skipped"
+    again.decide(items[1].rank, classes[0])  # no longer skipped: its row moves to the labels
+    assert skipped_images(labels) == [Path(items[0].path)]
+    assert _rows(labels) == [(f"images/{_name(items[1])}", classes[0]), (f"images/{_name(items[2])}", classes[1])]
+    assert sorted(entry.name for entry in labels.parent.iterdir() if entry.is_file()) == ["labels.csv",
+                                                                                         "labels.skipped.csv"]
+
+
+def test_a_skipped_file_graft_did_not_write_is_refused_and_left_alone(images, tmp_path):
+    items, classes = images
+    skipped = tmp_path / "work" / "labels.skipped.csv"
+    skipped.write_text("my notes\n")
+    with pytest.raises(GraftError, match="labels.skipped.csv exists and is not the list of skipped images"):
+        LabellingSession(items, classes, labels_csv=tmp_path / "work" / "labels.csv")
+    assert skipped.read_text() == "my notes\n"
 
 
 def test_an_image_outside_the_csvs_folder_is_written_with_its_absolute_path(images, tmp_path):
@@ -240,6 +275,11 @@ def test_the_http_api_labels_and_copies(client, tmp_path):
     answer = test_client.post("/api/decisions", json={"rank": items[0].rank, "label": classes[2]})
     assert answer.status_code == 200 and answer.json()["progress"] == f"1 of {len(items)} labelled"
     assert _rows(session.labels_csv) == [(f"images/{_name(items[0])}", classes[2])]
+    skipped = test_client.post("/api/decisions", json={"rank": items[3].rank, "label": SKIP}).json()
+    assert skipped["items"][3]["decision"] == SKIP and skipped["skipped"] == 1  # and after a reload:
+    assert test_client.get("/api/state").json()["items"][3]["decision"] == SKIP
+    assert skipped_images(session.labels_csv) == [Path(items[3].path)]
+    assert skipped["skipped_csv"] == str(session.labels_csv.absolute().with_name("labels.skipped.csv"))
     refused = test_client.post("/api/decisions", json={"rank": items[1].rank, "label": "purple"})
     assert refused.status_code == 400 and "not one of the run's classes" in refused.json()["detail"]
     assert test_client.post("/api/decisions", json={"rank": 99, "label": classes[0]}).status_code == 404
@@ -273,8 +313,10 @@ def test_graft_suggest_label_refuses_bad_options_before_reading_an_image(linear_
     monkeypatch.setattr(graft.suggest, "suggest_for_run", lambda *a, **k: pytest.fail("suggested before checking"))
     foreign = tmp_path / "foreign.csv"
     foreign.write_text("id,target\n1,cat\n")
+    (tmp_path / "mine.skipped.csv").write_text("id,target\n1,cat\n")
     cases = [
-        (["--labels", tmp_path / "x.csv"], "--labels: only with --label"),
+        (["--data", tmp_path], "--data: only with --label"),
+        (["--labels", tmp_path / "mine.csv"], "mine.skipped.csv exists and is not the list of skipped images"),
         (["--label", "--json"], "choose one"),
         (["--label", "--labels", foreign], "is not a labels file graft writes"),
         (["--label", "--data", tiny_multilabel, "--labels", tmp_path / "x.csv"], "labelled by a label file"),
@@ -320,3 +362,28 @@ def test_graft_suggest_label_serves_the_page_then_says_the_next_step(linear_prob
     assert (data / "train" / state["classes"][0] / name).read_bytes() == (unlabelled / name).read_bytes()
     assert f"1 of {state['total']} labelled in {labels}" in output
     assert f"Next: graft train {data}" in output
+
+
+def test_graft_suggest_leaves_out_the_images_skipped_in_an_earlier_round(suggested, tmp_path, linear_probe_run,
+                                                                         unlabelled, capsys, monkeypatch):
+    """Issue 26: an image skipped on the page is not suggested again by the next `graft suggest`
+    (with the same --labels); every image skipped is a clear error."""
+    import json
+
+    from test_suggest import _main
+
+    items, classes = suggested
+    labels = tmp_path / "labels.csv"
+    LabellingSession(items, classes, labels_csv=labels).decide(items[0].rank, SKIP)
+    code, output = _main(["suggest", linear_probe_run.run_dir, unlabelled, "--count", "5", "--labels", labels,
+                          "--json"], capsys, monkeypatch)
+    assert code == 0, output
+    answer = json.loads(output)
+    paths = [item["path"] for item in answer["suggestions"]]
+    assert items[0].path not in paths and len(paths) >= 4 and answer["images"] == 7
+    assert f"1 image(s) skipped in an earlier labelling round left out ({tmp_path / 'labels.skipped.csv'})" in \
+        answer["notes"]
+    (tmp_path / "labels.skipped.csv").write_text("path,decision\n" + "".join(f"{path},skip\n"
+                                                                          for path in sorted(unlabelled.iterdir())))
+    code, output = run_main(["suggest", linear_probe_run.run_dir, unlabelled, "--labels", labels], capsys, monkeypatch)
+    assert code == 2 and "Every one of the 8 unlabelled images was skipped" in output and "Traceback" not in output

@@ -78,6 +78,11 @@ def test_label_three_images_with_clicks_and_keys_then_copy(served, page):
         rows = list(csv.reader(handle))
     assert rows == [["path", "label"]] + [[f"images/{items[index].path.rsplit('/', 1)[-1]}", classes[label]]
                                           for index, label in ((0, 0), (1, 1), (3, 2))]
+    with session.labels_csv.with_name("labels.skipped.csv").open(newline="") as handle:  # the skip is kept
+        assert list(csv.reader(handle)) == [["path", "decision"], [f"images/{items[2].path.rsplit('/', 1)[-1]}", "skip"]]
+    page.reload()  # a reload shows the decisions made, the skip among them
+    expect(page.locator("#progress")).to_have_text(f"3 of {total} labelled, 1 skipped")
+    expect(page.locator("#strip button.skipped")).to_have_count(1)
 
     page.locator("#copy").click()  # asks first
     expect(page.locator("#confirm")).to_be_visible()

@@ -6,11 +6,13 @@ class name or "skip" (`decide`); after every decision the labels CSV is written 
 through graft.io (a temporary file, then a rename), so an interrupted session loses nothing. The CSV
 is a label file graft reads (graft.data.labels): a `path,label` header, then one row per labelled
 image, its path relative to the CSV's folder where the image lies inside that folder, else absolute.
-Skipped images are not written (a row of the file is a label), so a session that continues the file
-shows them undecided again.
+Skipped images are not rows of it (a row of a label file is a label: "skip" would be a class) but of
+the skipped file beside it (`skipped_file`: labels.skipped.csv, header `path,decision`, each row's
+decision "skip"), written with it, so a session that continues the files shows them skipped and the
+next `graft suggest` leaves them out (`skipped_images`).
 
 The session never replaces a file it did not write: an existing CSV whose header is `path,label`
-(graft's labels file) is continued, its rows for suggested images shown as decisions already made
+(graft's labels file; `path,decision` for the skipped file) is continued, its rows for suggested images shown as decisions already made
 and its other rows (an earlier round's) kept as they are; any other existing file is refused with a
 GraftError naming it.
 
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from .suggest import Suggestion
 
 HEADER = ("path", "label")
+SKIPPED_HEADER = ("path", "decision")  # the skipped file's: each row's decision is SKIP
 SKIP = "skip"
 
 
@@ -106,28 +109,59 @@ def read_labels_file(path: str | Path) -> list[tuple[str, str]]:
     """The rows (path as written, label) of the labels CSV at `path`: none where there is no file, a
     GraftError naming the file where it exists and is not a labels file graft writes (header
     `path,label`), so that it is never replaced."""
+    return _read_rows(path, HEADER, "a labels file graft writes")
+
+
+def skipped_file(labels_csv: str | Path) -> Path:
+    """Where the images skipped in the labelling of `labels_csv` are listed: NAME.skipped.csv beside it."""
+    path = Path(labels_csv)
+    return path.with_name(f"{path.stem}.skipped{path.suffix or '.csv'}")
+
+
+def read_skipped_file(labels_csv: str | Path) -> list[str]:
+    """The paths (as written) in the skipped file of `labels_csv`: none where there is none, a
+    GraftError naming it where it exists and is not one graft writes (header `path,decision`)."""
+    path = skipped_file(labels_csv)
+    rows = _read_rows(path, SKIPPED_HEADER, "the list of skipped images graft writes")
+    for text, decision in rows:
+        if decision != SKIP:
+            raise GraftError(f"{path} lists {text} with the decision {decision!r}, not {SKIP!r}; mend that row (or give "
+                             "another file name with --labels).")
+    return [text for text, _ in rows]
+
+
+def skipped_images(labels_csv: str | Path) -> list[Path]:
+    """The images skipped in the labelling of `labels_csv` (read_skipped_file), as paths: those
+    written relative read from the file's folder."""
+    folder = os.path.dirname(os.path.abspath(skipped_file(labels_csv)))
+    return [Path(os.path.join(folder, text)) for text in read_skipped_file(labels_csv)]
+
+
+def _read_rows(path: str | Path, header: tuple[str, str], what: str) -> list[tuple[str, str]]:
+    """The rows (path as written, second column) of the CSV at `path` with `header`: none where there is
+    no file; a GraftError naming the file where it is a folder, is not `what` or has a bad row."""
     path = Path(path)
     if path.is_dir():
         raise GraftError(f"--labels {path}: that is a folder; give the name of a CSV file to write the labels to "
                          "(e.g. labels.csv).")
     if not path.exists():
         return []
-    foreign = (f"{path} exists and is not a labels file graft writes (a CSV with the header path,label), so graft "
-               "will not replace it. Give another file name with --labels, or move that file away.")
+    foreign = (f"{path} exists and is not {what} (a CSV with the header {','.join(header)}), so graft will not replace "
+               "it. Give another file name with --labels, or move that file away.")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise GraftError(foreign) from None
     rows = list(csv.reader(io.StringIO(text)))
-    if not rows or tuple(cell.strip() for cell in rows[0]) != HEADER:
+    if not rows or tuple(cell.strip() for cell in rows[0]) != header:
         raise GraftError(foreign)
     found = []
     for line, row in enumerate(rows[1:], start=2):
         if not row:
             continue
         if len(row) != 2 or not row[0].strip() or not row[1].strip():
-            raise GraftError(f"{path}, line {line}: expected a path and a label, found {','.join(row)!r}; mend the "
-                             "line (or give another file name with --labels).")
+            raise GraftError(f"{path}, line {line}: expected a path and a {header[1]}, found {','.join(row)!r}; mend "
+                             "the line (or give another file name with --labels).")
         found.append((row[0].strip(), row[1].strip()))
     return found
 
@@ -152,10 +186,10 @@ def class_folders(data: str | Path) -> Path:
 
 class LabellingSession:
     """A person's decisions on `suggestions` (graft.suggest's, each with its image's path), one of
-    `classes` or SKIP per image, written to `labels_csv` after each; `data` is where
+    `classes` or SKIP per image, written to `labels_csv` (skips to its `skipped_file`) after each; `data` is where
     `copy_into_data` copies the labelled images (None: nowhere, until one is given).
 
-    A GraftError where `labels_csv` exists and is not a labels file graft writes, or continues one
+    A GraftError where `labels_csv` (or its skipped file) exists and is not one graft writes, or continues one
     that labels a suggested image with a name not in `classes`. Safe to use from several threads
     (the web page's server): one lock guards the decisions and the file."""
 
@@ -179,6 +213,7 @@ class LabellingSession:
         self._texts = {item.rank: self._written_path(str(item.path)) for item in self.items}  # each row's path, once
         self._decisions: dict[int, str] = {}
         self._kept: list[tuple[str, str]] = []  # the file's rows for images not suggested now: written back unchanged
+        self._kept_skips: list[str] = []  # the same of the skipped file
         for text, label in read_labels_file(self.labels_csv):
             rank = where.get(_key(os.path.join(self._folder, text)))
             if rank is None:
@@ -188,6 +223,12 @@ class LabellingSession:
                                  f"({', '.join(self.classes)}); mend that row, or give another file name with --labels.")
             else:
                 self._decisions[rank] = label
+        for text in read_skipped_file(self.labels_csv):
+            rank = where.get(_key(os.path.join(self._folder, text)))
+            if rank is None:
+                self._kept_skips.append(text)
+            else:
+                self._decisions.setdefault(rank, SKIP)  # labelled in the labels CSV too: the label stands
         self.continued = len(self._decisions)
 
     @property
@@ -237,12 +278,17 @@ class LabellingSession:
             return Path(os.path.relpath(absolute, folder)).as_posix()
         return absolute
 
+    def skipped_rows(self) -> list[str]:
+        """The skipped file's rows (paths as written): its earlier rows for images not suggested now,
+        then each skipped image in rank order."""
+        return self._kept_skips + [self._texts[item.rank] for item in self.items
+                                   if self._decisions.get(item.rank) == SKIP]
+
     def _write(self) -> None:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(HEADER)
-        writer.writerows(self.rows())
-        write_text_atomic(self.labels_csv, out.getvalue())
+        write_text_atomic(self.labels_csv, _csv_text(HEADER, self.rows()))
+        skipped, rows = skipped_file(self.labels_csv), self.skipped_rows()
+        if rows or skipped.exists():
+            write_text_atomic(skipped, _csv_text(SKIPPED_HEADER, [(text, SKIP) for text in rows]))
 
     def copy_problem(self) -> str | None:
         """Why `copy_into_data` would be refused before copying anything (no DATA, or a DATA that is a
@@ -277,6 +323,14 @@ class LabellingSession:
                 done.append(CopiedImage(source, target, label, copied))
             self.last_copy = CopyResult(self.data, folder, done)
         return self.last_copy
+
+
+def _csv_text(header: tuple[str, str], rows: list[tuple[str, str]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def _key(path: str) -> str:

@@ -383,20 +383,25 @@ def _rows(array: np.ndarray, what: str, *, dim: int | None = None, empty: bool =
 
 
 def suggest_for_run(run: str | Path, images: Sequence[str | Path], *, count: int, method: str = DEFAULT_METHOD,
-                    progress: bool = True) -> Suggestions:
+                    progress: bool = True, skipped: Sequence[str | Path] = (),
+                    skipped_from: str | Path | None = None) -> Suggestions:
     """`graft suggest RUN UNLABELLED/`: `suggest` over the images in `images` (files, folders, globs),
     from the run's own features: the run's backbone, preprocessing and engine through graft's one
     extraction path and cache (graft.features.backbone_features; the labelled images' features are
     the ones training cached), and its head's probabilities on those features. The labelled images
     are every image of the run's data (train, val and test), as graft.data.find_data splits it
-    again. A GraftError names a RUN that is not a run folder, a multi-label run, missing training
-    data, or images of which none can be read (unreadable ones are left out and named in `notes`)."""
+    again. `skipped`: images a person skipped in an earlier labelling round (graft.labelling's
+    skipped_images, listed in the file `skipped_from`), left out with a note. A GraftError names a
+    RUN that is not a run folder, missing training data, or images of which none can be read
+    (unreadable ones are left out and named in `notes`) or all of which were skipped."""
     from .data.discover import Sample, find_data
 
     count = check_count(count)
     if method not in METHODS:
         raise GraftError(f"Unknown way of suggesting images {method!r}; choose one of {', '.join(METHODS)}.")
     paths, notes = _unlabelled_images(images)
+    if skipped:
+        paths, notes = _without_skipped(paths, skipped, skipped_from, notes)
     classifier, record, source = _open_run(run)
     config = record.config
     splits = find_data(source, val_split=config.data.val_split, seed=config.data.seed, task=config.data.task)
@@ -430,6 +435,24 @@ def _unlabelled_images(images: Sequence[str | Path]) -> tuple[list[Path], list[s
              + "; ".join(f"{path}: {reason}" for path, reason in list(unreadable.items())[:5])] if unreadable else []
     notes += [f"{error.path}: {error.reason}" for error in failed]
     return readable, notes
+
+
+def _without_skipped(paths: list[Path], skipped: Sequence[str | Path], skipped_from: str | Path | None,
+                     notes: list[str]) -> tuple[list[Path], list[str]]:
+    """`paths` less the images `skipped` (listed in `skipped_from`), with a note saying how many; a
+    GraftError where every one was skipped."""
+    import os
+
+    left_out = {os.path.normcase(os.path.abspath(path)) for path in skipped}
+    kept = [path for path in paths if os.path.normcase(os.path.abspath(path)) not in left_out]
+    if len(kept) == len(paths):
+        return paths, notes
+    where = skipped_from or "the list of skipped images"
+    if not kept:
+        raise GraftError(f"Every one of the {len(paths):,} unlabelled images was skipped in an earlier labelling round "
+                         f"({where} lists them); remove their rows from that file to have them suggested again.")
+    return kept, [*notes, f"{len(paths) - len(kept):,} image(s) skipped in an earlier labelling round left out "
+                          f"({where})"]
 
 
 def _open_run(run: str | Path) -> tuple[Classifier, RunRecord, str]:

@@ -40,10 +40,12 @@ def suggest(
     label: Annotated[bool, typer.Option("--label", help="Then open a page (on this machine only) to label the "
                                                         "suggested images: a button per class and skip, keys 1-9 "
                                                         "and s; each decision is written to --labels at once.")] = False,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="With --label: the labels CSV (path,label) to "
-                                                                    "write, or to continue where graft wrote it "
-                                                                    "before (default: labels.csv here). Any "
-                                                                    "other file is never replaced.")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="The labels CSV (path,label; default: "
+                                                                    "labels.csv here): the images skipped in it "
+                                                                    "(NAME.skipped.csv) are not suggested again; "
+                                                                    "with --label, the file to write, or to continue "
+                                                                    "where graft wrote it before. Any other file is "
+                                                                    "never replaced.")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="With --label: where the page's copy button copies "
                                                                 "the labelled images, DATA/train/CLASS/ (or "
                                                                 "DATA/CLASS/), when you ask (default: the run's "
@@ -61,10 +63,12 @@ def suggest(
     labelled images, or its group). Their features come from the run's backbone through graft's
     feature cache: a second call on the same images extracts nothing.
 
-    With --label, a page on 127.0.0.1 shows each suggested image to label (or skip); the labels CSV
-    is written after every decision, and the images are copied into DATA only when you press its
+    Images skipped in an earlier labelling round (listed in labels.skipped.csv beside --labels) are
+    not suggested again. With --label, a page on 127.0.0.1 shows each suggested image to label (or
+    skip); the labels CSV (and the skipped list) is written after every decision, and the images are copied into DATA only when you press its
     copy button (a name already taken gets a new one; nothing is replaced). Then: graft train DATA."""
     from ..io import refuse_overwrite, write_text_atomic
+    from ..labelling import skipped_file, skipped_images
     from ..suggest import check_count, suggest_for_run
 
     check_count(count)
@@ -72,7 +76,9 @@ def suggest(
         refuse_overwrite([csv_out], flag="--csv", overwrite=overwrite)
     sock = _check_labelling(label, labels=labels, data=data, port=port, no_browser=no_browser, json_out=json_out)
     try:
-        found = suggest_for_run(run, unlabelled, count=count, method=method, progress=not json_out)
+        found = suggest_for_run(run, unlabelled, count=count, method=method, progress=not json_out,
+                                skipped=skipped_images(labels or DEFAULT_LABELS),
+                                skipped_from=skipped_file(labels or DEFAULT_LABELS))
     except BaseException:
         if sock is not None:
             sock.close()
@@ -104,12 +110,15 @@ def suggest(
 def _check_labelling(label: bool, *, labels: Path | None, data: Path | None, port: int, no_browser: bool,
                      json_out: bool):
     """--label's options checked before any image is read: the labels CSV one graft may write (absent, or
-    graft's own), --data a folder of class folders, the port free (its socket, bound on 127.0.0.1);
-    None without --label, whose options are then refused."""
+    graft's own; its skipped file too, read with or without --label), --data a folder of class
+    folders, the port free (its socket, bound on 127.0.0.1); None without --label, whose options are
+    then refused."""
     from ..errors import GraftError
+    from ..labelling import class_folders, read_labels_file, read_skipped_file
 
+    read_skipped_file(labels or DEFAULT_LABELS)  # its skipped images are left out, with or without --label
     if not label:
-        given = [flag for flag, value in (("--labels", labels), ("--data", data), ("--no-browser", no_browser or None),
+        given = [flag for flag, value in (("--data", data), ("--no-browser", no_browser or None),
                                           ("--port", None if port == DEFAULT_PORT else port)) if value is not None]
         if given:
             raise GraftError(f"{', '.join(given)}: only with --label (the labelling page); add --label.")
@@ -117,7 +126,6 @@ def _check_labelling(label: bool, *, labels: Path | None, data: Path | None, por
     if json_out:
         raise GraftError("--json prints the suggestions for a program and --label opens a page for a person: "
                          "choose one.")
-    from ..labelling import class_folders, read_labels_file
     from ..serve.server import bind
 
     read_labels_file(labels or DEFAULT_LABELS)

@@ -3,10 +3,12 @@ graft.labelling's `LabellingSession`, served by uvicorn as `graft serve` is (gra
 
     GET  /                the page (static/labelling.html: one file, nothing fetched from elsewhere)
     GET  /api/state       the classes, each suggested image (rank, file name, reason, the model's two
-                          most likely classes, the decision made), progress, the labels CSV and DATA
+                          most likely classes, the decision made), progress, the labels CSV, its
+                          skipped file and DATA
     GET  /images/{rank}   the suggested image of that rank, as a JPEG at most THUMBNAIL_SIDE px a side;
                           only suggested images are served (by rank: a path is never read from a request)
-    POST /api/decisions   {"rank": R, "label": CLASS or "skip"}: the decision, written to the CSV at once
+    POST /api/decisions   {"rank": R, "label": CLASS or "skip"}: the decision, written to the CSV (a skip to
+                          the skipped file beside it) at once
     POST /api/copy        copy the labelled images into DATA (only when the person confirms it on the page)
 
 A request the session refuses (an unknown class, a rank not suggested, a DATA that is a label file)
@@ -25,7 +27,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 
 from ..errors import GraftError
-from ..labelling import SKIP, LabellingSession
+from ..labelling import SKIP, LabellingSession, skipped_file
 
 THUMBNAIL_SIDE = 512
 
@@ -88,7 +90,8 @@ def describe(session: LabellingSession) -> dict:
                       f"graft train {data or 'DATA'}")
     return {"classes": session.classes, "skip": SKIP, "items": items, "progress": session.progress(),
             "labelled": session.labelled, "skipped": session.skipped, "total": len(session.items),
-            "continued": session.continued, "labels_csv": str(session.labels_csv.absolute()), "data": data,
+            "continued": session.continued, "labels_csv": str(session.labels_csv.absolute()),
+            "skipped_csv": str(skipped_file(session.labels_csv).absolute()), "data": data,
             "copy_problem": session.copy_problem(), "last_copy": last.to_dict() if last is not None else None,
             "next": next_step}
 
