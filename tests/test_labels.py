@@ -480,3 +480,83 @@ def test_class_folders_beside_a_stray_train_csv_are_still_class_folders(tmp_path
     write(tmp_path / "train.csv", ["id,target", "1,0", "2,1"])
     splits = find_data(tmp_path, val_split=0.25)
     assert splits.classes == ["cat", "dog"] and len(splits.test) == 4 and "train.csv" not in splits.layout
+
+
+# -- A label file beside class folders -----------------------------------------------------------
+
+
+def class_folders(root: Path, make_image, per_class: int = 4) -> Path:
+    """root/cat/0.png ... root/dog/3.png: a folder of class folders."""
+    for offset, name in enumerate(("cat", "dog")):
+        for index in range(per_class):
+            make_image(root / name / f"{index}.png", size=(8, 8), seed=10 * offset + index)
+    return root
+
+
+def test_a_label_file_beside_class_folders_that_agree_with_it_is_read_and_the_summary_says_so(tmp_path, make_image):
+    """DATA/train.csv beside DATA/cat/ and DATA/dog/: the file gives the labels (it may give several: each
+    image's folder is one of them), and the summary names both sources, not the file alone."""
+    root = class_folders(tmp_path, make_image)
+    write(root / "train.csv", ["path,labels"] + [f"{name}/{index}.png,{name}{' dog' if index == 0 else ''}"
+                                                 for name in ("cat", "dog") for index in range(4)])
+    splits = find_data(root, task="auto", val_split=0.25)
+    assert splits.task == "multilabel" and label_sets(every_sample(splits), splits.classes)["0"] >= {"dog"}
+    assert "labels from train.csv, and the class folders cat/, dog/ beside it agree" in splits.layout
+    assert "labels from train.csv, and the class folders" in splits.describe()
+
+
+@pytest.mark.parametrize("file", ["train.csv", "metadata.jsonl"])
+def test_a_label_file_beside_class_folders_that_disagree_with_it_is_refused_naming_both(tmp_path, make_image, file):
+    """graft read the label file and ignored the class folders in silence, so that cat/0.png labelled
+    dog in the file trained as a dog. Which source is right cannot be known: graft names both, the
+    images on which they disagree, and the ways to pick one."""
+    root = class_folders(tmp_path, make_image)
+    listed = [(f"{name}/{index}.png", "dog" if (name, index) == ("cat", 0) else name)
+              for name in ("cat", "dog") for index in range(4)]
+    if file == "train.csv":
+        write(root / file, ["path,label"] + [f"{path},{label}" for path, label in listed])
+    else:
+        write(root / file, [json.dumps({"file_name": path, "label": label}) for path, label in listed])
+    with pytest.raises(DataError) as error:
+        find_data(root, task="auto")
+    message = str(error.value)
+    assert f"{root} holds class folders (cat/, dog/) and a label file ({file})" in message
+    line = 2 if file == "train.csv" else 1  # under the CSV's header; the JSONL's first line
+    assert f"{file} line {line} labels cat/0.png 'dog', but it lies in cat/" in message
+    assert f"graft train {root / file}" in message and f"move {file} out of {root}" in message
+    assert find_data(root / file, task="auto").classes == ["cat", "dog"]  # the file itself: the user's choice
+
+
+def test_images_in_class_folders_that_the_label_file_beside_them_leaves_out_are_refused(tmp_path, make_image):
+    """The file listed 2 of each class folder's 4 images and graft trained on those 4 in silence."""
+    root = class_folders(tmp_path, make_image)
+    write(root / "train.csv", ["path,label"] + [f"{name}/{index}.png,{name}" for name in ("cat", "dog") for index in (0, 1)])
+    write(root / "test.csv", ["path,label", "cat/2.png,cat", "dog/2.png,dog"])  # listed in another split's file
+    with pytest.raises(DataError) as error:
+        find_data(root, task="auto")
+    message = str(error.value)
+    assert "2 images in the class folders are in no label file (cat/3.png, dog/3.png)" in message
+    assert "train.csv, test.csv" in message and f"move train.csv and test.csv out of {root}" in message
+
+
+def test_folders_named_unlike_any_label_beside_a_label_file_only_hold_its_images(tmp_path, make_image):
+    """Hugging Face's imagefolder keeps the images in any folders (images/, or train/ and test/ as
+    tags-dev): folders no label names are not class folders, and nothing is compared."""
+    images(tmp_path, make_image)
+    make_image(tmp_path / "img" / "unlisted.png", size=(8, 8))
+    write(tmp_path / "metadata.jsonl", [json.dumps({"file_name": f"img/{name}.png", "labels": labels})
+                                        for name, labels in TAGS.items()])
+    splits = find_data(tmp_path, task="auto")
+    assert splits.classes == NAMES and "class folders" not in splits.layout
+
+
+def test_a_file_graft_cannot_read_beside_class_folders_says_how_to_train_on_the_folders(tmp_path, make_image):
+    """A Kaggle download's train.csv (id,target) beside the class folders: the column error alone did
+    not say that moving the file out trains on the class folders."""
+    root = class_folders(tmp_path, make_image)
+    write(root / "train.csv", ["id,target", "1,0", "2,1"])
+    with pytest.raises(DataError) as error:
+        find_data(root)
+    message = str(error.value)
+    assert "needs a header row with columns path,label" in message
+    assert f"to train on the class folders cat/, dog/ beside it, move train.csv out of {root}" in message

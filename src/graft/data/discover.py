@@ -9,7 +9,8 @@ Accepted layouts (see `find_data`):
   `split` (train/val/test), or JSONL; or Hugging Face's imagefolder layout, a `metadata.csv` or
   `metadata.jsonl` in the folder or in each of its train/, val/ and test/ folders; or a folder with a
   label file per split (train.csv, test.csv: paths from the file). Folders named
-  like splits are never classes.
+  like splits are never classes. Such a label file beside class folders gives the labels where the
+  folders agree with it, and is refused, naming both, where they do not (`_beside_class_folders`).
 
 A label file may give an image several labels, or none (`[]`): multi-label data. `find_data`'s
 `task` says which data its caller takes: "single" (one class per image: `Sample.label`; multi-label
@@ -32,6 +33,7 @@ already read; the same image file reached twice (through links) is refused, as i
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -47,6 +49,7 @@ from ..io import OUTPUT_MARKER, RUN_MARKER, write_bytes_atomic, write_json_atomi
 from .images import IMAGE_EXTENSIONS, load_image
 from .labels import (
     SPLIT_NAMES,
+    LabelRow,
     LabelRows,
     is_label_file,
     metadata_file,
@@ -379,7 +382,8 @@ def _open_source(source: str | Path) -> _Source:
         if _is_graft_output(path):
             raise DataError(f"{path} is graft's own output (a run or output folder), not data: {_LAYOUTS}. "
                             "Give the folder that holds your class folders.")
-        return _imagefolder_source(path) or _split_files_source(path) or _folder_source(path)
+        found = _imagefolder_source(path) or _split_files_source(path)
+        return _beside_class_folders(found) if found is not None else _folder_source(path)
     if is_label_file(path):
         return _label_source(path, read_label_file(path))
     hint = (" To classify one image, use graft predict; to train, give the folder that holds the class "
@@ -416,7 +420,9 @@ def _imagefolder_source(root: Path) -> _Source | None:
     if bare:
         raise DataError(f"{bare[0]} has no metadata file, but {next(iter(by_split.values())).parent.name}/ has one: "
                         "give each split folder its metadata.csv or metadata.jsonl (file_name and label or labels).")
-    return _label_source(root, read_imagefolder(root, {"": top} if top is not None else by_split))
+    files = {"": top} if top is not None else by_split
+    with _folders_hint(root, list(files.values())):
+        return _label_source(root, read_imagefolder(root, files))
 
 
 def _split_files_source(root: Path) -> _Source | None:
@@ -425,7 +431,113 @@ def _split_files_source(root: Path) -> _Source | None:
     if any(_visible_folders(folder) for folder in _visible_folders(root) if folder.name.lower() in SPLIT_FOLDER_NAMES):
         return None
     files = split_label_files(root)
-    return _label_source(root, read_split_files(root, files)) if files else None
+    if not files:
+        return None
+    with _folders_hint(root, list(files.values())):
+        return _label_source(root, read_split_files(root, files))
+
+
+# -- A label file beside class folders -------------------------------------------------------------
+#
+# DATA/train.csv (or metadata.jsonl) beside DATA/cat/ and DATA/dog/: two sources of labels. graft
+# reads the file (Hugging Face's imagefolder does too, and it may give several labels) and says so,
+# where the folders agree with it: every image in a folder named like one of the file's labels is
+# listed, with that label among its own. Where they disagree, which is right cannot be known: graft
+# refuses, names both and the images, and says how to pick one (the file given itself as DATA is the
+# user's choice, and is never compared). Folders that no label names (images/, train/) only hold images.
+
+
+def _beside_class_folders(data: _Source) -> _Source:
+    """`data` (a label file found in a folder), checked against the class folders beside it."""
+    assert data.rows is not None
+    labels = {label for row in data.rows.rows for label in row.labels}
+    folders = [sub for file in dict.fromkeys(file.parent for file in data.rows.files)
+               for sub in _class_like_folders(file)]
+    if not any(folder.name in labels for folder in folders):
+        return data
+    shown = ", ".join(f"{_relative(folder, data.path)}/" for folder in folders)
+    wrong = [(row, folder) for row in data.rows.rows
+             if (folder := _folder_of(row.file, folders)) is not None and folder.name not in row.labels]
+    listed = {os.path.normpath(row.file) for row in data.rows.rows}
+    unlisted = [image for folder in folders for image in _images_below(folder) if os.path.normpath(image) not in listed]
+    if wrong or unlisted:
+        raise DataError(_disagreement(data, shown, wrong, unlisted))
+    names = _names(_in_split_order(data), data.path)
+    data.rows.layout += f": labels from {names}, and the class folders {shown} beside {_it(data.rows.files)} agree"
+    return data
+
+
+def _class_like_folders(folder: Path) -> list[Path]:
+    """The visible subfolders of `folder` that could be class folders: not split folders, not graft's output."""
+    return [sub for sub in _visible_folders(folder) if sub.name.lower() not in SPLIT_FOLDER_NAMES and not _is_graft_output(sub)]
+
+
+def _folder_of(file: Path, folders: list[Path]) -> Path | None:
+    """The one of `folders` that `file` lies in (at any depth), if any."""
+    return next((folder for folder in folders if file.is_relative_to(folder)), None)
+
+
+def _images_below(folder: Path) -> list[Path]:
+    """The image files in `folder` at any depth, as a class folder is read (hidden and junk names left out)."""
+    found = []
+    for top, subfolders, files in os.walk(folder):
+        subfolders[:] = sorted(name for name in subfolders if not _is_ignored(name) and not _is_graft_output(Path(top) / name))
+        found += [Path(top) / name for name in sorted(files)
+                  if not _is_ignored(name) and Path(name).suffix.lower() in IMAGE_EXTENSIONS]
+    return found
+
+
+def _disagreement(data: _Source, shown: str, wrong: list[tuple[LabelRow, Path]], unlisted: list[Path]) -> str:
+    files, root = _in_split_order(data), data.path
+    said = [f"{row.source.name} line {row.line} labels {_relative(row.file, root)} "
+            f"{', '.join(row.labels).join(chr(39) * 2) if row.labels else 'with no label'}, but it lies in "
+            f"{_relative(folder, root)}/" for row, folder in wrong]
+    if unlisted:
+        more = f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else ""
+        said.append(f"{_count(len(unlisted), 'image')} in the class folders {'is' if len(unlisted) == 1 else 'are'} in "
+                    f"no label file ({', '.join(_relative(image, root) for image in unlisted[:5])}{more})")
+    train = data.splits.get("train", files[0])
+    evaluate = "".join(f"; graft evaluate RUN {file} for its {split} images" for split, file in data.splits.items()
+                       if file != train and file in files)
+    kind = "a label file" if len(files) == 1 else "label files"
+    return (f"{root} holds class folders ({shown}) and {kind} ({_names(files, root, ', ')}), and they disagree: "
+            f"{_first(said)}. graft cannot tell which gives the labels. To train on the labels of "
+            f"{_relative(train, root)}, give the file itself: graft train {train}{evaluate}. To train on the class "
+            f"folders, move {_names(files, root)} out of {root}. Or make the two agree (correct the labels, or move "
+            "the images into the folders of their labels).")
+
+
+@contextlib.contextmanager
+def _folders_hint(root: Path, files: list[Path]):
+    """A label file graft cannot read, in a folder of class folders: the error also says how to train on the
+    folders (a Kaggle download's train.csv of ids beside cat/ and dog/)."""
+    try:
+        yield
+    except DataError as error:
+        folders = _class_like_folders(root)
+        if len(folders) < 2:
+            raise
+        shown = ", ".join(f"{folder.name}/" for folder in folders)
+        raise DataError(f"{error} Or, to train on the class folders {shown} beside {_it(files)}, move "
+                        f"{_names(files, root)} out of {root}.") from None
+
+
+def _in_split_order(data: _Source) -> list[Path]:
+    """The label files of `data`, train's first."""
+    files = data.rows.files if data.rows else []
+    return list(dict.fromkeys([*(file for file in data.splits.values() if file in files), *files]))
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _names(files: list[Path], root: Path, joined: str = " and ") -> str:
+    return joined.join(_relative(file, root) for file in files)
+
+
+def _it(files: list[Path]) -> str:
+    return "it" if len(files) == 1 else "them"
 
 
 def _folder_source(root: Path) -> _Source:
