@@ -213,3 +213,65 @@ def test_suggest_for_run_reads_every_feature_from_the_cache(linear_probe_run, un
     second = suggest_for_run(linear_probe_run.run_dir, [unlabelled], count=3, progress=False)
     assert calls == []
     assert [item.path for item in second] == [item.path for item in first]
+
+
+# -- multi-label runs --------------------------------------------------------------------------------
+
+
+def test_multilabel_uncertainty_is_the_nearest_threshold_and_no_two_picks_are_near_duplicates():
+    """Sigmoid probabilities, each class against its own threshold: the least certain image has a
+    class closest to its threshold, and it is said so; no two suggestions are near-duplicates."""
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=(40, 64))
+    rows = _blobs(rng, groups=6, copies=3)
+    thresholds = np.array([0.5, 0.3, 0.7])
+    probabilities = np.tile([0.9, 0.05, 0.95], (len(rows), 1))  # far from every threshold ...
+    probabilities[7] = [0.9, 0.32, 0.95]  # ... but image 7's b is 0.02 from its threshold
+    found = suggest(train, rows, probabilities, classes=CLASSES, count=6, method="margin", thresholds=thresholds)
+    assert found.items[0].index == 7 and "uncertain" in found.items[0].reasons
+    assert found.items[0].reason.startswith("uncertain: b 0.32 against its threshold 0.30")
+    assert found.items[0].margin == pytest.approx(0.02, abs=1e-6)
+    unit = _unit_centred(rows, train)
+    picked = [item.index for item in found]
+    assert len(picked) == 6 and all(item.reason for item in found)
+    similarity = unit[picked] @ unit[picked].T
+    assert (similarity[~np.eye(len(picked), dtype=bool)] < 0.9).all()
+    with pytest.raises(GraftError, match="2 thresholds"):
+        suggest(train, rows, probabilities, classes=CLASSES, count=2, thresholds=[0.5, 0.5])
+
+
+@pytest.fixture(scope="module")
+def multilabel_run(tiny_multilabel, tmp_path_factory):
+    import graft
+    from conftest import FAST
+
+    return graft.train(tiny_multilabel, strategy="linear-probe", out=tmp_path_factory.mktemp("ml-suggest"), name="ml",
+                       **FAST)
+
+
+def test_graft_suggest_ranks_images_for_a_multilabel_run(multilabel_run, tmp_path, capsys, monkeypatch):
+    import json
+
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    for index in range(8):  # grey and noisy with a coloured square, as tiny_multilabel's images
+        pixels = np.full((40, 40, 3), 128.0) + rng.normal(0, 20, (40, 40, 3))
+        x, y = rng.integers(0, 20, 2)
+        pixels[y:y + 20, x:x + 20] = [(200, 30, 30), (30, 180, 40), (30, 40, 200), (120, 30, 120)][index % 4]
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"u{index}.png")
+    shutil.copy(folder / "u0.png", folder / "u0-copy.png")
+    code, output = _main(["suggest", multilabel_run.run_dir, folder, "--count", "9", "--json"], capsys, monkeypatch)
+    assert code == 0, output
+    answer = json.loads(output)
+    names = [item["path"].rsplit("/", 1)[-1] for item in answer["suggestions"]]
+    assert answer["images"] == 9 and 1 <= len(names) <= 8
+    assert not {"u0.png", "u0-copy.png"} <= set(names)  # never both of two identical images
+    assert all(item["reason"] for item in answer["suggestions"])
+    classes = list(multilabel_run.record.classes)
+    assert all(item["top"] in classes and 0 <= item["margin"] <= 1 for item in answer["suggestions"])
+    code, output = run_main(["suggest", multilabel_run.run_dir, folder, "--label", "--labels", tmp_path / "l.csv"],
+                            capsys, monkeypatch)
+    assert code == 2 and "multi-label" in output and "Traceback" not in output

@@ -6,7 +6,9 @@ unlabelled ones, and the trained head's probabilities for the unlabelled ones. T
 image worth labelling:
 
 - uncertainty: the margin between the head's two most likely classes (small: the model cannot tell
-  them apart), or the entropy of its probabilities;
+  them apart), or the entropy of its probabilities; for a multi-label run, the distance of the class
+  nearest its threshold, min |sigmoid - threshold| (small: the model cannot tell whether the image
+  has that label), or the mean binary entropy of its classes;
 - unlikeness to the training data: graft.unknown's default score, one minus the cosine similarity of
   the centred embeddings to the nearest training image;
 - diversity: k-center greedy on the centred unit embeddings (Sener and Savarese, "Active learning for
@@ -152,6 +154,7 @@ def suggest(
     duplicate_similarity: float = DUPLICATE_SIMILARITY,
     paths: Sequence[str | Path] | None = None,
     seed: int = 0,
+    thresholds: Sequence[float] | np.ndarray | None = None,
 ) -> Suggestions:
     """Rank unlabelled images for labelling and return the first `count` (see the module's text).
 
@@ -159,7 +162,9 @@ def suggest(
     images' embeddings from the same backbone; `probabilities` (M x C): the head's class
     probabilities for them, `classes` their C names (for the reasons); `paths` (M, optional) names
     each image in the answer. `seed` seeds k-means and draws the training images that set the
-    unlikeness threshold where there are over THRESHOLD_SAMPLE. A GraftError names a bad shape or value.
+    unlikeness threshold where there are over THRESHOLD_SAMPLE. `thresholds` (C, a multi-label run's):
+    `probabilities` are then each class's sigmoid, and the uncertainty is how near the nearest class is
+    to its threshold (`_uncertainty`). A GraftError names a bad shape or value.
     """
     train = _rows(train_features, "labelled images' embeddings")
     rows = _rows(features, "unlabelled images' embeddings", dim=train.shape[1], empty=True)
@@ -170,6 +175,7 @@ def suggest(
     if probs.shape[1] != len(classes) or len(classes) < 2:
         raise GraftError(f"The probabilities have {probs.shape[1]} classes and {len(classes)} class names are given; "
                          "give one name per column, at least two.")
+    cut = _check_thresholds(thresholds, len(classes))
     if paths is not None and len(paths) != len(rows):
         raise GraftError(f"{len(rows)} unlabelled images but {len(paths)} paths: give one path per image.")
     count = check_count(count)
@@ -188,18 +194,15 @@ def suggest(
         score = _unlikeness_score(train, seed)
         unlikeness = score.score(rows) if len(rows) else np.zeros(0)
         unit = unit_rows(rows, score.arrays["unknown.mean"]).astype(np.float32)
-        ordered = np.sort(probs, axis=1)[:, ::-1]
-        margin = ordered[:, 0] - ordered[:, 1] if len(rows) else np.zeros(0)
-        exact = probs.astype(np.float64)
-        entropy = -np.sum(exact * np.log(np.clip(exact, 1e-300, None)), axis=1)
+        margin, entropy, top = _uncertainty(probs, cut)
         picked, distances, grouped, near = _greedy(method, unit, unlikeness.copy(), margin, entropy, count,
                                           1.0 - duplicate_similarity, train_unit=score.arrays["unknown.train"],
                                           seed=seed)
     threshold = score.threshold if math.isfinite(score.threshold) else None
     uncertain_margin = min(float(np.quantile(margin, UNCERTAIN_SHARE)) if len(rows) else 0.0, UNCERTAIN_MARGIN)
-    top = np.argsort(-probs, axis=1, kind="stable")[:, :2]
     items = [_suggestion(index, rank, distance, method if group else "", top=[(classes[c], float(probs[index, c]))
                                                                          for c in top[index]],
+                         against=None if cut is None else float(cut[top[index][0]]),
                          margin=float(margin[index]), entropy=float(entropy[index]),
                          unlikeness=float(unlikeness[index]), uncertain_margin=uncertain_margin, threshold=threshold,
                          path=None if paths is None else str(paths[index]))
@@ -215,22 +218,26 @@ def suggest(
                        asked=count, notes=notes)
 
 
-def _suggestion(index: int, rank: int, distance: float, group: str, *, top: list[tuple[str, float]], margin: float, entropy: float,
-                unlikeness: float, uncertain_margin: float, threshold: float | None, path: str | None) -> Suggestion:
+def _suggestion(index: int, rank: int, distance: float, group: str, *, top: list[tuple[str, float]],
+                against: float | None, margin: float, entropy: float, unlikeness: float, uncertain_margin: float,
+                threshold: float | None, path: str | None) -> Suggestion:
     """One pick with its reasons: "uncertain" where its margin is at most `uncertain_margin` (and under
     UNCERTAIN_MARGIN), "unlike" where its unlikeness is over `threshold`; else, where it was its cluster's
-    pick (`group`: the clustering method, "" for none), "group"; else "coverage"."""
+    pick (`group`: the clustering method, "" for none), "group"; else "coverage". `against`: a
+    multi-label run's threshold of the class `top[0]` (the nearest to its threshold), said instead of
+    the second class."""
     reasons, words = [], []
+    versus = (f"{top[0][0]} {top[0][1]:.2f} vs {top[1][0]} {top[1][1]:.2f}" if against is None
+              else f"{top[0][0]} {top[0][1]:.2f} against its threshold {against:.2f}")
     if margin <= uncertain_margin and margin < UNCERTAIN_MARGIN:
         reasons.append("uncertain")
-        words.append(f"uncertain: {top[0][0]} {top[0][1]:.2f} vs {top[1][0]} {top[1][1]:.2f}")
+        words.append(f"uncertain: {versus}")
     if threshold is not None and unlikeness > threshold:
         reasons.append("unlike")
         words.append(f"unlike the training images (distance {unlikeness:.2f} to the nearest)")
     if not reasons and group:
         reasons.append("group")
-        words.append(f"the least certain of a group of similar images: {top[0][0]} {top[0][1]:.2f} vs {top[1][0]} "
-                     f"{top[1][1]:.2f}" if group == "margin-clusters"
+        words.append(f"the least certain of a group of similar images: {versus}" if group == "margin-clusters"
                      else "the most typical of a group of similar images with the fewest labelled ones")
     if not reasons:
         reasons.append("coverage")
@@ -238,6 +245,36 @@ def _suggestion(index: int, rank: int, distance: float, group: str, *, top: list
     return Suggestion(index=int(index), rank=rank, reason="; ".join(words), reasons=tuple(reasons), top=top[0],
                       second=top[1], margin=margin, entropy=entropy, unlikeness=unlikeness, distance=float(distance),
                       path=path)
+
+
+def _check_thresholds(thresholds, classes: int) -> np.ndarray | None:
+    """A multi-label run's per-class thresholds, checked: `classes` numbers in (0, 1); None where not given."""
+    if thresholds is None:
+        return None
+    cut = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if len(cut) != classes or not ((cut > 0) & (cut < 1)).all():
+        raise GraftError(f"{len(cut)} thresholds for {classes} classes: give one per class, each between 0 and 1.")
+    return cut
+
+
+def _uncertainty(probs: np.ndarray, cut: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each image's margin (small: uncertain), entropy and its two classes to name (indexes, M x 2).
+
+    One label an image (`cut` None): the top probability minus the second, the entropy of the softmax,
+    the two most likely classes. Several (`cut`: each class's threshold on its sigmoid): the distance
+    of the class nearest its threshold, min |p - threshold| (near 0: the model cannot tell whether
+    the image has that label), the mean binary entropy of the classes, and the two classes nearest
+    their thresholds."""
+    exact = probs.astype(np.float64)
+    if cut is None:
+        ordered = np.sort(probs, axis=1)[:, ::-1]
+        margin = ordered[:, 0] - ordered[:, 1] if len(probs) else np.zeros(0)
+        entropy = -np.sum(exact * np.log(np.clip(exact, 1e-300, None)), axis=1)
+        return margin, entropy, np.argsort(-probs, axis=1, kind="stable")[:, :2]
+    gap = np.abs(exact - cut)
+    clipped = np.clip(exact, 1e-12, 1 - 1e-12)
+    entropy = -np.mean(clipped * np.log(clipped) + (1 - clipped) * np.log(1 - clipped), axis=1)
+    return (gap.min(axis=1) if len(probs) else np.zeros(0)), entropy, np.argsort(gap, axis=1, kind="stable")[:, :2]
 
 
 def check_count(count: int) -> int:
@@ -409,8 +446,12 @@ def suggest_for_run(run: str | Path, images: Sequence[str | Path], *, count: int
     labelled = [_features(backbone, samples, split, runtime)
                 for split, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test)) if samples]
     unlabelled = _features(backbone, [Sample(path, -1) for path in paths], "unlabelled", runtime)
+    thresholds = None
+    if record.task == "multilabel":
+        thresholds = classifier.thresholds if classifier.thresholds is not None else np.full(len(classifier.classes), 0.5)
     found = suggest(np.concatenate(labelled), unlabelled, _head_probabilities(classifier, unlabelled),
-                    classes=classifier.classes, count=count, method=method, paths=[str(path) for path in paths])
+                    classes=classifier.classes, count=count, method=method, paths=[str(path) for path in paths],
+                    thresholds=thresholds)
     found.notes[:0] = notes
     return found
 
@@ -456,8 +497,7 @@ def _without_skipped(paths: list[Path], skipped: Sequence[str | Path], skipped_f
 
 
 def _open_run(run: str | Path) -> tuple[Classifier, RunRecord, str]:
-    """The run folder `run` as a Classifier, its record and its training data (checked: single-label,
-    the data at hand)."""
+    """The run folder `run` as a Classifier, its record and its training data (checked: the data at hand)."""
     from .classifier import load
 
     path = Path(run)
@@ -469,9 +509,6 @@ def _open_run(run: str | Path) -> tuple[Classifier, RunRecord, str]:
     record = classifier.record
     if record is None:
         raise GraftError(f"{run} holds no run record (graft.json); give a run folder graft train wrote.")
-    if record.task != "single":
-        raise GraftError(f"{run} is a multi-label run; graft suggest ranks images for single-label runs only (its "
-                         "uncertainty is the margin between the two most likely classes).")
     if record.data is None or not record.data.source:
         raise GraftError(f"{run}: its graft.json does not name its training data; train it again with graft train.")
     if not Path(record.data.source).exists():
@@ -495,9 +532,11 @@ def _features(backbone, samples, split: str, runtime) -> np.ndarray:
 
 
 def _head_probabilities(classifier: Classifier, features: np.ndarray) -> np.ndarray:
-    """The run's head on the features: its softmax probabilities (N x C)."""
+    """The run's head on the features: its softmax probabilities (N x C), or each class's sigmoid for
+    a multi-label run."""
     import torch
 
     with torch.no_grad():
-        logits = classifier.model.head(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
-        return logits.float().softmax(dim=-1).numpy().astype(np.float64)
+        logits = classifier.model.head(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))).float()
+        probabilities = logits.sigmoid() if classifier.task == "multilabel" else logits.softmax(dim=-1)
+        return probabilities.numpy().astype(np.float64)

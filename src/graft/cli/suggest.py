@@ -74,7 +74,7 @@ def suggest(
     check_count(count)
     if csv_out is not None:
         refuse_overwrite([csv_out], flag="--csv", overwrite=overwrite)
-    sock = _check_labelling(label, labels=labels, data=data, port=port, no_browser=no_browser, json_out=json_out)
+    sock = _check_labelling(run, label, labels=labels, data=data, port=port, no_browser=no_browser, json_out=json_out)
     try:
         found = suggest_for_run(run, unlabelled, count=count, method=method, progress=not json_out,
                                 skipped=skipped_images(labels or DEFAULT_LABELS),
@@ -107,11 +107,11 @@ def suggest(
         _label(run, found, sock, labels=labels or DEFAULT_LABELS, data=data, browser=not no_browser)
 
 
-def _check_labelling(label: bool, *, labels: Path | None, data: Path | None, port: int, no_browser: bool,
+def _check_labelling(run: Path, label: bool, *, labels: Path | None, data: Path | None, port: int, no_browser: bool,
                      json_out: bool):
     """--label's options checked before any image is read: the labels CSV one graft may write (absent, or
     graft's own; its skipped file too, read with or without --label), --data a folder of class
-    folders, the port free (its socket, bound on 127.0.0.1); None without --label, whose options are
+    folders, RUN not a multi-label run, the port free (its socket, bound on 127.0.0.1); None without --label, whose options are
     then refused."""
     from ..errors import GraftError
     from ..labelling import class_folders, read_labels_file, read_skipped_file
@@ -131,7 +131,21 @@ def _check_labelling(label: bool, *, labels: Path | None, data: Path | None, por
     read_labels_file(labels or DEFAULT_LABELS)
     if data is not None:
         class_folders(data)
+    _refuse_multilabel(run)
     return bind("127.0.0.1", port)
+
+
+def _refuse_multilabel(run: Path) -> None:
+    """--label on a multi-label run: a GraftError (the page files each image under one class)."""
+    from ..errors import GraftError
+    from ..model_files import read_record
+    from ..record import RECORD_FILE
+
+    if Path(run).is_dir() and (Path(run) / RECORD_FILE).is_file() and read_record(run, check_weights=False)[0].task \
+            == "multilabel":
+        raise GraftError(f"{run} is a multi-label run, and the labelling page files each image under one class: "
+                         "run graft suggest without --label, and add the suggested images' labels to the run's "
+                         "label file by hand.")
 
 
 def _label(run: Path, found, sock, *, labels: Path, data: Path | None, browser: bool) -> None:
