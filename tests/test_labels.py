@@ -560,3 +560,18 @@ def test_a_file_graft_cannot_read_beside_class_folders_says_how_to_train_on_the_
     message = str(error.value)
     assert "needs a header row with columns path,label" in message
     assert f"to train on the class folders cat/, dog/ beside it, move train.csv out of {root}" in message
+
+
+def test_class_folders_inside_the_split_folders_of_an_imagefolder_are_compared_with_their_metadata(tmp_path, make_image):
+    """Hugging Face's imagefolder with train/metadata.jsonl beside train/cat/ and train/dog/ (and val/ alike):
+    each split's metadata is compared with the class folders beside it."""
+    for split in ("train", "val"):
+        class_folders(tmp_path / split, make_image, per_class=3)
+        write(tmp_path / split / "metadata.jsonl", [json.dumps({"file_name": f"{name}/{index}.png", "label": name})
+                                                    for name in ("cat", "dog") for index in range(3)])
+    splits = find_data(tmp_path, task="auto")
+    assert len(splits.train) == len(splits.val) == 6 and "val/cat/, val/dog/ beside them agree" in splits.layout
+    write(tmp_path / "val" / "metadata.jsonl", [json.dumps({"file_name": f"{name}/{index}.png", "label": "cat"})
+                                                for name in ("cat", "dog") for index in range(3)])
+    with pytest.raises(DataError, match="metadata.jsonl line 4 labels val/dog/0.png 'cat', but it lies in val/dog/"):
+        find_data(tmp_path, task="auto")
