@@ -240,3 +240,40 @@ def test_a_copy_with_other_bytes_under_a_known_name_is_extracted(setup, reads, m
     make_image(data / "val" / "grey" / "v.png", color=(128, 128, 128), seed=600)
     backbone_features(backbone, find_data(data).train, split="train", cache=cache, runtime=QUIET)
     assert reads == [other]
+
+
+def test_prune_removes_only_entries_a_newer_entry_holds_whole(setup, reads, tmp_path, make_image, capsys,
+                                                               monkeypatch):
+    """An entry every row of which a newer entry with the same settings holds (its images added to)
+    is superseded: `graft cache prune` removes it, and asking for its images again extracts nothing.
+    An entry with a row no newer entry holds (an image left out since), another settings key, or an
+    augmented view is kept."""
+    from test_cache import _run_main
+
+    data, backbone, cache = setup
+    monkeypatch.setattr("graft.features.cache.default_cache_dir", lambda: cache.root)
+    samples, first = _first(setup, reads)
+    view = backbone_features(backbone, samples, split="train", cache=cache, runtime=QUIET, view=0, augment=Augment())
+    bf16 = backbone_features(backbone, samples, split="train", cache=cache,
+                             runtime=QUIET.but(precision="bf16", inference_precision="bf16"))
+    make_image(data / "train" / "red" / "new.png", color=(200, 30, 30), seed=100)
+    after = find_data(data).train
+    grown = backbone_features(backbone, after, split="train", cache=cache, runtime=QUIET)
+    shrunk = backbone_features(backbone, [s for s in after if s.path != samples[-1].path], split="train", cache=cache,
+                               runtime=QUIET)  # the newest, without one image of the first
+    assert len(cache.entries()) == 5
+    assert {entry.key for entry in cache.superseded()} == {first.meta["key"]}
+
+    code, output = _run_main(["cache", "prune", "--dry-run"], capsys, monkeypatch)
+    assert code == 0 and first.meta["key"] in output and "Would remove 1" in output, output
+    assert first.path.exists()
+    code, output = _run_main(["cache", "prune"], capsys, monkeypatch)
+    assert code == 0 and "Removed 1" in output, output
+    assert not first.path.exists()
+    assert {entry.key for entry in cache.entries()} == {entry.meta["key"] for entry in (view, bf16, grown, shrunk)}
+    reads.clear()
+    again = backbone_features(backbone, samples, split="train", cache=cache, runtime=QUIET)
+    assert reads == []  # its rows came back from the entry that held them
+    assert np.array_equal(np.asarray(again.features), np.asarray(first.features))
+    code, output = _run_main(["cache", "prune"], capsys, monkeypatch)
+    assert code == 0 and "Nothing to prune" in output  # each entry left has a row no newer one holds

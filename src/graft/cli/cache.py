@@ -1,4 +1,4 @@
-"""`graft cache`: list, check and clear the cache of backbone features."""
+"""`graft cache`: list, check, prune and clear the cache of backbone features."""
 
 from __future__ import annotations
 
@@ -125,6 +125,32 @@ def cache_verify(
         sys.exit(1)
     removal = cache.remove([entry.key for entry in bad] + [partial.name for partial in abandoned])
     console.print(f"Removed {removal.entries} damaged entries and {removal.partials} abandoned partial builds.")
+    if removal.failed:
+        raise GraftError(f"Could not remove {'; '.join(removal.failed)}. Check the permissions of {cache.root}.")
+
+
+@cache_app.command("prune")
+@cache_dir_option
+def cache_prune(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")] = False,
+) -> None:
+    """Remove the feature sets that newer ones hold whole: an entry every image of which (the same
+    file, or the same bytes) a newer entry with the same backbone, preprocessing, engine and
+    precision holds, as after images were added to the data. Nothing is extracted again for them:
+    their images' features come back from the newer entry. Augmented views are never pruned."""
+    cache = _cache()
+    gone = cache.superseded()
+    size = sum(entry.size_bytes for entry in gone)
+    if not gone:
+        console.print(f"Nothing to prune in {escape(str(cache.root))}: no entry is held whole by a newer one.")
+        return
+    for entry in gone:
+        console.print(f"  {entry.key}  {escape(entry.description)}, {entry.count} images, {_mb(entry.size_bytes)} MB")
+    if dry_run:
+        console.print(f"Would remove {len(gone)} cache entries ({_mb(size)} MB) that newer entries hold whole.")
+        return
+    removal = cache.remove([entry.key for entry in gone])
+    console.print(f"Removed {removal.entries} cache entries ({_mb(size)} MB) that newer entries hold whole.")
     if removal.failed:
         raise GraftError(f"Could not remove {'; '.join(removal.failed)}. Check the permissions of {cache.root}.")
 

@@ -49,7 +49,7 @@ from .entry import (
     warn,
 )
 from .partial import Lock, PartialBuild, claim, partial_info, release, try_lock, unlock
-from .reuse import Reuse, find_reuse
+from .reuse import Reuse, find_reuse, superseded
 from .writing import (
     DISK_FULL,
     UNWRITABLE,
@@ -125,6 +125,12 @@ class FeatureCache:
             return Reuse(count=len(digests))
         return find_reuse(folders, settings, digests, dim=dim, drop_damaged=self._drop_damaged,
                           content_of=lambda row: content_digest(paths[row]))
+
+    def superseded(self) -> list[CacheEntry]:
+        """The entries a newer entry with the same settings holds whole (graft.features.reuse.superseded):
+        removing them loses no extraction, as a list of their files takes every row back from it."""
+        folders = [folder for folder in self._folders() if not _is_hidden(folder)]
+        return [describe_entry(folder, checksum=False) for folder in superseded(folders)]
 
     def partials(self) -> list[PartialBuild]:
         """Partial builds: in progress, or abandoned by a process that died."""

@@ -160,6 +160,45 @@ def _take(donors: list[_Donor], targets: dict[bytes, list[int]], column: str, co
             contents[row] = donor.contents[source_row] if donor.contents else UNKNOWN
 
 
+def superseded(folders: Iterable[Path]) -> list[Path]:
+    """The entries in `folders` that a newer sound entry with the same settings key and dim holds
+    whole: each of its rows' files is one of the newer entry's rows, by file identity or by content
+    digest. Removing one loses no extraction: a list of its files takes every row back from the
+    newer entry (find_reuse). Newest first, each entry is weighed only against the newer ones kept,
+    so the newest of a settings key always stays. Augmented views and entries without files.npy
+    (no settings key or no rows recorded) are never superseded."""
+    groups: dict[tuple, list[_Donor]] = {}
+    for folder in folders:
+        meta = read_json_quietly(folder / META_FILE)
+        settings, dim = meta.get("settings"), meta.get("dim")
+        if isinstance(settings, str) and isinstance(dim, int):
+            for donor in _donors([folder], settings, dim):
+                groups.setdefault((settings, dim), []).append(donor)
+    gone = []
+    for members in groups.values():
+        members.sort(key=lambda donor: (donor.created, donor.folder.name), reverse=True)
+        kept: list[tuple[_Donor, set[bytes], set[bytes]]] = []
+        for member in members:
+            contents = member.contents or [UNKNOWN] * len(member.files)
+            if any(all(file in files or (content != UNKNOWN and content in held)
+                       for file, content in zip(member.files, contents)) and _sound(holder)
+                   for holder, files, held in kept):
+                gone.append(member.folder)
+            else:
+                kept.append((member, set(member.files), set(member.contents) - {UNKNOWN}))
+    return gone
+
+
+def _sound(donor: _Donor) -> bool:
+    """Whether a holder passes every check, its features' checksum included (checked once)."""
+    if donor.entry is None and not donor.damaged:
+        try:
+            donor.entry = open_entry(donor.folder, checksum=True)
+        except DamagedEntry:
+            donor.damaged = True  # not removed here: `graft cache verify --fix` does that
+    return donor.entry is not None
+
+
 def _rows_by(digests: Iterable[tuple[int, bytes]]) -> dict[bytes, list[int]]:
     """digest: the rows that have it (an UNKNOWN digest matches nothing)."""
     rows: dict[bytes, list[int]] = {}
