@@ -49,13 +49,14 @@ PROBE_GOOD_ENOUGH_DIFFERENT = 0.99
 FINETUNE_MIN_PER_CLASS = 50
 # A validation pass is a forward pass only: about a third of a training step's time per image.
 VAL_COST = 1 / 3
-# On a CPU, auto first times a training step on batches of this many images (at 224 px, Lite0's step
-# on 4 images peaked 0.24 GB above the loaded model, on 32 images 1.45 GB: issue 24), and trusts
-# the full batch to be at most FULL_BATCH_SPEEDUP times faster per image (measured 2.0-2.6x for
-# 32 against 4 on a 2-core EPYC, bf16-mixed). Where even that cannot fit one epoch in the budget,
-# the full batch is never run: the default run on 10,000 CIFAR images no longer peaks there.
+# On a CPU, auto times a training step on batches of SMALL_BATCH images and takes the full batch
+# to be FULL_BATCH_SPEEDUP times faster per image, never running it: at 224 px, Lite0's step on 4
+# images held 0.27 GB above the loaded model, on 8 0.43 GB, on 32 1.5 GB (issue 24; the default run on
+# 10,000 CIFAR images peaked there). The speed-up is an estimate: 32 against 4 measured 1.3x to 2.6x
+# on 2-core EPYCs (docs/benchmarks.md, "Memory of a default run"); where it flatters, the budget
+# still holds, as fine-tuning stops once the budget leaves less than an epoch as long as those run.
 SMALL_BATCH = 4
-FULL_BATCH_SPEEDUP = 4.0
+FULL_BATCH_SPEEDUP = 2.0
 
 
 @dataclass
@@ -169,15 +170,16 @@ class FinetuneDecision:
 def decide_finetune(*, probe_accuracy: float, epochs: int, epoch_seconds: float | None,
                     seconds_left: float | None, seconds_spent: float = 0.0,
                     good_enough: float = PROBE_GOOD_ENOUGH, figure: str = "on val",
-                    at_least: bool = False) -> FinetuneDecision:
+                    timed_on: str = "") -> FinetuneDecision:
     """After the probe: how many fine-tuning epochs (up to `epochs`) are worth running and fit.
 
     `epoch_seconds`: one image epoch's estimated time (None: not measured, as when the probe is good
     enough); `seconds_left`: what the budget leaves (None: no limit); `seconds_spent`: the run's time so
     far (the budget a message suggests covers it too); `good_enough`: the probe accuracy from which
     fine-tuning is not tried (AutoPlan.good_enough); `figure`: what `probe_accuracy` is, for the
-    messages (multi-label runs give the share of val images whose labels are all right); `at_least`:
-    `epoch_seconds` is a lower bound (timed on small batches, SMALL_BATCH), not the full batch's time.
+    messages (multi-label runs give the share of val images whose labels are all right); `timed_on`:
+    how `epoch_seconds` was found, where not by timing full batches (e.g. "estimated from steps on
+    4 images"), said beside it.
     """
     if probe_accuracy >= good_enough:
         return FinetuneDecision(0, f"the linear probe reached {probe_accuracy:.1%} {figure} (at least "
@@ -190,18 +192,27 @@ def decide_finetune(*, probe_accuracy: float, epochs: int, epoch_seconds: float 
         return FinetuneDecision(epochs, f"the linear probe reached {probe_accuracy:.1%} {figure}: fine-tuning up to {epochs} "
                                         "epochs (no time limit).")
     fit = int(max(0.0, seconds_left) // max(epoch_seconds, 1e-9))
+    how = f" ({timed_on})" if timed_on else ""
     if fit < 1:
-        takes = "at least" if at_least else "about"
-        more = "at least " if at_least else ""
         return FinetuneDecision(0, f"the linear probe reached {probe_accuracy:.1%} {figure}, but one fine-tuning epoch "
-                                   f"takes {takes} {_duration(epoch_seconds)} and the budget leaves {_duration(max(0.0, seconds_left))}: "
-                                   f"kept the probe (--budget {more}{_budget_for(epoch_seconds, epochs, seconds_spent)} would "
-                                   f"fine-tune {epochs} epochs).")
+                                   f"takes about {_duration(epoch_seconds)}{how} and the budget leaves "
+                                   f"{_duration(max(0.0, seconds_left))}: kept the probe (--budget "
+                                   f"{_budget_for(epoch_seconds, epochs, seconds_spent)} would fine-tune {epochs} epoch{'s' if epochs != 1 else ''}).")
     run = min(epochs, fit)
     capped = "" if run == epochs else f" (the budget caps {epochs} at {run}; --budget {_budget_for(epoch_seconds, epochs, seconds_spent)} allows all)"
     return FinetuneDecision(run, f"the linear probe reached {probe_accuracy:.1%} {figure}: fine-tuning {run} epochs of about "
-                                 f"{_duration(epoch_seconds)} each (measured), {_duration(seconds_left)} left in the budget"
+                                 f"{_duration(epoch_seconds)} each ({timed_on or 'measured'}), {_duration(seconds_left)} left in the budget"
                                  f"{capped}.")
+
+
+def budget_left_for_another_epoch(*, seconds_left: float, epochs_done: int, epoch_seconds: float) -> str | None:
+    """After fine-tuning epoch `epochs_done` under auto: why to stop (the --budget leaves less than
+    another epoch as long as those run, `epoch_seconds`), or None. auto chose the epochs on an
+    estimate made before the first; the epochs as they ran hold the budget."""
+    if seconds_left >= epoch_seconds:
+        return None
+    return (f"stopped fine-tuning after image epoch {epochs_done}: the --budget leaves {_duration(max(0.0, seconds_left))} "
+            f"and an epoch took {_duration(epoch_seconds)}.")
 
 
 def epoch_seconds(seconds_per_image: float, *, train_images: int, val_images: int) -> float:

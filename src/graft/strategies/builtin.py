@@ -95,20 +95,32 @@ class ProbeFinetune(Strategy):
         return None  # every image epoch counts: the best one is weighed against the probe afterwards
 
     def image_callbacks(self, run):
-        if run.multilabel:  # the probe's figure (exact match) and the epochs' (val mAP) are not the same measure
-            return []
+        """Stop fine-tuning after an epoch where it cannot catch the probe (single-label: the probe's
+        figure and the epochs' are the same measure), or where, under auto, the --budget no longer
+        holds another epoch as long as those run (auto decided on an estimate; this holds it)."""
+        import time
+
+        from ..advise.auto import budget_left_for_another_epoch
+        from ..config import parse_duration
         from ..training.callbacks import StopWhenBehind
 
+        budget = parse_duration(run.config.strategy.budget) if run.auto else None
         probe_right = run.scratch["probe_right"]
-        probe, images = float(np.mean(probe_right)), len(probe_right)
+        probe, images, started = float(np.mean(probe_right)), len(probe_right), time.perf_counter()
 
         def judge(best: float, epochs_done: int) -> str | None:
-            reason = cannot_catch_probe(probe=probe, best=best, epochs_done=epochs_done, val_images=images)
+            reason = None if run.multilabel else cannot_catch_probe(probe=probe, best=best, epochs_done=epochs_done,
+                                                                    val_images=images)
+            if reason is None and budget is not None:
+                now = time.perf_counter()
+                reason = budget_left_for_another_epoch(seconds_left=budget - (now - run.started), epochs_done=epochs_done,
+                                                       epoch_seconds=(now - started) / epochs_done)
             if reason is not None:
                 run.trail["stopped_fine_tuning"] = reason
             return reason
 
-        return [StopWhenBehind(judge, monitor="val_acc", say=lambda reason: run.say(f"{self.name}: {reason}"))]
+        monitor = "val_map" if run.multilabel else "val_acc"
+        return [StopWhenBehind(judge, monitor=monitor, say=lambda reason: run.say(f"{self.name}: {reason}"))]
 
     def after_images(self, run, best_epoch):
         # The best image epoch against the probe, on the same val images: the probe stays only where

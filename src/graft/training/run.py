@@ -120,7 +120,7 @@ class Run:
         budget = parse_duration(config.strategy.budget)
         seconds_spent = time.perf_counter() - self.started
         seconds_left = None if budget is None else budget - seconds_spent
-        estimate, at_least, probe, figure = None, False, self.head_score or 0.0, "on val"
+        estimate, timed_on, probe, figure = None, "", self.head_score or 0.0, "on val"
         if self.multilabel:  # as accuracy is: the share of val images answered wholly right (every label, at 0.5)
             assert self.head_logits is not None  # the probe's val answers
             probe = float(((self.head_logits >= 0) == self.targets(splits.val).astype(bool)).all(axis=1).mean())
@@ -132,23 +132,23 @@ class Run:
             def epoch(per_image: float) -> float:
                 return epoch_seconds(per_image, train_images=len(splits.train), val_images=len(splits.val))
 
-            left = seconds_left
-            per_image, at_least = self._step_seconds(lambda per_image: epoch(per_image) + per_image * evaluation <= left)
+            per_image, timed_on = self._step_seconds()
             estimate = epoch(per_image)
             seconds_left -= per_image * evaluation
         decision = decide_finetune(probe_accuracy=probe, epochs=config.optim.epochs, epoch_seconds=estimate,
                                    seconds_left=seconds_left, seconds_spent=seconds_spent, good_enough=self.good_enough,
-                                   figure=figure, at_least=at_least)
+                                   figure=figure, timed_on=timed_on)
         return decision.epochs, decision.reason
 
-    def _step_seconds(self, epoch_fits) -> tuple[float, bool]:
-        """A training step's seconds per image for auto's decision, and whether it is a lower bound.
+    def _step_seconds(self) -> tuple[float, str]:
+        """A training step's seconds per image on the full batch, for auto's decision, and how it was
+        found where not by timing full batches ("" where it was).
 
-        On a CPU it is timed on a few batches of SMALL_BATCH images first, which take little memory;
-        where even FULL_BATCH_SPEEDUP times that speed could not fit one epoch (`epoch_fits(seconds
-        per image)` is False), that bound is the answer and the full batch is never run. Otherwise, and
-        on a GPU, it is timed on full batches, as the image phase will run. The memory the steps took is
-        given back to the system afterwards."""
+        On a CPU it is estimated from steps on SMALL_BATCH images, which take little memory (a full
+        batch at 224 px held 1.5 GB above the model, and the default run on 10,000 images peaked
+        there: issue 24), as FULL_BATCH_SPEEDUP times faster per image. On a GPU it is timed on full
+        batches, as the image phase will run. The memory the steps took
+        is given back to the system afterwards."""
         from ..advise.auto import FULL_BATCH_SPEEDUP, SMALL_BATCH
         from ..data.dataset import ImageDataset
         from ..data.transforms import train_transform
@@ -167,10 +167,8 @@ class Run:
         model.freeze_backbone(self.trainable)
         try:
             if runtime.device.type == "cpu" and runtime.batch_size > SMALL_BATCH:
-                bound = timed(SMALL_BATCH, steps=4) / FULL_BATCH_SPEEDUP
-                if not epoch_fits(bound):
-                    return bound, True
-            return timed(runtime.batch_size, steps=2), False
+                return timed(SMALL_BATCH, steps=4) / FULL_BATCH_SPEEDUP, f"estimated from steps on {SMALL_BATCH} images"
+            return timed(runtime.batch_size, steps=2), ""
         finally:
             model.freeze_backbone()
             give_back()
