@@ -18,17 +18,21 @@ backbone and size (about 10 s for Lite0) and kept for every later run, so no run
 network of its own. Only a head of another kind than graft's (Linear, ReLU, Dropout) makes the
 whole classifier traced. Most runs on a CPU write it at the end of their training
 (export_after_training), in the process that holds torch already; else the first prediction does.
+A run whose backbone trained has made that graph already, to score val and test: its export takes
+it (only the metadata, the saved run's, is written anew, and it is checked like any export), so such
+a run gives its weights to the template once and never traces its own network.
 
 Once imported, torch and timm alone hold several times the memory ONNX Runtime with the exported
 classifier holds, and take seconds to load (docs/benchmarks.md, "Batch prediction", has the
 figures). So
 `graft predict RUN` writes a missing export in a child process (graft.loader) and predicts without
 torch. A Classifier that has no run folder (graft.train's model before it is saved) gets the same
-graph in a temporary file.
+graph in a temporary file of this process, named by what decides its operators (`unsaved_graph`).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from importlib.metadata import PackageNotFoundError, version
@@ -109,12 +113,13 @@ def weights_digest(path: Path) -> str:
 
 def classifier_graph(classifier: Exportable, folder: Path | None, *, say=None) -> Path:
     """The ONNX graph of the whole classifier (uint8 pixels in; logits and probabilities out): the
-    run's kept export where `folder` (its run folder) is given, written now where missing;
-    else a temporary file that lasts as long as this process. Raises GraftError (CompileError,
-    ExportError) where it cannot be made, OSError where it cannot be written."""
+    run's kept export where `folder` (its run folder) is given, written now where missing; else
+    this process's graph of the classifier as it is now (`unsaved_graph`), made where missing.
+    Raises GraftError (CompileError, ExportError) where it cannot be made, OSError where it cannot
+    be written."""
     if folder is None:
-        work = process_folder("graft-classifier-")
-        return write_export(classifier, work / "model.onnx", say=say)
+        made = unsaved_graph(classifier)
+        return made if made.exists() else write_export(classifier, made, say=say)
     path = export_path(folder)
     if path.exists():
         return path  # a damaged file: the caller removes it and asks again
@@ -123,22 +128,44 @@ def classifier_graph(classifier: Exportable, folder: Path | None, *, say=None) -
     return write_export(classifier, path, say=say)
 
 
+def unsaved_graph(classifier: Exportable) -> Path:
+    """Where this process keeps the graph of a classifier without a run folder (graft.train's model
+    before it is saved), made or not yet: named by what decides its operators (the network's
+    content, graft.engines.compile.content_key, its preprocessing and its task), so that a later
+    predictor of the same model (the run's evaluation after probe-finetune's keep-the-probe check)
+    and the run's kept export (export_after_training) take the graph made first. A file of this
+    process alone, removed when it exits: no other process or run can mistake it."""
+    from ..engines.compile import content_key
+
+    decides = [content_key(classifier.model, classifier.data_config.input_size), repr(classifier.data_config),
+               classifier.task]
+    return _unsaved_folder() / f"{hashlib.sha256(json.dumps(decides).encode()).hexdigest()[:32]}.onnx"
+
+
+@functools.cache
+def _unsaved_folder() -> Path:
+    return process_folder("graft-classifier-")
+
+
 def write_export(classifier: Exportable, path: Path, *, graphs: tuple[Path, ...] = (), frozen_backbone: bool = False,
-                 may_trace: bool = True, say=None) -> Path:
+                 may_trace: bool = True, made: Path | None = None, say=None) -> Path:
     """Write the classifier's export at `path`: its backbone's graph (graft.export.onnx.write_onnx:
     from `graphs` or graft's own cache, traced there first where missing) plus the head, checked
     against torch on a few real images; a head of another kind is traced with the whole model, only
-    where `may_trace`, and checked on graft export's full set. Returns `path`; raises GraftError or
-    OSError (nothing is left half-written)."""
+    where `may_trace`, and checked on graft export's full set. `made`: the classifier's graph made
+    already in this process (`unsaved_graph`), taken as it is (nothing is traced, whatever
+    `may_trace`), its metadata written anew and checked the same way. Returns `path`; raises
+    GraftError or OSError (nothing is left half-written)."""
     from .onnx import export_onnx, head_operators, parity_images
 
     addable = head_operators(classifier.model.head) is not None
-    if not (addable or may_trace):
+    if not (addable or may_trace or made is not None):
         raise GraftError("its head is not made of graft's own layers, and tracing the whole model was not asked for")
     # A backbone graph was checked against torch when it was made: the whole is checked on a few
     # real images (a second on a 2-core CPU), a traced export on graft export's full set.
     images = parity_images(classifier, QUICK_PARITY_IMAGES)[0] if addable else None
-    export_onnx(classifier, path, check_images=images, graphs=graphs, frozen_backbone=frozen_backbone, log=say)
+    export_onnx(classifier, path, check_images=images, graphs=graphs, frozen_backbone=frozen_backbone, made=made,
+                log=say)
     return path
 
 
@@ -148,7 +175,8 @@ def export_after_training(folder: Path, classifier: Exportable, *, graphs: Path,
     is loaded already), where ONNX Runtime is the engine that would predict it here, so that its
     first prediction reads it at once. `graphs`: where the run's features were extracted (its
     backbone's graph may be there); `frozen_backbone`: the backbone kept its pretrained weights;
-    `may_trace`: the run trained long enough to trace a head of another kind with the whole model.
+    `may_trace`: the run trained long enough to trace a head of another kind with the whole model
+    (no matter where its evaluation made its graph already: that graph is taken, `unsaved_graph`).
     The path, or None where nothing was written (a failed export is said through `say`, and the run
     stands as it is: the first prediction tries again)."""
     from ..engines.choice import choose_engine, likely_device
@@ -158,9 +186,11 @@ def export_after_training(folder: Path, classifier: Exportable, *, graphs: Path,
     path = export_path(folder)
     if path.exists() or choose_engine("auto", device=likely_device(), precision=precision) == "torch":
         return None
+    # the graph that scored val and test, where the backbone trained (a frozen one's features scored them)
+    made = None if frozen_backbone else unsaved_graph(classifier)
     try:
         return write_export(classifier, path, graphs=(graphs,), frozen_backbone=frozen_backbone, may_trace=may_trace,
-                            say=say)
+                            made=made if made and made.exists() else None, say=say)
     except (GraftError, OSError) as error:  # CompileError and ExportError are GraftErrors
         if say:
             say(f"Note: the run was not exported for fast prediction ({error}); graft predict will try again.")

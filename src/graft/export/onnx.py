@@ -19,6 +19,7 @@ gigabyte. Every prediction of a run on a CPU runs this same graph (graft.export.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -52,12 +53,16 @@ __all__ = ["FORMATS", "ExportError", "Exported", "Parity", "check_parity", "expo
 
 
 def write_onnx(classifier: Exportable, path: Path, *, graphs: Sequence[Path] = (), frozen_backbone: bool = False,
-               unknown: UnknownScore | None = None, say=None) -> bool:
+               unknown: UnknownScore | None = None, made: Path | None = None, say=None) -> bool:
     """The classifier (pixels in, logits and probabilities out, batch dynamic) as ONNX at `path`: its
     backbone's graph plus the head (prepared_backbone_graph), else, for a head of another kind,
     traced whole. `unknown`: a score of unknown images to compute in the graph too
     (graft.export.unknown_graph), which only a graph put together from its backbone's can hold.
-    Returns whether the file computes that score."""
+    `made`: this classifier's graph written so already (graft.export.cached.unsaved_graph), copied
+    as it is where no score is asked for. Returns whether the file computes that score."""
+    if made is not None and unknown is None:
+        shutil.copyfile(made, path)
+        return False
     with tempfile.TemporaryDirectory(prefix="graft-export-") as work:
         graph = prepared_backbone_graph(classifier, Path(work), graphs=graphs, frozen_backbone=frozen_backbone,
                                         say=say)
@@ -171,9 +176,10 @@ def _add_head(backbone: Path, head: torch.nn.Module, path: Path, *, multilabel: 
 
 def export_onnx(classifier: Exportable, out: str | Path, *, check_images: list[Path] | None = None,
                 graphs: Sequence[Path] = (), frozen_backbone: bool = False, unknown: UnknownScore | None = None,
-                log=print) -> Exported:
+                made: Path | None = None, log=print) -> Exported:
     """Write `out` (e.g. model.onnx) and `out`.json; refuse an export that changes an answer.
     `graphs`, `frozen_backbone`: where its backbone's graph may be, and how to trace one (write_onnx);
+    `made`: the classifier's graph made already, to take instead (write_onnx; its metadata replaced);
     `unknown`: a score of unknown images for the file to compute too (output `unknown_score`, the
     threshold in the metadata), checked against graft's own like the answers."""
     try:
@@ -187,10 +193,11 @@ def export_onnx(classifier: Exportable, out: str | Path, *, check_images: list[P
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as temporary:
         scored = write_onnx(classifier, temporary, graphs=graphs, frozen_backbone=frozen_backbone, unknown=unknown,
-                            say=log)
+                            made=made, say=log)
         kept = unknown if scored else None
         info = metadata(classifier, "onnx", unknown=kept)
         graph = onnx.load(str(temporary))
+        del graph.metadata_props[:]  # a graph `made` for the unsaved model carries that model's
         graph.metadata_props.extend(
             onnx.StringStringEntryProto(key=key, value=json.dumps(value)) for key, value in info.items())
         onnx.save(graph, str(temporary))

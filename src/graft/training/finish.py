@@ -14,22 +14,28 @@ from .run import Run
 
 # A run whose head is not made of graft's own layers (so its export cannot be put together from
 # the backbone's graph, graft.export.cached) is traced whole at its end (about 11 s for Lite0 at
-# 224 px: under a tenth of such a run) only if it trained at least this long, else when first predicted.
+# 224 px: under a tenth of such a run) only if it trained at least this long, else when first predicted;
+# where its evaluation traced it already (its backbone trained), the export takes that graph whatever the time.
 EXPORT_AFTER_SECONDS = 120.0
 
 
 def evaluate(run: Run) -> None:
     """Val and test accuracy of the model as it will be saved: from the cached features while the
-    backbone is the frozen one they came from, else through the whole model."""
+    backbone is the frozen one they came from, else through the whole model as graft predicts it:
+    on a CPU, the classifier's ONNX graph, made once for val and test, which the run's export then
+    takes as it is (graft.export.cached.unsaved_graph)."""
     run.model.eval()
     splits = run.splits
     frozen = run.val_features
     if frozen is not None:  # the backbone is the one these features came from
         predictor, run.engine = None, frozen.meta.get("engine")
     else:
-        predictor = run.predictor()  # one graph for val and test
+        from ..classifier import Classifier
+
+        # run.predictor()'s Classifier, answering a sigmoid per class for multi-label data
+        predictor = Classifier(run.model, splits.classes, runtime=run.runtime, task=splits.task)
         run.engine = predictor.engine
-    run.val_logits = run.logits(splits.val, frozen, predictor=predictor)
+    run.val_logits = _logits(run, splits.val, frozen, predictor)
     if run.multilabel:  # each class's threshold, chosen on val, decides every split (the record keeps them)
         from ..evaluation import choose_thresholds
 
@@ -37,10 +43,22 @@ def evaluate(run: Run) -> None:
                                            threshold=run.config.data.threshold)
     run.evaluations = {"val": _evaluation(run, splits.val, run.val_logits)}
     if splits.test:
-        run.test_logits = run.logits(splits.test, run.features(splits.test, "test") if predictor is None else None,
-                                     predictor=predictor)
+        run.test_logits = _logits(run, splits.test, run.features(splits.test, "test") if predictor is None else None,
+                                  predictor)
         run.evaluations["test"] = _evaluation(run, splits.test, run.test_logits)
     run.timings["total_s"] = time.perf_counter() - run.started
+
+
+def _logits(run: Run, samples, features, predictor) -> np.ndarray:
+    """run.logits, where multi-label data's logits through the whole model come from `predictor`
+    too (each class's sigmoid, as its logit: float64, +-inf where the sigmoid is 1 or 0), not from a
+    second graph of the whole model (Run._model_logits traces one)."""
+    if predictor is None or not run.multilabel:
+        return run.logits(samples, features, predictor=predictor)
+    probabilities = predictor.probabilities_of([sample.path for sample in samples],
+                                               batch_size=run.runtime.batch_size * 2).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        return np.log(probabilities) - np.log1p(-probabilities)
 
 
 def save(run: Run) -> None:
@@ -111,9 +129,9 @@ def unknown_score(run: Run):
 
 
 def _embeddings(run: Run, samples) -> np.ndarray:
-    """The model's backbone's pooled features of `samples` (N x D, float32), in torch: the trained
-    backbone is nowhere traced yet (its export is put together later from its structure's template),
-    and tracing it here would cost a whole trace per run."""
+    """The model's backbone's pooled features of `samples` (N x D, float32), in torch: no graph of
+    the trained backbone alone is made (the classifier's graph that scored val and test is the one
+    the run exports), and making one here would cost a graph per run."""
     import torch
     from torch.utils.data import DataLoader
 

@@ -1,0 +1,109 @@
+"""A run whose backbone trained makes its graph once at its end: its evaluation runs the classifier's
+graph (graft.export.cached.classifier_graph: its backbone structure's template given the run's
+weights, plus the head; a multi-label model's sigmoids too, never a second trace of the whole model),
+and its kept export (export_after_training) takes that very graph, with the saved run's metadata and
+its own parity check, instead of putting it together again. Counted by the calls that make graphs:
+torch.onnx.export (a trace) and graft.engines.compile.with_weights (a template given weights)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import graft
+from conftest import FAST
+
+
+@pytest.fixture
+def onnxruntime_cpu(monkeypatch):
+    """A CPU where `--engine auto` predicts in ONNX Runtime: no GPU, whatever this machine has."""
+    monkeypatch.setattr("graft.engines.choice.GPU_DEVICE_FILES", ())
+
+
+@pytest.fixture
+def made(monkeypatch):
+    """The graphs made while the test runs: the class of each module torch.onnx.export traced, and
+    of each module with_weights gave its weights to a template."""
+    from graft.engines import compile as compiling
+
+    calls: dict[str, list[str]] = {"traced": [], "weighted": []}
+    trace, weights = torch.onnx.export, compiling.with_weights
+
+    def traced(module, *args, **kwargs):
+        calls["traced"].append(type(module).__name__)
+        return trace(module, *args, **kwargs)
+
+    def weighted(template, module, *args, **kwargs):
+        calls["weighted"].append(type(module).__name__)
+        return weights(template, module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", traced)
+    monkeypatch.setattr(compiling, "with_weights", weighted)
+    return calls
+
+
+@pytest.fixture
+def cache(tmp_path, session_graphs):
+    """A cache of the test's own holding the session's graph of the pretrained Lite0 (what extracts
+    the head phase's features) and nothing else: no template, no graph of a trained network."""
+    from graft.backbones import create_backbone
+    from graft.engines.compile import compiled_path
+
+    size = FAST["img_size"]
+    graph = compiled_path(create_backbone("tf_efficientnet_lite0", img_size=size), (3, size, size), session_graphs)
+    (tmp_path / "cache" / "engines").mkdir(parents=True)
+    for path in (graph, graph.with_suffix(".json")):
+        shutil.copy(path, tmp_path / "cache" / "engines" / path.name)
+    return tmp_path / "cache"
+
+
+def _kept_export(run, cache):
+    from graft.export.cached import export_path
+    from graft.runtime import use_cache_dir
+
+    with use_cache_dir(cache):
+        return export_path(run.run_dir)
+
+
+def _metadata(path) -> dict:
+    import onnx
+
+    props = onnx.load(str(path), load_external_data=False).metadata_props
+    keys = [prop.key for prop in props]
+    assert len(keys) == len(set(keys)), keys  # written once each, not added to the evaluation graph's
+    return {prop.key: json.loads(prop.value) for prop in props}
+
+
+def test_a_fine_tuned_run_makes_its_graph_once_for_its_evaluation_and_its_export(tiny_multilabel, tiny_dataset,
+                                                                                 tmp_path, cache, made,
+                                                                                 onnxruntime_cpu):
+    from graft.evaluation import sigmoid
+    from graft.export.exported import ExportedModel
+
+    tuned = graft.train(tiny_multilabel, strategy="finetune", out=tmp_path, name="multi", cache_dir=cache, **FAST)
+    # the template of Lite0's structure, traced once and given the run's weights once: the graph that
+    # scored val and test is the one exported (before: the whole model traced again to score them)
+    assert made == {"traced": ["Backbone"], "weighted": ["Backbone"]}
+    assert tuned.record.engine == "onnxruntime" and "export_s" in tuned.metrics.timings
+    kept = _kept_export(tuned, cache)
+    info = _metadata(kept)  # the saved run's, not the unsaved model's its evaluation ran
+    assert info["task"] == "multilabel" and info["strategy"] == "finetune" and info["backbone"] == tuned.record.backbone
+    assert info["val_accuracy"] == pytest.approx(tuned.record.accuracy["val"])
+    assert info["thresholds"] == pytest.approx({name: row["threshold"]
+                                                for name, row in tuned.record.thresholds["per_class"].items()})
+    parity = json.loads(kept.with_name(kept.name + ".json").read_text())["parity"]
+    assert parity["images"] == 16 and parity["top1_agreement"] == 1.0  # checked on the run's own images
+    pixels = torch.randint(0, 256, (6, *tuned.classifier.data_config.input_size), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        reference = sigmoid(tuned.classifier.model.eval()(pixels).float().numpy())
+    assert np.abs(ExportedModel(kept).probabilities(pixels.numpy()) - reference).max() < 1e-4  # a sigmoid per class
+
+    made["traced"].clear(), made["weighted"].clear()
+    single = graft.train(tiny_dataset, strategy="finetune", out=tmp_path, name="single", cache_dir=cache, **FAST)
+    assert made == {"traced": [], "weighted": ["Backbone"]}  # the template is kept; the weights given once
+    assert single.record.engine == "onnxruntime" and _metadata(_kept_export(single, cache))["task"] == "single"
