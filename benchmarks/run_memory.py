@@ -78,7 +78,8 @@ def watch_phases(command: list[str], env: dict[str, str]) -> dict:
     """Run `command` to its end, sampling its process tree every 0.1 s: the sum of their RSS (pages
     shared between processes counted in each), the sum of their PSS (counted once), and the largest
     RSS of any one process (what `/usr/bin/time -v` reports); the line printed last before each new
-    peak of the PSS sum."""
+    peak of the PSS sum; and `phases`: the largest PSS sum while each line was graft's last, for the
+    lines under which the run held the most (which step holds what)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, "COLUMNS": "200", **env}, stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -86,11 +87,13 @@ def watch_phases(command: list[str], env: dict[str, str]) -> dict:
     reader = threading.Thread(target=lambda: lines.extend(line.rstrip() for line in process.stdout), daemon=True)
     reader.start()
     peak_kb, peak_line, peak_at, rss_sum_kb, process_kb = 0, "", 0.0, 0, 0
+    under: dict[int, int] = {}  # index of the last line printed -> the largest PSS sum seen under it
     while process.poll() is None:
         pids = [process.pid, *_descendants(process.pid)]
         rss_sum_kb = max(rss_sum_kb, sum(_vm_kb(pid, "VmRSS") for pid in pids))
         process_kb = max(process_kb, *(_vm_kb(pid, "VmHWM") for pid in pids))
         now_kb = sum(_pss_kb(pid) for pid in pids)
+        under[len(lines) - 1] = max(under.get(len(lines) - 1, 0), now_kb)
         if now_kb > peak_kb:
             peak_kb, peak_line, peak_at = now_kb, (lines[-1] if lines else ""), time.perf_counter() - started
         time.sleep(0.1)
@@ -100,7 +103,9 @@ def watch_phases(command: list[str], env: dict[str, str]) -> dict:
         raise BenchmarkFailed(f"{' '.join(command)} failed ({process.returncode}):\n" + "\n".join(lines[-40:]))
     return {"seconds": round(seconds, 1), "peak_pss_mb": round(peak_kb / 1024), "peak_at_s": round(peak_at, 1),
             "peak_rss_sum_mb": round(rss_sum_kb / 1024), "peak_process_rss_mb": round(process_kb / 1024),
-            "peak_after_line": peak_line, "output": lines}
+            "peak_after_line": peak_line, "output": lines,
+            "phases": [[lines[index] if index >= 0 else "(before any output)", round(kb / 1024)]
+                       for index, kb in sorted(under.items()) if kb >= 0.8 * peak_kb]}
 
 
 def run(context: Context, *, train: int, val: int, img_size: int) -> dict:
@@ -122,6 +127,6 @@ def run(context: Context, *, train: int, val: int, img_size: int) -> dict:
             "train": train, "val": val, "img_size": img_size, "strategy": metrics.get("strategy"),
             "val_accuracy": metrics.get("val_accuracy"), "timings": metrics.get("timings"),
             **{name: watched[name] for name in ("seconds", "peak_pss_mb", "peak_rss_sum_mb", "peak_process_rss_mb",
-                                                    "peak_at_s", "peak_after_line")},
+                                                    "peak_at_s", "peak_after_line", "phases")},
             "output_tail": watched["output"][-15:], "target_mb": target, "met": watched["peak_pss_mb"] <= target,
             "python": sys.version.split()[0]}
