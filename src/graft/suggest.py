@@ -87,7 +87,9 @@ class Suggestion:
     """One image to label: `index` is its row in the arrays given (`path`, where given, its file),
     `rank` its place (1 first). `reasons` holds "uncertain" and/or "unlike", else "group" (its cluster's
     pick) or "coverage"; `reason` says it in words. `margin` is the head's top probability minus its second (`top` and `second`: those
-    classes and probabilities), `entropy` of its probabilities (natural log), `unlikeness`
+    classes and probabilities; for a multi-label run, the distance of the class nearest its threshold
+    to it, `top` and `second` the two classes nearest their thresholds, with their sigmoids),
+    `entropy` of its probabilities (natural log; multi-label: the classes' mean binary entropy), `unlikeness`
     graft.unknown's knn score (1 - centred cosine similarity to the nearest training image), and
     `distance` the same to the nearest labelled image or earlier pick when it was picked."""
 
