@@ -108,7 +108,7 @@ def test_fine_tuning_under_auto_stops_where_the_budget_holds_no_other_epoch(tiny
                                                                               monkeypatch):
     # auto chooses its epochs on an estimate made before the first (a step on 4 images): where that
     # flatters, the epochs as they run must hold the budget.
-    from graft.advise.auto import budget_left_for_another_epoch
+    from graft.training.budget import budget_left_for_another_epoch
 
     assert budget_left_for_another_epoch(seconds_left=50.0, epochs_done=1, epoch_seconds=40.0) is None
     reason = budget_left_for_another_epoch(seconds_left=30.0, epochs_done=2, epoch_seconds=40.0)
@@ -116,10 +116,10 @@ def test_fine_tuning_under_auto_stops_where_the_budget_holds_no_other_epoch(tiny
     # auto estimates an epoch at a microsecond; the budget of an hour is then all but spent
     monkeypatch.setattr("graft.training.budget.seconds_per_image", lambda *a, **k: 1e-9)
     monkeypatch.setattr("graft.strategies.builtin.cannot_catch_probe", lambda **k: None)  # the other rule, tested apart
-    import graft.advise.auto
+    import graft.training.budget
 
-    real = graft.advise.auto.budget_left_for_another_epoch
-    monkeypatch.setattr("graft.advise.auto.budget_left_for_another_epoch",
+    real = graft.training.budget.budget_left_for_another_epoch
+    monkeypatch.setattr("graft.training.budget.budget_left_for_another_epoch",
                         lambda **kw: real(**{**kw, "seconds_left": kw["seconds_left"] - 3600}))
     messages: list[str] = []
     run = graft.train(tiny_dataset, out=tmp_path, name="flattered", budget="1h",

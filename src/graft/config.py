@@ -117,6 +117,11 @@ def parse_duration(value: str) -> float | None:
     return seconds
 
 
+def spoken_duration(seconds: float) -> str:
+    """Seconds as graft says them in a message: "95 s", "4.2 min"."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def duration(value) -> str | None:
     try:
         parse_duration(value)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import TrainConfig, parse_duration
+from ..config import TrainConfig, parse_duration, spoken_duration
 from .advice import PROBE_MARGIN, Advice
 
 # Fine-tuning is tried only below this probe accuracy on val: the insect photos (96.1%) gained 0.6
@@ -186,7 +186,7 @@ def decide_finetune(*, probe_accuracy: float, epochs: int, epoch_seconds: float 
                                    f"{good_enough:.0%}): fine-tuning would cost minutes for little; kept the probe.")
     if seconds_left is not None and seconds_left <= 0 and epoch_seconds is None:  # spent before anything was timed
         return FinetuneDecision(0, f"the linear probe reached {probe_accuracy:.1%} {figure}, but the run has spent "
-                                   f"its --budget already ({_duration(seconds_spent)} so far): kept the probe "
+                                   f"its --budget already ({spoken_duration(seconds_spent)} so far): kept the probe "
                                    "(a larger --budget, or --budget 0 for no limit, would fine-tune).")
     if epoch_seconds is None or seconds_left is None:
         return FinetuneDecision(epochs, f"the linear probe reached {probe_accuracy:.1%} {figure}: fine-tuning up to {epochs} "
@@ -195,24 +195,14 @@ def decide_finetune(*, probe_accuracy: float, epochs: int, epoch_seconds: float 
     how = f" ({timed_on})" if timed_on else ""
     if fit < 1:
         return FinetuneDecision(0, f"the linear probe reached {probe_accuracy:.1%} {figure}, but one fine-tuning epoch "
-                                   f"takes about {_duration(epoch_seconds)}{how} and the budget leaves "
-                                   f"{_duration(max(0.0, seconds_left))}: kept the probe (--budget "
+                                   f"takes about {spoken_duration(epoch_seconds)}{how} and the budget leaves "
+                                   f"{spoken_duration(max(0.0, seconds_left))}: kept the probe (--budget "
                                    f"{_budget_for(epoch_seconds, epochs, seconds_spent)} would fine-tune {epochs} epoch{'s' if epochs != 1 else ''}).")
     run = min(epochs, fit)
     capped = "" if run == epochs else f" (the budget caps {epochs} at {run}; --budget {_budget_for(epoch_seconds, epochs, seconds_spent)} allows all)"
     return FinetuneDecision(run, f"the linear probe reached {probe_accuracy:.1%} {figure}: fine-tuning {run} epochs of about "
-                                 f"{_duration(epoch_seconds)} each ({timed_on or 'measured'}), {_duration(seconds_left)} left in the budget"
+                                 f"{spoken_duration(epoch_seconds)} each ({timed_on or 'measured'}), {spoken_duration(seconds_left)} left in the budget"
                                  f"{capped}.")
-
-
-def budget_left_for_another_epoch(*, seconds_left: float, epochs_done: int, epoch_seconds: float) -> str | None:
-    """After fine-tuning epoch `epochs_done` under auto: why to stop (the --budget leaves less than
-    another epoch as long as those run, `epoch_seconds`), or None. auto chose the epochs on an
-    estimate made before the first; the epochs as they ran hold the budget."""
-    if seconds_left >= epoch_seconds:
-        return None
-    return (f"stopped fine-tuning after image epoch {epochs_done}: the --budget leaves {_duration(max(0.0, seconds_left))} "
-            f"and an epoch took {_duration(epoch_seconds)}.")
 
 
 def epoch_seconds(seconds_per_image: float, *, train_images: int, val_images: int) -> float:
@@ -220,8 +210,6 @@ def epoch_seconds(seconds_per_image: float, *, train_images: int, val_images: in
     return seconds_per_image * (train_images + VAL_COST * val_images)
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _budget_for(epoch_seconds: float, epochs: int, spent: float) -> str:

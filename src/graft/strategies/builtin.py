@@ -100,8 +100,8 @@ class ProbeFinetune(Strategy):
         holds another epoch as long as those run (auto decided on an estimate; this holds it)."""
         import time
 
-        from ..advise.auto import budget_left_for_another_epoch
         from ..config import parse_duration
+        from ..training.budget import budget_left_for_another_epoch
         from ..training.callbacks import StopWhenBehind
 
         budget = parse_duration(run.config.strategy.budget) if run.auto else None

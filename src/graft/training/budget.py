@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..config import spoken_duration
 from ..runtime import Runtime
 
 
@@ -41,3 +42,13 @@ def seconds_per_image(model: nn.Module, loader: DataLoader, *, runtime: Runtime,
         model.train(was_training)
     timed = timings[1:] or timings  # the first batch pays for allocation and kernel selection, where there are more
     return sum(t for t, _ in timed) / max(1, sum(n for _, n in timed))
+
+
+def budget_left_for_another_epoch(*, seconds_left: float, epochs_done: int, epoch_seconds: float) -> str | None:
+    """After image epoch `epochs_done` under auto: why to stop (the --budget leaves less than another
+    epoch as long as those ran, `epoch_seconds`), or None. auto chose the epochs on an estimate made
+    before the first (graft.advise.auto.FULL_BATCH_SPEEDUP); the epochs as they run hold the budget."""
+    if seconds_left >= epoch_seconds:
+        return None
+    return (f"stopped fine-tuning after image epoch {epochs_done}: the --budget leaves "
+            f"{spoken_duration(max(0.0, seconds_left))} and an epoch took {spoken_duration(epoch_seconds)}.")
