@@ -107,3 +107,40 @@ def test_a_fine_tuned_run_makes_its_graph_once_for_its_evaluation_and_its_export
     single = graft.train(tiny_dataset, strategy="finetune", out=tmp_path, name="single", cache_dir=cache, **FAST)
     assert made == {"traced": [], "weighted": ["Backbone"]}  # the template is kept; the weights given once
     assert single.record.engine == "onnxruntime" and _metadata(_kept_export(single, cache))["task"] == "single"
+
+
+def test_an_export_after_training_takes_the_graph_its_evaluation_traced_however_short_the_run(tmp_path, made,
+                                                                                             onnxruntime_cpu):
+    """A head of another kind than graft's is traced with the whole model: a run shorter than
+    EXPORT_AFTER_SECONDS (may_trace False) does not trace it just to export, but where its evaluation
+    traced it already its export takes that graph, checked like any export, and traces nothing."""
+    from graft.backbones import create_backbone
+    from graft.classifier import Classifier
+    from graft.export.cached import export_after_training, export_path
+    from graft.model import GraftModel
+    from graft.runtime import use_cache_dir
+
+    def classifier(seed: int) -> Classifier:
+        torch.manual_seed(seed)
+        backbone = create_backbone("test_efficientnet", weights="none", img_size=32)
+        head = torch.nn.Sequential(torch.nn.LayerNorm(backbone.num_features), torch.nn.Linear(backbone.num_features, 3))
+        return Classifier(GraftModel(backbone, head).eval(), ["red", "green", "blue"])
+
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "graft.json").write_text("{}")  # what keys the kept export (its SHA-256: not a run record)
+    with use_cache_dir(tmp_path / "cache"):
+        untraced = classifier(1)
+        assert export_after_training(folder, untraced, graphs=tmp_path / "cache" / "engines", frozen_backbone=False,
+                                     may_trace=False) is None and made["traced"] == []  # not traced to export
+        evaluated = classifier(0)
+        answers = evaluated.probabilities(pixels)  # the evaluation: the whole model traced, once
+        assert made["traced"] == ["_PixelsToScores"]
+        kept = export_after_training(folder, classifier(0), graphs=tmp_path / "cache" / "engines",
+                                     frozen_backbone=False, may_trace=False)
+        assert kept == export_path(folder) and made["traced"] == ["_PixelsToScores"]  # taken, not traced again
+    from graft.export.exported import ExportedModel
+
+    assert json.loads(kept.with_name(kept.name + ".json").read_text())["parity"]["top1_agreement"] == 1.0
+    assert np.abs(ExportedModel(kept).probabilities(pixels) - answers).max() < 1e-5
