@@ -69,7 +69,8 @@ def explain(
         chosen = None if target is None else torch.full((len(batch),), target)
         choose = partial(_labels_given, classifier.decision_thresholds()) if several and target is None else None
         maps = activation_maps(classifier.model, batch, classes=chosen, method=method, choose=choose)
-        rows = maps.rows.tolist()  # the image of each map: a multi-label image has one for every label it is given
+        assert maps.rows is not None  # activation_maps names each map's image
+        rows = maps.rows.tolist()  # a multi-label image has a map for every label it is given
         batch = batch[maps.rows]
         probabilities = maps.logits.sigmoid() if several and maps.logits is not None else maps.probabilities
         results = []
