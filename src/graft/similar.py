@@ -47,12 +47,16 @@ class Match:
 
 @dataclass(frozen=True)
 class SimilarImages:
-    """One query image and its `matches`, most similar first."""
+    """One query image and its `matches`, most similar first; an image that cannot be read has no
+    matches and its `error` says why."""
 
     image: Path
     matches: list[Match]
+    error: str | None = None
 
     def to_dict(self) -> dict:
+        if self.error is not None:
+            return {"image": str(self.image), "error": self.error}
         return {"image": str(self.image), "matches": [match.to_dict() for match in self.matches]}
 
 
@@ -77,14 +81,15 @@ def similar(
     From a run folder, the run fixes the backbone, weights, image size, split and runtime: `backbone`,
     `weights`, `img_size`, `val_split` and `seed` are for a data folder only (a GraftError says so where
     one is given with a run). `cache_dir` is graft's cache (graft.runtime.use_cache_dir). A GraftError
-    names a missing or unreadable image, a `count` under 1, a source that is neither, and a run whose
-    training data is gone (its features are found by its files).
+    names a missing image or folder, a `count` under 1, a source that is neither, a run whose training
+    data is gone (its features are found by its files), and images none of which can be read; an image
+    that cannot be read among readable ones is answered in its place with its `error` (as predict does).
     """
     from .runtime import use_cache_dir
     from .suggest import check_count
 
-    count = check_count(count)
-    queries = _query_images(images)
+    count = check_count(count, "training images to list per image")
+    queries, unreadable = _query_images(images)
     with use_cache_dir(cache_dir):
         if _is_run(source):
             given = [flag for flag, value, default in (("--backbone", backbone, None), ("--weights", weights, "imagenet"),
@@ -99,7 +104,9 @@ def similar(
             splits, net, runtime = _from_data(source, backbone=backbone, weights=weights, img_size=img_size,
                                               val_split=val_split, seed=seed, workers=workers, precision=precision,
                                               progress=progress)
-        return nearest(splits, net, queries, count=count, runtime=runtime)
+        found = iter(nearest(splits, net, [path for path in queries if path not in unreadable], count=count,
+                             runtime=runtime))
+    return [SimilarImages(path, [], error=unreadable[path]) if path in unreadable else next(found) for path in queries]
 
 
 def nearest(splits: DataSplits, backbone, images: Sequence[Path], *, count: int, runtime: Runtime) -> list[SimilarImages]:
@@ -127,8 +134,9 @@ def _label(splits: DataSplits, sample: Sample) -> str:
     return ", ".join(splits.classes[label] for label in sample.labels)
 
 
-def _query_images(images: Sequence[str | Path]) -> list[Path]:
-    """The query images as paths, each an existing, readable image file; else a GraftError naming it."""
+def _query_images(images: Sequence[str | Path]) -> tuple[list[Path], dict[Path, str]]:
+    """The query images as paths, each an existing file (else a GraftError naming it), and the reason
+    of each that cannot be read as an image; a GraftError where none can."""
     from .data.discover import _unreadable
 
     paths = [Path(image) for image in images]
@@ -140,11 +148,11 @@ def _query_images(images: Sequence[str | Path]) -> list[Path]:
         if not path.is_file():
             raise GraftError(f"{path} is not a file: give the path of an image file (graft similar takes images, "
                              "not folders).")
-    unreadable = _unreadable(paths, None)
-    if unreadable:
+    unreadable = {Path(path): reason for path, reason in _unreadable(paths, None).items()}
+    if len(unreadable) == len(set(paths)):
         path, reason = next(iter(unreadable.items()))
         raise GraftError(f"{path} cannot be read as an image: {reason}")
-    return paths
+    return paths, unreadable
 
 
 def _is_run(source: str | Path) -> bool:

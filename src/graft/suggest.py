@@ -279,10 +279,10 @@ def _uncertainty(probs: np.ndarray, cut: np.ndarray | None) -> tuple[np.ndarray,
     return (gap.min(axis=1) if len(probs) else np.zeros(0)), entropy, np.argsort(gap, axis=1, kind="stable")[:, :2]
 
 
-def check_count(count: int) -> int:
-    """`--count`, checked: a whole number of 1 or more, else a GraftError naming it."""
+def check_count(count: int, what: str = "images to suggest") -> int:
+    """`--count`, checked: a whole number of 1 or more, else a GraftError naming it (how many `what`)."""
     if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 1:
-        raise GraftError(f"--count {count!r}: give how many images to suggest, a whole number of 1 or more.")
+        raise GraftError(f"--count {count!r}: give how many {what}, a whole number of 1 or more.")
     return int(count)
 
 

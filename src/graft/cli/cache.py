@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..errors import GraftError
 from .options import cache_dir_option
-from .render import console
+from .render import console, interrupts_explained
 
 cache_app = typer.Typer(help="Show, check or clear the cache of backbone features.", no_args_is_help=True)
 
@@ -138,7 +138,13 @@ def cache_prune(
     file, or the same bytes) a newer entry with the same backbone, preprocessing, engine and
     precision holds, as after images were added to the data. Nothing is extracted again for them:
     their images' features come back from the newer entry. Augmented views are never pruned."""
-    cache = _cache()
+    with interrupts_explained(lambda: "each entry is removed whole, so the cache works as it is; run graft cache "
+                                      "prune again to remove the rest."):
+        _prune(_cache(), dry_run)
+
+
+def _prune(cache, dry_run: bool) -> None:
+    """cache prune's work: list, then remove, the entries newer ones hold whole."""
     gone = cache.superseded()
     size = sum(entry.size_bytes for entry in gone)
     if not gone:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..similar import DEFAULT_COUNT
 from .options import ImgSize, ValSplit, Weights, Workers, cache_dir_option
-from .render import console
+from .render import console, error_console, interrupts_explained
 
 
 def register(app: typer.Typer) -> None:
@@ -33,15 +33,30 @@ def similar(
     workers: Workers = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the answers as JSON.")] = False,
 ) -> None:
-    """The training images most like each IMAGE: class, cosine similarity of the backbone's features (1: the same picture) and path."""
+    """The training images most like each IMAGE: class, cosine similarity of the backbone's features (1: the same picture) and path.
+
+    An image that cannot be read is named and the others are answered (exit status 1), as in predict."""
     from ..similar import similar as find_similar
 
-    found = find_similar(source, [str(image) for image in images], count=count, backbone=backbone, weights=weights,
-                         img_size=img_size, val_split=val_split, seed=seed, workers=workers, progress=not json_out)
+    with interrupts_explained(lambda: "nothing was written; features extracted so far stay in graft's cache."):
+        found = find_similar(source, [str(image) for image in images], count=count, backbone=backbone,
+                             weights=weights, img_size=img_size, val_split=val_split, seed=seed, workers=workers,
+                             progress=not json_out)
     if json_out:
         print(json.dumps([answer.to_dict() for answer in found], indent=2))
-        return
+    else:
+        _show(found)
+    if any(answer.error is not None for answer in found):
+        raise typer.Exit(1)
+
+
+def _show(found) -> None:
+    """Each answer's table, or the reason its image cannot be read."""
     for answer in found:
+        if answer.error is not None:
+            error_console.print(f"[red]error[/]: {escape(str(answer.image))} cannot be read as an image: "
+                                f"{escape(answer.error)}")
+            continue
         table = Table(title=escape(f"Training images most like {answer.image}"))
         for column in ("rank", "similarity", "class", "file"):
             table.add_column(column, justify="right" if column in ("rank", "similarity") else "left")

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..suggest import DEFAULT_METHOD, METHODS
 from .options import Overwrite, cache_dir_option
-from .render import console, error_console, quote
+from .render import console, error_console, interrupts_explained, quote
 
 DEFAULT_COUNT = 20
 DEFAULT_LABELS = Path("labels.csv")
@@ -76,9 +76,10 @@ def suggest(
         refuse_overwrite([csv_out], flag="--csv", overwrite=overwrite)
     sock = _check_labelling(run, label, labels=labels, data=data, port=port, no_browser=no_browser, json_out=json_out)
     try:
-        found = suggest_for_run(run, unlabelled, count=count, method=method, progress=not json_out,
-                                skipped=skipped_images(labels or DEFAULT_LABELS),
-                                skipped_from=skipped_file(labels or DEFAULT_LABELS))
+        with interrupts_explained(lambda: _nothing_written(csv_out)):
+            found = suggest_for_run(run, unlabelled, count=count, method=method, progress=not json_out,
+                                    skipped=skipped_images(labels or DEFAULT_LABELS),
+                                    skipped_from=skipped_file(labels or DEFAULT_LABELS))
     except BaseException:
         if sock is not None:
             sock.close()
@@ -105,6 +106,12 @@ def suggest(
         console.print(f"Written to {escape(str(csv_out))}")
     if sock is not None:
         _label(run, found, sock, labels=labels or DEFAULT_LABELS, data=data, browser=not no_browser)
+
+
+def _nothing_written(csv_out: Path | None) -> str:
+    """What a Ctrl-C while the images were ranked leaves: nothing of the user's; extracted features kept."""
+    written = f"{csv_out} was not written; " if csv_out is not None else "nothing was written; "
+    return written + "the features extracted so far stay in graft's cache, so the next graft suggest goes on from them."
 
 
 def _check_labelling(run: Path, label: bool, *, labels: Path | None, data: Path | None, port: int, no_browser: bool,
