@@ -29,7 +29,8 @@ from types import ModuleType
 from ._results import RESULTS, command_line, provenance, record
 from ._runs import SHARED_DATASETS, BenchmarkFailed, Context, Parameter, environment, generated_data
 
-SUITE = ("frozen_training", "extraction", "finetune", "memory", "run_memory", "fit_memory", "cached_run", "predict", "engines", "serve",
+SUITE = ("frozen_training", "extraction", "finetune", "memory", "run_memory", "fit_memory", "cached_run", "labelling_round", "predict", "engines",
+         "serve",
          "startup", "fault_injection", "agreement")
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = SHARED_DATASETS / "cifar10-dev"
