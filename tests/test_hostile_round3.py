@@ -74,3 +74,16 @@ def test_threshold_on_single_label_data_is_refused(tiny_dataset, tmp_path):
 
     with pytest.raises(GraftError, match="--threshold"):
         graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="t", threshold=0.5, **FAST)
+
+
+def test_suggest_label_data_that_is_a_users_file_says_data_must_be_a_folder(linear_probe_run, tiny_dataset, tmp_path,
+                                                                            capsys, monkeypatch):
+    """`graft suggest RUN DIR --label --data mine.csv` (a file of the user's, not a label file) said "mine.csv
+    needs a header row with columns path,label", as if graft were to read it as data."""
+    mine = tmp_path / "mine.csv"
+    mine.write_text("my precious data\n")
+    code, output = run_main(["suggest", linear_probe_run.run_dir, tiny_dataset / "val", "--label", "--no-browser",
+                             "--port", "0", "--labels", tmp_path / "labels.csv", "--data", mine], capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in output
+    assert "--data" in output and "folder" in output and "header row" not in output, output
+    assert mine.read_text() == "my precious data\n"

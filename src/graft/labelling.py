@@ -172,7 +172,13 @@ def class_folders(data: str | Path) -> Path:
     folders. A GraftError where DATA is a label file (or a folder of them), or has no train split."""
     from .data.discover import _open_source
 
-    source = _open_source(data)
+    try:
+        source = _open_source(data)
+    except GraftError:
+        if not Path(data).is_file():
+            raise
+        raise GraftError(f"--data {data} is a file graft cannot read as data: give the folder whose class folders "
+                         "the labelled images are copied into (DATA/train/CLASS/ or DATA/CLASS/).") from None
     if source.rows is not None:
         where = ", ".join(str(file) for file in source.rows.files)
         raise GraftError(f"{data} is labelled by a label file ({where}), not by class folders, so graft cannot copy "
