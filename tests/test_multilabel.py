@@ -101,7 +101,8 @@ def test_auto_decides_on_the_images_answered_wholly_right(tiny_multilabel, tmp_p
     run = graft.train(tiny_multilabel, out=tmp_path, budget="1h", **{**FAST, "log": messages.append})  # timed epochs
     said = next(message for message in messages if message.startswith("auto: the linear probe reached"))
     assert "exact match on val (every label of an image right)" in said, said
-    assert "(measured)" in said, said  # an image epoch was timed on multi-hot targets (it raised IndexError: -1)
+    # an image epoch was timed on multi-hot targets (it raised IndexError: -1): on a CPU, steps on 4 images
+    assert "(measured)" in said or "(estimated from steps on 4 images)" in said, said
     kept = next(message for message in messages if message.startswith("probe-finetune: "))
     assert "exact match on val, the probe" in kept, kept
     assert run.record.task == "multilabel" and run.record.advice["auto"]["fine_tuning"] in said
