@@ -87,3 +87,25 @@ def test_suggest_label_data_that_is_a_users_file_says_data_must_be_a_folder(line
     assert code == 2 and "Traceback" not in output
     assert "--data" in output and "folder" in output and "header row" not in output, output
     assert mine.read_text() == "my precious data\n"
+
+
+def test_redundant_images_are_never_copies_under_another_label(tiny_dataset, tmp_path):
+    """An image copied into another class's folder made a group of near-identical training images that
+    kept the copy (blue/...) and listed the original (red/...) as redundant: `graft audit --redundant`
+    told the user to drop the rightly labelled image and keep the wrongly labelled one. A near copy under
+    another label is a label conflict (the duplicates table shows the pair), never redundant."""
+    import shutil
+
+    from graft.audit import audit
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    original = data / "train" / "red" / "000.png"
+    shutil.copy(original, data / "train" / "blue" / "000-copy.png")  # first in file order: blue < red
+    result = audit(data, img_size=32, workers=0, progress=False)
+    assert any({pair.path_a, pair.path_b} == {original, data / "train" / "blue" / "000-copy.png"}
+               for pair in result.duplicates)
+    label = {path: path.parent.name for path in data.rglob("*.png")}
+    for group in result.near_duplicates:
+        assert all(label[path] == label[group.kept] for path in group.redundant), group
+    assert original not in result.redundant()

@@ -172,7 +172,8 @@ def near_duplicate_groups(
     """Groups of near-identical images inside train, and inside val: each group one kept image and the
     images whose centred cosine similarity to it is >= `threshold` (`redundant_rows`, in file order).
     Dropping a group's redundant images leaves one image of each, and every dropped image has its
-    near copy in the split. Largest groups first."""
+    near copy, with the same labels, in the split: a near copy under other labels is a conflict to
+    resolve by hand, never redundant. Largest groups first."""
     if "train" not in features or not len(features["train"]):
         return []
     prepare = centred_unit_rows(row_mean(features["train"].features))
@@ -185,7 +186,8 @@ def near_duplicate_groups(
                                             block=block, reference_block=reference_block)
         members: dict[int, list[int]] = defaultdict(list)
         for row in np.flatnonzero(keeper >= 0):
-            members[int(keeper[row])].append(int(row))
+            if samples[row].labels == samples[int(keeper[row])].labels:  # else a label conflict, not redundant
+                members[int(keeper[row])].append(int(row))
         groups += [NearDuplicateGroup(split, samples[kept].path, [samples[row].path for row in rows],
                                       [round(float(min(similarity[row], 1.0)), 4) for row in rows])
                    for kept, rows in members.items()]
