@@ -84,7 +84,10 @@ def test_a_fine_tuned_run_makes_its_graph_once_for_its_evaluation_and_its_export
     from graft.evaluation import sigmoid
     from graft.export.exported import ExportedModel
 
-    tuned = graft.train(tiny_multilabel, strategy="finetune", out=tmp_path, name="multi", cache_dir=cache, **FAST)
+    # a seed no other test trains with: a model of the same content trained earlier in this process
+    # (another test's) would have left its graph in the process's folder (unsaved_graph), made already
+    unique = {**FAST, "seed": 7413}
+    tuned = graft.train(tiny_multilabel, strategy="finetune", out=tmp_path, name="multi", cache_dir=cache, **unique)
     # the template of Lite0's structure, traced once and given the run's weights once: the graph that
     # scored val and test is the one exported (before: the whole model traced again to score them)
     assert made == {"traced": ["Backbone"], "weighted": ["Backbone"]}
@@ -104,7 +107,7 @@ def test_a_fine_tuned_run_makes_its_graph_once_for_its_evaluation_and_its_export
     assert np.abs(ExportedModel(kept).probabilities(pixels.numpy()) - reference).max() < 1e-4  # a sigmoid per class
 
     made["traced"].clear(), made["weighted"].clear()
-    single = graft.train(tiny_dataset, strategy="finetune", out=tmp_path, name="single", cache_dir=cache, **FAST)
+    single = graft.train(tiny_dataset, strategy="finetune", out=tmp_path, name="single", cache_dir=cache, **unique)
     assert made == {"traced": [], "weighted": ["Backbone"]}  # the template is kept; the weights given once
     assert single.record.engine == "onnxruntime" and _metadata(_kept_export(single, cache))["task"] == "single"
 

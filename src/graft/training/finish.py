@@ -30,12 +30,9 @@ def evaluate(run: Run) -> None:
     if frozen is not None:  # the backbone is the one these features came from
         predictor, run.engine = None, frozen.meta.get("engine")
     else:
-        from ..classifier import Classifier
-
-        # run.predictor()'s Classifier, answering a sigmoid per class for multi-label data
-        predictor = Classifier(run.model, splits.classes, runtime=run.runtime, task=splits.task)
+        predictor = run.predictor()  # one graph for val and test, and the export
         run.engine = predictor.engine
-    run.val_logits = _logits(run, splits.val, frozen, predictor)
+    run.val_logits = run.logits(splits.val, frozen, predictor=predictor)
     if run.multilabel:  # each class's threshold, chosen on val, decides every split (the record keeps them)
         from ..evaluation import choose_thresholds
 
@@ -43,22 +40,10 @@ def evaluate(run: Run) -> None:
                                            threshold=run.config.data.threshold)
     run.evaluations = {"val": _evaluation(run, splits.val, run.val_logits)}
     if splits.test:
-        run.test_logits = _logits(run, splits.test, run.features(splits.test, "test") if predictor is None else None,
-                                  predictor)
+        run.test_logits = run.logits(splits.test, run.features(splits.test, "test") if predictor is None else None,
+                                     predictor=predictor)
         run.evaluations["test"] = _evaluation(run, splits.test, run.test_logits)
     run.timings["total_s"] = time.perf_counter() - run.started
-
-
-def _logits(run: Run, samples, features, predictor) -> np.ndarray:
-    """run.logits, where multi-label data's logits through the whole model come from `predictor`
-    too (each class's sigmoid, as its logit: float64, +-inf where the sigmoid is 1 or 0), not from a
-    second graph of the whole model (Run._model_logits traces one)."""
-    if predictor is None or not run.multilabel:
-        return run.logits(samples, features, predictor=predictor)
-    probabilities = predictor.probabilities_of([sample.path for sample in samples],
-                                               batch_size=run.runtime.batch_size * 2).astype(np.float64)
-    with np.errstate(divide="ignore"):
-        return np.log(probabilities) - np.log1p(-probabilities)
 
 
 def save(run: Run) -> None:

@@ -258,10 +258,10 @@ class Run:
                                  augment=self.config.augment.to_augment(), seed=self.seed_value)
 
     def logits(self, samples: list[Sample], features: FeatureSet | None = None, *, predictor=None) -> np.ndarray:
-        """The model's log-probabilities (or logits: the same answers) for `samples`: from their cached
-        `features` while the backbone is frozen (what the whole model gives then), else through the
-        whole model as graft.load would predict it (`predictor`: that Classifier, made once by
-        `predictor()`, where several calls share it)."""
+        """The model's log-probabilities (or logits: the same answers; for multi-label data, each class's
+        logit) for `samples`: from their cached `features` while the backbone is frozen (what the whole
+        model gives then), else through the whole model as graft.load would predict it (`predictor`:
+        that Classifier, made once by `predictor()`, where several calls share it)."""
         if features is not None:
             head, was_training = self.model.head, self.model.head.training
             try:
@@ -269,36 +269,22 @@ class Run:
                     return head.eval()(torch.from_numpy(np.asarray(features.features, dtype=np.float32))).numpy()
             finally:
                 head.train(was_training)
-        if self.multilabel:
-            return self._model_logits(samples)
         predictor = predictor or self.predictor()
         probabilities = predictor.probabilities_of([sample.path for sample in samples],
                                                    batch_size=self.runtime.batch_size * 2)
         with np.errstate(divide="ignore"):
+            if self.multilabel:  # each class's sigmoid, as its logit: float64, +-inf where the sigmoid is 1 or 0
+                probabilities = probabilities.astype(np.float64)
+                return np.log(probabilities) - np.log1p(-probabilities)
             return np.log(probabilities)
 
-    def _model_logits(self, samples: list[Sample]) -> np.ndarray:
-        """The whole model's logits (one per class, for a sigmoid each) on `samples`, in the engine
-        graft.engines chooses: multi-label data's counterpart of the predictor's probabilities."""
-        from torch.utils.data import DataLoader
-
-        from ..data.dataset import ImageDataset
-        from ..data.images import eval_draft_size
-        from ..data.transforms import eval_transform
-        from ..engines import frozen_forward
-
-        config = self.net.data_config
-        images = ImageDataset(samples, eval_transform(config, pixels=True), draft_size=eval_draft_size(config.image_size))
-        loader = DataLoader(images, batch_size=self.runtime.batch_size * 2, num_workers=self.runtime.workers)
-        with frozen_forward(self.model, runtime=self.runtime, input_size=config.input_size) as forward:
-            outputs = [forward(pixels) for pixels, _ in loader]
-        return torch.cat(outputs).numpy() if outputs else np.zeros((0, len(self.splits.classes)), dtype=np.float32)
-
     def predictor(self):
-        """The model as it stands, as a graft Classifier predicts with it (its engine, fp32)."""
+        """The model as it stands, as a graft Classifier predicts with it (its engine, fp32; a sigmoid per
+        class for multi-label data). On a CPU, its ONNX graph is made once per model and process, and
+        the run's export takes it as it is (graft.export.cached.unsaved_graph)."""
         from ..classifier import Classifier
 
-        return Classifier(self.model, self.splits.classes, runtime=self.runtime)
+        return Classifier(self.model, self.splits.classes, runtime=self.runtime, task=self.splits.task)
 
     def labels(self, samples: list[Sample]) -> np.ndarray:
         return np.array([sample.label for sample in samples], dtype=np.int64)
