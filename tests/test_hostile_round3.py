@@ -65,15 +65,13 @@ def test_similar_answers_the_good_images_and_names_the_bad_one(linear_probe_run,
     assert "notes.png" in output and f"most like {good}" in output, output
 
 
-@pytest.mark.xfail(strict=True, reason="graft.training: --threshold on single-label data is accepted and ignored "
-                                       "(graft predict refuses it); the check belongs in TrainConfig or set-up, "
-                                       "which this round may not edit")
 def test_threshold_on_single_label_data_is_refused(tiny_dataset, tmp_path):
     """`graft train FOLDERS --threshold 0.5` trained a single-label model and ignored the threshold, silently."""
     import graft
 
-    with pytest.raises(GraftError, match="--threshold"):
-        graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="t", threshold=0.5, **FAST)
+    with pytest.raises(GraftError, match="--threshold 0.5 is the decision threshold of multi-label data"):
+        graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path / "runs", name="t", threshold=0.5, **FAST)
+    assert not (tmp_path / "runs" / "t").exists()  # refused before a run folder is made
 
 
 def test_suggest_label_data_that_is_a_users_file_says_data_must_be_a_folder(linear_probe_run, tiny_dataset, tmp_path,

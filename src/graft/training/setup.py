@@ -32,6 +32,11 @@ def start(data: str | Path, config: TrainConfig, *, log: Callable[[str], None], 
     splits = find_data(data, val_split=config.data.val_split, seed=config.data.seed, task=config.data.task)
     if resume is not None:
         check_same_data(resume, saved["found"], splits)
+    if splits.task != "multilabel" and config.data.threshold is not None:
+        raise GraftError(f"--threshold {config.data.threshold:g} is the decision threshold of multi-label data, and "
+                         f"{data} has one label per image: leave out --threshold (each image gets its most likely "
+                         "class; --known-recall sets the threshold of unknown images), or give a label file with "
+                         "several labels per image, or --task multilabel.")
     log(splits.describe())
     cache = FeatureCache()  # under --cache-dir (graft.runtime.use_cache_dir, around the run), or graft's cache
     weights = _class_weights(splits, config)
