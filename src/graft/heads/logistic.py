@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from contextlib import contextmanager
 from importlib.metadata import version
 
 import numpy as np
@@ -21,7 +22,7 @@ from torch import nn
 
 from ..features import FeatureSet
 from ..features.derived import load_derived, store_derived
-from ..memory import release_pages
+from ..memory import give_back, release_pages
 from . import final_linear
 
 LOGREG_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -86,53 +87,115 @@ def fit_rows(features: np.ndarray, labels: np.ndarray, *, C: float | None, seed:
     """The multinomial fit on `features` (N x D, an array or a memory map of the cache's float16 rows)
     as a linear-probe run makes it: weight, bias, the C used and the cross-validated accuracy (NaN
     without cross-validation). The rows are copied once (float64; float32 above CV_ROWS images, where
-    C is chosen on a sample: half the memory where it matters) and the map's pages let go."""
-    x = np.asarray(features, dtype=np.float32 if _sampled(labels, C) else np.float64)
+    C is chosen on a sample: half the memory where it matters, and the sample cross-validated before
+    that copy is made) and the map's pages let go."""
+    if _sampled(labels, C):
+        return _fit_sampled(features, labels, seed, class_weight)
+    x = np.asarray(features, dtype=np.float64)
     release_pages(features)  # the memory map's pages, read once: x holds the rows now
     return _fit(x, labels, C, seed, class_weight)
 
 
 def _fit(x: np.ndarray, y: np.ndarray, C: float | None, seed: int,
          class_weight: str | None = None) -> tuple[np.ndarray, np.ndarray, float, float]:
-    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-    from threadpoolctl import threadpool_limits
-
+    """The fit on the rows `x`, standardised in place (no copy of scikit-learn's own: on 10,000 images,
+    307 MB above the features with a float32 copy, a standardised one and scikit-learn's float64 one),
+    in float64; above CV_ROWS images with C to choose, _fit_sampled's."""
     from ..memory import standard_scaler
 
-    # Standardised in place what scikit-learn fits on: no copy of its own (on 10,000 images, 307 MB
-    # above the features with a float32 copy, a standardised one and scikit-learn's float64 one), and
-    # the scaler fitted a block of rows at a time (graft.memory: no temporary copy). In float64, but
-    # for a fit whose C is chosen on a sample (above CV_ROWS images): there the sample is
-    # cross-validated in float64 (LogisticRegressionCV computes in nothing else) and the final fit
-    # reads all rows in float32, as given (on 100,000 images of 1,280 features: 0.5 GB, not 1 GB).
-    x = np.asarray(x, dtype=np.float32 if _sampled(y, C) and x.dtype == np.float32 else np.float64)
-    scaler = standard_scaler(x)
+    if _sampled(y, C):
+        return _fit_sampled(x, y, seed, class_weight)
+    x = np.asarray(x, dtype=np.float64)
+    scaler = standard_scaler(x)  # a block of rows at a time (graft.memory: no temporary copy)
     scaler.transform(x, copy=False)
     folds = min(5, int(np.bincount(y).min()))
-    # One BLAS thread: beside torch's OpenMP threads, scikit-learn's multi-threaded BLAS ran this fit
-    # dozens of times slower (threads spinning against each other), not faster.
+    search = accuracy = None
+    if C is None and folds >= 2:
+        search, accuracy = _search_c(x, y, folds, seed, class_weight)
+    regression = search if search is not None else _regression(x, y, 1.0 if C is None else C, seed, class_weight)
+    return _unscaled(regression, scaler, accuracy)
+
+
+def _fit_sampled(rows, y: np.ndarray, seed: int, class_weight: str | None) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Above CV_ROWS images, C unknown: the scaler fitted on every row, a block at a time; C
+    cross-validated on the stratified sample (_cv_rows), standardised, in float64 (LogisticRegressionCV
+    computes in nothing else); then, that sample let go, every row copied once in float32 and fitted at
+    that C (on 100,000 images of 1,280 features: 0.5 GB, not 1 GB). The sample's copies and the copy
+    of every row are never held at once (the default run on 100,000 images peaked where they were).
+    `rows`: an array or the cache's memory map, read as float32."""
+    from ..memory import standard_scaler
+
+    scaler = standard_scaler(_Float32Rows(rows))
+    folds = min(5, int(np.bincount(y).min()))
+    C, accuracy = 1.0, None
+    if folds >= 2:
+        sample = _cv_rows(y, seed)
+        z = np.asarray(rows[sample], dtype=np.float32)
+        scaler.transform(z, copy=False)  # as the whole copy is standardised below, row for row
+        search, accuracy = _search_c(z.astype(np.float64), y[sample], folds, seed, class_weight)
+        C = float(search.C_[0])
+        del z, search
+        give_back()
+    x = np.asarray(rows, dtype=np.float32)
+    release_pages(rows)
+    scaler.transform(x, copy=False)
+    return _unscaled(_regression(x, y, C, seed, class_weight), scaler, accuracy)
+
+
+class _Float32Rows:
+    """Slices of `rows` (an array or a memory map) as float32: what the scaler is fitted on."""
+
+    def __init__(self, rows):
+        self.rows, self.shape = rows, rows.shape
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        return np.asarray(self.rows[part], dtype=np.float32)
+
+
+def _search_c(x: np.ndarray, y: np.ndarray, folds: int, seed: int, class_weight: str | None):
+    """LogisticRegressionCV over LOGREG_GRID on standardised `x`: the search (its C_, and, refitted at
+    that C, the fit on these rows) and the best mean cross-validated accuracy."""
+    from sklearn.linear_model import LogisticRegressionCV
+
+    search = LogisticRegressionCV(Cs=list(LOGREG_GRID), cv=folds, max_iter=2000, random_state=seed,
+                                  class_weight=class_weight)
+    with _quiet_one_thread():
+        search.fit(x, y)
+    # scores_: one (folds x Cs) array per class, the same for every class of a multinomial fit
+    return search, float(np.mean(next(iter(search.scores_.values())), axis=0).max())
+
+
+def _regression(x: np.ndarray, y: np.ndarray, C: float, seed: int, class_weight: str | None):
+    from sklearn.linear_model import LogisticRegression
+
+    with _quiet_one_thread():
+        return LogisticRegression(C=C, max_iter=2000, random_state=seed, class_weight=class_weight).fit(x, y)
+
+
+@contextmanager
+def _quiet_one_thread():
+    """One BLAS thread: beside torch's OpenMP threads, scikit-learn's multi-threaded BLAS ran this fit
+    dozens of times slower (threads spinning against each other), not faster; and scikit-learn's
+    API-change notices silenced."""
+    from threadpoolctl import threadpool_limits
+
     with warnings.catch_warnings(), threadpool_limits(limits=1):
-        warnings.simplefilter("ignore", category=FutureWarning)  # scikit-learn's API-change notices
-        accuracy, regression = np.nan, None
-        if C is None and folds >= 2:
-            search = LogisticRegressionCV(Cs=list(LOGREG_GRID), cv=folds, max_iter=2000, random_state=seed,
-                                          class_weight=class_weight)
-            rows = _cv_rows(y, seed)  # C chosen on at most CV_ROWS rows, then fitted on all
-            search.fit(x if rows is None else x[rows].astype(np.float64), y if rows is None else y[rows])
-            C = float(search.C_[0])
-            # scores_: one (folds x Cs) array per class, the same for every class of a multinomial fit
-            accuracy = float(np.mean(next(iter(search.scores_.values())), axis=0).max())
-            regression = search if rows is None else None
-        if regression is None:
-            regression = LogisticRegression(C=1.0 if C is None else C, max_iter=2000, random_state=seed,
-                                            class_weight=class_weight).fit(x, y)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        yield
+
+
+def _unscaled(regression, scaler, accuracy: float | None) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """weight and bias on the unstandardised features, the C fitted and the accuracy (NaN: none)."""
     chosen = float(regression.C_[0]) if hasattr(regression, "C_") else float(regression.C)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     weight = regression.coef_ / scale
     bias = regression.intercept_ - weight @ scaler.mean_
     if weight.shape[0] == 1:  # scikit-learn gives one row for two classes: logits (-z/2, z/2)
         weight, bias = np.vstack([-weight / 2, weight / 2]), np.array([-bias[0] / 2, bias[0] / 2])
-    return weight, bias, chosen, accuracy
+    return weight, bias, chosen, np.nan if accuracy is None else accuracy
 
 
 def _sampled(y: np.ndarray, C: float | None) -> bool:
@@ -199,13 +262,11 @@ def _fit_one_vs_rest(x: np.ndarray, y: np.ndarray, C: float | None, seed: int,
     class can be cross-validated). Returns the weight and bias on raw features, the C and each
     class's cross-validated AP at it (NaN where not cross-validated)."""
     from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
 
     scaler = StandardScaler().fit(x)
     z = scaler.transform(x)
     cv_ap = np.full(y.shape[1], np.nan)
-    with warnings.catch_warnings(), threadpool_limits(limits=1):  # one BLAS thread: see _fit
-        warnings.simplefilter("ignore", category=FutureWarning)
+    with _quiet_one_thread():
         chosen = 1.0 if C is None else float(C)
         if C is None:
             scores = _cv_average_precision(z, y, seed, class_weight)  # classes x grid
