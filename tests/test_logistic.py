@@ -47,3 +47,23 @@ def test_up_to_cv_rows_every_row_is_cross_validated(monkeypatch):
     z = StandardScaler().fit_transform(x.astype(np.float64))
     search = LogisticRegressionCV(Cs=list(logistic.LOGREG_GRID), cv=5, max_iter=2000, random_state=0).fit(z, y)
     assert chosen == float(search.C_[0])
+
+
+def test_the_sampled_fit_reads_a_memory_map_a_block_at_a_time_to_the_same_fit(monkeypatch, tmp_path):
+    # On 100,000 images the run peaked in this fit (issue 24, 5.3): the sample is cross-validated before
+    # every row is copied, and the copy is made a block of rows at a time, each block's pages let go.
+    from graft import memory
+
+    x, y = blobs(600, seed=3)
+    np.save(tmp_path / "rows.npy", x.astype(np.float16))
+    monkeypatch.setattr(logistic, "CV_ROWS", 240)
+    monkeypatch.setattr(memory, "COPY_BLOCK_ROWS", 7)  # blocks that do not divide the rows
+    released = []
+    real = memory.release_pages
+    monkeypatch.setattr(memory, "release_pages", lambda array: released.append(1) or real(array))
+    mapped = logistic.fit_rows(np.load(tmp_path / "rows.npy", mmap_mode="r"), y, C=None, seed=0)
+    whole = logistic._fit(x.astype(np.float16).astype(np.float32), y, None, seed=0)
+    for ours, theirs in zip(mapped, whole):
+        assert np.array_equal(ours, theirs)
+    assert len(released) >= 600 // 7  # every block's pages let go as it was copied
+    assert np.array_equal(memory.float32_rows(np.load(tmp_path / "rows.npy", mmap_mode="r")), x.astype(np.float16).astype(np.float32))

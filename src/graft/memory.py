@@ -39,13 +39,24 @@ def _malloc_trim():
         return None
 
 
+COPY_BLOCK_ROWS = 16384  # rows of a memory map copied between two releases of its pages
+
+
 def float32_rows(features, rows=slice(None)):
     """A float32 copy of `features[rows]` (an array or a numpy memory map, e.g. a FeatureSet's
-    features); a memory map's pages are then dropped from this process (not from the file cache)."""
+    features); a memory map's pages are dropped from this process (not from the file cache) as it
+    goes: all of them copied a block of COPY_BLOCK_ROWS at a time, each block's pages let go before the
+    next is read (100,000 rows of float16 features: 244 MB of pages otherwise held beside the copy)."""
     import numpy as np
 
-    copy = np.array(features[rows], dtype=np.float32)
-    release_pages(features)
+    if not (isinstance(rows, slice) and rows == slice(None)):
+        copy = np.array(features[rows], dtype=np.float32)
+        release_pages(features)
+        return copy
+    copy = np.empty(features.shape, dtype=np.float32)
+    for start in range(0, len(features), COPY_BLOCK_ROWS):
+        copy[start : start + COPY_BLOCK_ROWS] = features[start : start + COPY_BLOCK_ROWS]
+        release_pages(features)
     return copy
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..features import FeatureSet
 from ..features.derived import load_derived, store_derived
-from ..memory import give_back, release_pages
+from ..memory import float32_rows, give_back, release_pages
 from . import final_linear
 
 LOGREG_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -130,20 +130,21 @@ def _fit_sampled(rows, y: np.ndarray, seed: int, class_weight: str | None) -> tu
     C, accuracy = 1.0, None
     if folds >= 2:
         sample = _cv_rows(y, seed)
-        z = np.asarray(rows[sample], dtype=np.float32)
+        z = float32_rows(rows, sample)
         scaler.transform(z, copy=False)  # as the whole copy is standardised below, row for row
-        search, accuracy = _search_c(z.astype(np.float64), y[sample], folds, seed, class_weight)
+        z64 = z.astype(np.float64)
+        del z
+        search, accuracy = _search_c(z64, y[sample], folds, seed, class_weight)
         C = float(search.C_[0])
-        del z, search
+        del z64, search
         give_back()
-    x = np.asarray(rows, dtype=np.float32)
-    release_pages(rows)
+    x = float32_rows(rows)  # a block at a time, the pages read let go
     scaler.transform(x, copy=False)
     return _unscaled(_regression(x, y, C, seed, class_weight), scaler, accuracy)
 
 
 class _Float32Rows:
-    """Slices of `rows` (an array or a memory map) as float32: what the scaler is fitted on."""
+    """Slices of `rows` (an array or a memory map) as float32 copies: what the scaler is fitted on."""
 
     def __init__(self, rows):
         self.rows, self.shape = rows, rows.shape
@@ -152,7 +153,7 @@ class _Float32Rows:
         return len(self.rows)
 
     def __getitem__(self, part: slice) -> np.ndarray:
-        return np.asarray(self.rows[part], dtype=np.float32)
+        return float32_rows(self.rows, part)  # the pages read let go
 
 
 def _search_c(x: np.ndarray, y: np.ndarray, folds: int, seed: int, class_weight: str | None):
