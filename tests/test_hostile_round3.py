@@ -7,17 +7,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import FAST
-from graft.cli.main import main
 from graft.errors import GraftError
-
-
-def run_main(args, capsys, monkeypatch):
-    """Through main(), as the console script does: user errors exit 2 with one message."""
-    monkeypatch.setattr("sys.argv", ["graft", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out + captured.err
+from test_cli import run_main
 
 
 def _interrupt(*args, **kwargs):
