@@ -200,6 +200,16 @@ def wide_terminal(monkeypatch):
     set_terminal_width(monkeypatch, 200)
 
 
+@pytest.fixture(autouse=True)
+def own_unsaved_graphs(monkeypatch, tmp_path_factory):
+    """Each test keeps the graphs of its unsaved models (graft.export.cached.unsaved_graph: a graph a
+    process made of a model of that content, taken again by a later run of the same content) in a
+    folder of its own, as a fresh process would: what a test traces does not depend on which tests ran
+    before it in its worker."""
+    folder = tmp_path_factory.mktemp("unsaved-graphs")
+    monkeypatch.setattr("graft.export.cached._unsaved_folder", lambda: folder)
+
+
 # A small, fast run: tiny images, one view, no report or audit, silent. Tests that need any trained
 # model share `linear_probe_run`; tests that change a run work on their own.
 FAST = dict(img_size=32, batch_size=16, head_epochs=2, epochs=1, views=1, workers=0, report=False, audit=False,

@@ -84,9 +84,7 @@ def test_a_fine_tuned_run_makes_its_graph_once_for_its_evaluation_and_its_export
     from graft.evaluation import sigmoid
     from graft.export.exported import ExportedModel
 
-    # a seed no other test trains with: a model of the same content trained earlier in this process
-    # (another test's) would have left its graph in the process's folder (unsaved_graph), made already
-    unique = {**FAST, "seed": 7413}
+    unique = {**FAST, "seed": 7413}  # and the test's own folder of unsaved graphs (conftest)
     tuned = graft.train(tiny_multilabel, strategy="finetune", out=tmp_path, name="multi", cache_dir=cache, **unique)
     # the template of Lite0's structure, traced once and given the run's weights once: the graph that
     # scored val and test is the one exported (before: the whole model traced again to score them)

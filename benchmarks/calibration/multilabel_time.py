@@ -1,7 +1,7 @@
 """Do multi-label runs take more time than single-label runs on the same images (issue 25)?
 
     python -m benchmarks.calibration.multilabel_time [--shared ../shared/datasets] [--rounds 3]
-        [--strategy linear-probe] [--key multilabel_time]
+        [--strategy linear-probe] [--img-size PX] [--epochs N] [--key multilabel_time]
 
 tags-dev's 1,000 training mosaics, given twice as a label file of absolute paths: with every label
 of each image (multi-label, as tags-dev ships them) and with its first label alone (single-label).
@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=SHARED_DATASETS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--strategy", default="linear-probe")
+    parser.add_argument("--img-size", type=int, default=None, help="--img-size of every run (default: the backbone's)")
+    parser.add_argument("--epochs", type=int, default=None, help="--epochs of every run (default: graft's)")
     parser.add_argument("--key", default="multilabel_time")
     args = parser.parse_args()
     import graft
@@ -57,8 +59,9 @@ def main() -> None:
 
         def run(task: str, name: str, seed: int = 0) -> dict:
             started = time.perf_counter()
+            options = {key: value for key, value in (("img_size", args.img_size), ("epochs", args.epochs)) if value}
             trained = graft.train(files[task], strategy=args.strategy, out=folder / "runs", name=name, seed=seed,
-                                  cache_dir=folder / "cache", progress=False, log=None)
+                                  cache_dir=folder / "cache", progress=False, log=None, **options)
             return {"task": trained.record.task, "seconds": round(time.perf_counter() - started, 2),
                     "timings": {key: round(value, 2) for key, value in trained.metrics.timings.items()}}
 
@@ -70,7 +73,7 @@ def main() -> None:
             rounds.append({"order": order, **done, "ratio": round(done["multilabel"]["seconds"] / done["single"]["seconds"], 3)})
             print(f"round {index + 1}: multi-label {done['multilabel']['seconds']} s, single-label "
                   f"{done['single']['seconds']} s: {rounds[-1]['ratio']}x")
-    median = statistics.median(entry["ratio"] for entry in rounds)
+    median = round(statistics.median(entry["ratio"] for entry in rounds), 3)
     print(f"multi-label / single-label, {args.strategy} as typed, median of {args.rounds} rounds: {median}x "
           f"(first runs, extracting: {first['multilabel']['seconds']} s and {first['single']['seconds']} s)")
     record(args.key, {"median_ratio": median, "rounds": rounds, "first": first}, about)
