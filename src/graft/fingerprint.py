@@ -30,19 +30,13 @@ def identity_digest(identity: FileIdentity) -> bytes:
     return hashlib.blake2b("|".join(map(str, identity)).encode(), digest_size=16).digest()
 
 
-CONTENT_CHUNK = 1 << 20  # bytes read at a time when a file's contents are hashed
-
-
 def content_digest(path) -> bytes:
     """A 16-byte digest (BLAKE2b) of the bytes of the file at `path`: the feature cache records one
     per row, so a copy of an image already extracted (a new path, inode and times: another
     `file_identity`) reuses its row. Read only for files no row matches by identity. Raises OSError
     when the file cannot be read."""
-    digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as handle:
-        while chunk := handle.read(CONTENT_CHUNK):
-            digest.update(chunk)
-    return digest.digest()
+        return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).digest()
 
 
 def files_fingerprint(paths, labels, identities: Iterable[FileIdentity] | None = None) -> str:

@@ -191,12 +191,9 @@ def fsync_path(path: str | Path) -> None:
 
 
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, read a megabyte at a time."""
-    digest = hashlib.sha256()
+    """SHA-256 of a file's bytes, read a block at a time (hashlib.file_digest)."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def process_folder(prefix: str) -> Path:
