@@ -214,7 +214,7 @@ def test_the_recommendation_is_what_auto_runs_and_the_course_s_recipe_is_named_a
     from graft.advise.auto import auto_plan, recommendation
 
     tied = [StageEvidence(index=i, channels=8, bn_drift=0.5, probe_accuracy=1.0) for i in range(3)]
-    advice = recommend(2, stages=tied, best=0, reasons=["drift"], images_per_class=56)
+    advice = recommend(2, stages=tied, best=0, reasons=["drift"], images_per_class=56, train_images=280)
     plan = auto_plan(advice)
     text = recommendation(advice, plan, "photos/")
     recommended = [line for line in text.splitlines() if line.startswith("Recommended")]
@@ -223,11 +223,11 @@ def test_the_recommendation_is_what_auto_runs_and_the_course_s_recipe_is_named_a
     assert "auto: linear-probe" in text and plan.reasons[0] in text
     # where they agree, one line says so; a probe-finetune plan is auto's own command (it decides after the probe)
     lead = [StageEvidence(index=i, channels=8, bn_drift=0.5, probe_accuracy=a) for i, a in enumerate([0.9, 0.7, 0.6])]
-    truncate = recommend(2, stages=lead, best=0, reasons=[], images_per_class=56)
+    truncate = recommend(2, stages=lead, best=0, reasons=[], images_per_class=56, train_images=280)
     described = recommendation(truncate, auto_plan(truncate), "photos/")
     assert "truncate --cut 0, which is what auto runs here" in described
     assert "Recommended: graft train photos/ --strategy truncate --cut 0" in described
-    large = recommend(3, stages=lead, best=0, reasons=[], images_per_class=500)
+    large = recommend(3, stages=lead, best=0, reasons=[], images_per_class=500, train_images=2500)
     assert "Recommended: graft train photos/\n" in recommendation(large, auto_plan(large), "photos/") + "\n"
 
 
@@ -239,7 +239,7 @@ def test_the_readme_describes_what_auto_does_on_small_data_unlike_imagenet():
 
     stages = [StageEvidence(index=i, channels=8, bn_drift=0.5, probe_accuracy=a) for i, a in enumerate([0.6, 0.8, 0.8])]
     plan = lambda case, per_class: auto_plan(recommend(case, stages=stages, best=1, reasons=[],  # noqa: E731
-                                                         images_per_class=per_class)).strategy
+                                                         images_per_class=per_class, train_images=int(per_class * 10))).strategy
     assert plan(2, 56) == plan(2, LARGE_PER_CLASS - 1) == "linear-probe"  # unlike ImageNet, small: frozen
     assert plan(4, LARGE_PER_CLASS) == plan(1, FINETUNE_MIN_PER_CLASS) == "probe-finetune"
     assert plan(1, FINETUNE_MIN_PER_CLASS - 1) == "linear-probe"

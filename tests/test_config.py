@@ -154,7 +154,7 @@ def test_a_new_strategy_is_one_class(throwaway, tiny_dataset, tmp_path, capsys, 
     assert name in (run.run_dir / "report.md").read_text() and throwaway.summary in (run.run_dir / "report.md").read_text()
     # advise offers it where its case applies.
     stages = [StageEvidence(index=i, channels=8, bn_drift=0.1, probe_accuracy=0.5 + i / 10) for i in range(3)]
-    advice = recommend(3, stages=stages, best=2, reasons=[], images_per_class=500)
+    advice = recommend(3, stages=stages, best=2, reasons=[], images_per_class=500, train_images=1500)
     assert any(text.startswith(name) for text in advice.alternatives)
     # And the CLI trains it.
     code, output = run_main(["train", str(tiny_dataset), "--strategy", name, "--out", str(tmp_path / "cli"),

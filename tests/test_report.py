@@ -87,7 +87,7 @@ def test_report_says_what_is_missing_and_why(runs, tmp_path):
     write_report(tmp_path, record=dataclasses.replace(record, strategy="linear-probe"),
                  metrics=dataclasses.replace(metrics, history=[], logreg_c=0.03), strategy=get_strategy("linear-probe"))
     assert "no epochs to plot" in (tmp_path / "report.html").read_text()
-    advice = Advice(case=4, size="large", similarity="different", images_per_class=900.0, strategy="scratch", cut=None,
+    advice = Advice(case=4, size="large", similarity="different", images_per_class=900.0, train_images=4500, strategy="scratch", cut=None,
                     unfreeze=None, lr=0.003, backbone_lr_ratio=1.0, best_stage=1, reasons=["nothing like ImageNet"],
                     stages=[StageEvidence(index=0, channels=16, bn_drift=0.25, probe_accuracy=0.412)])
     write_report(tmp_path, record=dataclasses.replace(record, strategy="scratch", advice=advice.to_dict()), metrics=metrics,
@@ -116,7 +116,7 @@ def test_why_this_strategy_argues_for_what_the_run_did(runs, tmp_path):
 
     run = runs["feature-extract"]
     stages = [StageEvidence(index=i, channels=8, bn_drift=0.5, probe_accuracy=1.0) for i in range(3)]  # a tie
-    advice = recommend(2, stages=stages, best=0, reasons=["drift at least 0.35"], images_per_class=56)
+    advice = recommend(2, stages=stages, best=0, reasons=["drift at least 0.35"], images_per_class=56, train_images=280)
     plan = auto_plan(advice)
     assert (advice.strategy, advice.cut, plan.strategy) == ("truncate", 0, "linear-probe")
     record = dataclasses.replace(run.record, strategy="linear-probe",

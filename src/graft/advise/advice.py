@@ -107,6 +107,7 @@ class Advice:
     size: str  # "small" | "large"
     similarity: str  # "similar" | "different"
     images_per_class: float  # median training images per class
+    train_images: int  # training images in all
     strategy: str  # one of graft.strategies.STRATEGIES (never "auto")
     cut: int | None  # truncate: keep stages 0..cut, else None
     unfreeze: int | None  # partial: stages to unfreeze, else None
@@ -238,7 +239,7 @@ def advise_splits(
     size_reason = (f"{per_class:g} training images per class (median) is {'at least' if large else 'under'} "
                    f"{large_per_class:g}, graft's line between small and large data.")
     advice = recommend(CASES[(large, similar)], stages=stages, best=best, reasons=[size_reason, *similarity_reasons],
-                       images_per_class=per_class)
+                       images_per_class=per_class, train_images=len(splits.train))
     return replace(advice, backbone=backbone, weights=weights, img_size=img_size, sampled=sampled,
                    seconds=time.perf_counter() - started)
 
@@ -321,7 +322,8 @@ def judge_similarity(stages: list[StageEvidence]) -> tuple[bool, list[str]]:
     return similar, reasons
 
 
-def recommend(case: int, *, stages: list[StageEvidence], best: int, reasons: list[str], images_per_class: float) -> Advice:
+def recommend(case: int, *, stages: list[StageEvidence], best: int, reasons: list[str], images_per_class: float,
+              train_images: int) -> Advice:
     """The course's recipe for `case` as graft settings: strategy, cut, learning rates, and why (`recipe`);
     `reasons`, the evidence for the case, are kept as they are."""
     cut, ratio, alternatives = None, BACKBONE_LR_RATIO_SIMILAR, []
@@ -357,7 +359,7 @@ def recommend(case: int, *, stages: list[StageEvidence], best: int, reasons: lis
         recipe.append(f"Head learning rate {HEAD_LR:g}: graft's default for a new head trained with AdamW.")
     return Advice(
         case=case, size="large" if case in (3, 4) else "small", similarity="similar" if case in (1, 3) else "different",
-        images_per_class=images_per_class, strategy=strategy, cut=cut, unfreeze=None, lr=HEAD_LR,
+        images_per_class=images_per_class, train_images=train_images, strategy=strategy, cut=cut, unfreeze=None, lr=HEAD_LR,
         backbone_lr_ratio=ratio, stages=stages, best_stage=best, reasons=list(reasons), alternatives=alternatives,
         recipe=recipe,
     )
