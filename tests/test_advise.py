@@ -235,7 +235,7 @@ def test_the_readme_describes_what_auto_does_on_small_data_unlike_imagenet():
     """At 56 images per class on data unlike ImageNet auto kept a frozen base, where the README said
     probe-finetune from 50 (issue 24): the README now says what auto_plan does, with its own numbers."""
     from graft.advise import recommend
-    from graft.advise.auto import FINETUNE_MIN_PER_CLASS, auto_plan
+    from graft.advise.auto import FINETUNE_MIN_IMAGES, FINETUNE_MIN_PER_CLASS, PROBE_GOOD_ENOUGH_FEW, auto_plan
 
     stages = [StageEvidence(index=i, channels=8, bn_drift=0.5, probe_accuracy=a) for i, a in enumerate([0.6, 0.8, 0.8])]
     plan = lambda case, per_class: auto_plan(recommend(case, stages=stages, best=1, reasons=[],  # noqa: E731
@@ -248,3 +248,6 @@ def test_the_readme_describes_what_auto_does_on_small_data_unlike_imagenet():
     assert f"on data unlike ImageNet under {LARGE_PER_CLASS} images per class" in auto
     assert f"on data like ImageNet under {FINETUNE_MIN_PER_CLASS} images per class, `linear-probe`" in auto
     assert f"from {FINETUNE_MIN_PER_CLASS} per class on data like ImageNet, from {LARGE_PER_CLASS} on data unlike it" in auto
+    line = readme[readme.index("Fine-tuning then runs"):]
+    assert (f"{PROBE_GOOD_ENOUGH_FEW:.0%} on data like it with under {FINETUNE_MIN_IMAGES} training images in all"
+            in line[:400])

@@ -57,13 +57,14 @@ RUNS = {
 }
 
 
-def build_cifar_classes(shared: Path, root: Path, names: tuple[str, ...], *, train: int, test: int) -> Path:
-    """train/<class>/ and test/<class>/ with the first `train` and `test` images of some CIFAR-10 classes, as links."""
-    for split, count in (("train", train), ("test", test)):
+def build_cifar_classes(shared: Path, root: Path, names: tuple[str, ...], *, train: int, test: int, skip: int = 0) -> Path:
+    """train/<class>/ and test/<class>/ with `train` and `test` images of some CIFAR-10 classes, as links: the first
+    ones after `skip` training images (the test images from the first)."""
+    for split, count, start in (("train", train, skip), ("test", test, 0)):
         for name in names:
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
-            for image in sorted((shared / "cifar10-dev" / split / name).iterdir())[:count]:
+            for image in sorted((shared / "cifar10-dev" / split / name).iterdir())[start:start + count]:
                 (folder / image.name).symlink_to(image)
     return root
 
