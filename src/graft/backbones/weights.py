@@ -124,7 +124,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            import warnings
+
+            with warnings.catch_warnings():  # torch's warning about the pickle protocol asks to file an issue with
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch: the refusal says why
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means an unusable file
         message = str(exc)
         if "unsupported global" in message.lower():  # "Unsupported global: ...", "unsupported GLOBAL posix.system"

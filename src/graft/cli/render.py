@@ -56,8 +56,8 @@ def describe_os_error(error: OSError) -> str:
         errno.EDQUOT: "Your disk quota is used up; free some space, or write elsewhere (--out, --cache-dir or GRAFT_CACHE).",
         errno.EACCES: "graft may not write there; choose a folder you can write to (--out for runs, --cache-dir or GRAFT_CACHE for the cache).",
         errno.EROFS: "That file system is read-only; choose another folder (--out for runs, --cache-dir or GRAFT_CACHE for the cache).",
-        errno.ENOTDIR: "A file stands where graft needs a folder; choose another --out (or move the file).",
-        errno.EEXIST: "A file stands where graft needs a folder; choose another --out (or move the file).",
+        errno.ENOTDIR: "A file stands where graft needs a folder; move that file, or write elsewhere.",
+        errno.EEXIST: "A file stands where graft needs a folder; move that file, or write elsewhere.",
         errno.EFBIG: "The file would be larger than this system lets graft write: a file-size limit (`ulimit -f`; "
                      "`ulimit -f unlimited` lifts it) or a file system with small files (FAT32 holds 4 GB at most); "
                      "lift the limit, or write elsewhere (--out, --cache-dir or GRAFT_CACHE).",
