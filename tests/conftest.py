@@ -217,6 +217,23 @@ FAST = dict(img_size=32, batch_size=16, head_epochs=2, epochs=1, views=1, worker
 
 
 @pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> dict:
+    """graft.train's options for the tiny timm test_efficientnet from a weights file (random weights,
+    the same every session): for tests of what graft does with any backbone's graphs (tracing, templates,
+    exports), which Lite0 makes take tens of seconds each. Its weights come from a file, not `none`, so
+    that a run treats them as pretrained as it treats Lite0's (a score of unknown images, frozen features)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from graft.backbones.backbone import build_timm_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-backbone") / "test_efficientnet.safetensors"
+    save_file({k: v.contiguous() for k, v in build_timm_model("test_efficientnet").state_dict().items()}, str(path))
+    return {"backbone": "test_efficientnet", "weights": str(path)}
+
+
+@pytest.fixture(scope="session")
 def linear_probe_run(tiny_dataset, tmp_path_factory):
     """A linear-probe run on `tiny_dataset` (graft.train's RunResult), trained once per session."""
     import graft

@@ -102,16 +102,18 @@ def _predict_in_a_process(arguments: list[str], env: dict) -> subprocess.Complet
                           env=env)
 
 
-def test_a_run_folder_predicts_from_its_cached_export_without_torch(linear_probe_run, tiny_dataset, tmp_path):
+def test_a_run_folder_predicts_from_its_cached_export_without_torch(linear_probe_run, tiny_dataset, tmp_path,
+                                                                    fresh_cache):
     """Where ONNX Runtime is the engine, `graft predict RUN` exports the run once (in a child process)
-    and predicts from the export: the command itself never imports torch, the first time or later."""
+    and predicts from the export: the command itself never imports torch, the first time or later.
+    The cache holds no export, only the session's graph of Lite0 (the child does not trace it again)."""
     import os
 
-    env = {**os.environ, "GRAFT_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "GRAFT_CACHE": str(fresh_cache)}
     arguments = ["predict", str(linear_probe_run.run_dir), str(tiny_dataset / "val"), "--engine", "onnxruntime"]
     first = _predict_in_a_process([*arguments, "--csv", str(tmp_path / "first.csv")], env)
     assert "LOADED []" in first.stdout and "Exporting" in first.stderr, first.stdout + first.stderr
-    kept = list((tmp_path / "cache" / "engines" / "runs").glob("*.onnx"))
+    kept = list((fresh_cache / "engines" / "runs").glob("*.onnx"))
     assert len(kept) == 1 and kept[0].with_name(kept[0].name + ".json").exists()
     again = _predict_in_a_process([*arguments, "--csv", str(tmp_path / "again.csv")], env)
     assert "LOADED []" in again.stdout and "Exporting" not in again.stderr, again.stdout + again.stderr
@@ -162,10 +164,11 @@ def test_the_export_is_kept_per_model(linear_probe_run, tmp_path):
 
 
 def test_a_fine_tuned_run_is_exported_at_its_end_from_its_backbones_template(tiny_dataset, tmp_path, monkeypatch,
-                                                                            onnxruntime_cpu):
+                                                                            onnxruntime_cpu, tiny_backbone):
     """However short, a fine-tuned run on a CPU leaves its export: the template of its backbone's
     structure (traced once, kept in the engines' cache) given the run's own weights, plus the head.
-    The next fine-tune traces nothing, and each export answers as its own run does in torch."""
+    The next fine-tune traces nothing, and each export answers as its own run does in torch. On the tiny
+    test_efficientnet: what is traced and taken does not depend on the backbone, and Lite0 traced for 20 s."""
     import torch
 
     from conftest import FAST
@@ -184,7 +187,7 @@ def test_a_fine_tuned_run_is_exported_at_its_end_from_its_backbones_template(tin
     monkeypatch.setattr(compiling, "trace_onnx", counted(compiling.trace_onnx))
     monkeypatch.setattr(onnx_export, "trace_onnx", counted(onnx_export.trace_onnx))
     runs = [graft.train(tiny_dataset, strategy="finetune", out=tmp_path, name=f"tuned-{seed}", seed=seed,
-                        cache_dir=tmp_path / "cache", **FAST) for seed in (0, 1)]
+                        cache_dir=tmp_path / "cache", **FAST, **tiny_backbone) for seed in (0, 1)]
     # the pretrained backbone (its features) and the template, once each: neither run was traced whole
     assert traced == ["outputs", "outputs"]
     pixels = torch.randint(0, 256, (6, *runs[0].classifier.data_config.input_size), dtype=torch.uint8,
@@ -203,10 +206,11 @@ def test_a_fine_tuned_run_is_exported_at_its_end_from_its_backbones_template(tin
 
 
 def test_a_frozen_run_is_exported_at_its_end_as_its_backbone_graph_plus_the_head(tiny_dataset, tmp_path, monkeypatch,
-                                                                               onnxruntime_cpu):
+                                                                               onnxruntime_cpu, tiny_backbone):
     """However short, a run whose backbone kept its pretrained weights leaves its export: the
     backbone's graph (traced once, kept in the engines' cache) with the head's operators after it.
-    The next such run traces nothing, and its first predict needs neither torch nor an export."""
+    The next such run traces nothing, and its first predict needs neither torch nor an export. On the tiny
+    test_efficientnet: what is traced and taken does not depend on the backbone."""
     from conftest import FAST
     from graft.engines import compile as compiling
     from graft.export import cached
@@ -221,10 +225,10 @@ def test_a_frozen_run_is_exported_at_its_end_as_its_backbone_graph_plus_the_head
     monkeypatch.setattr(compiling, "trace_onnx", counted(compiling.trace_onnx))
     monkeypatch.setattr(onnx_export, "trace_onnx", counted(onnx_export.trace_onnx))
     probe = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="probe", cache_dir=tmp_path / "cache",
-                        **FAST)
+                        **FAST, **tiny_backbone)
     assert traced == ["outputs"] and cached.export_path(probe.run_dir).exists()  # the backbone, once
     run = graft.train(tiny_dataset, strategy="feature-extract", hidden=8, out=tmp_path, name="frozen",
-                      cache_dir=tmp_path / "cache", **FAST)
+                      cache_dir=tmp_path / "cache", **FAST, **tiny_backbone)
     kept = cached.export_path(run.run_dir)
     assert traced == ["outputs"] and kept.exists() and "export_s" in run.metrics.timings
     exported = open_predictor(run.run_dir)
