@@ -8,7 +8,6 @@ torch.onnx.export (a trace) and graft.engines.compile.with_weights (a template g
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -47,17 +46,17 @@ def made(monkeypatch):
 
 
 @pytest.fixture
-def cache(tmp_path, session_graphs):
-    """A cache of the test's own holding the session's graph of the pretrained Lite0 (what extracts
-    the head phase's features) and nothing else: no template, no graph of a trained network."""
+def cache(tmp_path, tiny_backbone):
+    """A cache of the test's own holding the graph of the pretrained backbone (tiny_backbone: timm's
+    tiny test_efficientnet, whose graphs trace in a second where Lite0's took tens; what extracts the
+    head phase's features) and nothing else: no template, no graph of a trained network."""
     from graft.backbones import create_backbone
-    from graft.engines.compile import compiled_path
+    from graft.engines.compile import compile_onnx
 
     size = FAST["img_size"]
-    graph = compiled_path(create_backbone("tf_efficientnet_lite0", img_size=size), (3, size, size), session_graphs)
-    (tmp_path / "cache" / "engines").mkdir(parents=True)
-    for path in (graph, graph.with_suffix(".json")):
-        shutil.copy(path, tmp_path / "cache" / "engines" / path.name)
+    net = create_backbone(tiny_backbone["backbone"], weights=tiny_backbone["weights"], img_size=size)
+    compile_onnx(net, (3, size, size), tmp_path / "cache" / "engines")
+    assert [path.suffix for path in (tmp_path / "cache" / "engines").iterdir()].count(".onnx") == 1
     return tmp_path / "cache"
 
 
@@ -80,13 +79,13 @@ def _metadata(path) -> dict:
 
 def test_a_fine_tuned_run_makes_its_graph_once_for_its_evaluation_and_its_export(tiny_multilabel, tiny_dataset,
                                                                                  tmp_path, cache, made,
-                                                                                 onnxruntime_cpu):
+                                                                                 onnxruntime_cpu, tiny_backbone):
     from graft.evaluation import sigmoid
     from graft.export.exported import ExportedModel
 
-    unique = {**FAST, "seed": 7413}  # and the test's own folder of unsaved graphs (conftest)
+    unique = {**FAST, **tiny_backbone, "seed": 7413}  # and the test's own folder of unsaved graphs (conftest)
     tuned = graft.train(tiny_multilabel, strategy="finetune", out=tmp_path, name="multi", cache_dir=cache, **unique)
-    # the template of Lite0's structure, traced once and given the run's weights once: the graph that
+    # the template of the backbone's structure, traced once and given the run's weights once: the graph that
     # scored val and test is the one exported (before: the whole model traced again to score them)
     assert made == {"traced": ["Backbone"], "weighted": ["Backbone"]}
     assert tuned.record.engine == "onnxruntime" and "export_s" in tuned.metrics.timings
