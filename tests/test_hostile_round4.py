@@ -46,3 +46,21 @@ def test_a_hand_made_evil_pth_is_refused_without_torch_s_request_to_file_an_issu
         create_backbone("tf_efficientnet_lite0", weights=str(path), img_size=32)
     assert str(path) in str(error.value) and "never unpickles" in str(error.value)
     assert not [w for w in seen if "file an issue" in str(w.message)], [str(w.message) for w in seen]
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_any_command_says_it_was_interrupted_and_exits_130(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during `graft evaluate`, `graft export` or `graft audit` (and explain, advise, ...) exited 130
+    with no word (Typer's own exit), where train, predict, suggest, similar and cache prune say what they
+    interrupted (defects 30 and 37)."""
+    monkeypatch.setattr("graft.loader.open_predictor", _interrupt)
+    monkeypatch.setattr("graft.classifier.load", _interrupt)
+    monkeypatch.setattr("graft.audit.audit", _interrupt)
+    for args in (["evaluate", tmp_path, tmp_path], ["export", tmp_path], ["audit", tmp_path]):
+        code, output = run_main(args, capsys, monkeypatch)
+        assert code == 130 and "Traceback" not in output, (args[0], code, output)
+        assert "interrupted" in output and "Aborted" not in output, (args[0], output)
+    assert not list(tmp_path.iterdir())

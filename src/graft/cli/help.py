@@ -37,6 +37,15 @@ class Command(TyperCommand):
             if isinstance(param, TyperArgument) and param.metavar is None and param.name:
                 param.metavar = param.name.upper() + ("..." if param.nargs != 1 else "")
 
+    def invoke(self, ctx):
+        """Run the command; Ctrl-C where the command does not say more itself (evaluate, export, audit,
+        explain, advise, ...): say so and exit 130, as train and predict do (Typer's own exit is silent)."""
+        from .render import interrupts_explained
+
+        with interrupts_explained(lambda: "graft writes each file whole or not at all, so no file was left half "
+                                          "written; run the command again."):
+            return super().invoke(ctx)
+
     def collect_usage_pieces(self, ctx) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
