@@ -249,8 +249,8 @@ def test_a_network_that_cannot_be_traced_falls_back_to_torch_under_auto_only(tmp
     assert [path.name.endswith(".refused.json") for path in tmp_path.iterdir()] == [True]
 
 
-def test_cli_predict_takes_an_engine(linear_probe_run, tiny_dataset, capsys, monkeypatch, engines):
-    monkeypatch.setenv("GRAFT_CACHE", str(engines.parent / "cli-cache"))
+def test_cli_predict_takes_an_engine(linear_probe_run, tiny_dataset, capsys, monkeypatch, fresh_cache):
+    monkeypatch.setenv("GRAFT_CACHE", str(fresh_cache))  # no export of the run yet; Lite0's graph not traced again
     image = next((Path(tiny_dataset) / "val" / "red").glob("*.png"))
     code, output = run_main(["predict", linear_probe_run.run_dir, image, "--engine", "onnxruntime"], capsys, monkeypatch)
     assert code == 0 and "red" in output
@@ -274,15 +274,18 @@ def test_every_engine_gives_the_same_val_answers_and_the_record_names_it(tiny_da
 
 
 @pytest.mark.slow
-def test_the_same_run_gives_the_same_model_whatever_the_cache_holds(tiny_dataset, tmp_path):
+def test_the_same_run_gives_the_same_model_whatever_the_cache_holds(tiny_dataset, tmp_path, tiny_backbone):
     """issue 24: the same linear-probe command gave 94.1% val in a fresh cache and 96.1% in one where the
     backbone's graph had been traced (the engine followed the cache: bf16 torch features in one, ONNX
     Runtime's in the other). Now the engine follows the options and the machine alone: a cold cache and
     one that another run filled (torch's features of the same images, the graph traced) give the same
-    head, bit for bit."""
+    head, bit for bit. On the tiny test_efficientnet (conftest's tiny_backbone): the cold cache traces
+    its graph in a second, where Lite0's took tens."""
     import shutil
 
-    from conftest import FAST
+    from conftest import FAST as LITE0
+
+    FAST = {**LITE0, **tiny_backbone}
 
     cold = graft.train(tiny_dataset, strategy="linear-probe", out=tmp_path, name="cold", cache_dir=tmp_path / "cold",
                        **FAST)
