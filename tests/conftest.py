@@ -227,9 +227,11 @@ def tiny_backbone(tmp_path_factory) -> dict:
 
     from graft.backbones.backbone import build_timm_model
 
-    torch.manual_seed(0)
+    with torch.random.fork_rng():  # the same weights every session, and the tests' random state left alone
+        torch.manual_seed(0)
+        state = build_timm_model("test_efficientnet").state_dict()
     path = tmp_path_factory.mktemp("tiny-backbone") / "test_efficientnet.safetensors"
-    save_file({k: v.contiguous() for k, v in build_timm_model("test_efficientnet").state_dict().items()}, str(path))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return {"backbone": "test_efficientnet", "weights": str(path)}
 
 
