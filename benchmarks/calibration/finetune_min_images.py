@@ -4,7 +4,8 @@ probe is under PROBE_GOOD_ENOUGH_FEW on val (graft.advise.auto). Where it keeps 
 fine-tuning must not have paid; where it fine-tunes, it must stay within a point of the better of the two.
 
     python -m benchmarks.calibration.finetune_min_images [--shared ../shared/datasets] [--only bdt,...]
-        [--seeds 0,1] [--key finetune_min_images]
+        [--seeds 0,1] [--strategies auto,linear-probe] [--key finetune_min_images]
+    python -m benchmarks.calibration.finetune_min_images --table     # docs/advise.md's table, from the stored rows
 
 Tuned on flowers-dev at 60 and 80 photos per class, grey flowers at 80, issue 24's own sets (the
 image line) and `dht` below (the probe line); docs/advise.md, "Few images: a higher bar". Sets:
@@ -21,8 +22,8 @@ held out from both lines:
 Each row is one `graft train` process as typed but for --no-report, with a cold feature cache of its
 own (benchmarks.calibration.auto_calibrate.run), for `--strategy auto` (the default), `linear-probe`
 and `probe-finetune --budget 0` (fine-tuning whatever the probe), seeds as given (`--seed`: another
-val split and training order). Stored under KEY in benchmarks/results.json; rows of sets not run
-this time are kept.
+val split and training order). Stored under KEY in benchmarks/results.json; rows not run this time
+(other sets, seeds or --strategies) are kept.
 """
 
 from __future__ import annotations
@@ -69,13 +70,46 @@ def build(key: str, shared: Path, work: Path) -> Path:
     return build_cifar_classes(shared, root, DHT, train=110 if key == "dht" else 200, test=100)
 
 
+IMAGES = {"flowers3": 240, "dht": 264, "dht-large": 480, "flowers60": 300, "bdt": 264, "acd": 264, "grey60": 300}
+ROLE = {"flowers3": "check (image line)", "dht": "tuned the probe line", "dht-large": "check (image line)",
+        "flowers60": "tuned the image line", "bdt": "held out", "acd": "held out", "grey60": "held out"}
+
+
+def table(rows: list[dict]) -> str:
+    """docs/advise.md's table from stored rows: per set and seed the probe, fine-tuning whatever the probe
+    (probe-finetune --budget 0), auto, and the checks: where the probe is the better on test, auto at most
+    1.5x its time; auto within a point of the better of the two."""
+    lines = ["| set | images | role | seed | probe val | probe test | fine-tuned test | auto kept | auto test | "
+             "auto time / probe time | within 1 of the better | <= 1.5x where the probe is better |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    by = {(row["set"], row["seed"], row["strategy"]): row for row in rows}
+    for key, seed in sorted({(row["set"], row["seed"]) for row in rows}, key=lambda k: (list(IMAGES).index(k[0]), k[1])):
+        probe, tuned, auto = (by.get((key, seed, name)) for name in ("linear-probe", "probe-finetune", "auto"))
+        if probe is None or auto is None:
+            continue
+        ratio = auto["seconds"] / probe["seconds"]
+        best = max(probe["test"], tuned["test"]) if tuned else None
+        within = "-" if best is None else ("yes" if auto["test"] >= best - 0.01 else "no")
+        cheap = ("-" if tuned is None or tuned["test"] > probe["test"]
+                 else ("yes" if ratio <= 1.5 else "no"))
+        lines.append(f"| {key} | {IMAGES[key]} | {ROLE[key]} | {seed} | {probe['val']:.1%} | {probe['test']:.1%} | "
+                     f"{'-' if tuned is None else format(tuned['test'], '.1%')} | {auto['kept']} | {auto['test']:.1%} | "
+                     f"{ratio:.2f}x ({auto['seconds']:.0f} / {probe['seconds']:.0f} s) | {within} | {cheap} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", type=Path, default=SHARED_DATASETS)
     parser.add_argument("--only", default=",".join(SETS))
     parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--strategies", default=None, help="run only these of each set's strategies (comma-separated)")
     parser.add_argument("--key", default="finetune_min_images")
+    parser.add_argument("--table", action="store_true", help="print docs/advise.md's table from the stored rows, run nothing")
     args = parser.parse_args()
+    if args.table:
+        print(table((figures(args.key) or {}).get("rows", [])))
+        return
     about = provenance(parameters={"only": args.only, "seeds": args.seeds})
     rows = []
     with tempfile.TemporaryDirectory(prefix="graft-min-images-") as folder:
@@ -85,12 +119,15 @@ def main() -> None:
             data = build(key, args.shared, work)
             for seed in args.seeds.split(","):
                 for strategy in strategies:
+                    if args.strategies and strategy not in args.strategies.split(","):
+                        continue
                     extra = ["--img-size", size, "--seed", seed] + (["--budget", "0"] if strategy == "probe-finetune" else [])
                     row = run(f"{key}-seed{seed}", data, strategy, extra, work) | {"set": key, "seed": int(seed)}
                     print(json.dumps(row), flush=True)
                     rows.append(row)
-    fresh = {(row["set"], row["seed"]) for row in rows}
-    kept = [row for row in (figures(args.key) or {}).get("rows", []) if (row["set"], row["seed"]) not in fresh]
+    fresh = {(row["set"], row["seed"], row["strategy"]) for row in rows}
+    kept = [row for row in (figures(args.key) or {}).get("rows", [])
+            if (row["set"], row["seed"], row["strategy"]) not in fresh]
     record(args.key, {"rows": kept + rows}, about)
 
 
