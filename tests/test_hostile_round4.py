@@ -64,3 +64,21 @@ def test_ctrl_c_in_any_command_says_it_was_interrupted_and_exits_130(tmp_path, c
         assert code == 130 and "Traceback" not in output, (args[0], code, output)
         assert "interrupted" in output and "Aborted" not in output, (args[0], output)
     assert not list(tmp_path.iterdir())
+
+
+def test_cache_ls_of_an_entry_with_changed_bytes_points_to_verify(tmp_path, capsys, monkeypatch):
+    """Bytes changed in place inside features.npy (the size kept): `graft cache ls` listed the entry as "ok"
+    and said nothing more, while `graft cache verify` called it damaged (ls checks files, shapes and sizes
+    only, to stay quick). ls must say that its "ok" does not cover the checksum, and where that is checked."""
+    from test_cache import _entry, _flip_a_byte
+
+    from graft.features import FeatureCache
+
+    monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "graft-cache"))
+    cache = FeatureCache(tmp_path / "graft-cache" / "features")
+    _flip_a_byte(_entry(cache).path)
+    code, listing = run_main(["cache", "ls"], capsys, monkeypatch)
+    assert code == 0 and "Traceback" not in listing
+    assert "damaged" in listing or "graft cache verify" in listing, listing
+    code, report = run_main(["cache", "verify"], capsys, monkeypatch)
+    assert code == 1 and "checksum" in report

@@ -49,6 +49,9 @@ def cache_ls() -> None:
     line = f"{len(entries)} entries, {sum(e.size_bytes for e in entries) / 1e6:.1f} MB"
     if damaged:
         line += f"; {damaged} damaged (`graft cache verify --fix` removes them, or they are rebuilt when next used)"
+    if entries:  # ls reads no feature's bytes, to stay quick: its "ok" is of the files, shapes and sizes
+        line += ("; state from the files, shapes and sizes (`graft cache verify` also checks every feature's "
+                 "checksum)")
     console.print(line)
     if partials:
         now = time.time()
