@@ -16,9 +16,31 @@ from PIL import Image
 
 def pytest_configure(config):
     _one_share_of_the_cores_per_worker()
+    if hasattr(config.option, "loadscopereorder"):  # the files' order is pytest_collection_modifyitems' below
+        config.option.loadscopereorder = False
     config.addinivalue_line(
         "markers", "slow: takes more than a few seconds on 2 CPU cores (training several models, the demo, "
                    "several processes); deselect with -m 'not slow'")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist's --dist loadfile (pyproject's addopts) a worker takes a whole file, and xdist
+    would hand the files out largest first by their number of tests: a file of two minute-long tests
+    (DDP training, the linter) came last and kept one worker busy while the other had finished. Files
+    holding a test marked slow go out first instead (then the most tests first, as xdist did); the
+    tests within a file keep their order. Set here for every worker alike, so their collections match."""
+    if not _distributing_files(config):
+        return
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    counts: dict = {}
+    for item in items:
+        counts[item.path] = counts.get(item.path, 0) + 1
+    items.sort(key=lambda item: (item.path not in slow_files, -counts[item.path], str(item.path)))
+
+
+def _distributing_files(config) -> bool:
+    """This process is an xdist worker, handed whole files (--dist loadfile or loadscope)."""
+    return hasattr(config, "workerinput") and getattr(config.option, "dist", "no") in ("loadfile", "loadscope")
 
 
 def _one_share_of_the_cores_per_worker() -> None:
