@@ -70,9 +70,8 @@ def test_cache_ls_of_an_entry_with_changed_bytes_points_to_verify(tmp_path, caps
     """Bytes changed in place inside features.npy (the size kept): `graft cache ls` listed the entry as "ok"
     and said nothing more, while `graft cache verify` called it damaged (ls checks files, shapes and sizes
     only, to stay quick). ls must say that its "ok" does not cover the checksum, and where that is checked."""
-    from test_cache import _entry, _flip_a_byte
-
     from graft.features import FeatureCache
+    from test_cache import _entry, _flip_a_byte
 
     monkeypatch.setenv("GRAFT_CACHE", str(tmp_path / "graft-cache"))
     cache = FeatureCache(tmp_path / "graft-cache" / "features")
