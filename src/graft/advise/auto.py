@@ -137,17 +137,17 @@ def auto_plan(advice: Advice, *, budget: str = "10m") -> AutoPlan:
             f"{advice.images_per_class:g} training images per class (under {FINETUNE_MIN_PER_CLASS}): a linear probe on the "
             "frozen base; too few images to retrain the base, so fine-tuning is not tried."])
     options = {"strategy": "probe-finetune", "lr": advice.lr, "backbone_lr_ratio": advice.backbone_lr_ratio}
-    good_enough, unlike = PROBE_GOOD_ENOUGH, ""
+    good_enough, why_line = PROBE_GOOD_ENOUGH, ""
     if advice.case == 4:
-        good_enough, unlike = PROBE_GOOD_ENOUGH_DIFFERENT, " (data unlike ImageNet: its features fit less, so the line is higher)"
+        good_enough, why_line = PROBE_GOOD_ENOUGH_DIFFERENT, " (data unlike ImageNet: its features fit less, so the line is higher)"
     elif advice.train_images < FINETUNE_MIN_IMAGES:
-        good_enough, unlike = PROBE_GOOD_ENOUGH_FEW, (
+        good_enough, why_line = PROBE_GOOD_ENOUGH_FEW, (
             f" (only {advice.train_images} training images in all, under {FINETUNE_MIN_IMAGES}: with so few, fine-tuning "
             "gained nothing on the calibration sets unless the probe left much error, so the line is lower)")
     reasons = [
         f"{advice.images_per_class:g} training images per class (at least {FINETUNE_MIN_PER_CLASS}): a linear probe "
         "first; then a head on augmented views and everything fine-tuned "
-        f"(base at {advice.backbone_lr_ratio:g} x lr) if the probe's val accuracy is under {good_enough:.0%}{unlike} and "
+        f"(base at {advice.backbone_lr_ratio:g} x lr) if the probe's val accuracy is under {good_enough:.0%}{why_line} and "
         f"measured epochs fit in {within}; the fine-tuned model is kept unless the probe beats it on val by more "
         "than the noise."]
     sampled = advice.stages[-1].probe_accuracy if advice.stages else None
