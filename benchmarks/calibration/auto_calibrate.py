@@ -57,15 +57,18 @@ RUNS = {
 }
 
 
-def build_cifar_classes(shared: Path, root: Path, names: tuple[str, ...], *, train: int, test: int, skip: int = 0) -> Path:
-    """train/<class>/ and test/<class>/ with `train` and `test` images of some CIFAR-10 classes, as links: the first
-    ones after `skip` training images (the test images from the first)."""
+def build_classes(dataset: Path, root: Path, names: tuple[str, ...], *, train: int | None = None,
+                  test: int | None = None, skip: int = 0) -> Path:
+    """train/<class>/ and test/<class>/ with `train` and `test` images (None: all) of some classes of a
+    shared set (`dataset`: its folder of train/ and test/), as links: the first ones after `skip`
+    training images (the test images from the first)."""
     for split, count, start in (("train", train, skip), ("test", test, 0)):
         for name in names:
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
-            for image in sorted((shared / "cifar10-dev" / split / name).iterdir())[start:start + count]:
-                (folder / image.name).symlink_to(image)
+            images = sorted((dataset / split / name).iterdir())
+            for image in images[start:None if count is None else start + count]:
+                (folder / image.name).symlink_to(image.resolve())
     return root
 
 
@@ -94,9 +97,9 @@ def build(key: str, shared: Path, work: Path) -> Path:
     if key == "cifar10":
         return shared / "cifar10-dev"
     if key == "cifar3":
-        return build_cifar_classes(shared, work / "cifar3", ("airplane", "cat", "ship"), train=40, test=40)
+        return build_classes(shared / "cifar10-dev", work / "cifar3", ("airplane", "cat", "ship"), train=40, test=40)
     if key == "catdog":
-        return build_cifar_classes(shared, work / "catdog", ("cat", "dog"), train=500, test=100)
+        return build_classes(shared / "cifar10-dev", work / "catdog", ("cat", "dog"), train=500, test=100)
     if key == "flowers-grey":
         return build_grey(shared, work / "flowers-grey")
     if key == "digits":

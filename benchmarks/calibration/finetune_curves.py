@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .._results import provenance, record
 from .._runs import SHARED_DATASETS, run_graft, train_subset
-from .auto_calibrate import RUNS, build, build_cifar_classes
+from .auto_calibrate import RUNS, build, build_classes
 
 TUNED = ("flowers", "catdog", "digits", "flowers-grey", "cifar3")
 HELD_OUT = ("flowers60", "cifar5")
@@ -34,7 +34,7 @@ def build_any(key: str, shared: Path, work: Path) -> tuple[Path, list[str]]:
         return train_subset(shared / "flowers-dev", work / key, train_per_class=75), ["--img-size", "224"]
     if key == "cifar5":
         names = ("airplane", "automobile", "bird", "frog", "ship")
-        return build_cifar_classes(shared, work / key, names, train=125, test=100), ["--img-size", "64"]
+        return build_classes(shared / "cifar10-dev", work / key, names, train=125, test=100), ["--img-size", "64"]
     return build(key, shared, work), [option for option in RUNS[key][0] if option != "--budget"]
 
 

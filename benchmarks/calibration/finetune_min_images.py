@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .._results import figures, provenance, record
 from .._runs import SHARED_DATASETS, train_subset
-from .auto_calibrate import build_cifar_classes, build_grey, run
+from .auto_calibrate import build_classes, build_grey, run
 
 SETS = {  # key: (input size, strategies)
     "flowers3": ("224", ("auto", "linear-probe", "probe-finetune")),
@@ -54,20 +54,14 @@ HELD_OUT = {"bdt": ("bird", "dog", "truck"), "acd": ("automobile", "cat", "deer"
 def build(key: str, shared: Path, work: Path) -> Path:
     root = work / key
     if key == "flowers3":
-        for split in ("train", "test"):
-            for name in FLOWERS3:
-                folder = root / split / name
-                folder.mkdir(parents=True, exist_ok=True)
-                for image in sorted((shared / "flowers-dev" / split / name).iterdir()):
-                    (folder / image.name).symlink_to(image.resolve())
-        return root
+        return build_classes(shared / "flowers-dev", root, FLOWERS3)
     if key == "flowers60":  # 75 per class in the folder, 60 after graft's val split (finetune_curves' flowers60)
         return train_subset(shared / "flowers-dev", root, train_per_class=75)
     if key == "grey60":
         return train_subset(build_grey(shared, work / "grey"), root, train_per_class=75)
     if key in HELD_OUT:
-        return build_cifar_classes(shared, root, HELD_OUT[key], train=110, test=100, skip=300)
-    return build_cifar_classes(shared, root, DHT, train=110 if key == "dht" else 200, test=100)
+        return build_classes(shared / "cifar10-dev", root, HELD_OUT[key], train=110, test=100, skip=300)
+    return build_classes(shared / "cifar10-dev", root, DHT, train=110 if key == "dht" else 200, test=100)
 
 
 IMAGES = {"flowers3": 240, "dht": 264, "dht-large": 480, "flowers60": 300, "bdt": 264, "acd": 264, "grey60": 300}
